@@ -1,0 +1,51 @@
+# lb-service: every set-up and check goes through these targets; CI calls the same ones.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+BIN    := $(VENV)/bin
+# Re-install whenever the dependency list changes.
+STAMP  := $(VENV)/.installed
+LISTEN ?= 127.0.0.1:50051
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test lint protos check-protos fmt clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "lb-service needs Python 3.11+; set PYTHON=python3.11" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+install: $(STAMP) ## create .venv and install the service with its dev tools
+
+run: $(STAMP) ## serve on $(LISTEN) with the defaults
+	$(BIN)/lb-service serve --listen $(LISTEN)
+
+test: $(STAMP) ## run the whole suite with branch coverage (fails under 90%)
+	$(BIN)/pytest --cov --cov-report=term $(PYTEST_ARGS)
+
+lint: $(STAMP) check-protos ## ruff, mypy --strict on lb_service/, generated-code freshness
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+fmt: $(STAMP) ## format and auto-fix
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+protos: $(STAMP) ## regenerate generated/ from protos/
+	rm -rf generated/lb
+	BIN=$(BIN) scripts/gen_protos.sh generated
+
+check-protos: $(STAMP) ## fail when generated/ is not what protos/ produces
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	BIN=$(BIN) scripts/gen_protos.sh "$$tmp" && \
+	diff -r -x __pycache__ "$$tmp/lb" generated/lb >/dev/null || \
+	{ echo "generated/ is stale: run 'make protos' and commit the result" >&2; exit 1; }
+
+clean: ## remove the virtualenv and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov *.egg-info

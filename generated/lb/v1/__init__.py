@@ -1,0 +1,1 @@
+"""Generated lb.v1 stubs; produced by `make protos`, never edited."""

@@ -1,0 +1,1 @@
+"""lb-service: a gRPC control plane that picks which agent takes each request."""

@@ -1,0 +1,66 @@
+"""The domain error tree; the service layer maps each leaf to one gRPC status code.
+
+::
+
+    LoadBalancerError
+    ├── InvalidArgument          malformed input                      INVALID_ARGUMENT
+    ├── NotFound                                                      NOT_FOUND
+    │   ├── AgentNotFound        an agent id the service does not know
+    │   └── LeaseNotFound        a request id that was never issued
+    └── NoAgentAvailable         a pick that cannot be made
+        ├── NoAgentsRegistered   nothing to pick from at all          UNAVAILABLE
+        ├── NoEligibleAgent      no agent meets the task              FAILED_PRECONDITION
+        └── AllAgentsBusy        every eligible agent is at capacity  RESOURCE_EXHAUSTED
+
+Every message says what was wrong in words a person can act on; the service
+passes it through unchanged as the status details.
+"""
+
+from __future__ import annotations
+
+
+class LoadBalancerError(Exception):
+    """Base of every error the core raises on purpose."""
+
+
+class InvalidArgument(LoadBalancerError):
+    """The input is malformed; nothing was changed."""
+
+
+class NotFound(LoadBalancerError):
+    """Something named in the input does not exist."""
+
+
+class AgentNotFound(NotFound):
+    """An agent id the service does not know."""
+
+    def __init__(self, agent_id: str) -> None:
+        super().__init__(f"unknown agent {agent_id!r}")
+        self.agent_id = agent_id
+
+
+class LeaseNotFound(NotFound):
+    """A request id that this service never issued."""
+
+    def __init__(self, request_id: str) -> None:
+        super().__init__(f"unknown request_id {request_id!r}: it was not issued by this service")
+        self.request_id = request_id
+
+
+class NoAgentAvailable(LoadBalancerError):
+    """A selection could not be made; counted as a failed selection."""
+
+
+class NoAgentsRegistered(NoAgentAvailable):
+    """There are no agents at all: none registered and no candidates given."""
+
+    def __init__(self) -> None:
+        super().__init__("no agents are registered; register one or pass candidates")
+
+
+class NoEligibleAgent(NoAgentAvailable):
+    """Agents exist but none meets the task; the message names the requirement."""
+
+
+class AllAgentsBusy(NoAgentAvailable):
+    """Eligible agents exist but every one is at its max_connections."""

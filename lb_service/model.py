@@ -1,0 +1,115 @@
+"""Plain domain values: agents, tasks, loads, selections, statistics (no protobuf here)."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+class StrategyName(enum.Enum):
+    """The selection strategies, spelled as users write them in flags and config."""
+
+    ROUND_ROBIN = "round-robin"
+    LEAST_CONNECTIONS = "least-connections"
+    WEIGHTED = "weighted"
+    LATENCY_BASED = "latency-based"
+    CAPABILITY_MATCH = "capability-match"
+
+
+class Compute(enum.Enum):
+    """The kind of hardware a task needs."""
+
+    ANY = "any"
+    CPU = "cpu"
+    GPU = "gpu"
+
+
+@dataclass(frozen=True, slots=True)
+class Hardware:
+    """An agent's machine: GPU model and memory, CPU cores, system memory."""
+
+    gpu: str = ""
+    vram_gb: float = 0.0
+    cpu_cores: int = 0
+    ram_gb: float = 0.0
+
+    @property
+    def has_gpu(self) -> bool:
+        """Whether the agent has a GPU (memory reported or a GPU model named)."""
+        return self.vram_gb > 0 or bool(self.gpu)
+
+
+@dataclass(frozen=True, slots=True)
+class Agent:
+    """A worker host that takes requests; ``max_connections == 0`` means no limit."""
+
+    id: str
+    host: str = ""
+    port: int = 0
+    models: tuple[str, ...] = ()
+    hardware: Hardware = field(default_factory=Hardware)
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    max_connections: int = 0
+
+    @property
+    def default_weight(self) -> float:
+        """Weight before any override: VRAM in GB when known, else 1.
+
+        CPU-only and unknown-hardware agents get 1 so they still receive traffic
+        (a pure sum-of-VRAM rule would give them nothing, or divide by zero).
+        """
+        return self.hardware.vram_gb if self.hardware.vram_gb > 0 else 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """What a request needs from the agent that takes it; defaults accept any agent."""
+
+    model: str = ""
+    min_vram_gb: float = 0.0
+    compute: Compute = Compute.ANY
+
+
+@dataclass(frozen=True, slots=True)
+class AgentLoad:
+    """An agent's load as reported to clients."""
+
+    agent_id: str
+    active_connections: int
+    avg_latency_ms: float
+    last_request_at_ms: int
+    total_requests: int
+    failed_requests: int
+    weight: float
+
+
+@dataclass(frozen=True, slots=True)
+class LoadSnapshot:
+    """The loads of a set of agents at one moment (unix ms), as WatchLoads streams them."""
+
+    loads: tuple[AgentLoad, ...]
+    timestamp_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """The answer to a pick: the agent, its lease when acquired, and how it was decided."""
+
+    agent: Agent
+    strategy: StrategyName
+    sticky: bool = False
+    request_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Statistics:
+    """Service-wide counters."""
+
+    strategy: StrategyName
+    total_selections: int
+    failed_selections: int
+    total_requests: int
+    active_connections: int
+    avg_latency_ms: float
+    selections_by_agent: Mapping[str, int]

@@ -1,0 +1,1 @@
+"""The gRPC layer: servicer, protobuf conversion, status mapping and the server."""

@@ -1,0 +1,142 @@
+"""Conversion between lb.v1 protobuf messages and domain values, in both directions."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from lb.v1 import load_balancer_pb2 as pb
+
+from lb_service.errors import InvalidArgument
+from lb_service.model import (
+    Agent,
+    AgentLoad,
+    Compute,
+    Hardware,
+    LoadSnapshot,
+    Selection,
+    Statistics,
+    StrategyName,
+    Task,
+)
+
+_STRATEGY_FROM_PB: Mapping[int, StrategyName] = {
+    pb.STRATEGY_ROUND_ROBIN: StrategyName.ROUND_ROBIN,
+    pb.STRATEGY_LEAST_CONNECTIONS: StrategyName.LEAST_CONNECTIONS,
+    pb.STRATEGY_WEIGHTED: StrategyName.WEIGHTED,
+    pb.STRATEGY_LATENCY_BASED: StrategyName.LATENCY_BASED,
+    pb.STRATEGY_CAPABILITY_MATCH: StrategyName.CAPABILITY_MATCH,
+}
+_STRATEGY_TO_PB: Mapping[StrategyName, pb.Strategy.ValueType] = {
+    name: pb.Strategy.ValueType(number) for number, name in _STRATEGY_FROM_PB.items()
+}
+_COMPUTE_FROM_PB: Mapping[int, Compute] = {
+    pb.COMPUTE_UNSPECIFIED: Compute.ANY,
+    pb.COMPUTE_CPU: Compute.CPU,
+    pb.COMPUTE_GPU: Compute.GPU,
+}
+
+
+def strategy_from_pb(value: int) -> StrategyName:
+    """Map a Strategy enum number to a strategy; UNSPECIFIED and unknown numbers are invalid."""
+    try:
+        return _STRATEGY_FROM_PB[value]
+    except KeyError:
+        valid = ", ".join(pb.Strategy.Name(pb.Strategy.ValueType(n)) for n in _STRATEGY_FROM_PB)
+        raise InvalidArgument(f"strategy must be one of {valid}; got {value}") from None
+
+
+def strategy_to_pb(strategy: StrategyName) -> pb.Strategy.ValueType:
+    """Map a strategy to its Strategy enum number."""
+    return _STRATEGY_TO_PB[strategy]
+
+
+def compute_from_pb(value: int) -> Compute:
+    """Map a Compute enum number; unknown numbers are invalid."""
+    try:
+        return _COMPUTE_FROM_PB[value]
+    except KeyError:
+        raise InvalidArgument(
+            f"task.compute must be COMPUTE_UNSPECIFIED, COMPUTE_CPU or COMPUTE_GPU; got {value}"
+        ) from None
+
+
+def agent_from_pb(message: pb.Agent) -> Agent:
+    """Build a domain agent from its message (not yet validated)."""
+    hw = message.hardware
+    return Agent(
+        id=message.id,
+        host=message.host,
+        port=message.port,
+        models=tuple(message.models),
+        hardware=Hardware(gpu=hw.gpu, vram_gb=hw.vram_gb, cpu_cores=hw.cpu_cores, ram_gb=hw.ram_gb),
+        metadata=dict(message.metadata),
+        max_connections=message.max_connections,
+    )
+
+
+def agent_to_pb(agent: Agent) -> pb.Agent:
+    """Build the message for a domain agent."""
+    hw = agent.hardware
+    return pb.Agent(
+        id=agent.id,
+        host=agent.host,
+        port=agent.port,
+        models=agent.models,
+        hardware=pb.Hardware(
+            gpu=hw.gpu, vram_gb=hw.vram_gb, cpu_cores=hw.cpu_cores, ram_gb=hw.ram_gb
+        ),
+        metadata=agent.metadata,
+        max_connections=agent.max_connections,
+    )
+
+
+def task_from_pb(message: pb.TaskRequirements) -> Task:
+    """Build a task from its requirements message; an unset message means any agent."""
+    return Task(
+        model=message.model,
+        min_vram_gb=message.min_vram_gb,
+        compute=compute_from_pb(message.compute),
+    )
+
+
+def selection_to_pb(selection: Selection) -> pb.SelectAgentResponse:
+    """Build the SelectAgent response for a selection."""
+    return pb.SelectAgentResponse(
+        agent=agent_to_pb(selection.agent),
+        request_id=selection.request_id,
+        strategy=strategy_to_pb(selection.strategy),
+        sticky=selection.sticky,
+    )
+
+
+def load_to_pb(load: AgentLoad) -> pb.AgentLoad:
+    """Build the message for an agent's load."""
+    return pb.AgentLoad(
+        agent_id=load.agent_id,
+        active_connections=load.active_connections,
+        avg_latency_ms=load.avg_latency_ms,
+        last_request_at_ms=load.last_request_at_ms,
+        total_requests=load.total_requests,
+        failed_requests=load.failed_requests,
+        weight=load.weight,
+    )
+
+
+def statistics_to_pb(stats: Statistics) -> pb.GetStatisticsResponse:
+    """Build the GetStatistics response."""
+    return pb.GetStatisticsResponse(
+        strategy=strategy_to_pb(stats.strategy),
+        total_selections=stats.total_selections,
+        failed_selections=stats.failed_selections,
+        total_requests=stats.total_requests,
+        active_connections=stats.active_connections,
+        avg_latency_ms=stats.avg_latency_ms,
+        selections_by_agent=stats.selections_by_agent,
+    )
+
+
+def snapshot_to_pb(snapshot: LoadSnapshot) -> pb.WatchLoadsResponse:
+    """Build one WatchLoads update."""
+    return pb.WatchLoadsResponse(
+        loads=[load_to_pb(load) for load in snapshot.loads], timestamp_ms=snapshot.timestamp_ms
+    )

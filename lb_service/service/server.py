@@ -1,0 +1,112 @@
+"""The gRPC server: LoadBalancer, health and reflection services, upkeep, graceful stop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from dataclasses import dataclass
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from lb.v1 import load_balancer_pb2 as pb
+from lb.v1 import load_balancer_pb2_grpc as pb_grpc
+
+from lb_service.balancer import LoadBalancer
+from lb_service.service.servicer import LoadBalancerServicer
+
+log = structlog.get_logger(__name__)
+
+#: Full name of the LoadBalancer service, as health checks and reflection know it.
+SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["LoadBalancer"].full_name
+
+
+@dataclass(frozen=True, slots=True)
+class ServerOptions:
+    """Process-level options of the server, with the documented defaults."""
+
+    #: Address to bind; loopback by default so nothing is exposed by accident.
+    listen: str = "127.0.0.1:50051"
+    #: Seconds in-flight RPCs get to finish on shutdown.
+    grace_s: float = 5.0
+    #: Seconds between sweeps that expire overdue leases and idle sessions.
+    sweep_interval_s: float = 1.0
+
+
+class ListenError(RuntimeError):
+    """The server could not bind its listen address."""
+
+
+class LoadBalancerServer:
+    """A running lb.v1 server; start it, then stop it (tests and the CLI share this)."""
+
+    def __init__(self, balancer: LoadBalancer, options: ServerOptions | None = None) -> None:
+        """Prepare a server for ``balancer``; nothing listens until ``start``."""
+        self._balancer = balancer
+        self._options = options or ServerOptions()
+        self._servicer = LoadBalancerServicer(balancer)
+        self._health = health.aio.HealthServicer()
+        self._server = grpc.aio.server()
+        self._sweeper: asyncio.Task[None] | None = None
+        self.port = 0
+
+    async def start(self) -> int:
+        """Bind, start serving, mark the services SERVING; return the bound port."""
+        server = self._server
+        pb_grpc.add_LoadBalancerServicer_to_server(self._servicer, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        try:
+            self.port = server.add_insecure_port(self._options.listen)
+        except RuntimeError as error:
+            raise ListenError(
+                f"cannot listen on {self._options.listen}: the address is invalid or in use"
+            ) from error
+        await server.start()
+        for service in ("", SERVICE_NAME):
+            await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        self._sweeper = asyncio.create_task(self._sweep_forever())
+        log.info("serving", listen=self._options.listen, port=self.port)
+        return self.port
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Stop gracefully: report NOT_SERVING, end streams, let in-flight RPCs finish."""
+        grace = self._options.grace_s if grace_s is None else grace_s
+        await self._health.enter_graceful_shutdown()
+        self._servicer.begin_shutdown()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        await self._server.stop(grace)
+        log.info("stopped")
+
+    async def wait_for_termination(self) -> None:
+        """Return once the server has stopped."""
+        await self._server.wait_for_termination()
+
+    async def _sweep_forever(self) -> None:
+        # Leases of crashed dispatchers and idle sessions are expired here, off the
+        # request path, so selections never pay for housekeeping.
+        while True:
+            await asyncio.sleep(self._options.sweep_interval_s)
+            leases, _ = await self._balancer.sweep()
+            if leases:
+                log.warning("leases_expired", count=leases)
+
+
+async def serve(balancer: LoadBalancer, options: ServerOptions) -> None:
+    """Serve until SIGTERM or SIGINT, then stop gracefully."""
+    server = LoadBalancerServer(balancer, options)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    log.info("shutting_down", grace_s=options.grace_s)
+    await server.stop()

@@ -1,0 +1,192 @@
+"""The lb.v1 LoadBalancer servicer: a thin translator between gRPC and the core."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from functools import wraps
+from typing import Any, NoReturn, TypeVar
+
+import grpc
+import structlog
+from lb.v1 import load_balancer_pb2 as pb
+from lb.v1 import load_balancer_pb2_grpc as pb_grpc
+
+from lb_service.balancer import LoadBalancer
+from lb_service.errors import LoadBalancerError
+from lb_service.service import convert
+from lb_service.service.status import to_status
+
+log = structlog.get_logger(__name__)
+
+_Request = TypeVar("_Request")
+_Response = TypeVar("_Response")
+_Item = TypeVar("_Item")
+_Unary = Callable[[Any, _Request, grpc.aio.ServicerContext], Awaitable[_Response]]
+
+
+async def abort(context: grpc.aio.ServicerContext, error: LoadBalancerError) -> NoReturn:
+    """End the RPC with the status for a domain error."""
+    status = to_status(error)
+    log.debug("rpc_rejected", code=status.code.name, message=status.details)
+    await context.abort(status.code, status.details, status.trailing_metadata)
+    raise AssertionError("context.abort returned")  # pragma: no cover - abort always raises
+
+
+def _translate_errors(method: _Unary[_Request, _Response]) -> _Unary[_Request, _Response]:
+    """Turn domain errors raised by a unary method into their status codes."""
+
+    @wraps(method)
+    async def wrapper(self: Any, request: _Request, context: grpc.aio.ServicerContext) -> _Response:
+        try:
+            return await method(self, request, context)
+        except LoadBalancerError as error:
+            await abort(context, error)
+
+    return wrapper
+
+
+class LoadBalancerServicer(pb_grpc.LoadBalancerServicer):
+    """Implements every lb.v1.LoadBalancer RPC by calling the LoadBalancer core."""
+
+    def __init__(self, balancer: LoadBalancer) -> None:
+        """Serve ``balancer``."""
+        self._balancer = balancer
+        self._stopping = asyncio.Event()
+
+    def begin_shutdown(self) -> None:
+        """End every open WatchLoads stream cleanly so shutdown need not wait them out."""
+        self._stopping.set()
+
+    @_translate_errors
+    async def RegisterAgent(  # noqa: N802 - gRPC method names are fixed by the proto
+        self, request: pb.RegisterAgentRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RegisterAgentResponse:
+        """Add or replace an agent."""
+        agent = convert.agent_from_pb(request.agent)
+        await self._balancer.register(agent)
+        log.info("agent_registered", agent_id=agent.id, host=agent.host, port=agent.port)
+        return pb.RegisterAgentResponse()
+
+    @_translate_errors
+    async def DeregisterAgent(  # noqa: N802
+        self, request: pb.DeregisterAgentRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeregisterAgentResponse:
+        """Remove an agent."""
+        await self._balancer.deregister(request.agent_id)
+        log.info("agent_deregistered", agent_id=request.agent_id)
+        return pb.DeregisterAgentResponse()
+
+    @_translate_errors
+    async def ListAgents(  # noqa: N802
+        self, request: pb.ListAgentsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListAgentsResponse:
+        """List the registered agents."""
+        agents = await self._balancer.agents()
+        return pb.ListAgentsResponse(agents=[convert.agent_to_pb(a) for a in agents])
+
+    @_translate_errors
+    async def SelectAgent(  # noqa: N802
+        self, request: pb.SelectAgentRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SelectAgentResponse:
+        """Pick an agent for a task."""
+        selection = await self._balancer.select(
+            task=convert.task_from_pb(request.task),
+            session_id=request.session_id,
+            candidates=[convert.agent_from_pb(a) for a in request.candidates],
+            acquire=request.acquire,
+        )
+        return convert.selection_to_pb(selection)
+
+    @_translate_errors
+    async def RecordRequestStart(  # noqa: N802
+        self, request: pb.RecordRequestStartRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RecordRequestStartResponse:
+        """Open a lease for a request sent to an agent."""
+        request_id = await self._balancer.start(request.agent_id)
+        return pb.RecordRequestStartResponse(request_id=request_id)
+
+    @_translate_errors
+    async def RecordRequestEnd(  # noqa: N802
+        self, request: pb.RecordRequestEndRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RecordRequestEndResponse:
+        """Close a request's lease and record its latency."""
+        await self._balancer.end(
+            request.agent_id, request.latency_ms, request.request_id, request.failed
+        )
+        return pb.RecordRequestEndResponse()
+
+    @_translate_errors
+    async def GetLoads(  # noqa: N802
+        self, request: pb.GetLoadsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetLoadsResponse:
+        """Return agent loads."""
+        loads = await self._balancer.loads(request.agent_ids)
+        return pb.GetLoadsResponse(loads=[convert.load_to_pb(load) for load in loads])
+
+    @_translate_errors
+    async def GetStatistics(  # noqa: N802
+        self, request: pb.GetStatisticsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetStatisticsResponse:
+        """Return service-wide counters."""
+        return convert.statistics_to_pb(await self._balancer.statistics())
+
+    async def WatchLoads(  # noqa: N802
+        self, request: pb.WatchLoadsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.WatchLoadsResponse]:
+        """Stream load snapshots until the client cancels or the server shuts down."""
+        snapshots = self._balancer.watch(request.agent_ids, request.min_interval_ms / 1000)
+        try:
+            async for snapshot in _until(snapshots, self._stopping):
+                yield convert.snapshot_to_pb(snapshot)
+        except LoadBalancerError as error:
+            await abort(context, error)
+
+    @_translate_errors
+    async def UpdateWeights(  # noqa: N802
+        self, request: pb.UpdateWeightsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UpdateWeightsResponse:
+        """Override agent weights, all or nothing."""
+        weights = await self._balancer.update_weights(dict(request.weights))
+        if request.weights:
+            log.info("weights_updated", weights=dict(request.weights))
+        return pb.UpdateWeightsResponse(weights=weights)
+
+    @_translate_errors
+    async def SetStrategy(  # noqa: N802
+        self, request: pb.SetStrategyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SetStrategyResponse:
+        """Switch the selection strategy."""
+        strategy = convert.strategy_from_pb(request.strategy)
+        previous = await self._balancer.set_strategy(strategy)
+        log.info("strategy_changed", strategy=strategy.value, previous=previous.value)
+        return pb.SetStrategyResponse(previous=convert.strategy_to_pb(previous))
+
+
+async def _until(
+    items: AsyncGenerator[_Item, None], stop: asyncio.Event
+) -> AsyncGenerator[_Item, None]:
+    """Yield from ``items`` until it ends or ``stop`` is set, then close it."""
+    stopped = asyncio.ensure_future(stop.wait())
+    following: asyncio.Future[_Item] | None = None
+    try:
+        while True:
+            following = asyncio.ensure_future(anext(items))
+            await asyncio.wait((following, stopped), return_when=asyncio.FIRST_COMPLETED)
+            if not following.done():
+                return
+            try:
+                item = following.result()
+            except StopAsyncIteration:  # pragma: no cover - watch streams never end
+                return
+            yield item
+    finally:
+        # Runs on stop, on error and when the client cancels: the pending step must be
+        # cancelled and settled before the generator it runs in can be closed.
+        stopped.cancel()
+        if following is not None and not following.done():
+            following.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await following
+        await items.aclose()

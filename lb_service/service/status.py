@@ -1,0 +1,50 @@
+"""The one place domain errors become gRPC status codes."""
+
+from __future__ import annotations
+
+import re
+
+import grpc
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from lb_service import errors
+
+#: Most specific first: the first matching class decides the code.
+_CODES: tuple[tuple[type[errors.LoadBalancerError], grpc.StatusCode], ...] = (
+    (errors.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
+    (errors.NotFound, grpc.StatusCode.NOT_FOUND),
+    (errors.NoAgentsRegistered, grpc.StatusCode.UNAVAILABLE),
+    (errors.NoEligibleAgent, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.AllAgentsBusy, grpc.StatusCode.RESOURCE_EXHAUSTED),
+)
+
+#: The google.rpc.ErrorInfo domain attached to every error this service returns.
+ERROR_DOMAIN = "lb.v1"
+
+
+def code_for(error: errors.LoadBalancerError) -> grpc.StatusCode:
+    """Return the status code for a domain error; an unmapped error is a bug and re-raised."""
+    for cls, code in _CODES:
+        if isinstance(error, cls):
+            return code
+    raise error
+
+
+def reason_for(error: errors.LoadBalancerError) -> str:
+    """Return a stable machine-readable reason, e.g. ``NO_ELIGIBLE_AGENT``."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", type(error).__name__).upper()
+
+
+def to_status(error: errors.LoadBalancerError) -> grpc.Status:
+    """Build the full status: code, message, and a google.rpc.ErrorInfo detail.
+
+    The ErrorInfo reason lets clients in any language branch on the cause without
+    parsing the human-readable message.
+    """
+    code = code_for(error)
+    info = error_details_pb2.ErrorInfo(reason=reason_for(error), domain=ERROR_DOMAIN)
+    detail = status_pb2.Status(code=getattr(code_pb2, code.name), message=str(error))
+    detail.details.add().Pack(info)
+    status: grpc.Status = rpc_status.to_status(detail)
+    return status

@@ -1,0 +1,251 @@
+"""The in-process store: plain dicts, atomic because no method suspends mid-update."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections import Counter, OrderedDict
+from collections.abc import Mapping
+from dataclasses import replace
+from types import MappingProxyType
+
+from lb_service.model import Agent, StrategyName
+from lb_service.store.base import (
+    AgentStats,
+    Binding,
+    Counters,
+    EndOutcome,
+    EndResult,
+    Lease,
+    Pick,
+    PickState,
+    RequestEnd,
+)
+
+
+class MemoryStore:
+    """State of one balancer process, held in memory (lost when the process exits).
+
+    Request ids are ``<epoch>-<n>``: ``epoch`` is random per store and ``n`` counts up,
+    so "was this id ever issued?" is answered without remembering every closed lease.
+    """
+
+    def __init__(
+        self, strategy: StrategyName = StrategyName.LEAST_CONNECTIONS, epoch: str | None = None
+    ) -> None:
+        """Start empty with the given strategy; ``epoch`` fixes request ids for tests."""
+        self._strategy = strategy
+        self._epoch = epoch if epoch is not None else secrets.token_hex(4)
+        self._agents: dict[str, Agent] = {}
+        self._weights: dict[str, float] = {}
+        self._stats: dict[str, AgentStats] = {}
+        self._bindings: dict[str, Binding] = {}
+        # Leases in start order, so expiry only ever looks at the oldest ones.
+        self._leases: OrderedDict[str, Lease] = OrderedDict()
+        # Per agent, open request ids in start order: an end without an id closes the oldest.
+        self._agent_leases: dict[str, OrderedDict[str, None]] = {}
+        self._issued = 0
+        self._sequence = 0
+        self._total_selections = 0
+        self._failed_selections = 0
+        self._latency_sum_ms = 0.0
+        self._latency_samples = 0
+        self._selections_by_agent: Counter[str] = Counter()
+        self._version = 0
+        self._changed = asyncio.Event()
+
+    # Registry, weights and strategy.
+    async def put_agent(self, agent: Agent) -> None:
+        """Add or replace an agent, keeping its position, history and weight override."""
+        self._agents[agent.id] = agent
+        self._stats.setdefault(agent.id, AgentStats())
+        self._bump()
+
+    async def delete_agent(self, agent_id: str) -> bool:
+        """Remove an agent and its weight override; False if it was not registered."""
+        if self._agents.pop(agent_id, None) is None:
+            return False
+        self._weights.pop(agent_id, None)
+        self._bump()
+        return True
+
+    async def agents(self) -> Mapping[str, Agent]:
+        """Registered agents by id, in registration order."""
+        return MappingProxyType(self._agents)
+
+    async def weights(self) -> Mapping[str, float]:
+        """Weight overrides by agent id."""
+        return MappingProxyType(self._weights)
+
+    async def set_weights(self, weights: Mapping[str, float]) -> None:
+        """Apply all the overrides at once."""
+        self._weights.update(weights)
+        self._bump()
+
+    async def strategy(self) -> StrategyName:
+        """The current strategy."""
+        return self._strategy
+
+    async def set_strategy(self, strategy: StrategyName) -> StrategyName:
+        """Switch strategy; returns the one replaced."""
+        previous, self._strategy = self._strategy, strategy
+        self._bump()
+        return previous
+
+    # Selection.
+    async def pick_state(self, session_id: str) -> PickState:
+        """Snapshot what a selection needs; the views are live but nothing runs in between."""
+        return PickState(
+            strategy=self._strategy,
+            agents=MappingProxyType(self._agents),
+            stats=MappingProxyType(self._stats),
+            weights=MappingProxyType(self._weights),
+            binding=self._bindings.get(session_id) if session_id else None,
+            sequence=self._sequence,
+        )
+
+    async def commit_pick(self, pick: Pick) -> str:
+        """Record a selection; returns the new lease's request_id when acquiring, else ''."""
+        self._sequence += 1
+        self._total_selections += 1
+        self._selections_by_agent[pick.agent_id] += 1
+        self._stats.setdefault(pick.agent_id, AgentStats())
+        if pick.session_id:
+            bound = self._bindings.get(pick.session_id)
+            if pick.bind or (bound is not None and bound.agent_id == pick.agent_id):
+                self._bindings[pick.session_id] = Binding(pick.agent_id, pick.now_ms)
+        if pick.acquire:
+            return self._open(pick.agent_id, pick.now_ms)
+        self._bump()
+        return ""
+
+    async def record_failed_selection(self) -> None:
+        """Count a selection that found no agent."""
+        self._failed_selections += 1
+
+    # Requests and leases.
+    async def open_lease(self, agent_id: str, now_ms: int) -> str:
+        """Record a request start on the agent; returns the new lease's request_id."""
+        return self._open(agent_id, now_ms)
+
+    async def end_request(self, end: RequestEnd) -> EndResult:
+        """Record a request end (see EndOutcome); changes nothing unless it succeeds."""
+        if end.request_id:
+            lease = self._leases.get(end.request_id)
+            if lease is None:
+                issued = self._was_issued(end.request_id)
+                return EndResult(EndOutcome.ALREADY_ENDED if issued else EndOutcome.UNKNOWN_REQUEST)
+            if end.agent_id and end.agent_id != lease.agent_id:
+                return EndResult(EndOutcome.WRONG_AGENT, lease.agent_id)
+            request_id, agent_id = end.request_id, lease.agent_id
+        else:
+            agent_id = end.agent_id
+            request_id = next(iter(self._agent_leases.get(agent_id, ())), "")
+        stats = self._stats.get(agent_id, AgentStats())
+        active = stats.active
+        if request_id:
+            self._close(request_id)
+            active -= 1
+        previous = stats.avg_latency_ms
+        self._stats[agent_id] = replace(
+            stats,
+            active=active,
+            avg_latency_ms=end.latency_ms
+            if previous is None
+            else previous + end.smoothing * (end.latency_ms - previous),
+            last_request_at_ms=end.now_ms,
+            failed_requests=stats.failed_requests + end.failed,
+        )
+        self._latency_sum_ms += end.latency_ms
+        self._latency_samples += 1
+        self._bump()
+        return EndResult(EndOutcome.CLOSED if request_id else EndOutcome.NO_OPEN_LEASE)
+
+    async def expire_leases(self, started_before_ms: int) -> list[Lease]:
+        """Close leases started before the cutoff as failed requests; returns them."""
+        expired = []
+        while self._leases:
+            lease = next(iter(self._leases.values()))
+            if lease.started_at_ms >= started_before_ms:
+                break
+            self._close(lease.request_id)
+            stats = self._stats[lease.agent_id]
+            self._stats[lease.agent_id] = replace(
+                stats, active=stats.active - 1, failed_requests=stats.failed_requests + 1
+            )
+            expired.append(lease)
+        if expired:
+            self._bump()
+        return expired
+
+    async def expire_sessions(self, idle_since_ms: int) -> int:
+        """Drop bindings not used since the cutoff; returns how many."""
+        stale = [s for s, b in self._bindings.items() if b.last_used_ms < idle_since_ms]
+        for session_id in stale:
+            del self._bindings[session_id]
+        return len(stale)
+
+    # Reads and change notification.
+    async def stats(self) -> Mapping[str, AgentStats]:
+        """Load history of every agent id ever seen, registered or candidate."""
+        return MappingProxyType(self._stats)
+
+    async def counters(self) -> Counters:
+        """Service-wide counters."""
+        return Counters(
+            total_selections=self._total_selections,
+            failed_selections=self._failed_selections,
+            total_requests=self._issued,
+            latency_sum_ms=self._latency_sum_ms,
+            latency_samples=self._latency_samples,
+            selections_by_agent=dict(self._selections_by_agent),
+        )
+
+    async def wait_for_change(self, seen_version: int) -> int:
+        """Wait until the state version differs from ``seen_version``; return the new one."""
+        while self._version == seen_version:
+            await self._changed.wait()
+        return self._version
+
+    def version(self) -> int:
+        """The current state version; it changes with every write."""
+        return self._version
+
+    # Internals.
+    def _open(self, agent_id: str, now_ms: int) -> str:
+        self._issued += 1
+        request_id = f"{self._epoch}-{self._issued}"
+        self._leases[request_id] = Lease(request_id, agent_id, now_ms)
+        self._agent_leases.setdefault(agent_id, OrderedDict())[request_id] = None
+        stats = self._stats.get(agent_id, AgentStats())
+        self._stats[agent_id] = replace(
+            stats,
+            active=stats.active + 1,
+            total_requests=stats.total_requests + 1,
+            last_request_at_ms=now_ms,
+        )
+        self._bump()
+        return request_id
+
+    def _close(self, request_id: str) -> None:
+        lease = self._leases.pop(request_id)
+        open_ids = self._agent_leases[lease.agent_id]
+        del open_ids[request_id]
+        if not open_ids:
+            del self._agent_leases[lease.agent_id]
+
+    def _was_issued(self, request_id: str) -> bool:
+        epoch, _, number = request_id.rpartition("-")
+        # The length cap keeps int() away from huge digit strings (and its 4300-digit limit).
+        return (
+            epoch == self._epoch
+            and 0 < len(number) <= 20
+            and number.isdigit()
+            and 0 < int(number) <= self._issued
+        )
+
+    def _bump(self) -> None:
+        # Wake every watcher once, then arm a fresh event for the next change.
+        self._version += 1
+        self._changed.set()
+        self._changed = asyncio.Event()

@@ -1,0 +1,70 @@
+"""The strategy interface: what every selection rule receives and returns."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from lb_service.model import Agent, StrategyName, Task
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """An eligible agent with the load figures strategies rank by.
+
+    ``avg_latency_ms`` is None until the agent's first latency sample.
+    """
+
+    agent: Agent
+    active: int
+    avg_latency_ms: float | None
+    weight: float
+
+
+@dataclass(frozen=True, slots=True)
+class PickContext:
+    """What a strategy may use beyond the candidates.
+
+    ``sequence`` grows by one with every decision the balancer commits; rules that
+    rotate (round-robin, tie-breaking) derive their position from it instead of
+    keeping a counter, so strategies hold no state and a shared store can supply it.
+    ``rng`` is the only source of randomness, injected so tests are exact.
+    """
+
+    sequence: int
+    rng: random.Random
+
+
+class Strategy(Protocol):
+    """A selection rule: picks one of the candidates, or None when it will pick none.
+
+    Candidates are never empty, already meet the task and have spare capacity; they
+    arrive in a stable order (registration order, or the order given by the caller).
+    """
+
+    name: StrategyName
+
+    def choose(
+        self, candidates: Sequence[Candidate], task: Task, ctx: PickContext
+    ) -> Candidate | None:
+        """Return the chosen candidate, or None if the rule excludes them all."""
+        ...
+
+
+Rank = tuple[float, ...]
+
+
+def rotate_lowest(
+    candidates: Sequence[Candidate], key: Callable[[Candidate], Rank], sequence: int
+) -> Candidate:
+    """Return a candidate with the lowest ``key``; ties take turns by ``sequence``.
+
+    Rotating ties (rather than taking the first) keeps equal agents equally busy when
+    loads are not reported back, e.g. for selections made without ``acquire``.
+    """
+    ranks = [key(c) for c in candidates]
+    best = min(ranks)
+    ties = [c for c, rank in zip(candidates, ranks, strict=True) if rank == best]
+    return ties[sequence % len(ties)]

@@ -1,0 +1,29 @@
+"""Weighted: a random pick in proportion to each agent's weight."""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+from collections.abc import Sequence
+
+from lb_service.model import StrategyName, Task
+from lb_service.strategies.base import Candidate, PickContext
+
+
+class Weighted:
+    """Picks at random with probability weight / total; weight 0 is never picked."""
+
+    name = StrategyName.WEIGHTED
+
+    def choose(
+        self, candidates: Sequence[Candidate], task: Task, ctx: PickContext
+    ) -> Candidate | None:
+        """Return a weight-proportional random candidate, or None if all weigh 0."""
+        pool = [c for c in candidates if c.weight > 0]
+        if not pool:
+            return None
+        bounds = list(itertools.accumulate(c.weight for c in pool))
+        point = ctx.rng.random() * bounds[-1]
+        # bisect_right keeps a point that lands exactly on a boundary inside a
+        # positive-weight slot; min() guards float rounding at the very top.
+        return pool[min(bisect.bisect_right(bounds, point), len(pool) - 1)]

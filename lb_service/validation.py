@@ -1,0 +1,76 @@
+"""Input checks done once at the core's edge, so strategies and the store can trust their input."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+
+from lb_service.errors import InvalidArgument
+from lb_service.model import Agent, Task
+
+MAX_PORT = 65535
+
+
+def require_id(value: str, what: str = "agent_id") -> str:
+    """Return ``value`` if it is a usable id, else raise InvalidArgument."""
+    if not value:
+        raise InvalidArgument(f"{what} must not be empty")
+    return value
+
+
+def require_amount(value: float, what: str) -> float:
+    """Return ``value`` if it is finite and not negative, else raise InvalidArgument."""
+    if math.isnan(value) or math.isinf(value) or value < 0:
+        raise InvalidArgument(f"{what} must be a finite number >= 0, got {value!r}")
+    return value
+
+
+def check_agent(agent: Agent, where: str = "agent") -> Agent:
+    """Return ``agent`` if every field is well formed, else raise InvalidArgument."""
+    require_id(agent.id, f"{where}.id")
+    if agent.port > MAX_PORT:
+        raise InvalidArgument(
+            f"{where} {agent.id!r}: port must be at most {MAX_PORT}, got {agent.port}"
+        )
+    require_amount(agent.hardware.vram_gb, f"{where} {agent.id!r}: hardware.vram_gb")
+    require_amount(agent.hardware.ram_gb, f"{where} {agent.id!r}: hardware.ram_gb")
+    if any(not model for model in agent.models):
+        raise InvalidArgument(f"{where} {agent.id!r}: model names must not be empty")
+    return agent
+
+
+def check_candidates(candidates: Iterable[Agent]) -> tuple[Agent, ...]:
+    """Return the candidates if each is well formed and their ids are unique."""
+    seen: set[str] = set()
+    checked = []
+    for agent in candidates:
+        check_agent(agent, "candidate")
+        if agent.id in seen:
+            raise InvalidArgument(f"candidate id {agent.id!r} appears more than once")
+        seen.add(agent.id)
+        checked.append(agent)
+    return tuple(checked)
+
+
+def check_task(task: Task) -> Task:
+    """Return ``task`` if its requirements are well formed."""
+    require_amount(task.min_vram_gb, "task.min_vram_gb")
+    return task
+
+
+def check_ids(agent_ids: Iterable[str]) -> tuple[str, ...]:
+    """Return the ids if none is empty or repeated."""
+    ids = tuple(agent_ids)
+    for agent_id in ids:
+        require_id(agent_id)
+    if len(set(ids)) != len(ids):
+        raise InvalidArgument("agent_ids must not repeat an id")
+    return ids
+
+
+def check_weights(weights: Mapping[str, float]) -> Mapping[str, float]:
+    """Return the weights if every id is set and every weight is finite and >= 0."""
+    for agent_id, weight in weights.items():
+        require_id(agent_id, "weights key")
+        require_amount(weight, f"weight of {agent_id!r}")
+    return weights
