@@ -1,0 +1,1 @@
+"""Tests of the lb-service package, mirroring its layers."""
