@@ -28,7 +28,8 @@ run: $(STAMP) ## serve on $(LISTEN) with the defaults
 test: $(STAMP) ## run the whole suite with branch coverage (fails under 90%)
 	$(BIN)/pytest --cov --cov-report=term $(PYTEST_ARGS)
 
-lint: $(STAMP) check-protos ## ruff, mypy --strict on lb_service/, generated-code freshness
+lint: $(STAMP) check-protos ## ruff, mypy --strict on lb_service/, buf lint, generated-code freshness
+	$(BIN)/buf lint
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

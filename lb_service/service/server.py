@@ -48,7 +48,9 @@ class LoadBalancerServer:
         self._options = options or ServerOptions()
         self._servicer = LoadBalancerServicer(balancer)
         self._health = health.aio.HealthServicer()
-        self._server = grpc.aio.server()
+        # gRPC turns SO_REUSEPORT on by default, which lets a second server silently share
+        # the port (and split the traffic and the state). A taken port must be an error.
+        self._server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         self._sweeper: asyncio.Task[None] | None = None
         self.port = 0
 
