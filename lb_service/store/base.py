@@ -193,5 +193,5 @@ class Store(Protocol):
         ...
 
     def version(self) -> int:
-        """The current state version; it changes with every write."""
+        """The state version; it changes whenever the registry, weights, strategy or a load does."""
         ...

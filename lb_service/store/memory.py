@@ -208,7 +208,7 @@ class MemoryStore:
         return self._version
 
     def version(self) -> int:
-        """The current state version; it changes with every write."""
+        """The state version; it changes whenever the registry, weights, strategy or a load does."""
         return self._version
 
     # Internals.
@@ -236,12 +236,16 @@ class MemoryStore:
 
     def _was_issued(self, request_id: str) -> bool:
         epoch, _, number = request_id.rpartition("-")
-        # The length cap keeps int() away from huge digit strings (and its 4300-digit limit).
+        # Only the exact text we issue counts: plain ASCII digits without a leading zero
+        # (int() would also take "01" or non-ASCII digits). The length cap keeps int()
+        # away from huge digit strings.
         return (
             epoch == self._epoch
             and 0 < len(number) <= 20
+            and number.isascii()
             and number.isdigit()
-            and 0 < int(number) <= self._issued
+            and not number.startswith("0")
+            and int(number) <= self._issued
         )
 
     def _bump(self) -> None:

@@ -1,0 +1,60 @@
+"""Capability-match: smallest VRAM that fits, then fewest active; ties rotate."""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+import pytest
+
+from lb_service.model import Task
+from lb_service.strategies import Candidate, CapabilityMatch, PickContext
+from tests.factories import agent
+
+#: A task that 16, 24 and 80 GB cards all satisfy.
+TASK = Task(model="llama3:8b", min_vram_gb=12.0)
+
+
+def gpu(agent_id: str, vram_gb: float, active: int = 0) -> Candidate:
+    """A GPU candidate with the given VRAM and active count (unmeasured, weight 1)."""
+    return Candidate(agent(agent_id, vram_gb=vram_gb, gpu="nvidia"), active, None, 1.0)
+
+
+def pick(pool: list[Candidate], sequence: int = 0) -> str:
+    """The id capability-match chooses from ``pool`` for ``TASK`` at ``sequence``."""
+    choice = CapabilityMatch().choose(pool, TASK, PickContext(sequence, random.Random(0)))
+    assert choice is not None
+    return choice.agent.id
+
+
+@pytest.mark.parametrize(
+    "pool",
+    [
+        list(order)
+        for order in itertools.permutations(
+            [gpu("h100", 80.0), gpu("rtx4090", 24.0), gpu("a4000", 16.0)]
+        )
+    ],
+)
+def test_smallest_vram_that_fits_wins_in_any_order(pool: list[Candidate]) -> None:
+    """Of 80, 24 and 16 GB cards that all fit the task, the 16 GB card is chosen."""
+    assert pick(pool) == "a4000"
+
+
+def test_vram_outranks_active_count() -> None:
+    """A busier small card still beats an idle big one: VRAM is the first key."""
+    assert pick([gpu("big-idle", 80.0, active=0), gpu("small-busy", 16.0, active=7)]) == (
+        "small-busy"
+    )
+
+
+def test_fewest_active_breaks_equal_vram() -> None:
+    """Among cards with equal VRAM the one with the fewest active requests wins."""
+    pool = [gpu("a", 24.0, active=3), gpu("b", 24.0, active=1), gpu("c", 80.0, active=0)]
+    assert [pick(pool, seq) for seq in range(3)] == ["b", "b", "b"]
+
+
+def test_ties_on_vram_and_active_rotate() -> None:
+    """Cards equal on VRAM and active take turns by sequence, skipping worse-ranked ones."""
+    pool = [gpu("a", 16.0), gpu("busy", 16.0, active=2), gpu("b", 16.0), gpu("big", 80.0)]
+    assert [pick(pool, seq) for seq in range(4)] == ["a", "b", "a", "b"]
