@@ -11,7 +11,9 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from lb.v1 import load_balancer_pb2 as pb
 from lb.v1 import load_balancer_pb2_grpc as pb_grpc
 
-from lb_service.service.server import SERVICE_NAME, LoadBalancerServer
+from lb_service.balancer import BalancerConfig, LoadBalancer
+from lb_service.service.server import SERVICE_NAME, LoadBalancerServer, ServerOptions
+from lb_service.store.memory import MemoryStore
 
 HANG_GUARD_S = 5.0
 
@@ -165,3 +167,25 @@ async def test_stop_ends_streams_cleanly(
     await asyncio.wait_for(server.stop(grace_s=HANG_GUARD_S), HANG_GUARD_S * 2)
     assert await asyncio.wait_for(call.read(), HANG_GUARD_S) is grpc.aio.EOF
     assert await call.code() == grpc.StatusCode.OK
+
+
+async def test_abandoned_lease_expires_on_a_live_server() -> None:
+    """A lease whose dispatcher never ends it is expired by the server's sweep, as failed."""
+    balancer = LoadBalancer(MemoryStore(), BalancerConfig(request_timeout_s=0.05))
+    running = LoadBalancerServer(
+        balancer, ServerOptions(listen="127.0.0.1:0", sweep_interval_s=0.02)
+    )
+    await running.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = pb_grpc.LoadBalancerStub(channel)
+            await _register(stub, _agent("a"))
+            await stub.SelectAgent(pb.SelectAgentRequest(acquire=True))
+            watch = stub.WatchLoads(pb.WatchLoadsRequest(agent_ids=["a"]))
+            load = (await asyncio.wait_for(watch.read(), HANG_GUARD_S)).loads[0]
+            while load.active_connections:  # updates arrive as the sweep changes the load
+                load = (await asyncio.wait_for(watch.read(), HANG_GUARD_S)).loads[0]
+            watch.cancel()
+        assert (load.active_connections, load.failed_requests, load.total_requests) == (0, 1, 1)
+    finally:
+        await running.stop(0)
