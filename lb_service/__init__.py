@@ -1,1 +1,57 @@
-"""lb-service: a gRPC control plane that picks which agent takes each request."""
+"""lb-service: a gRPC control plane that picks which agent takes each request.
+
+The names below are the public Python surface of the core; everything else is an
+implementation module that may change. The gRPC API is ``protos/lb/v1``.
+"""
+
+from __future__ import annotations
+
+from lb_service.balancer import BalancerConfig, LoadBalancer
+from lb_service.errors import (
+    AgentNotFound,
+    AllAgentsBusy,
+    InvalidArgument,
+    LeaseNotFound,
+    LoadBalancerError,
+    NoAgentAvailable,
+    NoAgentsRegistered,
+    NoEligibleAgent,
+    NotFound,
+)
+from lb_service.model import (
+    Agent,
+    AgentLoad,
+    Compute,
+    Hardware,
+    LoadSnapshot,
+    Selection,
+    Statistics,
+    StrategyName,
+    Task,
+)
+from lb_service.store import MemoryStore, Store
+
+__all__ = [
+    "Agent",
+    "AgentLoad",
+    "AgentNotFound",
+    "AllAgentsBusy",
+    "BalancerConfig",
+    "Compute",
+    "Hardware",
+    "InvalidArgument",
+    "LeaseNotFound",
+    "LoadBalancer",
+    "LoadBalancerError",
+    "LoadSnapshot",
+    "MemoryStore",
+    "NoAgentAvailable",
+    "NoAgentsRegistered",
+    "NoEligibleAgent",
+    "NotFound",
+    "Selection",
+    "Statistics",
+    "Store",
+    "StrategyName",
+    "Task",
+]

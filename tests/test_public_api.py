@@ -1,0 +1,60 @@
+"""The package's public surface is explicit and pinned, and the core imports no grpc."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import lb_service
+
+PACKAGE = Path(lb_service.__file__).parent
+#: The core: everything outside service/ and the command line.
+CORE = [p for p in PACKAGE.rglob("*.py") if p.parent.name != "service" and p.name != "cli.py"]
+
+
+def test_public_names_are_pinned() -> None:
+    """`lb_service.__all__` is exactly this list, and every name in it resolves."""
+    assert sorted(lb_service.__all__) == [
+        "Agent",
+        "AgentLoad",
+        "AgentNotFound",
+        "AllAgentsBusy",
+        "BalancerConfig",
+        "Compute",
+        "Hardware",
+        "InvalidArgument",
+        "LeaseNotFound",
+        "LoadBalancer",
+        "LoadBalancerError",
+        "LoadSnapshot",
+        "MemoryStore",
+        "NoAgentAvailable",
+        "NoAgentsRegistered",
+        "NoEligibleAgent",
+        "NotFound",
+        "Selection",
+        "Statistics",
+        "Store",
+        "StrategyName",
+        "Task",
+    ]
+    assert all(hasattr(lb_service, name) for name in lb_service.__all__)
+
+
+def test_core_imports_neither_grpc_nor_protobuf() -> None:
+    """No core module imports grpc, protobuf or the generated stubs; only service/ may."""
+    offenders = []
+    for path in CORE:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            offenders += [
+                f"{path.name}: {n}" for n in names if n.split(".")[0] in {"grpc", "google", "lb"}
+            ]
+    assert CORE
+    assert offenders == []
