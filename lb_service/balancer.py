@@ -126,6 +126,12 @@ class LoadBalancer:
         overrides = await self._store.weights()
         return {a.id: overrides.get(a.id, a.default_weight) for a in agents.values()}
 
+    async def reset_weights(self, agent_ids: Iterable[str]) -> None:
+        """Drop the weight overrides of these agents, returning them to their defaults."""
+        ids = check_ids(agent_ids)
+        if ids:
+            await self._store.clear_weights(ids)
+
     async def set_strategy(self, strategy: StrategyName) -> StrategyName:
         """Switch strategy for every later pick; return the previous one."""
         return await self._store.set_strategy(strategy)

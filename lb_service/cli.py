@@ -1,37 +1,68 @@
-"""The ``lb-service`` command line: ``lb-service serve`` runs the server."""
+"""The ``lb-service`` command line: ``serve`` runs the server."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 import structlog
 
+from lb_service import config as cfg
 from lb_service.balancer import BalancerConfig, LoadBalancer
+from lb_service.declared import apply_declared
 from lb_service.logs import configure_logging
-from lb_service.model import StrategyName
-from lb_service.service.server import ListenError, ServerOptions, serve
+from lb_service.service.server import ListenError, ServerOptions, TlsFiles, serve
 from lb_service.store.memory import MemoryStore
 
-_DEFAULTS = BalancerConfig()
-_SERVER_DEFAULTS = ServerOptions()
+log = structlog.get_logger(__name__)
 
 
-def _positive(text: str) -> float:
-    value = float(text)
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
-    return value
+def _argument_type(option: cfg.Option) -> Callable[[str], Any]:
+    # argparse prints an ArgumentTypeError's own message; a ValueError would become
+    # a bare "invalid value", so the option parsers' messages are carried over.
+    def parse(text: str) -> Any:
+        try:
+            return option.parse(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    parse.__name__ = option.key
+    return parse
 
 
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text!r}")
-    return value
+def _add_serve(commands: Any) -> None:
+    run = commands.add_parser(
+        "serve",
+        help="run the lb.v1 LoadBalancer server",
+        description="Serve lb.v1. Precedence: flags > LB_* environment > config file > defaults.",
+    )
+    run.add_argument(
+        "--config", type=Path, metavar="PATH", help="YAML config file (or set LB_CONFIG)"
+    )
+    for option in cfg.OPTIONS:
+        default = option.default.value if hasattr(option.default, "value") else option.default
+        text = f"{option.help} (default: {default}; env {option.env})"
+        if option.is_flag:
+            run.add_argument(
+                option.flag,
+                dest=option.key,
+                action=argparse.BooleanOptionalAction,
+                default=argparse.SUPPRESS,
+                help=text,
+            )
+        else:
+            run.add_argument(
+                option.flag,
+                dest=option.key,
+                type=_argument_type(option),
+                metavar=option.metavar,
+                default=argparse.SUPPRESS,
+                help=text,
+            )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -39,98 +70,105 @@ def _parser() -> argparse.ArgumentParser:
         prog="lb-service", description="Pick which agent takes each request, over gRPC."
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    run = commands.add_parser("serve", help="run the lb.v1 LoadBalancer server")
-    run.add_argument(
-        "--listen",
-        default=_SERVER_DEFAULTS.listen,
-        metavar="HOST:PORT",
-        help="address to serve on; port 0 picks a free one (default: %(default)s)",
-    )
-    run.add_argument(
-        "--strategy",
-        default=StrategyName.LEAST_CONNECTIONS.value,
-        choices=[s.value for s in StrategyName],
-        help="selection strategy at start (default: %(default)s)",
-    )
-    run.add_argument(
-        "--sticky-sessions",
-        action=argparse.BooleanOptionalAction,
-        default=_DEFAULTS.sticky_sessions,
-        help="route a session_id to the agent it is bound to (default: on)",
-    )
-    run.add_argument(
-        "--session-ttl",
-        type=_positive,
-        default=_DEFAULTS.session_ttl_s,
-        metavar="SECONDS",
-        help="forget a session binding unused this long (default: %(default)g)",
-    )
-    run.add_argument(
-        "--request-timeout",
-        type=_positive,
-        default=_DEFAULTS.request_timeout_s,
-        metavar="SECONDS",
-        help="expire a request never ended after this long, as failed (default: %(default)g)",
-    )
-    run.add_argument(
-        "--latency-smoothing",
-        type=_fraction,
-        default=_DEFAULTS.latency_smoothing,
-        metavar="ALPHA",
-        help="weight of a new latency sample in the moving average, in (0, 1] "
-        "(default: %(default)g)",
-    )
-    run.add_argument(
-        "--watch-min-interval-ms",
-        type=_positive,
-        default=_DEFAULTS.watch_min_interval_s * 1000,
-        metavar="MS",
-        help="least time between two WatchLoads updates (default: %(default)g)",
-    )
-    run.add_argument(
-        "--grace-period",
-        type=_positive,
-        default=_SERVER_DEFAULTS.grace_s,
-        metavar="SECONDS",
-        help="time in-flight RPCs get to finish on SIGTERM/SIGINT (default: %(default)g)",
-    )
-    run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    run.add_argument(
-        "--log-format",
-        default="auto",
-        choices=["auto", "json", "console"],
-        help="auto: console on a terminal, JSON lines otherwise (default: %(default)s)",
-    )
+    _add_serve(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the process exit status."""
-    args = _parser().parse_args(argv)
-    configure_logging(args.log_level, args.log_format)
-    # The argument types have already rejected every value BalancerConfig would.
-    config = BalancerConfig(
-        sticky_sessions=args.sticky_sessions,
-        session_ttl_s=args.session_ttl,
-        request_timeout_s=args.request_timeout,
-        latency_smoothing=args.latency_smoothing,
-        watch_min_interval_s=args.watch_min_interval_ms / 1000,
-    )
-    options = ServerOptions(listen=args.listen, grace_s=args.grace_period)
-    balancer = LoadBalancer(MemoryStore(strategy=StrategyName(args.strategy)), config)
-    structlog.get_logger(__name__).info(
-        "starting", strategy=args.strategy, **_describe(config), grace_s=options.grace_s
-    )
+    args = vars(_parser().parse_args(argv))
+    command = args.pop("command")
+    if command == "serve":
+        return _serve(args)
+    raise AssertionError(f"unhandled command {command}")  # pragma: no cover
+
+
+def _serve(args: dict[str, Any]) -> int:
+    config_path = args.pop("config", None)
     try:
-        asyncio.run(serve(balancer, options))
+        config = cfg.load(args, config_path=config_path)
+    except cfg.ConfigError as error:
+        print(f"lb-service: config error: {error}", file=sys.stderr)
+        return 2
+    configure_logging(config["log_level"], config["log_format"])
+    balancer = LoadBalancer(
+        MemoryStore(strategy=config["strategy"]),
+        BalancerConfig(
+            sticky_sessions=config["sticky_sessions"],
+            session_ttl_s=config["session_ttl_s"],
+            request_timeout_s=config["request_timeout_s"],
+            latency_smoothing=config["latency_smoothing"],
+            watch_min_interval_s=config["watch_min_interval_ms"] / 1000,
+        ),
+    )
+    tls = (
+        TlsFiles(config["tls_cert"], config["tls_key"], config["tls_client_ca"])
+        if config["tls_cert"]
+        else None
+    )
+    options = ServerOptions(
+        listen=config["listen"],
+        grace_s=config["grace_period_s"],
+        tls=tls,
+        admin_token=config.admin_token,
+        auth_all_rpcs=config["auth_all_rpcs"],
+    )
+    log.info("starting", config_file=str(config.config_path or ""), **config.describe())
+    try:
+        asyncio.run(_run(balancer, options, config))
     except ListenError as error:
         print(f"lb-service: error: {error}", file=sys.stderr)
         return 1
     return 0
 
 
-def _describe(config: BalancerConfig) -> dict[str, object]:
-    return {name: getattr(config, name) for name in config.__dataclass_fields__}
+async def _run(balancer: LoadBalancer, options: ServerOptions, config: cfg.ServiceConfig) -> None:
+    declared = _declared_at_start(config)
+    await apply_declared(balancer, declared)
+    reload = _Reloader(balancer, config, declared)
+    await serve(balancer, options, on_reload=reload if config.config_path else None)
+
+
+def _declared_at_start(config: cfg.ServiceConfig) -> cfg.Declared:
+    # The strategy option already merged flags, environment and file; the file's own
+    # strategy only counts when nothing higher overrode it.
+    declared = config.declared
+    if config.sources.get("strategy") != "file":
+        declared = cfg.Declared(declared.agents, declared.weights, None)
+    return declared
+
+
+class _Reloader:
+    """Re-reads the config file on SIGHUP and applies its agents, weights and strategy."""
+
+    def __init__(
+        self, balancer: LoadBalancer, config: cfg.ServiceConfig, declared: cfg.Declared
+    ) -> None:
+        self._balancer = balancer
+        self._config = config
+        self._current = declared
+
+    async def __call__(self) -> None:
+        path = self._config.config_path
+        assert path is not None
+        try:
+            document = cfg.read_file(path)
+            declared = cfg.declared_from(document, path)
+        except cfg.ConfigError as error:
+            # A bad edit must never take down a running balancer: keep what is running.
+            log.error("reload_rejected", config_file=str(path), error=str(error))
+            return
+        if self._config.sources.get("strategy") in {"flag", "env"}:
+            declared = cfg.Declared(declared.agents, declared.weights, None)
+        await apply_declared(self._balancer, declared, self._current)
+        self._current = declared
+        log.info(
+            "reloaded",
+            config_file=str(path),
+            agents=len(declared.agents),
+            weights=len(declared.weights),
+            strategy=declared.strategy.value if declared.strategy else None,
+        )
 
 
 if __name__ == "__main__":  # pragma: no cover

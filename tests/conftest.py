@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lb_service.balancer import LoadBalancer
+from tests.certs import Pki, make_pki
 from tests.factories import FakeClock, balancer
 
 
@@ -18,3 +19,9 @@ def clock() -> FakeClock:
 def lb(clock: FakeClock) -> LoadBalancer:
     """A balancer with default options over a fresh memory store, driven by ``clock``."""
     return balancer(clock)
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """A CA with server and client certificates, made once per test session."""
+    return make_pki(tmp_path_factory.mktemp("pki"))

@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import grpc
 import structlog
@@ -15,12 +18,31 @@ from lb.v1 import load_balancer_pb2 as pb
 from lb.v1 import load_balancer_pb2_grpc as pb_grpc
 
 from lb_service.balancer import LoadBalancer
+from lb_service.service.auth import TokenAuthInterceptor
 from lb_service.service.servicer import LoadBalancerServicer
 
 log = structlog.get_logger(__name__)
 
 #: Full name of the LoadBalancer service, as health checks and reflection know it.
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["LoadBalancer"].full_name
+
+
+@dataclass(frozen=True, slots=True)
+class TlsFiles:
+    """PEM files for TLS; with ``client_ca`` set, clients must present a certificate it signed."""
+
+    cert: Path
+    key: Path
+    client_ca: Path | None = None
+
+    def credentials(self) -> grpc.ServerCredentials:
+        """Server credentials for these files."""
+        client_ca = self.client_ca.read_bytes() if self.client_ca else None
+        return grpc.ssl_server_credentials(
+            [(self.key.read_bytes(), self.cert.read_bytes())],
+            root_certificates=client_ca,
+            require_client_auth=client_ca is not None,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +55,24 @@ class ServerOptions:
     grace_s: float = 5.0
     #: Seconds between sweeps that expire overdue leases and idle sessions.
     sweep_interval_s: float = 1.0
+    #: Serve TLS (and mutual TLS) with these files; plaintext when None.
+    tls: TlsFiles | None = None
+    #: Bearer token admin RPCs require; no token means no authorization.
+    admin_token: str | None = field(default=None, repr=False)
+    #: Require the token on every lb.v1 RPC, not only the admin ones.
+    auth_all_rpcs: bool = False
+
+    def exposure_warnings(self) -> list[str]:
+        """What is unsafe about serving beyond loopback with these options."""
+        host = self.listen.rpartition(":")[0].strip("[]")
+        if host in {"localhost", "127.0.0.1", "::1"} or host.startswith("127."):
+            return []
+        warnings = []
+        if self.tls is None:
+            warnings.append("serving plaintext beyond loopback: set --tls-cert and --tls-key")
+        if self.admin_token is None:
+            warnings.append("admin RPCs are open to anyone who can connect: set --admin-token-file")
+        return warnings
 
 
 class ListenError(RuntimeError):
@@ -48,9 +88,16 @@ class LoadBalancerServer:
         self._options = options or ServerOptions()
         self._servicer = LoadBalancerServicer(balancer)
         self._health = health.aio.HealthServicer()
+        interceptors = []
+        if self._options.admin_token is not None:
+            interceptors.append(
+                TokenAuthInterceptor(self._options.admin_token, self._options.auth_all_rpcs)
+            )
         # gRPC turns SO_REUSEPORT on by default, which lets a second server silently share
         # the port (and split the traffic and the state). A taken port must be an error.
-        self._server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        self._server = grpc.aio.server(
+            interceptors=interceptors, options=[("grpc.so_reuseport", 0)]
+        )
         self._sweeper: asyncio.Task[None] | None = None
         self.port = 0
 
@@ -62,8 +109,12 @@ class LoadBalancerServer:
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
+        tls = self._options.tls
         try:
-            self.port = server.add_insecure_port(self._options.listen)
+            if tls is None:
+                self.port = server.add_insecure_port(self._options.listen)
+            else:
+                self.port = server.add_secure_port(self._options.listen, tls.credentials())
         except RuntimeError as error:
             raise ListenError(
                 f"cannot listen on {self._options.listen}: the address is invalid or in use"
@@ -72,7 +123,9 @@ class LoadBalancerServer:
         for service in ("", SERVICE_NAME):
             await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
         self._sweeper = asyncio.create_task(self._sweep_forever())
-        log.info("serving", listen=self._options.listen, port=self.port)
+        for warning in self._options.exposure_warnings():
+            log.warning("exposed", problem=warning)
+        log.info("serving", listen=self._options.listen, port=self.port, tls=tls is not None)
         return self.port
 
     async def stop(self, grace_s: float | None = None) -> None:
@@ -101,14 +154,28 @@ class LoadBalancerServer:
                 log.warning("leases_expired", count=leases)
 
 
-async def serve(balancer: LoadBalancer, options: ServerOptions) -> None:
-    """Serve until SIGTERM or SIGINT, then stop gracefully."""
+async def serve(
+    balancer: LoadBalancer,
+    options: ServerOptions,
+    on_reload: Callable[[], Coroutine[Any, Any, None]] | None = None,
+) -> None:
+    """Serve until SIGTERM or SIGINT, then stop gracefully; SIGHUP calls ``on_reload``."""
     server = LoadBalancerServer(balancer, options)
     await server.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    reloads: set[asyncio.Task[None]] = set()
+    if on_reload is not None:
+        reload = on_reload
+
+        def start_reload() -> None:
+            task = loop.create_task(reload())
+            reloads.add(task)  # keep a reference until it finishes
+            task.add_done_callback(reloads.discard)
+
+        loop.add_signal_handler(signal.SIGHUP, start_reload)
     await stop.wait()
     log.info("shutting_down", grace_s=options.grace_s)
     await server.stop()

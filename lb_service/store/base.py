@@ -12,7 +12,7 @@ immutable: a store replaces them on change and may hand out live read-only views
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -139,6 +139,10 @@ class Store(Protocol):
 
     async def set_weights(self, weights: Mapping[str, float]) -> None:
         """Apply all the overrides at once."""
+        ...
+
+    async def clear_weights(self, agent_ids: Iterable[str]) -> None:
+        """Drop the overrides of these agents."""
         ...
 
     async def strategy(self) -> StrategyName:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections import Counter, OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from types import MappingProxyType
 
@@ -80,6 +80,12 @@ class MemoryStore:
     async def set_weights(self, weights: Mapping[str, float]) -> None:
         """Apply all the overrides at once."""
         self._weights.update(weights)
+        self._bump()
+
+    async def clear_weights(self, agent_ids: Iterable[str]) -> None:
+        """Drop the overrides of these agents."""
+        for agent_id in agent_ids:
+            self._weights.pop(agent_id, None)
         self._bump()
 
     async def strategy(self) -> StrategyName:
