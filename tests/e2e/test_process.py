@@ -2,55 +2,31 @@
 
 from __future__ import annotations
 
-import json
-import os
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import grpc
 import pytest
 from lb.v1 import load_balancer_pb2 as pb
 from lb.v1 import load_balancer_pb2_grpc as pb_grpc
 
-LB_SERVICE = str(Path(sys.executable).with_name("lb-service"))
+from tests.e2e import processes
+
 HANG_GUARD_S = 20
-
-
-def _start(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [LB_SERVICE, "serve", "--listen", "127.0.0.1:0", "--log-format", "json", *args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-
-
-def _port(process: subprocess.Popen[str]) -> int:
-    assert process.stderr is not None
-    for line in process.stderr:  # JSON log lines; the "serving" one names the bound port
-        event = json.loads(line)
-        if event["event"] == "serving":
-            return int(event["port"])
-    raise AssertionError(f"server exited with {process.wait()} before serving")
 
 
 @pytest.fixture
 def process() -> Iterator[subprocess.Popen[str]]:
     """A running server process; killed if a test leaves it running."""
-    proc = _start("--strategy", "round-robin", "--grace-period", "2")
+    proc = processes.start("--strategy", "round-robin", "--grace-period", "2")
     yield proc
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
+    processes.stop(proc)
 
 
 def test_serves_and_stops_on_sigterm(process: subprocess.Popen[str]) -> None:
     """The process serves with its flags applied and exits 0 promptly on SIGTERM."""
-    port = _port(process)
+    port = processes.port(process)
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = pb_grpc.LoadBalancerStub(channel)
         stub.RegisterAgent(pb.RegisterAgentRequest(agent=pb.Agent(id="a", port=11434)))
@@ -71,7 +47,10 @@ def test_serves_and_stops_on_sigterm(process: subprocess.Popen[str]) -> None:
 def test_bad_flags_exit_2_with_one_line(flags: list[str], message: str) -> None:
     """An invalid option stops the process before it serves, with status 2 and a clear line."""
     done = subprocess.run(
-        [LB_SERVICE, "serve", *flags], capture_output=True, text=True, timeout=HANG_GUARD_S
+        [processes.LB_SERVICE, "serve", *flags],
+        capture_output=True,
+        text=True,
+        timeout=HANG_GUARD_S,
     )
     assert done.returncode == 2
     assert message in done.stderr
@@ -79,9 +58,9 @@ def test_bad_flags_exit_2_with_one_line(flags: list[str], message: str) -> None:
 
 def test_port_in_use_exits_1(process: subprocess.Popen[str]) -> None:
     """A second server on a taken port says so in one line and exits 1."""
-    port = _port(process)
+    port = processes.port(process)
     done = subprocess.run(
-        [LB_SERVICE, "serve", "--listen", f"127.0.0.1:{port}", "--log-format", "json"],
+        [processes.LB_SERVICE, "serve", "--listen", f"127.0.0.1:{port}", "--log-format", "json"],
         capture_output=True,
         text=True,
         timeout=HANG_GUARD_S,
