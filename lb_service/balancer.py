@@ -8,11 +8,13 @@ and commits the decision (and, with ``acquire``, the request's start) in one sto
 from __future__ import annotations
 
 import asyncio
+import enum
 import math
 import random
 import time
 from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from lb_service.errors import (
     AgentNotFound,
@@ -79,6 +81,41 @@ class BalancerConfig:
             raise ValueError(f"latency_smoothing must be in (0, 1], got {self.latency_smoothing!r}")
 
 
+class Outcome(enum.Enum):
+    """How a selection ended, as observers see it."""
+
+    SELECTED = "selected"
+    STICKY = "sticky"
+    NO_AGENTS = "no_agents"
+    NO_ELIGIBLE_AGENT = "no_eligible_agent"
+    ALL_BUSY = "all_busy"
+
+
+_REFUSALS: tuple[tuple[type[NoAgentAvailable], Outcome], ...] = (
+    (NoAgentsRegistered, Outcome.NO_AGENTS),
+    (AllAgentsBusy, Outcome.ALL_BUSY),
+    (NoAgentAvailable, Outcome.NO_ELIGIBLE_AGENT),
+)
+
+
+class Observer(Protocol):
+    """Receives events worth counting (metrics), without the core knowing who listens."""
+
+    def selection(self, strategy: StrategyName, outcome: Outcome) -> None:
+        """A selection ended with this outcome under this strategy."""
+
+    def leases_expired(self, count: int) -> None:
+        """The sweep expired this many leases."""
+
+
+class _NoObserver:
+    def selection(self, strategy: StrategyName, outcome: Outcome) -> None:
+        pass
+
+    def leases_expired(self, count: int) -> None:
+        pass
+
+
 class LoadBalancer:
     """Picks agents and tracks their load; every piece of state lives in the store."""
 
@@ -88,12 +125,14 @@ class LoadBalancer:
         config: BalancerConfig | None = None,
         clock: Clock = system_clock,
         rng: random.Random | None = None,
+        observer: Observer | None = None,
     ) -> None:
         """Build a balancer over ``store``; inject ``clock`` and ``rng`` for exact tests."""
         self._store = store
         self._config = config or BalancerConfig()
         self._clock = clock
         self._rng = rng or random.Random()
+        self.observer: Observer = observer or _NoObserver()
 
     @property
     def config(self) -> BalancerConfig:
@@ -152,12 +191,15 @@ class LoadBalancer:
         now = self._clock()
         try:
             agent, sticky, bind = self._decide(state, task, pool, session_id, now)
-        except NoAgentAvailable:
+        except NoAgentAvailable as refusal:
             await self._store.record_failed_selection()
+            outcome = next(o for cls, o in _REFUSALS if isinstance(refusal, cls))
+            self.observer.selection(state.strategy, outcome)
             raise
         request_id = await self._store.commit_pick(
             Pick(agent.id, now, acquire=acquire, session_id=session_id, bind=bind)
         )
+        self.observer.selection(state.strategy, Outcome.STICKY if sticky else Outcome.SELECTED)
         return Selection(agent, state.strategy, sticky=sticky, request_id=request_id)
 
     def _decide(
@@ -251,7 +293,13 @@ class LoadBalancer:
         now = self._clock()
         leases = await self._store.expire_leases(now - int(self._config.request_timeout_s * 1000))
         sessions = await self._store.expire_sessions(now - int(self._config.session_ttl_s * 1000))
+        if leases:
+            self.observer.leases_expired(len(leases))
         return len(leases), sessions
+
+    async def session_count(self) -> int:
+        """Sticky-session bindings currently held (some may be idle until the next sweep)."""
+        return await self._store.session_count()
 
     # Reads.
     async def loads(self, agent_ids: Iterable[str] = ()) -> list[AgentLoad]:

@@ -15,6 +15,7 @@ from lb_service import config as cfg
 from lb_service.balancer import BalancerConfig, LoadBalancer
 from lb_service.declared import apply_declared
 from lb_service.logs import configure_logging
+from lb_service.service.metrics import Metrics
 from lb_service.service.server import ListenError, ServerOptions, TlsFiles, serve
 from lb_service.store.memory import MemoryStore
 
@@ -91,6 +92,7 @@ def _serve(args: dict[str, Any]) -> int:
         print(f"lb-service: config error: {error}", file=sys.stderr)
         return 2
     configure_logging(config["log_level"], config["log_format"])
+    metrics = Metrics() if config["metrics_listen"] else None
     balancer = LoadBalancer(
         MemoryStore(strategy=config["strategy"]),
         BalancerConfig(
@@ -100,6 +102,7 @@ def _serve(args: dict[str, Any]) -> int:
             latency_smoothing=config["latency_smoothing"],
             watch_min_interval_s=config["watch_min_interval_ms"] / 1000,
         ),
+        observer=metrics,
     )
     tls = (
         TlsFiles(config["tls_cert"], config["tls_key"], config["tls_client_ca"])
@@ -112,21 +115,27 @@ def _serve(args: dict[str, Any]) -> int:
         tls=tls,
         admin_token=config.admin_token,
         auth_all_rpcs=config["auth_all_rpcs"],
+        metrics_listen=config["metrics_listen"],
     )
     log.info("starting", config_file=str(config.config_path or ""), **config.describe())
     try:
-        asyncio.run(_run(balancer, options, config))
+        asyncio.run(_run(balancer, options, config, metrics))
     except ListenError as error:
         print(f"lb-service: error: {error}", file=sys.stderr)
         return 1
     return 0
 
 
-async def _run(balancer: LoadBalancer, options: ServerOptions, config: cfg.ServiceConfig) -> None:
+async def _run(
+    balancer: LoadBalancer,
+    options: ServerOptions,
+    config: cfg.ServiceConfig,
+    metrics: Metrics | None,
+) -> None:
     declared = _declared_at_start(config)
     await apply_declared(balancer, declared)
     reload = _Reloader(balancer, config, declared)
-    await serve(balancer, options, on_reload=reload if config.config_path else None)
+    await serve(balancer, options, metrics, on_reload=reload if config.config_path else None)
 
 
 def _declared_at_start(config: cfg.ServiceConfig) -> cfg.Declared:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from typing import Any
 
 import grpc
@@ -13,8 +13,8 @@ ADMIN_METHODS = frozenset(
     f"/lb.v1.LoadBalancer/{name}"
     for name in ("RegisterAgent", "DeregisterAgent", "UpdateWeights", "SetStrategy")
 )
-#: Every lb.v1 RPC, for the "token on everything" option. Health checks stay open so
-#: orchestrators can probe without a secret.
+#: What the "token on everything" option protects: every lb.v1 RPC and server reflection.
+#: Health checks stay open so orchestrators can probe without a secret.
 SERVICE_PREFIX = "/lb.v1.LoadBalancer/"
 REFLECTION_PREFIX = "/grpc.reflection."
 
@@ -72,18 +72,23 @@ def _refusing(
     async def refuse(request: Any, context: grpc.aio.ServicerContext) -> Any:
         await context.abort(code, message)
 
-    kind = (
-        grpc.unary_stream_rpc_method_handler
-        if handler.response_streaming
-        else grpc.unary_unary_rpc_method_handler
-    )
-    if handler.request_streaming:
-        kind = (
-            grpc.stream_stream_rpc_method_handler
-            if handler.response_streaming
-            else grpc.stream_unary_rpc_method_handler
+    async def refuse_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        await context.abort(code, message)
+        yield  # pragma: no cover - abort raises; the yield makes this a stream handler
+
+    if handler.request_streaming:  # server reflection: a bidirectional stream
+        return grpc.stream_stream_rpc_method_handler(
+            refuse_stream,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
         )
-    return kind(
+    if handler.response_streaming:
+        return grpc.unary_stream_rpc_method_handler(
+            refuse_stream,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    return grpc.unary_unary_rpc_method_handler(
         refuse,
         request_deserializer=handler.request_deserializer,
         response_serializer=handler.response_serializer,

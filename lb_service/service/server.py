@@ -19,6 +19,8 @@ from lb.v1 import load_balancer_pb2_grpc as pb_grpc
 
 from lb_service.balancer import LoadBalancer
 from lb_service.service.auth import TokenAuthInterceptor
+from lb_service.service.metrics import Metrics
+from lb_service.service.observe import ObservingInterceptor
 from lb_service.service.servicer import LoadBalancerServicer
 
 log = structlog.get_logger(__name__)
@@ -61,6 +63,8 @@ class ServerOptions:
     admin_token: str | None = field(default=None, repr=False)
     #: Require the token on every lb.v1 RPC, not only the admin ones.
     auth_all_rpcs: bool = False
+    #: Export Prometheus metrics over HTTP on this HOST:PORT; off when empty.
+    metrics_listen: str = ""
 
     def exposure_warnings(self) -> list[str]:
         """What is unsafe about serving beyond loopback with these options."""
@@ -75,6 +79,10 @@ class ServerOptions:
         return warnings
 
 
+def _ignore(method: str, code: grpc.StatusCode, seconds: float) -> None:
+    """Record nothing (metrics are off)."""
+
+
 class ListenError(RuntimeError):
     """The server could not bind its listen address."""
 
@@ -82,13 +90,28 @@ class ListenError(RuntimeError):
 class LoadBalancerServer:
     """A running lb.v1 server; start it, then stop it (tests and the CLI share this)."""
 
-    def __init__(self, balancer: LoadBalancer, options: ServerOptions | None = None) -> None:
-        """Prepare a server for ``balancer``; nothing listens until ``start``."""
+    def __init__(
+        self,
+        balancer: LoadBalancer,
+        options: ServerOptions | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        """Prepare a server for ``balancer``; nothing listens until ``start``.
+
+        With ``metrics`` (which should also be the balancer's observer), RPCs are counted
+        and /metrics is exported on ``options.metrics_listen``.
+        """
         self._balancer = balancer
         self._options = options or ServerOptions()
         self._servicer = LoadBalancerServicer(balancer)
         self._health = health.aio.HealthServicer()
-        interceptors = []
+        self.metrics = metrics
+        self.metrics_port = 0
+        # Outermost first: every RPC is timed, counted and tagged in the logs, refused
+        # (unauthenticated) ones included.
+        interceptors: list[grpc.aio.ServerInterceptor] = [
+            ObservingInterceptor(metrics.record_rpc if metrics else _ignore)
+        ]
         if self._options.admin_token is not None:
             interceptors.append(
                 TokenAuthInterceptor(self._options.admin_token, self._options.auth_all_rpcs)
@@ -120,6 +143,10 @@ class LoadBalancerServer:
                 f"cannot listen on {self._options.listen}: the address is invalid or in use"
             ) from error
         await server.start()
+        if self.metrics is not None and self._options.metrics_listen:
+            await self.metrics.refresh(self._balancer)
+            self.metrics_port = self.metrics.serve_http(self._options.metrics_listen)
+            log.info("metrics_serving", listen=self._options.metrics_listen, port=self.metrics_port)
         for service in ("", SERVICE_NAME):
             await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
         self._sweeper = asyncio.create_task(self._sweep_forever())
@@ -152,15 +179,18 @@ class LoadBalancerServer:
             leases, _ = await self._balancer.sweep()
             if leases:
                 log.warning("leases_expired", count=leases)
+            if self.metrics is not None:
+                await self.metrics.refresh(self._balancer)
 
 
 async def serve(
     balancer: LoadBalancer,
     options: ServerOptions,
+    metrics: Metrics | None = None,
     on_reload: Callable[[], Coroutine[Any, Any, None]] | None = None,
 ) -> None:
     """Serve until SIGTERM or SIGINT, then stop gracefully; SIGHUP calls ``on_reload``."""
-    server = LoadBalancerServer(balancer, options)
+    server = LoadBalancerServer(balancer, options, metrics)
     await server.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

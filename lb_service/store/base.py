@@ -188,6 +188,10 @@ class Store(Protocol):
         """Load history of every agent id ever seen, registered or candidate."""
         ...
 
+    async def session_count(self) -> int:
+        """Sticky-session bindings held."""
+        ...
+
     async def counters(self) -> Counters:
         """Service-wide counters."""
         ...

@@ -196,6 +196,10 @@ class MemoryStore:
         """Load history of every agent id ever seen, registered or candidate."""
         return MappingProxyType(self._stats)
 
+    async def session_count(self) -> int:
+        """Sticky-session bindings held."""
+        return len(self._bindings)
+
     async def counters(self) -> Counters:
         """Service-wide counters."""
         return Counters(

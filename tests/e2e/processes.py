@@ -44,8 +44,12 @@ def port(process: subprocess.Popen[str]) -> int:
     return int(wait_for(process, "serving")["port"])
 
 
-def stop(process: subprocess.Popen[str]) -> None:
-    """Kill the process if it still runs, and reap it."""
+def stop(process: subprocess.Popen[str], timeout_s: float = 10) -> None:
+    """Stop the process with SIGTERM (so it exits cleanly), killing it if it lingers."""
     if process.poll() is None:
-        process.kill()
+        process.terminate()
+        try:
+            process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
     process.wait()

@@ -1,0 +1,128 @@
+"""Configuration: precedence of flags, environment, file and defaults; validation; the example."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lb_service import config as cfg
+from lb_service.model import StrategyName
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _file(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "lb.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_apply_without_any_source() -> None:
+    """With no flag, variable or file every option has its documented default."""
+    config = cfg.load({}, environ={})
+    assert config["listen"] == "127.0.0.1:50051"
+    assert config["strategy"] is StrategyName.LEAST_CONNECTIONS
+    assert (config["session_ttl_s"], config["request_timeout_s"]) == (1800.0, 600.0)
+    assert config.admin_token is None
+    assert set(config.sources.values()) == {"default"}
+
+
+def test_flags_beat_environment_beat_file(tmp_path: Path) -> None:
+    """A flag wins over LB_* which wins over the file, which wins over the default."""
+    path = _file(tmp_path, "strategy: weighted\nsession_ttl_s: 60\nrequest_timeout_s: 30\n")
+    config = cfg.load(
+        {"strategy": StrategyName.ROUND_ROBIN},
+        environ={"LB_STRATEGY": "latency-based", "LB_SESSION_TTL_S": "90"},
+        config_path=path,
+    )
+    assert config["strategy"] is StrategyName.ROUND_ROBIN
+    assert config["session_ttl_s"] == 90.0
+    assert config["request_timeout_s"] == 30.0
+    assert config["latency_smoothing"] == 0.3
+    assert config.sources["strategy"] == "flag"
+    assert config.sources["session_ttl_s"] == "env"
+    assert config.sources["request_timeout_s"] == "file"
+
+
+def test_lb_config_names_the_file(tmp_path: Path) -> None:
+    """LB_CONFIG points at the config file when --config is not given."""
+    path = _file(tmp_path, "listen: 127.0.0.1:6000\n")
+    assert cfg.load({}, environ={"LB_CONFIG": str(path)})["listen"] == "127.0.0.1:6000"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("session_ttl_s: -5\n", "session_ttl_s: must be a finite number > 0, got -5"),
+        ("strategy: fastest\n", "strategy: must be one of round-robin"),
+        ("sticky_sessions: maybe\n", "sticky_sessions: must be true or false, got 'maybe'"),
+        ("listen: localhost\n", "listen: must be HOST:PORT"),
+        ("latency_smoothing: 2\n", "latency_smoothing: must be in (0, 1], got 2"),
+        ("sesion_ttl_s: 5\n", "unknown option(s) 'sesion_ttl_s'"),
+        ("- just\n- a list\n", "must hold a mapping of options"),
+        ("listen: [unclosed\n", "is not valid YAML"),
+        ("agents:\n  - {id: a, port: 70000}\n", "port must be at most 65535, got 70000"),
+        ("agents:\n  - {id: a, hardware: {vram_gb: -1}}\n", "hardware.vram_gb must be a finite"),
+        ("agents:\n  - {id: a}\n  - {id: a}\n", "id 'a' is declared more than once"),
+        ("agents:\n  - {id: a, colour: red}\n", "unknown field(s) ['colour']"),
+        ("agents:\n  - {id: a}\nweights: {b: 2}\n", "weights name agents not declared"),
+        ("agents:\n  - {id: a}\nweights: {a: -2}\n", "weight of 'a' must be a finite number"),
+        ("agents:\n  - {id: a, max_connections: -1}\n", "max_connections: must be a whole"),
+        ("tls_cert: /nonexistent.crt\ntls_key: /nonexistent.key\n", "tls_cert: no such file"),
+        ("tls_cert: /etc/hostname\n", "tls_cert and tls_key must be given together"),
+    ],
+)
+def test_bad_values_name_the_field_and_value(tmp_path: Path, text: str, message: str) -> None:
+    """Each invalid file is refused with a message naming the field, the value and the file."""
+    path = _file(tmp_path, text)
+    with pytest.raises(cfg.ConfigError) as caught:
+        cfg.load({}, environ={}, config_path=path)
+    assert message in str(caught.value)
+
+
+def test_bad_environment_value_names_the_variable() -> None:
+    """A malformed LB_* value is refused naming the variable it came from."""
+    expected = "environment LB_REQUEST_TIMEOUT_S: request_timeout_s: must be a number"
+    with pytest.raises(cfg.ConfigError, match=expected):
+        cfg.load({}, environ={"LB_REQUEST_TIMEOUT_S": "soon"})
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    """A config path that does not exist is reported, not a traceback."""
+    with pytest.raises(cfg.ConfigError, match="cannot read config file"):
+        cfg.load({}, environ={}, config_path=tmp_path / "absent.yaml")
+
+
+def test_example_config_loads() -> None:
+    """The shipped examples/lb-service.yaml is valid and declares its three agents."""
+    config = cfg.load({}, environ={}, config_path=REPO / "examples" / "lb-service.yaml")
+    assert [a.id for a in config.declared.agents] == ["cpu-1", "gpu-24g", "gpu-80g"]
+    assert config.declared.weights == {"cpu-1": 4.0}
+    gpu = config.declared.agents[2]
+    assert (gpu.hardware.vram_gb, gpu.max_connections) == (80.0, 16)
+    assert gpu.models[-1] == "mixtral:8x22b"
+
+
+def test_admin_token_from_file_or_environment(tmp_path: Path) -> None:
+    """The token is read from --admin-token-file (stripped) or LB_ADMIN_TOKEN, file first."""
+    token_file = tmp_path / "token"
+    token_file.write_text("s3cret\n")
+    from_file = cfg.load({"admin_token_file": token_file}, environ={"LB_ADMIN_TOKEN": "env"})
+    assert from_file.admin_token == "s3cret"
+    assert cfg.load({}, environ={"LB_ADMIN_TOKEN": "env"}).admin_token == "env"
+
+
+def test_empty_token_is_refused(tmp_path: Path) -> None:
+    """An empty token file would disable nothing and protect nothing, so it is an error."""
+    token_file = tmp_path / "token"
+    token_file.write_text("\n")
+    with pytest.raises(cfg.ConfigError, match="is empty"):
+        cfg.load({"admin_token_file": token_file}, environ={})
+
+
+def test_describe_never_shows_the_token() -> None:
+    """The start-up summary says a token is set without including it."""
+    described = cfg.load({}, environ={"LB_ADMIN_TOKEN": "s3cret"}).describe()
+    assert described["admin_token"] == "set"
+    assert "s3cret" not in repr(described)
