@@ -186,6 +186,7 @@ class ServiceConfig:
             for k, v in self.values.items()
         }
         shown["admin_token"] = "set" if self.admin_token else "unset"
+        shown["set_by"] = {k: v for k, v in self.sources.items() if v != "default"}
         shown["declared_agents"] = len(self.declared.agents)
         return shown
 

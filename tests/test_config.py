@@ -126,3 +126,15 @@ def test_describe_never_shows_the_token() -> None:
     described = cfg.load({}, environ={"LB_ADMIN_TOKEN": "s3cret"}).describe()
     assert described["admin_token"] == "set"
     assert "s3cret" not in repr(described)
+
+
+def test_readme_documents_every_option() -> None:
+    """Each option's file key, flag and environment variable appear in the README."""
+    readme = (REPO / "README.md").read_text()
+    missing = [
+        name
+        for option in cfg.OPTIONS
+        for name in (option.key, option.flag, option.env)
+        if f"`{name}`" not in readme
+    ]
+    assert missing == []
