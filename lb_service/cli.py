@@ -1,4 +1,4 @@
-"""The ``lb-service`` command line: ``serve`` runs the server."""
+"""The ``lb-service`` command line: ``serve`` runs the server, the client commands call it."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 
 import structlog
 
+from lb_service import commands as client_commands
 from lb_service import config as cfg
 from lb_service.balancer import BalancerConfig, LoadBalancer
 from lb_service.declared import apply_declared
@@ -72,6 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_serve(commands)
+    client_commands.add_commands(commands)
     return parser
 
 
@@ -81,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = args.pop("command")
     if command == "serve":
         return _serve(args)
-    raise AssertionError(f"unhandled command {command}")  # pragma: no cover
+    return client_commands.run(args)
 
 
 def _serve(args: dict[str, Any]) -> int:

@@ -1,4 +1,8 @@
-"""Conversion between lb.v1 protobuf messages and domain values, in both directions."""
+"""Conversion between lb.v1 protobuf messages and domain values, in both directions.
+
+The server reads requests and writes responses; the client library does the reverse.
+Both use this one module, so the two sides cannot drift apart.
+"""
 
 from __future__ import annotations
 
@@ -33,6 +37,11 @@ _COMPUTE_FROM_PB: Mapping[int, Compute] = {
     pb.COMPUTE_UNSPECIFIED: Compute.ANY,
     pb.COMPUTE_CPU: Compute.CPU,
     pb.COMPUTE_GPU: Compute.GPU,
+}
+
+
+_COMPUTE_TO_PB: Mapping[Compute, pb.Compute.ValueType] = {
+    compute: pb.Compute.ValueType(number) for number, compute in _COMPUTE_FROM_PB.items()
 }
 
 
@@ -99,6 +108,13 @@ def task_from_pb(message: pb.TaskRequirements) -> Task:
     )
 
 
+def task_to_pb(task: Task) -> pb.TaskRequirements:
+    """Build the requirements message for a task."""
+    return pb.TaskRequirements(
+        model=task.model, min_vram_gb=task.min_vram_gb, compute=_COMPUTE_TO_PB[task.compute]
+    )
+
+
 def selection_to_pb(selection: Selection) -> pb.SelectAgentResponse:
     """Build the SelectAgent response for a selection."""
     return pb.SelectAgentResponse(
@@ -139,4 +155,48 @@ def snapshot_to_pb(snapshot: LoadSnapshot) -> pb.WatchLoadsResponse:
     """Build one WatchLoads update."""
     return pb.WatchLoadsResponse(
         loads=[load_to_pb(load) for load in snapshot.loads], timestamp_ms=snapshot.timestamp_ms
+    )
+
+
+def selection_from_pb(message: pb.SelectAgentResponse) -> Selection:
+    """Build a selection from a SelectAgent response."""
+    return Selection(
+        agent=agent_from_pb(message.agent),
+        strategy=strategy_from_pb(message.strategy),
+        sticky=message.sticky,
+        request_id=message.request_id,
+    )
+
+
+def load_from_pb(message: pb.AgentLoad) -> AgentLoad:
+    """Build an agent's load from its message."""
+    return AgentLoad(
+        agent_id=message.agent_id,
+        active_connections=message.active_connections,
+        avg_latency_ms=message.avg_latency_ms,
+        last_request_at_ms=message.last_request_at_ms,
+        total_requests=message.total_requests,
+        failed_requests=message.failed_requests,
+        weight=message.weight,
+    )
+
+
+def statistics_from_pb(message: pb.GetStatisticsResponse) -> Statistics:
+    """Build the service-wide counters from a GetStatistics response."""
+    return Statistics(
+        strategy=strategy_from_pb(message.strategy),
+        total_selections=message.total_selections,
+        failed_selections=message.failed_selections,
+        total_requests=message.total_requests,
+        active_connections=message.active_connections,
+        avg_latency_ms=message.avg_latency_ms,
+        selections_by_agent=dict(message.selections_by_agent),
+    )
+
+
+def snapshot_from_pb(message: pb.WatchLoadsResponse) -> LoadSnapshot:
+    """Build one load snapshot from a WatchLoads update."""
+    return LoadSnapshot(
+        loads=tuple(load_from_pb(load) for load in message.loads),
+        timestamp_ms=message.timestamp_ms,
     )

@@ -1,0 +1,540 @@
+"""The client commands of ``lb-service``: agents, select, loads, stats, weights, strategy.
+
+Each command makes its calls through LoadBalancerClient and prints an aligned table,
+or with ``--json`` one JSON document (one JSON line per update for ``loads --watch``).
+Exit status: 0 on success, the gRPC status code of a failed call otherwise (9
+FAILED_PRECONDITION, 14 UNAVAILABLE, 16 UNAUTHENTICATED, ...), 2 for usage errors,
+130 when interrupted (except ``loads --watch``, which Ctrl-C ends normally).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import datetime
+import enum
+import json
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from lb_service.client import DEFAULT_TARGET, DEFAULT_TIMEOUT_S, ClientError, LoadBalancerClient
+from lb_service.model import (
+    Agent,
+    AgentLoad,
+    Compute,
+    Hardware,
+    LoadSnapshot,
+    Selection,
+    Statistics,
+    StrategyName,
+)
+
+#: Where the bearer token comes from when --token-file is not given (as for the server).
+TOKEN_ENV = "LB_ADMIN_TOKEN"
+#: Home the cursor and clear the screen: how a terminal table redraws in place.
+_REDRAW = "\x1b[H\x1b[2J"
+_UINT32_MAX = 2**32 - 1
+
+_Handler = Callable[[LoadBalancerClient, argparse.Namespace], None]
+
+
+class UsageError(Exception):
+    """The command line is inconsistent in a way argparse cannot see; exit status 2."""
+
+
+# --- argument types -----------------------------------------------------------------
+
+
+def _count(text: str) -> int:
+    """A whole number that fits the wire's uint32."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if not 0 <= value <= _UINT32_MAX:
+        raise argparse.ArgumentTypeError(f"must be from 0 to {_UINT32_MAX}, got {text!r}")
+    return value
+
+
+def _positive_count(text: str) -> int:
+    value = _count(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, got {text!r}")
+    return value
+
+
+def _pair(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"must be KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def _weight(text: str) -> tuple[str, float]:
+    agent_id, value = _pair(text)
+    try:
+        return agent_id, float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"weight must be a number, got {text!r}") from None
+
+
+# --- parser -------------------------------------------------------------------------
+
+
+def _common_options() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    server = common.add_argument_group("server connection")
+    server.add_argument(
+        "--target",
+        default=DEFAULT_TARGET,
+        metavar="HOST:PORT",
+        help=f"server address (default: {DEFAULT_TARGET})",
+    )
+    server.add_argument(
+        "--tls", action="store_true", help="use TLS, verifying the server with the system's CAs"
+    )
+    server.add_argument(
+        "--tls-ca", type=Path, metavar="PATH", help="PEM CA bundle to verify the server (TLS)"
+    )
+    server.add_argument(
+        "--tls-cert", type=Path, metavar="PATH", help="PEM client certificate (mutual TLS)"
+    )
+    server.add_argument("--tls-key", type=Path, metavar="PATH", help="PEM key of --tls-cert")
+    server.add_argument(
+        "--token-file",
+        type=Path,
+        metavar="PATH",
+        help=f"file holding the bearer token (or set {TOKEN_ENV}); "
+        "never pass the token itself, the process list would show it",
+    )
+    server.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=DEFAULT_TIMEOUT_S,
+        metavar="SECONDS",
+        help=f"deadline of each call, retries included (default: {DEFAULT_TIMEOUT_S:g})",
+    )
+    common.add_argument("--json", action="store_true", help="print JSON for scripts")
+    return common
+
+
+def add_commands(commands: Any) -> None:
+    """Add the client commands to the ``lb-service`` subparsers ``commands``."""
+    common = _common_options()
+    _add_agents(commands, common)
+    _add_select(commands, common)
+    _add_loads(commands, common)
+    _add_admin(commands, common)
+
+
+def _command(
+    parent: Any, name: str, handler: _Handler, text: str, common: argparse.ArgumentParser
+) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = parent.add_parser(
+        name, parents=[common], help=text, description=text
+    )
+    parser.set_defaults(handler=handler)
+    return parser
+
+
+def _add_agents(commands: Any, common: argparse.ArgumentParser) -> None:
+    agents = commands.add_parser("agents", help="list, add or remove agents")
+    actions = agents.add_subparsers(dest="action", required=True, metavar="ACTION")
+    _command(actions, "list", _agents_list, "list the registered agents", common)
+    text = "register an agent (replacing any with the same id)"
+    add = _command(actions, "add", _agents_add, text, common)
+    add.add_argument("id", metavar="ID")
+    add.add_argument("--host", default="", help="host name or address dispatchers connect to")
+    add.add_argument("--port", type=_count, default=0, help="port dispatchers connect to")
+    add.add_argument(
+        "--model",
+        dest="models",
+        action="append",
+        default=[],
+        metavar="MODEL",
+        help="a model the agent serves (repeat for more)",
+    )
+    add.add_argument("--vram-gb", type=float, default=0.0, metavar="GB", help="GPU memory")
+    add.add_argument("--gpu", default="", metavar="NAME", help="GPU model, e.g. 'RTX 4090'")
+    add.add_argument("--cpu-cores", type=_count, default=0, metavar="N", help="CPU cores")
+    add.add_argument("--ram-gb", type=float, default=0.0, metavar="GB", help="system memory")
+    add.add_argument(
+        "--max-connections",
+        type=_count,
+        default=0,
+        metavar="N",
+        help="most requests at once (default 0: no limit)",
+    )
+    add.add_argument(
+        "--meta",
+        dest="metadata",
+        type=_pair,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a free-form label (repeat for more)",
+    )
+    remove = _command(actions, "remove", _agents_remove, "deregister an agent", common)
+    remove.add_argument("id", metavar="ID")
+
+
+def _add_select(commands: Any, common: argparse.ArgumentParser) -> None:
+    select = _command(commands, "select", _select, "ask which agent takes a request", common)
+    select.add_argument("--model", default="", help="model the agent must serve")
+    select.add_argument("--min-vram", type=float, default=0.0, metavar="GB", help="least VRAM")
+    kind = select.add_mutually_exclusive_group()
+    kind.add_argument(
+        "--gpu",
+        dest="compute",
+        action="store_const",
+        const=Compute.GPU,
+        default=Compute.ANY,
+        help="the agent must have a GPU",
+    )
+    kind.add_argument(
+        "--cpu",
+        dest="compute",
+        action="store_const",
+        const=Compute.CPU,
+        help="the agent must be CPU-only",
+    )
+    select.add_argument("--session", default="", metavar="ID", help="sticky-session key")
+    select.add_argument(
+        "--acquire",
+        action="store_true",
+        help="also open a lease and print its request id; it stays open until a "
+        "dispatcher ends it or it expires on the server",
+    )
+
+
+def _add_loads(commands: Any, common: argparse.ArgumentParser) -> None:
+    loads = _command(commands, "loads", _loads, "show agent loads", common)
+    loads.add_argument("ids", nargs="*", metavar="ID", help="agents to show (default: all)")
+    loads.add_argument("--watch", action="store_true", help="keep showing updates until Ctrl-C")
+    loads.add_argument(
+        "--interval-ms",
+        type=_count,
+        default=0,
+        metavar="MS",
+        help="with --watch: least time between updates (default: the server's floor)",
+    )
+    loads.add_argument(
+        "--count",
+        type=_positive_count,
+        metavar="N",
+        help="with --watch: stop after N updates (for scripts)",
+    )
+
+
+def _add_admin(commands: Any, common: argparse.ArgumentParser) -> None:
+    _command(commands, "stats", _stats, "show service-wide counters", common)
+
+    weights = commands.add_parser("weights", help="override agent weights")
+    actions = weights.add_subparsers(dest="action", required=True, metavar="ACTION")
+    text = "override weights, all or none"
+    set_weights = _command(actions, "set", _weights_set, text, common)
+    set_weights.add_argument("weights", nargs="+", type=_weight, metavar="ID=WEIGHT")
+
+    strategy = commands.add_parser("strategy", help="show or change the selection strategy")
+    actions = strategy.add_subparsers(dest="action", required=True, metavar="ACTION")
+    _command(actions, "get", _strategy_get, "show the current strategy", common)
+    set_strategy = _command(actions, "set", _strategy_set, "change the strategy", common)
+    names = [s.value for s in StrategyName]
+    set_strategy.add_argument(
+        "name", choices=names, metavar="NAME", help=f"one of: {', '.join(names)}"
+    )
+
+
+# --- running ------------------------------------------------------------------------
+
+
+def run(args: Mapping[str, Any]) -> int:
+    """Run the client command ``args`` holds (as parsed); return the exit status."""
+    options = argparse.Namespace(**args)
+    try:
+        with _client(options) as client:
+            options.handler(client, options)
+    except UsageError as error:
+        print(f"lb-service: error: {error}", file=sys.stderr)
+        return 2
+    except ClientError as error:
+        # One line, never a traceback: the code names the kind, the message the cause.
+        print(f"lb-service: {' '.join(str(error).splitlines())}", file=sys.stderr)
+        return int(error.code.value[0])
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # The reader went away (`... | head -1`); stop quietly, and keep the interpreter
+        # from failing again when it flushes stdout at exit.
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
+
+
+def _client(options: argparse.Namespace) -> LoadBalancerClient:
+    if (options.tls_cert is None) != (options.tls_key is None):
+        raise UsageError("--tls-cert and --tls-key go together")
+    try:
+        return LoadBalancerClient(
+            options.target,
+            root_certificates=_read(options.tls_ca, "--tls-ca"),
+            certificate_chain=_read(options.tls_cert, "--tls-cert"),
+            private_key=_read(options.tls_key, "--tls-key"),
+            tls=options.tls,
+            token=_token(options.token_file),
+            timeout=options.timeout,
+        )
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
+def _read(path: Path | None, flag: str) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise UsageError(f"{flag}: cannot read {str(path)!r}: {error.strerror}") from None
+
+
+def _token(path: Path | None) -> str | None:
+    # The token comes from a file or the environment, never from argv, where any user
+    # on the host could read it in the process list.
+    if path is None:
+        return os.environ.get(TOKEN_ENV, "").strip() or None
+    data = _read(path, "--token-file")
+    token = data.decode(errors="replace").strip() if data is not None else ""
+    if not token:
+        raise UsageError(f"--token-file {str(path)!r} is empty")
+    return token
+
+
+# --- handlers -----------------------------------------------------------------------
+
+
+def _agents_list(client: LoadBalancerClient, args: argparse.Namespace) -> None:
+    agents = client.agents()
+    _emit(args, agents, lambda: _agents_table(agents))
+
+
+def _agents_add(client: LoadBalancerClient, args: argparse.Namespace) -> None:
+    agent = Agent(
+        id=args.id,
+        host=args.host,
+        port=args.port,
+        models=tuple(args.models),
+        hardware=Hardware(
+            gpu=args.gpu, vram_gb=args.vram_gb, cpu_cores=args.cpu_cores, ram_gb=args.ram_gb
+        ),
+        metadata=dict(args.metadata),
+        max_connections=args.max_connections,
+    )
+    client.register(agent)
+    _emit(args, agent, lambda: f"registered agent {agent.id}")
+
+
+def _agents_remove(client: LoadBalancerClient, args: argparse.Namespace) -> None:
+    client.deregister(args.id)
+    _emit(args, {"removed": args.id}, lambda: f"removed agent {args.id}")
+
+
+def _select(client: LoadBalancerClient, args: argparse.Namespace) -> None:
+    selection = client.select(
+        model=args.model,
+        min_vram_gb=args.min_vram,
+        compute=args.compute,
+        session_id=args.session,
+        acquire=args.acquire,
+    )
+    _emit(args, selection, lambda: _selection_table(selection))
+
+
+def _loads(client: LoadBalancerClient, args: argparse.Namespace) -> None:
+    if args.watch:
+        _watch(client, args)
+        return
+    if args.interval_ms or args.count:
+        raise UsageError("--interval-ms and --count only apply with --watch")
+    loads = client.loads(args.ids)
+    _emit(args, loads, lambda: _loads_table(loads))
+
+
+def _watch(client: LoadBalancerClient, args: argparse.Namespace) -> None:
+    show = _watch_renderer(args.json, sys.stdout.isatty())
+    updates = client.watch(args.ids, min_interval_ms=args.interval_ms)
+    try:
+        for shown, snapshot in enumerate(updates, start=1):
+            show(snapshot)
+            if shown == args.count:
+                break
+    except KeyboardInterrupt:
+        pass  # Ctrl-C is how a person stops watching: a normal end, status 0
+    finally:
+        updates.close()
+
+
+def _watch_renderer(as_json: bool, terminal: bool) -> Callable[[LoadSnapshot], None]:
+    def json_line(snapshot: LoadSnapshot) -> None:
+        print(json.dumps(_plain(snapshot)), flush=True)
+
+    def table(snapshot: LoadSnapshot) -> None:
+        heading = f"loads at {_time(snapshot.timestamp_ms)}"
+        if terminal:
+            # Redraw in place, so the table stays put and only the numbers change.
+            text = f"{_REDRAW}{heading} (Ctrl-C to stop)\n{_loads_table(snapshot.loads)}"
+            print(text, flush=True)
+        else:
+            print(f"{heading}\n{_loads_table(snapshot.loads)}\n", flush=True)
+
+    return json_line if as_json else table
+
+
+def _stats(client: LoadBalancerClient, args: argparse.Namespace) -> None:
+    stats = client.statistics()
+    _emit(args, stats, lambda: _stats_text(stats))
+
+
+def _weights_set(client: LoadBalancerClient, args: argparse.Namespace) -> None:
+    weights = client.update_weights(dict(args.weights))
+    rows = [(agent_id, _number(weight)) for agent_id, weight in sorted(weights.items())]
+    _emit(args, weights, lambda: _table(("AGENT", "WEIGHT"), rows))
+
+
+def _strategy_get(client: LoadBalancerClient, args: argparse.Namespace) -> None:
+    strategy = client.statistics().strategy
+    _emit(args, {"strategy": strategy}, lambda: strategy.value)
+
+
+def _strategy_set(client: LoadBalancerClient, args: argparse.Namespace) -> None:
+    strategy = StrategyName(args.name)
+    previous = client.set_strategy(strategy)
+    document = {"strategy": strategy, "previous": previous}
+    _emit(args, document, lambda: f"strategy {strategy.value} (was {previous.value})")
+
+
+# --- output -------------------------------------------------------------------------
+
+
+def _emit(args: argparse.Namespace, value: object, text: Callable[[], str]) -> None:
+    """Print ``value`` as JSON with --json, else the human-readable ``text()``."""
+    print(json.dumps(_plain(value), indent=2) if args.json else text())
+
+
+def _plain(value: object) -> object:
+    """Domain values as JSON-ready data: dataclasses to objects, enums to their names."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, Mapping):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return value
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A header line over its rows, in aligned columns."""
+    return _columns([headers, *rows])
+
+
+def _columns(lines: Sequence[Sequence[str]]) -> str:
+    """Left-aligned columns two spaces apart, without trailing blanks."""
+    widths = [max(len(cell) for cell in column) for column in zip(*lines, strict=True)]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in lines
+    )
+
+
+def _number(value: float) -> str:
+    return f"{value:g}"
+
+
+def _time(unix_ms: int) -> str:
+    if not unix_ms:
+        return "-"
+    return datetime.datetime.fromtimestamp(unix_ms / 1000).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _agents_table(agents: Sequence[Agent]) -> str:
+    headers = ("ID", "HOST", "PORT", "MODELS", "GPU", "VRAM_GB", "CPUS", "RAM_GB", "MAX_CONN",
+               "METADATA")  # fmt: skip
+    rows = [
+        (
+            a.id,
+            a.host or "-",
+            str(a.port),
+            ",".join(a.models) or "-",
+            a.hardware.gpu or "-",
+            _number(a.hardware.vram_gb),
+            str(a.hardware.cpu_cores),
+            _number(a.hardware.ram_gb),
+            str(a.max_connections or "-"),
+            ",".join(f"{k}={v}" for k, v in sorted(a.metadata.items())) or "-",
+        )
+        for a in agents
+    ]
+    return _table(headers, rows)
+
+
+def _selection_table(selection: Selection) -> str:
+    agent = selection.agent
+    row = (
+        agent.id,
+        f"{agent.host}:{agent.port}",
+        selection.strategy.value,
+        "yes" if selection.sticky else "no",
+        selection.request_id or "-",
+    )
+    return _table(("AGENT", "ADDRESS", "STRATEGY", "STICKY", "REQUEST_ID"), [row])
+
+
+def _loads_table(loads: Sequence[AgentLoad]) -> str:
+    headers = ("AGENT", "ACTIVE", "AVG_LATENCY_MS", "REQUESTS", "FAILED", "WEIGHT",
+               "LAST_REQUEST")  # fmt: skip
+    rows = [
+        (
+            load.agent_id,
+            str(load.active_connections),
+            f"{load.avg_latency_ms:.1f}",
+            str(load.total_requests),
+            str(load.failed_requests),
+            _number(load.weight),
+            _time(load.last_request_at_ms),
+        )
+        for load in loads
+    ]
+    return _table(headers, rows)
+
+
+def _stats_text(stats: Statistics) -> str:
+    summary = _columns(
+        [
+            ("strategy", stats.strategy.value),
+            ("selections", str(stats.total_selections)),
+            ("failed selections", str(stats.failed_selections)),
+            ("requests", str(stats.total_requests)),
+            ("active", str(stats.active_connections)),
+            ("avg latency ms", f"{stats.avg_latency_ms:.1f}"),
+        ],
+    )
+    per_agent = sorted(stats.selections_by_agent.items())
+    if not per_agent:
+        return summary
+    rows = [(agent_id, str(count)) for agent_id, count in per_agent]
+    return f"{summary}\n\n{_table(('AGENT', 'SELECTIONS'), rows)}"

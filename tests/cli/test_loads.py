@@ -1,0 +1,124 @@
+"""``lb-service loads``: a table or JSON once, or a live view with --watch."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Generator, Sequence
+
+import pytest
+
+from lb_service.client import LoadBalancerClient
+from lb_service.model import AgentLoad, LoadSnapshot
+from tests.cli.conftest import Cli
+
+
+@pytest.fixture
+def fleet(lb: Cli) -> Cli:
+    """Two agents, one with an open lease and a 24 GB default weight."""
+    lb("agents", "add", "cpu-1")
+    lb("agents", "add", "gpu-1", "--vram-gb", "24")
+    lb("select", "--model", "", "--min-vram", "1", "--acquire")
+    return lb
+
+
+def test_loads_table(fleet: Cli) -> None:
+    """`loads` prints one aligned row per agent with active count, latency and weight."""
+    lines = fleet("loads").out.splitlines()
+    assert lines[0] == "AGENT  ACTIVE  AVG_LATENCY_MS  REQUESTS  FAILED  WEIGHT  LAST_REQUEST"
+    assert lines[1] == "cpu-1  0       0.0             0         0       1       -"
+    assert lines[2].startswith("gpu-1  1       0.0             1         0       24      20")
+    assert len(lines) == 3
+
+
+def test_loads_json_for_named_agents(fleet: Cli) -> None:
+    """`loads ID --json` prints those agents' loads, in the order named."""
+    loads = fleet("loads", "gpu-1", "cpu-1", "--json").json()
+    assert [load["agent_id"] for load in loads] == ["gpu-1", "cpu-1"]
+    assert loads[1] == {
+        "agent_id": "cpu-1",
+        "active_connections": 0,
+        "avg_latency_ms": 0.0,
+        "last_request_at_ms": 0,
+        "total_requests": 0,
+        "failed_requests": 0,
+        "weight": 1.0,
+    }
+
+
+def test_loads_of_an_unknown_agent_exits_not_found(fleet: Cli) -> None:
+    """An unknown id exits 5 with one line on stderr."""
+    outcome = fleet("loads", "ghost")
+    assert (outcome.code, outcome.err) == (5, "lb-service: NOT_FOUND: unknown agent 'ghost'\n")
+
+
+def test_watch_options_need_watch(fleet: Cli) -> None:
+    """--interval-ms or --count without --watch is a usage error, exit 2."""
+    outcome = fleet("loads", "--count", "1")
+    assert outcome.code == 2
+    assert outcome.err == "lb-service: error: --interval-ms and --count only apply with --watch\n"
+
+
+def test_watch_json_prints_one_line_per_update(fleet: Cli) -> None:
+    """`loads --watch --json --count 1` prints the first snapshot as one JSON line, exit 0."""
+    outcome = fleet("loads", "cpu-1", "--watch", "--json", "--count", "1", "--interval-ms", "200")
+    assert outcome.code == 0
+    [line] = outcome.out.splitlines()
+    update = json.loads(line)
+    assert update["timestamp_ms"] > 0
+    assert [load["agent_id"] for load in update["loads"]] == ["cpu-1"]
+
+
+def test_watch_table_without_a_terminal(fleet: Cli) -> None:
+    """Without a terminal each update is printed as a new table under a time heading, no ANSI."""
+    out = fleet("loads", "--watch", "--count", "1").out
+    assert out.startswith("loads at ")
+    assert out.splitlines()[1].startswith("AGENT  ACTIVE")
+    assert "\x1b" not in out
+
+
+def test_watch_table_redraws_in_a_terminal(fleet: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a terminal each update homes the cursor and clears the screen before the table."""
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    out = fleet("loads", "--watch", "--count", "1").out
+    assert out.startswith("\x1b[H\x1b[2Jloads at ")
+    assert "(Ctrl-C to stop)" in out
+
+
+def test_ctrl_c_ends_a_watch_cleanly(fleet: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C while watching exits 0 with nothing on stderr, keeping what was printed."""
+
+    def interrupted_watch(
+        self: LoadBalancerClient, agent_ids: Sequence[str] = (), *, min_interval_ms: int = 0
+    ) -> Generator[LoadSnapshot, None, None]:
+        yield LoadSnapshot((AgentLoad("a", 1, 0.0, 0, 1, 0, 1.0),), 1)
+        raise KeyboardInterrupt  # where a real Ctrl-C lands: waiting for the next update
+
+    monkeypatch.setattr(LoadBalancerClient, "watch", interrupted_watch)
+    outcome = fleet("loads", "--watch", "--json")
+    assert (outcome.code, outcome.err) == (0, "")
+    assert json.loads(outcome.out) == {
+        "loads": [
+            {
+                "agent_id": "a",
+                "active_connections": 1,
+                "avg_latency_ms": 0.0,
+                "last_request_at_ms": 0,
+                "total_requests": 1,
+                "failed_requests": 0,
+                "weight": 1.0,
+            }
+        ],
+        "timestamp_ms": 1,
+    }
+
+
+def test_ctrl_c_elsewhere_exits_130(fleet: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C during any other command exits 130 (the shell's code for SIGINT), no traceback."""
+
+    def interrupted(self: LoadBalancerClient, *args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(LoadBalancerClient, "statistics", interrupted)
+    outcome = fleet("stats")
+    assert (outcome.code, outcome.out, outcome.err) == (130, "", "")

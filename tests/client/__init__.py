@@ -1,0 +1,1 @@
+"""Tests of the Python clients, against real servers on loopback."""
