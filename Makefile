@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 LISTEN ?= 127.0.0.1:50051
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint protos check-protos fmt clean
+.PHONY: help install run test lint protos check-protos fmt clean bench soak
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -27,6 +27,12 @@ run: $(STAMP) ## serve on $(LISTEN) with the defaults
 
 test: $(STAMP) ## run the whole suite with branch coverage (fails under 90%)
 	$(BIN)/pytest --cov --cov-report=term $(PYTEST_ARGS)
+
+soak: $(STAMP) ## reliability tests at full size: 60 s soak, 16 clients, deeper fuzz and invariants (~5 min)
+	LB_RELIABILITY_SIZE=full HYPOTHESIS_PROFILE=thorough $(BIN)/pytest -s -p no:cacheprovider tests/reliability $(PYTEST_ARGS)
+
+bench: $(STAMP) ## run the benchmarks (about 3½ min on 2 cores): writes BENCHMARKS.md and its plot
+	$(PY) -m bench --output BENCHMARKS.md --plot bench/decision-cost.png
 
 lint: $(STAMP) check-protos ## ruff, mypy --strict on lb_service/, buf lint, generated-code freshness
 	$(BIN)/buf lint

@@ -21,6 +21,7 @@ from lb_service.errors import (
     AllAgentsBusy,
     InvalidArgument,
     LeaseNotFound,
+    LimitExceeded,
     NoAgentAvailable,
     NoAgentsRegistered,
     NoEligibleAgent,
@@ -34,13 +35,14 @@ from lb_service.model import (
     StrategyName,
     Task,
 )
-from lb_service.requirements import eligible
+from lb_service.requirements import eligible, meets
 from lb_service.store.base import AgentStats, EndOutcome, Pick, PickState, RequestEnd, Store
 from lb_service.strategies import STRATEGIES, Candidate, PickContext
 from lb_service.validation import (
     check_agent,
     check_candidates,
     check_ids,
+    check_session_id,
     check_task,
     check_weights,
     require_amount,
@@ -70,6 +72,16 @@ class BalancerConfig:
     latency_smoothing: float = 0.3
     #: Least time between two WatchLoads updates; also the default interval.
     watch_min_interval_s: float = 0.1
+    # Limits: whatever clients send, state stays bounded by these counts (and each
+    # record by validation's size rules). Hitting one refuses the call and changes nothing.
+    #: Most candidates one SelectAgent may pass.
+    max_candidates: int = 1000
+    #: Most registered agents; also how many unused histories of unregistered ids are kept.
+    max_agents: int = 10_000
+    #: Most sticky-session bindings held at once.
+    max_sessions: int = 100_000
+    #: Most open leases (requests started and not yet ended or expired).
+    max_leases: int = 100_000
 
     def __post_init__(self) -> None:
         """Reject values the balancer cannot work with."""
@@ -79,6 +91,10 @@ class BalancerConfig:
                 raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
         if not 0 < self.latency_smoothing <= 1:
             raise ValueError(f"latency_smoothing must be in (0, 1], got {self.latency_smoothing!r}")
+        for name in ("max_candidates", "max_agents", "max_sessions", "max_leases"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
 
 
 class Outcome(enum.Enum):
@@ -133,6 +149,8 @@ class LoadBalancer:
         self._clock = clock
         self._rng = rng or random.Random()
         self.observer: Observer = observer or _NoObserver()
+        # The last snapshot read for a watcher, by (agent ids, store version).
+        self._last_snapshot: tuple[tuple[tuple[str, ...], int], LoadSnapshot] | None = None
 
     @property
     def config(self) -> BalancerConfig:
@@ -142,7 +160,15 @@ class LoadBalancer:
     # Registry and configuration.
     async def register(self, agent: Agent) -> None:
         """Add or replace an agent; its load history survives a re-register."""
-        await self._store.put_agent(check_agent(agent))
+        check_agent(agent)
+        agents = await self._store.agents()
+        limit = self._config.max_agents
+        if agent.id not in agents and len(agents) >= limit:
+            raise LimitExceeded(
+                f"{limit} agents are registered, the most allowed (max_agents); "
+                "deregister unused agents or raise --max-agents"
+            )
+        await self._store.put_agent(agent)
 
     async def deregister(self, agent_id: str) -> None:
         """Remove an agent; its sessions move on their next request."""
@@ -185,8 +211,8 @@ class LoadBalancer:
     ) -> Selection:
         """Pick an agent for a task; with ``acquire`` also open its request's lease."""
         task = check_task(task or Task())
-        pool = check_candidates(candidates)
-        session_id = session_id if self._config.sticky_sessions else ""
+        pool = check_candidates(candidates, self._config.max_candidates)
+        session_id = check_session_id(session_id) if self._config.sticky_sessions else ""
         state = await self._store.pick_state(session_id)
         now = self._clock()
         try:
@@ -196,6 +222,16 @@ class LoadBalancer:
             outcome = next(o for cls, o in _REFUSALS if isinstance(refusal, cls))
             self.observer.selection(state.strategy, outcome)
             raise
+        # Limits are checked once a pick is possible, so a refusal for want of an agent
+        # keeps its own code; either way nothing is committed.
+        if bind and state.binding is None and state.session_count >= self._config.max_sessions:
+            raise LimitExceeded(
+                f"{state.session_count} sticky sessions are held, the most allowed "
+                "(max_sessions); retry without session_id, wait for idle sessions to "
+                "expire (session_ttl_s) or raise --max-sessions"
+            )
+        if acquire:
+            self._check_lease_room(state.lease_count)
         request_id = await self._store.commit_pick(
             Pick(agent.id, now, acquire=acquire, session_id=session_id, bind=bind)
         )
@@ -205,39 +241,53 @@ class LoadBalancer:
     def _decide(
         self, state: PickState, task: Task, pool: Sequence[Agent], session_id: str, now: int
     ) -> tuple[Agent, bool, bool]:
-        """Return (agent, answered from the binding, bind the session to it)."""
-        agents = pool or tuple(state.agents.values())
-        if not agents:
+        """Return (agent, answered from the binding, bind the session to it).
+
+        Registered agents are picked from the store's index when it keeps one, so a
+        pick never scans the registry. Candidates passed with the request, and the
+        registry while one of the task's agents is at max_connections, are filtered
+        and ranked here instead; both ways pick the same agent.
+        """
+        source: Mapping[str, Agent] = {a.id: a for a in pool} if pool else state.agents
+        if not source:
             raise NoAgentsRegistered()
-        matching = eligible(agents, task)
+        indexed = state.index.pool(task) if state.index is not None and not pool else None
+        # An empty pool goes through eligible() too, which names the requirement no agent meets.
+        matching = indexed.agents if indexed else eligible(tuple(source.values()), task)
         stats = state.stats
 
         def has_room(agent: Agent) -> bool:
             limit = agent.max_connections
             return limit == 0 or _active(stats, agent.id) < limit
 
-        bound = self._bound_agent(state, matching, now)
+        bound = self._bound_agent(state, task, source, now)
         if bound is not None and has_room(bound):
             return bound, True, False
-        free = [agent for agent in matching if has_room(agent)]
-        if not free:
-            raise AllAgentsBusy(
-                f"all {len(matching)} eligible agent(s) are at max_connections; retry later"
-            )
-        weights = state.weights
-        choice = STRATEGIES[state.strategy].choose(
-            [
-                Candidate(
-                    agent,
-                    _active(stats, agent.id),
-                    _latency(stats, agent.id),
-                    weights.get(agent.id, agent.default_weight),
+        strategy = STRATEGIES[state.strategy]
+        ctx = PickContext(state.sequence, self._rng)
+        if indexed and not indexed.full:
+            choice = strategy.choose_indexed(indexed, task, ctx)
+        else:
+            free = [agent for agent in matching if has_room(agent)]
+            if not free:
+                raise AllAgentsBusy(
+                    f"all {len(matching)} eligible agent(s) are at max_connections; retry later"
                 )
-                for agent in free
-            ],
-            task,
-            PickContext(state.sequence, self._rng),
-        )
+            weights = state.weights
+            candidate = strategy.choose(
+                [
+                    Candidate(
+                        agent,
+                        _active(stats, agent.id),
+                        _latency(stats, agent.id),
+                        weights.get(agent.id, agent.default_weight),
+                    )
+                    for agent in free
+                ],
+                task,
+                ctx,
+            )
+            choice = candidate.agent if candidate is not None else None
         if choice is None:
             raise NoEligibleAgent(
                 f"every eligible agent has weight 0, so the {state.strategy.value} strategy "
@@ -245,19 +295,31 @@ class LoadBalancer:
             )
         # A session whose agent is merely full spills over and keeps its binding;
         # one with no binding, an expired one, or an ineligible agent binds anew.
-        return choice.agent, False, bool(session_id) and bound is None
+        return choice, False, bool(session_id) and bound is None
 
-    def _bound_agent(self, state: PickState, matching: Sequence[Agent], now: int) -> Agent | None:
+    def _bound_agent(
+        self, state: PickState, task: Task, source: Mapping[str, Agent], now: int
+    ) -> Agent | None:
         binding = state.binding
         if binding is None or now - binding.last_used_ms >= self._config.session_ttl_s * 1000:
             return None
-        return next((a for a in matching if a.id == binding.agent_id), None)
+        agent = source.get(binding.agent_id)
+        return agent if agent is not None and meets(agent, task) else None
 
     # Request tracking.
     async def start(self, agent_id: str) -> str:
         """Record that a request went to the agent; return its lease's request_id."""
         await self._require_known(require_id(agent_id))
+        self._check_lease_room(len(await self._store.leases()))
         return await self._store.open_lease(agent_id, self._clock())
+
+    def _check_lease_room(self, open_leases: int) -> None:
+        if open_leases >= self._config.max_leases:
+            raise LimitExceeded(
+                f"{open_leases} leases are open, the most allowed (max_leases); end "
+                "requests with RecordRequestEnd (leases never ended expire after "
+                "request_timeout_s) or raise --max-leases"
+            )
 
     async def end(
         self, agent_id: str, latency_ms: float, request_id: str = "", failed: bool = False
@@ -289,10 +351,18 @@ class LoadBalancer:
             )
 
     async def sweep(self) -> tuple[int, int]:
-        """Expire overdue leases and idle sessions; return how many of each."""
+        """Expire overdue leases and idle sessions; return how many of each.
+
+        It also forgets the load history of ids that are neither registered nor hold a
+        lease (candidates, deregistered agents) once unused for the session TTL, keeping
+        at most ``max_agents`` of them, so passing ever new candidate ids cannot grow
+        memory without bound.
+        """
         now = self._clock()
         leases = await self._store.expire_leases(now - int(self._config.request_timeout_s * 1000))
-        sessions = await self._store.expire_sessions(now - int(self._config.session_ttl_s * 1000))
+        idle_since = now - int(self._config.session_ttl_s * 1000)
+        sessions = await self._store.expire_sessions(idle_since)
+        await self._store.forget_idle(idle_since, keep=self._config.max_agents)
         if leases:
             self.observer.leases_expired(len(leases))
         return len(leases), sessions
@@ -344,19 +414,34 @@ class LoadBalancer:
         ids = check_ids(agent_ids)
         loop = asyncio.get_running_loop()
         version = self._store.version()
-        last = await self.loads(ids)
-        sent_at = loop.time()
-        yield LoadSnapshot(tuple(last), self._clock())
+        last = await self._snapshot(ids, version)
+        read_at = loop.time()
+        yield last
         while True:
             version = await self._store.wait_for_change(version)
             # Wait out the rest of the interval, then read once: every change made
-            # meanwhile lands in this one snapshot.
-            await asyncio.sleep(max(0.0, sent_at + interval - loop.time()))
+            # meanwhile lands in this one snapshot. The pace is kept from the last read,
+            # not the last update, so changes that leave the loads as they were (a pick
+            # without acquire) cost one read per interval, not one per change. Reads fall
+            # on multiples of the interval, so watchers with the same pace wake together
+            # and share one read.
+            wake_at = math.ceil((read_at + interval) / interval) * interval
+            await asyncio.sleep(max(0.0, wake_at - loop.time()))
             version = self._store.version()
-            current = await self.loads(ids)
-            if current != last:
-                last, sent_at = current, loop.time()
-                yield LoadSnapshot(tuple(current), self._clock())
+            current = await self._snapshot(ids, version)
+            read_at = loop.time()
+            if current.loads != last.loads:
+                last = current
+                yield current
+
+    async def _snapshot(self, ids: tuple[str, ...], version: int) -> LoadSnapshot:
+        """The loads of ``ids`` now; watchers reading at the same version share one read."""
+        shared = self._last_snapshot
+        if shared is not None and shared[0] == (ids, version):
+            return shared[1]
+        snapshot = LoadSnapshot(tuple(await self.loads(ids)), self._clock())
+        self._last_snapshot = ((ids, version), snapshot)
+        return snapshot
 
     async def _require_known(self, agent_id: str) -> None:
         # Known = registered, or seen before (a candidate that was picked or started).

@@ -17,8 +17,9 @@ from lb_service.balancer import BalancerConfig, LoadBalancer
 from lb_service.declared import apply_declared
 from lb_service.logs import configure_logging
 from lb_service.service.metrics import Metrics
-from lb_service.service.server import ListenError, ServerOptions, TlsFiles, serve
+from lb_service.service.server import ListenError, ServerOptions, TlsFiles, restore_state, serve
 from lb_service.store.memory import MemoryStore
+from lb_service.store.snapshot import StateFile
 
 log = structlog.get_logger(__name__)
 
@@ -95,14 +96,20 @@ def _serve(args: dict[str, Any]) -> int:
         return 2
     configure_logging(config["log_level"], config["log_format"])
     metrics = Metrics() if config["metrics_listen"] else None
+    store = MemoryStore(strategy=config["strategy"])
+    state = StateFile(config["state_file"], store) if config["state_file"] else None
     balancer = LoadBalancer(
-        MemoryStore(strategy=config["strategy"]),
+        store,
         BalancerConfig(
             sticky_sessions=config["sticky_sessions"],
             session_ttl_s=config["session_ttl_s"],
             request_timeout_s=config["request_timeout_s"],
             latency_smoothing=config["latency_smoothing"],
             watch_min_interval_s=config["watch_min_interval_ms"] / 1000,
+            max_candidates=config["max_candidates"],
+            max_agents=config["max_agents"],
+            max_sessions=config["max_sessions"],
+            max_leases=config["max_leases"],
         ),
         observer=metrics,
     )
@@ -118,10 +125,12 @@ def _serve(args: dict[str, Any]) -> int:
         admin_token=config.admin_token,
         auth_all_rpcs=config["auth_all_rpcs"],
         metrics_listen=config["metrics_listen"],
+        max_message_bytes=config["max_message_bytes"],
+        state_interval_s=config["state_interval_s"],
     )
     log.info("starting", config_file=str(config.config_path or ""), **config.describe())
     try:
-        asyncio.run(_run(balancer, options, config, metrics))
+        asyncio.run(_run(balancer, options, config, metrics, state))
     except ListenError as error:
         print(f"lb-service: error: {error}", file=sys.stderr)
         return 1
@@ -133,11 +142,23 @@ async def _run(
     options: ServerOptions,
     config: cfg.ServiceConfig,
     metrics: Metrics | None,
+    state: StateFile | None = None,
 ) -> None:
+    if state is not None:
+        # Restored first, so what the flags, environment and file say explicitly wins
+        # over what the service remembered: an explicit strategy, the declared registry.
+        explicit = config.sources.get("strategy") in {"flag", "env"}
+        await restore_state(state, balancer, config["strategy"] if explicit else None)
     declared = _declared_at_start(config)
     await apply_declared(balancer, declared)
     reload = _Reloader(balancer, config, declared)
-    await serve(balancer, options, metrics, on_reload=reload if config.config_path else None)
+    await serve(
+        balancer,
+        options,
+        metrics,
+        on_reload=reload if config.config_path else None,
+        state=state,
+    )
 
 
 def _declared_at_start(config: cfg.ServiceConfig) -> cfg.Declared:

@@ -66,6 +66,13 @@ def _positive(value: object) -> float:
     return number
 
 
+def _whole(value: object) -> int:
+    number = _number(value)
+    if not (math.isfinite(number) and number == int(number) and number >= 1):
+        raise ValueError(f"must be a whole number >= 1, got {value!r}")
+    return int(number)
+
+
 def _fraction(value: object) -> float:
     number = _number(value)
     if not 0 < number <= 1:
@@ -135,6 +142,20 @@ OPTIONS: tuple[Option, ...] = (
            "least time between two WatchLoads updates", "MS"),
     Option("grace_period_s", "--grace-period", _positive, 5.0,
            "time in-flight RPCs get to finish on SIGTERM/SIGINT", "SECONDS"),
+    Option("max_message_bytes", "--max-message-bytes", _whole, 4 * 1024 * 1024,
+           "largest request accepted; larger ones get RESOURCE_EXHAUSTED", "BYTES"),
+    Option("max_candidates", "--max-candidates", _whole, 1000,
+           "most candidates one SelectAgent may pass (more: INVALID_ARGUMENT)", "N"),
+    Option("max_agents", "--max-agents", _whole, 10_000,
+           "most registered agents (more: RESOURCE_EXHAUSTED)", "N"),
+    Option("max_sessions", "--max-sessions", _whole, 100_000,
+           "most sticky-session bindings held (more: RESOURCE_EXHAUSTED)", "N"),
+    Option("max_leases", "--max-leases", _whole, 100_000,
+           "most open leases (more: RESOURCE_EXHAUSTED)", "N"),
+    Option("state_file", "--state-file", _optional_path, None,
+           "keep agents, weights, strategy and sessions in this file across restarts", "PATH"),
+    Option("state_interval_s", "--state-interval", _positive, 5.0,
+           "time between two saves of --state-file (it is also saved at shutdown)", "SECONDS"),
     Option("tls_cert", "--tls-cert", _optional_path, None,
            "PEM server certificate chain; with --tls-key, serve TLS", "PATH"),
     Option("tls_key", "--tls-key", _optional_path, None, "PEM private key of --tls-cert", "PATH"),
@@ -217,6 +238,7 @@ def load(
         else:
             values[option.key], sources[option.key] = option.default, "default"
     _check_tls(values)
+    _check_state_file(values["state_file"])
     return ServiceConfig(
         values=values,
         declared=declared_from(document, path),
@@ -340,6 +362,12 @@ def _check_tls(values: Mapping[str, Any]) -> None:
         path = values[key]
         if path is not None and not path.is_file():
             raise ConfigError(f"{key}: no such file {str(path)!r}")
+
+
+def _check_state_file(path: Path | None) -> None:
+    # Caught at start rather than at the first save, seconds later, in a log line.
+    if path is not None and not path.parent.is_dir():
+        raise ConfigError(f"state_file: no such directory {str(path.parent)!r}")
 
 
 def _admin_token(path: Path | None, env: Mapping[str, str]) -> str | None:

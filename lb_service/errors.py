@@ -3,10 +3,13 @@
 ::
 
     LoadBalancerError
-    ├── InvalidArgument          malformed input                      INVALID_ARGUMENT
+    ├── InvalidArgument          malformed input, or more candidates  INVALID_ARGUMENT
+    │                            than max_candidates allows
     ├── NotFound                                                      NOT_FOUND
     │   ├── AgentNotFound        an agent id the service does not know
     │   └── LeaseNotFound        a request id that was never issued
+    ├── LimitExceeded            a configured limit is reached        RESOURCE_EXHAUSTED
+    │                            (max_agents, max_sessions, max_leases)
     └── NoAgentAvailable         a pick that cannot be made
         ├── NoAgentsRegistered   nothing to pick from at all          UNAVAILABLE
         ├── NoEligibleAgent      no agent meets the task              FAILED_PRECONDITION
@@ -45,6 +48,14 @@ class LeaseNotFound(NotFound):
     def __init__(self, request_id: str) -> None:
         super().__init__(f"unknown request_id {request_id!r}: it was not issued by this service")
         self.request_id = request_id
+
+
+class LimitExceeded(LoadBalancerError):
+    """A configured limit (agents, sessions or leases) is reached; nothing was changed.
+
+    The limits keep memory bounded whatever clients send; the message names the limit,
+    its option and what to do about it.
+    """
 
 
 class NoAgentAvailable(LoadBalancerError):

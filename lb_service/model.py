@@ -72,6 +72,16 @@ class Task:
 
 
 @dataclass(frozen=True, slots=True)
+class SelectionRequest:
+    """One pick to make, as SelectAgent asks for it (SelectAgents takes several)."""
+
+    task: Task = Task()
+    session_id: str = ""
+    candidates: tuple[Agent, ...] = ()
+    acquire: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class AgentLoad:
     """An agent's load as reported to clients."""
 

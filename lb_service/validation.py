@@ -9,13 +9,28 @@ from lb_service.errors import InvalidArgument
 from lb_service.model import Agent, Task
 
 MAX_PORT = 65535
+#: Longest agent or session id. Ids are kept as keys for as long as the agent or the
+#: session lives, so their length bounds memory as much as the counts do.
+MAX_ID_LENGTH = 1024
+#: Most text one agent may carry in host, gpu, models and metadata together, so the
+#: registry's size is bounded by max_agents times this (not by the message size).
+MAX_AGENT_TEXT = 64 * 1024
 
 
 def require_id(value: str, what: str = "agent_id") -> str:
     """Return ``value`` if it is a usable id, else raise InvalidArgument."""
     if not value:
         raise InvalidArgument(f"{what} must not be empty")
+    if len(value) > MAX_ID_LENGTH:
+        raise InvalidArgument(
+            f"{what} must be at most {MAX_ID_LENGTH} characters, got {len(value)}"
+        )
     return value
+
+
+def check_session_id(value: str) -> str:
+    """Return ``value`` (empty means no session) if it is not longer than an id may be."""
+    return require_id(value, "session_id") if value else value
 
 
 def require_amount(value: float, what: str) -> float:
@@ -36,14 +51,38 @@ def check_agent(agent: Agent, where: str = "agent") -> Agent:
     require_amount(agent.hardware.ram_gb, f"{where} {agent.id!r}: hardware.ram_gb")
     if any(not model for model in agent.models):
         raise InvalidArgument(f"{where} {agent.id!r}: model names must not be empty")
+    text = _text_size(agent)
+    if text > MAX_AGENT_TEXT:
+        raise InvalidArgument(
+            f"{where} {agent.id!r}: host, gpu, models and metadata must hold at most "
+            f"{MAX_AGENT_TEXT} characters together, got {text}"
+        )
     return agent
 
 
-def check_candidates(candidates: Iterable[Agent]) -> tuple[Agent, ...]:
-    """Return the candidates if each is well formed and their ids are unique."""
+def _text_size(agent: Agent) -> int:
+    return (
+        len(agent.host)
+        + len(agent.hardware.gpu)
+        + sum(map(len, agent.models))
+        + sum(len(key) + len(value) for key, value in agent.metadata.items())
+    )
+
+
+def check_candidates(candidates: Iterable[Agent], limit: int) -> tuple[Agent, ...]:
+    """Return the candidates if there are at most ``limit``, each well formed, ids unique.
+
+    ``candidates`` may be lazy: checking stops at the first bad one, so an oversized
+    request is refused before the rest of it is even converted.
+    """
     seen: set[str] = set()
-    checked = []
+    checked: list[Agent] = []
     for agent in candidates:
+        if len(checked) == limit:
+            raise InvalidArgument(
+                f"at most {limit} candidates may be passed per request (max_candidates), "
+                "got more; register the agents with RegisterAgent instead"
+            )
         check_agent(agent, "candidate")
         if agent.id in seen:
             raise InvalidArgument(f"candidate id {agent.id!r} appears more than once")

@@ -71,6 +71,10 @@ def test_lb_config_names_the_file(tmp_path: Path) -> None:
         ("agents:\n  - {id: a, max_connections: -1}\n", "max_connections: must be a whole"),
         ("tls_cert: /nonexistent.crt\ntls_key: /nonexistent.key\n", "tls_cert: no such file"),
         ("tls_cert: /etc/hostname\n", "tls_cert and tls_key must be given together"),
+        ("max_agents: 0\n", "max_agents: must be a whole number >= 1, got 0"),
+        ("max_leases: 2.5\n", "max_leases: must be a whole number >= 1, got 2.5"),
+        ("max_sessions: lots\n", "max_sessions: must be a number, got 'lots'"),
+        ("state_file: /nonexistent/s.json\n", "state_file: no such directory '/nonexistent'"),
     ],
 )
 def test_bad_values_name_the_field_and_value(tmp_path: Path, text: str, message: str) -> None:
@@ -79,6 +83,21 @@ def test_bad_values_name_the_field_and_value(tmp_path: Path, text: str, message:
     with pytest.raises(cfg.ConfigError) as caught:
         cfg.load({}, environ={}, config_path=path)
     assert message in str(caught.value)
+
+
+def test_limits_and_state_options_have_documented_defaults(tmp_path: Path) -> None:
+    """Limits default as the README says; the state file is off unless given, saved every 5 s."""
+    config = cfg.load({}, environ={})
+    assert [config[k] for k in ("max_message_bytes", "max_candidates", "max_agents")] == [
+        4 * 1024 * 1024,
+        1000,
+        10_000,
+    ]
+    assert (config["max_sessions"], config["max_leases"]) == (100_000, 100_000)
+    assert (config["state_file"], config["state_interval_s"]) == (None, 5.0)
+    path = tmp_path / "state.json"
+    given = cfg.load({}, environ={"LB_STATE_FILE": str(path), "LB_MAX_AGENTS": "50"})
+    assert (given["state_file"], given["max_agents"]) == (path, 50)
 
 
 def test_bad_environment_value_names_the_variable() -> None:

@@ -24,6 +24,7 @@ from lb_service.model import (
     Compute,
     LoadSnapshot,
     Selection,
+    SelectionRequest,
     Statistics,
     StrategyName,
     Task,
@@ -143,6 +144,22 @@ class AsyncLoadBalancerClient:
             acquire=acquire,
         )
         return convert.selection_from_pb(await self._call(self._stub.SelectAgent, request, timeout))
+
+    async def select_many(
+        self, requests: Sequence[SelectionRequest], *, timeout: float | None = None
+    ) -> list[Selection | ClientError]:
+        """Make several picks in one call (SelectAgents), in order.
+
+        Each pick succeeds or fails on its own: the list holds, per request, the
+        Selection or the ClientError that ``select`` would have raised for it. The
+        call itself raises ClientError only when it fails as a whole (e.g. more than
+        1000 requests, or no server). A pick with ``acquire`` holds its lease whatever
+        happens to the others; end it as usual.
+        """
+        response: pb.SelectAgentsResponse = await self._call(
+            self._stub.SelectAgents, _wire.select_many_request(requests), timeout
+        )
+        return _wire.selection_results(response)
 
     @contextlib.asynccontextmanager
     async def acquire(

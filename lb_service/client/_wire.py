@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import grpc
 from lb.v1 import load_balancer_pb2 as pb
 
-from lb_service.model import Agent, Compute, Task
+from lb_service.client._errors import ClientError
+from lb_service.model import Agent, Compute, Selection, SelectionRequest, Task
 from lb_service.service import convert
+
+#: Status codes by number, to read the code of a failed SelectAgents entry.
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 
 def select_request(
@@ -31,3 +36,21 @@ def select_request(
         candidates=[convert.agent_to_pb(agent) for agent in candidates],
         acquire=acquire,
     )
+
+
+def select_many_request(requests: Sequence[SelectionRequest]) -> pb.SelectAgentsRequest:
+    """Build a SelectAgents request: one entry per pick, in order."""
+    return pb.SelectAgentsRequest(requests=[convert.selection_request_to_pb(r) for r in requests])
+
+
+def selection_results(response: pb.SelectAgentsResponse) -> list[Selection | ClientError]:
+    """Read a SelectAgents response: a Selection, or the ClientError SelectAgent would raise."""
+    outcomes: list[Selection | ClientError] = []
+    for result in response.results:
+        if result.HasField("selection"):
+            outcomes.append(convert.selection_from_pb(result.selection))
+        else:
+            error = result.error
+            code = _CODES.get(error.code, grpc.StatusCode.UNKNOWN)
+            outcomes.append(ClientError(code, error.message, error.reason))
+    return outcomes

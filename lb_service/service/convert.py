@@ -6,11 +6,11 @@ Both use this one module, so the two sides cannot drift apart.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from lb.v1 import load_balancer_pb2 as pb
 
-from lb_service.errors import InvalidArgument
+from lb_service.errors import InvalidArgument, LoadBalancerError
 from lb_service.model import (
     Agent,
     AgentLoad,
@@ -18,10 +18,12 @@ from lb_service.model import (
     Hardware,
     LoadSnapshot,
     Selection,
+    SelectionRequest,
     Statistics,
     StrategyName,
     Task,
 )
+from lb_service.service.status import code_for, reason_for
 
 _STRATEGY_FROM_PB: Mapping[int, StrategyName] = {
     pb.STRATEGY_ROUND_ROBIN: StrategyName.ROUND_ROBIN,
@@ -115,14 +117,77 @@ def task_to_pb(task: Task) -> pb.TaskRequirements:
     )
 
 
-def selection_to_pb(selection: Selection) -> pb.SelectAgentResponse:
-    """Build the SelectAgent response for a selection."""
-    return pb.SelectAgentResponse(
-        agent=agent_to_pb(selection.agent),
-        request_id=selection.request_id,
-        strategy=strategy_to_pb(selection.strategy),
-        sticky=selection.sticky,
+class AgentMessages:
+    """The Agent messages of agents converted lately, reused while the agent is the same object.
+
+    A registered agent is one immutable object until it is registered again, and it is
+    picked over and over: building its message (metadata map and all) anew for every
+    pick was the largest cost of answering SelectAgent. Candidates passed with a request
+    are new objects every time, so they always miss; at most ``limit`` are kept.
+    """
+
+    def __init__(self, limit: int = 10_000) -> None:
+        """Keep at most ``limit`` messages (the registry's size is a good limit)."""
+        self._limit = limit
+        self._messages: dict[str, tuple[Agent, pb.Agent]] = {}
+
+    def get(self, agent: Agent) -> pb.Agent:
+        """The message for ``agent``: reused if this very object was converted before."""
+        cached = self._messages.get(agent.id)
+        if cached is not None and cached[0] is agent:
+            return cached[1]
+        if len(self._messages) >= self._limit:
+            self._messages.clear()
+        message = agent_to_pb(agent)
+        self._messages[agent.id] = (agent, message)
+        return message
+
+
+def selection_to_pb(selection: Selection, agent: pb.Agent | None = None) -> pb.SelectAgentResponse:
+    """Build the SelectAgent response for a selection; ``agent`` is its agent's message if built."""
+    message = pb.SelectAgentResponse()
+    write_selection(message, selection, agent)
+    return message
+
+
+def write_selection(
+    message: pb.SelectAgentResponse, selection: Selection, agent: pb.Agent | None = None
+) -> None:
+    """Write a selection into a SelectAgent response in place (a batch then copies nothing)."""
+    message.agent.CopyFrom(agent_to_pb(selection.agent) if agent is None else agent)
+    message.request_id = selection.request_id
+    message.strategy = strategy_to_pb(selection.strategy)
+    message.sticky = selection.sticky
+
+
+def selection_request_to_pb(request: SelectionRequest) -> pb.SelectAgentRequest:
+    """Build the SelectAgent request (or SelectAgents entry) for one pick."""
+    return pb.SelectAgentRequest(
+        task=task_to_pb(request.task),
+        session_id=request.session_id,
+        candidates=[agent_to_pb(agent) for agent in request.candidates],
+        acquire=request.acquire,
     )
+
+
+def selection_results_to_pb(
+    outcomes: Iterable[Selection | LoadBalancerError], agents: AgentMessages | None = None
+) -> pb.SelectAgentsResponse:
+    """Build the SelectAgents response: per pick, the selection or the status it failed with.
+
+    A failed pick carries the code, message and reason SelectAgent would have returned.
+    """
+    response = pb.SelectAgentsResponse()
+    for outcome in outcomes:
+        result = response.results.add()
+        if isinstance(outcome, Selection):
+            agent = agents.get(outcome.agent) if agents is not None else None
+            write_selection(result.selection, outcome, agent)
+        else:
+            result.error.code = code_for(outcome).value[0]
+            result.error.message = str(outcome)
+            result.error.reason = reason_for(outcome)
+    return response
 
 
 def load_to_pb(load: AgentLoad) -> pb.AgentLoad:

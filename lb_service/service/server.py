@@ -1,11 +1,18 @@
-"""The gRPC server: LoadBalancer, health and reflection services, upkeep, graceful stop."""
+"""The gRPC server: LoadBalancer, health and reflection services, upkeep, graceful stop.
+
+Upkeep (expiring leases and sessions, refreshing metrics, saving the state file) runs
+in one background task, off the request path. Stopping drains first: new RPCs are
+refused with UNAVAILABLE, WatchLoads streams end with OK, in-flight RPCs finish within
+the grace period; then grpc stops, and the state file is written one last time.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import signal
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,15 +25,21 @@ from lb.v1 import load_balancer_pb2 as pb
 from lb.v1 import load_balancer_pb2_grpc as pb_grpc
 
 from lb_service.balancer import LoadBalancer
+from lb_service.model import StrategyName
 from lb_service.service.auth import TokenAuthInterceptor
+from lb_service.service.draining import DrainInterceptor
+from lb_service.service.malformed import MalformedRequestInterceptor, request_types
 from lb_service.service.metrics import Metrics
 from lb_service.service.observe import ObservingInterceptor
 from lb_service.service.servicer import LoadBalancerServicer
+from lb_service.store.snapshot import StateFile
 
 log = structlog.get_logger(__name__)
 
 #: Full name of the LoadBalancer service, as health checks and reflection know it.
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["LoadBalancer"].full_name
+#: While draining, how long no new call must arrive before grpc is stopped.
+DRAIN_QUIET_S = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +78,10 @@ class ServerOptions:
     auth_all_rpcs: bool = False
     #: Export Prometheus metrics over HTTP on this HOST:PORT; off when empty.
     metrics_listen: str = ""
+    #: Largest request accepted, in bytes; larger ones are refused with RESOURCE_EXHAUSTED.
+    max_message_bytes: int = 4 * 1024 * 1024
+    #: Seconds between two saves of the state file (when there is one).
+    state_interval_s: float = 5.0
 
     def exposure_warnings(self) -> list[str]:
         """What is unsafe about serving beyond loopback with these options."""
@@ -95,34 +112,59 @@ class LoadBalancerServer:
         balancer: LoadBalancer,
         options: ServerOptions | None = None,
         metrics: Metrics | None = None,
+        state: StateFile | None = None,
     ) -> None:
         """Prepare a server for ``balancer``; nothing listens until ``start``.
 
         With ``metrics`` (which should also be the balancer's observer), RPCs are counted
-        and /metrics is exported on ``options.metrics_listen``.
+        and /metrics is exported on ``options.metrics_listen``. With ``state`` (already
+        restored by the caller), the store is saved every ``options.state_interval_s``
+        and once more after the server has stopped.
         """
         self._balancer = balancer
         self._options = options or ServerOptions()
+        self._state = state
         self._servicer = LoadBalancerServicer(balancer)
         self._health = health.aio.HealthServicer()
         self.metrics = metrics
         self.metrics_port = 0
         # Outermost first: every RPC is timed, counted and tagged in the logs, refused
-        # (unauthenticated) ones included.
+        # (unauthenticated, draining) ones included.
+        self._drain = DrainInterceptor()
         interceptors: list[grpc.aio.ServerInterceptor] = [
-            ObservingInterceptor(metrics.record_rpc if metrics else _ignore)
+            ObservingInterceptor(metrics.record_rpc if metrics else _ignore),
+            self._drain,
         ]
         if self._options.admin_token is not None:
             interceptors.append(
                 TokenAuthInterceptor(self._options.admin_token, self._options.auth_all_rpcs)
             )
+        # Innermost: a request that does not parse is refused as INVALID_ARGUMENT (after
+        # authorization, so an unauthenticated caller learns nothing about parsing).
+        interceptors.append(
+            MalformedRequestInterceptor(
+                request_types(pb.DESCRIPTOR.services_by_name["LoadBalancer"])
+            )
+        )
         # gRPC turns SO_REUSEPORT on by default, which lets a second server silently share
         # the port (and split the traffic and the state). A taken port must be an error.
         self._server = grpc.aio.server(
-            interceptors=interceptors, options=[("grpc.so_reuseport", 0)]
+            interceptors=interceptors,
+            options=[
+                ("grpc.so_reuseport", 0),
+                ("grpc.max_receive_message_length", self._options.max_message_bytes),
+            ],
         )
-        self._sweeper: asyncio.Task[None] | None = None
+        self._upkeep: asyncio.Task[None] | None = None
         self.port = 0
+
+    def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
+        """Serve more methods on the same server, behind the same interceptors; before ``start``.
+
+        The benchmarks serve their empty "floor" RPC this way, so it pays exactly the
+        server stack that lb.v1's RPCs pay.
+        """
+        self._server.add_generic_rpc_handlers(tuple(handlers))
 
     async def start(self) -> int:
         """Bind, start serving, mark the services SERVING; return the bound port."""
@@ -149,38 +191,109 @@ class LoadBalancerServer:
             log.info("metrics_serving", listen=self._options.metrics_listen, port=self.metrics_port)
         for service in ("", SERVICE_NAME):
             await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
-        self._sweeper = asyncio.create_task(self._sweep_forever())
+        self._upkeep = asyncio.create_task(self._upkeep_forever())
         for warning in self._options.exposure_warnings():
             log.warning("exposed", problem=warning)
         log.info("serving", listen=self._options.listen, port=self.port, tls=tls is not None)
         return self.port
 
     async def stop(self, grace_s: float | None = None) -> None:
-        """Stop gracefully: report NOT_SERVING, end streams, let in-flight RPCs finish."""
+        """Stop gracefully: report NOT_SERVING, drain, end streams, let in-flight RPCs finish."""
         grace = self._options.grace_s if grace_s is None else grace_s
+        started = asyncio.get_running_loop().time()
         await self._health.enter_graceful_shutdown()
+        self._drain.begin()
         self._servicer.begin_shutdown()
-        if self._sweeper is not None:
-            self._sweeper.cancel()
+        if self._upkeep is not None:
+            self._upkeep.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
-        await self._server.stop(grace)
-        log.info("stopped")
+                await self._upkeep
+        drained = await self._drain.drained(DRAIN_QUIET_S, grace)
+        remaining = max(0.0, grace - (asyncio.get_running_loop().time() - started))
+        await self._server.stop(remaining)
+        # After the last RPC: the file holds every change the server acknowledged.
+        await self._save_state()
+        log.info("stopped", drained=drained)
 
     async def wait_for_termination(self) -> None:
         """Return once the server has stopped."""
         await self._server.wait_for_termination()
 
-    async def _sweep_forever(self) -> None:
-        # Leases of crashed dispatchers and idle sessions are expired here, off the
-        # request path, so selections never pay for housekeeping.
+    @property
+    def draining(self) -> bool:
+        """Whether shutdown has begun: new lb.v1 calls are being refused with UNAVAILABLE."""
+        return self._drain.draining
+
+    def activity(self) -> dict[str, int]:
+        """Open WatchLoads streams and asyncio tasks now: cheap evidence that nothing leaks."""
+        return {
+            "open_streams": self._servicer.open_streams,
+            "tasks": len(asyncio.all_tasks()),
+        }
+
+    async def _upkeep_forever(self) -> None:
+        # Leases of crashed dispatchers and idle sessions are expired, and the state
+        # saved, here, off the request path, so selections never pay for housekeeping.
+        loop = asyncio.get_running_loop()
+        sweep_every = self._options.sweep_interval_s
+        save_every = self._options.state_interval_s if self._state is not None else math.inf
+        next_sweep, next_save = loop.time() + sweep_every, loop.time() + save_every
         while True:
-            await asyncio.sleep(self._options.sweep_interval_s)
-            leases, _ = await self._balancer.sweep()
-            if leases:
-                log.warning("leases_expired", count=leases)
-            if self.metrics is not None:
-                await self.metrics.refresh(self._balancer)
+            await asyncio.sleep(max(0.0, min(next_sweep, next_save) - loop.time()))
+            now = loop.time()
+            if now >= next_sweep:
+                next_sweep = now + sweep_every
+                await self._sweep()
+            if now >= next_save:
+                next_save = now + save_every
+                await self._save_state()
+
+    async def _sweep(self) -> None:
+        leases, _ = await self._balancer.sweep()
+        if leases:
+            log.warning("leases_expired", count=leases)
+        if self.metrics is not None:
+            await self.metrics.refresh(self._balancer)
+
+    async def _save_state(self) -> None:
+        if self._state is None:
+            return
+        try:
+            await self._state.save()
+        except OSError as error:
+            # A full disk or a lost directory must not stop the balancer: say so and
+            # try again at the next interval.
+            log.error("state_save_failed", state_file=str(self._state.path), error=str(error))
+
+
+async def restore_state(
+    state: StateFile, balancer: LoadBalancer, strategy: StrategyName | None = None
+) -> None:
+    """Restore the state file into the store and log what came back or what was wrong.
+
+    A file that cannot be restored is set aside and reported; the server then starts
+    empty rather than not at all. ``strategy``, when given, is applied after the restore
+    (an explicitly configured strategy wins over the remembered one).
+    """
+    restored = state.restore()
+    if restored.problem:
+        log.error(
+            "state_file_unusable",
+            state_file=str(state.path),
+            problem=restored.problem,
+            set_aside=str(restored.set_aside or ""),
+        )
+    elif restored.state is not None:
+        log.info(
+            "state_restored",
+            state_file=str(state.path),
+            agents=len(restored.state.agents),
+            weights=len(restored.state.weights),
+            sessions=len(restored.state.bindings),
+            strategy=restored.state.strategy.value,
+        )
+    if strategy is not None:
+        await balancer.set_strategy(strategy)
 
 
 async def serve(
@@ -188,12 +301,14 @@ async def serve(
     options: ServerOptions,
     metrics: Metrics | None = None,
     on_reload: Callable[[], Coroutine[Any, Any, None]] | None = None,
+    state: StateFile | None = None,
 ) -> None:
     """Serve until SIGTERM or SIGINT, then stop gracefully; SIGHUP calls ``on_reload``."""
-    server = LoadBalancerServer(balancer, options, metrics)
-    await server.start()
+    server = LoadBalancerServer(balancer, options, metrics, state)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    # Handlers go in before the server starts (and logs "serving"), so a signal sent as
+    # soon as the server is reachable is never lost to the default action.
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     reloads: set[asyncio.Task[None]] = set()
@@ -206,6 +321,8 @@ async def serve(
             task.add_done_callback(reloads.discard)
 
         loop.add_signal_handler(signal.SIGHUP, start_reload)
+    await server.start()
     await stop.wait()
-    log.info("shutting_down", grace_s=options.grace_s)
+    # What is running as shutdown starts: a soak run reads these to find leaks.
+    log.info("shutting_down", grace_s=options.grace_s, **server.activity())
     await server.stop()

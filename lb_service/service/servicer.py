@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from functools import wraps
 from typing import Any, NoReturn, TypeVar
 
@@ -14,11 +14,16 @@ from lb.v1 import load_balancer_pb2 as pb
 from lb.v1 import load_balancer_pb2_grpc as pb_grpc
 
 from lb_service.balancer import LoadBalancer
-from lb_service.errors import LoadBalancerError
+from lb_service.errors import InvalidArgument, LoadBalancerError
+from lb_service.model import Agent, LoadSnapshot, Selection
 from lb_service.service import convert
 from lb_service.service.status import to_status
 
 log = structlog.get_logger(__name__)
+
+#: Most selections one SelectAgents call may ask for: a call holds the event loop while
+#: it decides them all, so this bounds how long other RPCs can wait behind one.
+MAX_BATCH_SELECTIONS = 1000
 
 _Request = TypeVar("_Request")
 _Response = TypeVar("_Response")
@@ -54,6 +59,10 @@ class LoadBalancerServicer(pb_grpc.LoadBalancerServicer):
         """Serve ``balancer``."""
         self._balancer = balancer
         self._stopping = asyncio.Event()
+        #: WatchLoads streams running now; a cheap check that cancelled ones are released.
+        self.open_streams = 0
+        self._last_message: tuple[LoadSnapshot, pb.WatchLoadsResponse] | None = None
+        self._agent_messages = convert.AgentMessages(balancer.config.max_agents)
 
     def begin_shutdown(self) -> None:
         """End every open WatchLoads stream cleanly so shutdown need not wait them out."""
@@ -91,13 +100,38 @@ class LoadBalancerServicer(pb_grpc.LoadBalancerServicer):
         self, request: pb.SelectAgentRequest, context: grpc.aio.ServicerContext
     ) -> pb.SelectAgentResponse:
         """Pick an agent for a task."""
-        selection = await self._balancer.select(
+        selection = await self._select(request)
+        return convert.selection_to_pb(selection, self._agent_messages.get(selection.agent))
+
+    @_translate_errors
+    async def SelectAgents(  # noqa: N802
+        self, request: pb.SelectAgentsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SelectAgentsResponse:
+        """Make several picks in order; each succeeds or fails on its own, as SelectAgent would."""
+        if len(request.requests) > MAX_BATCH_SELECTIONS:
+            raise InvalidArgument(
+                f"at most {MAX_BATCH_SELECTIONS} selections may be asked for per call, "
+                f"got {len(request.requests)}; split the batch"
+            )
+        outcomes: list[Selection | LoadBalancerError] = []
+        for entry in request.requests:
+            try:
+                outcomes.append(await self._select(entry))
+            except LoadBalancerError as error:
+                outcomes.append(error)
+        return convert.selection_results_to_pb(outcomes, self._agent_messages)
+
+    async def _select(self, request: pb.SelectAgentRequest) -> Selection:
+        candidates: Iterable[Agent] = ()
+        if request.candidates:
+            # Lazy, so an oversized candidate list is refused before it is all converted.
+            candidates = (convert.agent_from_pb(a) for a in request.candidates)
+        return await self._balancer.select(
             task=convert.task_from_pb(request.task),
             session_id=request.session_id,
-            candidates=[convert.agent_from_pb(a) for a in request.candidates],
+            candidates=candidates,
             acquire=request.acquire,
         )
-        return convert.selection_to_pb(selection)
 
     @_translate_errors
     async def RecordRequestStart(  # noqa: N802
@@ -137,11 +171,20 @@ class LoadBalancerServicer(pb_grpc.LoadBalancerServicer):
     ) -> AsyncIterator[pb.WatchLoadsResponse]:
         """Stream load snapshots until the client cancels or the server shuts down."""
         snapshots = self._balancer.watch(request.agent_ids, request.min_interval_ms / 1000)
+        self.open_streams += 1
         try:
             async for snapshot in _until(snapshots, self._stopping):
-                yield convert.snapshot_to_pb(snapshot)
+                yield self._snapshot_message(snapshot)
         except LoadBalancerError as error:
             await abort(context, error)
+        finally:
+            self.open_streams -= 1
+
+    def _snapshot_message(self, snapshot: LoadSnapshot) -> pb.WatchLoadsResponse:
+        # Watchers that read together are handed one snapshot object: convert it once.
+        if self._last_message is None or self._last_message[0] is not snapshot:
+            self._last_message = (snapshot, convert.snapshot_to_pb(snapshot))
+        return self._last_message[1]
 
     @_translate_errors
     async def UpdateWeights(  # noqa: N802

@@ -14,6 +14,7 @@ from lb_service import errors
 _CODES: tuple[tuple[type[errors.LoadBalancerError], grpc.StatusCode], ...] = (
     (errors.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
     (errors.NotFound, grpc.StatusCode.NOT_FOUND),
+    (errors.LimitExceeded, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (errors.NoAgentsRegistered, grpc.StatusCode.UNAVAILABLE),
     (errors.NoEligibleAgent, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.AllAgentsBusy, grpc.StatusCode.RESOURCE_EXHAUSTED),
@@ -21,6 +22,11 @@ _CODES: tuple[tuple[type[errors.LoadBalancerError], grpc.StatusCode], ...] = (
 
 #: The google.rpc.ErrorInfo domain attached to every error this service returns.
 ERROR_DOMAIN = "lb.v1"
+#: Longest message sent, in UTF-8 bytes. A message that quotes a huge input (a 1 MB
+#: request id) must still fit in the response trailers: clients accept 8 KiB of metadata
+#: by default, the message travels twice (grpc-message, percent-encoded, and the details).
+MAX_MESSAGE_BYTES = 1024
+_CUT = " … "
 
 
 def code_for(error: errors.LoadBalancerError) -> grpc.StatusCode:
@@ -36,6 +42,18 @@ def reason_for(error: errors.LoadBalancerError) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", type(error).__name__).upper()
 
 
+def fit(message: str) -> str:
+    """Return ``message``, or its start and end around a cut if it is over MAX_MESSAGE_BYTES."""
+    data = message.encode()
+    if len(data) <= MAX_MESSAGE_BYTES:
+        return message
+    # Keep both ends: the start says what was wrong, the end often what to do about it.
+    half = (MAX_MESSAGE_BYTES - len(_CUT.encode())) // 2
+    head = data[:half].decode(errors="ignore")
+    tail = data[-half:].decode(errors="ignore")
+    return head + _CUT + tail
+
+
 def to_status(error: errors.LoadBalancerError) -> grpc.Status:
     """Build the full status: code, message, and a google.rpc.ErrorInfo detail.
 
@@ -44,7 +62,7 @@ def to_status(error: errors.LoadBalancerError) -> grpc.Status:
     """
     code = code_for(error)
     info = error_details_pb2.ErrorInfo(reason=reason_for(error), domain=ERROR_DOMAIN)
-    detail = status_pb2.Status(code=getattr(code_pb2, code.name), message=str(error))
+    detail = status_pb2.Status(code=getattr(code_pb2, code.name), message=fit(str(error)))
     detail.details.add().Pack(info)
     status: grpc.Status = rpc_status.to_status(detail)
     return status

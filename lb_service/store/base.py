@@ -14,9 +14,12 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from lb_service.model import Agent, StrategyName
+
+if TYPE_CHECKING:
+    from lb_service.store.index import AgentIndex
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +60,12 @@ class PickState:
     weights: Mapping[str, float]
     binding: Binding | None
     sequence: int
+    #: Bindings held (idle ones included until swept) and leases open, for the limits.
+    session_count: int
+    lease_count: int
+    #: The registry indexed for picking, or None where a store keeps no index (the
+    #: balancer then filters and ranks the registry on every pick).
+    index: AgentIndex | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +192,15 @@ class Store(Protocol):
         """Drop bindings not used since the cutoff; returns how many."""
         ...
 
+    async def forget_idle(self, idle_since_ms: int, keep: int) -> int:
+        """Forget the load history of ids neither registered nor holding a lease.
+
+        An id goes when unused (picked, started or ended) since the cutoff, or when more
+        than ``keep`` such ids remain (least recently used first). Its selections stay
+        counted under the empty id in ``selections_by_agent``. Returns how many went.
+        """
+        ...
+
     # Reads and change notification.
     async def stats(self) -> Mapping[str, AgentStats]:
         """Load history of every agent id ever seen, registered or candidate."""
@@ -190,6 +208,10 @@ class Store(Protocol):
 
     async def session_count(self) -> int:
         """Sticky-session bindings held."""
+        ...
+
+    async def leases(self) -> Mapping[str, Lease]:
+        """Every open lease by request_id (read-only)."""
         ...
 
     async def counters(self) -> Counters:

@@ -1,4 +1,8 @@
-"""The in-process store: plain dicts, atomic because no method suspends mid-update."""
+"""The in-process store: plain dicts, atomic because no method suspends mid-update.
+
+Its registry, weights, strategy and sessions can be exported and imported
+(``export_state``/``import_state``) so that ``store.snapshot`` can keep them in a file.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +25,8 @@ from lb_service.store.base import (
     PickState,
     RequestEnd,
 )
+from lb_service.store.index import AgentIndex
+from lb_service.store.snapshot import StoreState
 
 
 class MemoryStore:
@@ -39,6 +45,9 @@ class MemoryStore:
         self._agents: dict[str, Agent] = {}
         self._weights: dict[str, float] = {}
         self._stats: dict[str, AgentStats] = {}
+        # When each id in _stats was last picked, started or ended: the history of ids
+        # that are neither registered nor leased is forgotten by recency (forget_idle).
+        self._last_seen: dict[str, int] = {}
         self._bindings: dict[str, Binding] = {}
         # Leases in start order, so expiry only ever looks at the oldest ones.
         self._leases: OrderedDict[str, Lease] = OrderedDict()
@@ -53,10 +62,15 @@ class MemoryStore:
         self._selections_by_agent: Counter[str] = Counter()
         self._version = 0
         self._changed = asyncio.Event()
+        # Kept up to date below (registry, weight and load changes), so picks never scan.
+        self._index = AgentIndex(self._agents, self._stats, self._weights)
 
     # Registry, weights and strategy.
     async def put_agent(self, agent: Agent) -> None:
         """Add or replace an agent, keeping its position, history and weight override."""
+        # Dispatchers re-register unchanged agents on every start: keep the index then.
+        if self._agents.get(agent.id) != agent:
+            self._index.registry_changed()
         self._agents[agent.id] = agent
         self._stats.setdefault(agent.id, AgentStats())
         self._bump()
@@ -66,6 +80,7 @@ class MemoryStore:
         if self._agents.pop(agent_id, None) is None:
             return False
         self._weights.pop(agent_id, None)
+        self._index.registry_changed()
         self._bump()
         return True
 
@@ -80,12 +95,14 @@ class MemoryStore:
     async def set_weights(self, weights: Mapping[str, float]) -> None:
         """Apply all the overrides at once."""
         self._weights.update(weights)
+        self._index.weights_changed()
         self._bump()
 
     async def clear_weights(self, agent_ids: Iterable[str]) -> None:
         """Drop the overrides of these agents."""
         for agent_id in agent_ids:
             self._weights.pop(agent_id, None)
+        self._index.weights_changed()
         self._bump()
 
     async def strategy(self) -> StrategyName:
@@ -95,6 +112,7 @@ class MemoryStore:
     async def set_strategy(self, strategy: StrategyName) -> StrategyName:
         """Switch strategy; returns the one replaced."""
         previous, self._strategy = self._strategy, strategy
+        self._index.strategy_changed()
         self._bump()
         return previous
 
@@ -108,6 +126,9 @@ class MemoryStore:
             weights=MappingProxyType(self._weights),
             binding=self._bindings.get(session_id) if session_id else None,
             sequence=self._sequence,
+            session_count=len(self._bindings),
+            lease_count=len(self._leases),
+            index=self._index,
         )
 
     async def commit_pick(self, pick: Pick) -> str:
@@ -115,7 +136,9 @@ class MemoryStore:
         self._sequence += 1
         self._total_selections += 1
         self._selections_by_agent[pick.agent_id] += 1
-        self._stats.setdefault(pick.agent_id, AgentStats())
+        if pick.agent_id not in self._stats:  # a candidate seen for the first time
+            self._stats[pick.agent_id] = AgentStats()
+        self._last_seen[pick.agent_id] = pick.now_ms
         if pick.session_id:
             bound = self._bindings.get(pick.session_id)
             if pick.bind or (bound is not None and bound.agent_id == pick.agent_id):
@@ -162,6 +185,8 @@ class MemoryStore:
             last_request_at_ms=end.now_ms,
             failed_requests=stats.failed_requests + end.failed,
         )
+        self._index.load_changed(agent_id)
+        self._last_seen[agent_id] = end.now_ms
         self._latency_sum_ms += end.latency_ms
         self._latency_samples += 1
         self._bump()
@@ -179,6 +204,7 @@ class MemoryStore:
             self._stats[lease.agent_id] = replace(
                 stats, active=stats.active - 1, failed_requests=stats.failed_requests + 1
             )
+            self._index.load_changed(lease.agent_id)
             expired.append(lease)
         if expired:
             self._bump()
@@ -191,6 +217,31 @@ class MemoryStore:
             del self._bindings[session_id]
         return len(stale)
 
+    async def forget_idle(self, idle_since_ms: int, keep: int) -> int:
+        """Forget the load history of ids neither registered nor holding a lease.
+
+        An id goes when unused (picked, started or ended) since the cutoff, or when more
+        than ``keep`` such ids remain (least recently used first). Its selections stay
+        counted under the empty id in ``selections_by_agent``. Returns how many went.
+        """
+        seen = self._last_seen
+        idle = sorted(
+            (i for i in self._stats if i not in self._agents and i not in self._agent_leases),
+            key=lambda agent_id: seen.get(agent_id, 0),
+            reverse=True,
+        )
+        gone = [i for n, i in enumerate(idle) if n >= keep or seen.get(i, 0) < idle_since_ms]
+        for agent_id in gone:
+            del self._stats[agent_id]
+            seen.pop(agent_id, None)
+            # Kept under "" (never a valid id) so selections_by_agent still sums to the total.
+            selections = self._selections_by_agent.pop(agent_id, 0)
+            if selections:
+                self._selections_by_agent[""] += selections
+        if gone:
+            self._bump()
+        return len(gone)
+
     # Reads and change notification.
     async def stats(self) -> Mapping[str, AgentStats]:
         """Load history of every agent id ever seen, registered or candidate."""
@@ -199,6 +250,10 @@ class MemoryStore:
     async def session_count(self) -> int:
         """Sticky-session bindings held."""
         return len(self._bindings)
+
+    async def leases(self) -> Mapping[str, Lease]:
+        """Every open lease by request_id (read-only)."""
+        return MappingProxyType(self._leases)
 
     async def counters(self) -> Counters:
         """Service-wide counters."""
@@ -214,6 +269,9 @@ class MemoryStore:
     async def wait_for_change(self, seen_version: int) -> int:
         """Wait until the state version differs from ``seen_version``; return the new one."""
         while self._version == seen_version:
+            if self._changed.is_set():
+                # The change it signalled has been seen: arm a fresh event to wait on.
+                self._changed = asyncio.Event()
             await self._changed.wait()
         return self._version
 
@@ -221,12 +279,38 @@ class MemoryStore:
         """The state version; it changes whenever the registry, weights, strategy or a load does."""
         return self._version
 
+    # Snapshots (not part of the Store protocol: a shared store persists on its own side).
+    def export_state(self) -> StoreState:
+        """Copy the registry, weight overrides, strategy and session bindings."""
+        return StoreState(
+            strategy=self._strategy,
+            agents=tuple(self._agents.values()),
+            weights=dict(self._weights),
+            bindings=dict(self._bindings),
+        )
+
+    def import_state(self, state: StoreState) -> None:
+        """Replace the registry, weights, strategy and bindings with a snapshot's.
+
+        Loads, leases and counters are not part of a snapshot and are left as they are
+        (empty at start-up, when a snapshot is restored).
+        """
+        self._strategy = state.strategy
+        self._agents = {agent.id: agent for agent in state.agents}
+        for agent_id in self._agents:
+            self._stats.setdefault(agent_id, AgentStats())
+        self._weights = dict(state.weights)
+        self._bindings = dict(state.bindings)
+        self._index = AgentIndex(self._agents, self._stats, self._weights)
+        self._bump()
+
     # Internals.
     def _open(self, agent_id: str, now_ms: int) -> str:
         self._issued += 1
         request_id = f"{self._epoch}-{self._issued}"
         self._leases[request_id] = Lease(request_id, agent_id, now_ms)
         self._agent_leases.setdefault(agent_id, OrderedDict())[request_id] = None
+        self._last_seen[agent_id] = now_ms
         stats = self._stats.get(agent_id, AgentStats())
         self._stats[agent_id] = replace(
             stats,
@@ -234,6 +318,7 @@ class MemoryStore:
             total_requests=stats.total_requests + 1,
             last_request_at_ms=now_ms,
         )
+        self._index.load_changed(agent_id)
         self._bump()
         return request_id
 
@@ -259,7 +344,7 @@ class MemoryStore:
         )
 
     def _bump(self) -> None:
-        # Wake every watcher once, then arm a fresh event for the next change.
+        # Wake every watcher once. The next watcher to wait arms a fresh event, not
+        # this method: most changes (every pick) happen with nobody waiting.
         self._version += 1
         self._changed.set()
-        self._changed = asyncio.Event()

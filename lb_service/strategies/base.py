@@ -37,11 +37,42 @@ class PickContext:
     rng: random.Random
 
 
+Rank = tuple[float, ...]
+
+
+class IndexedPool(Protocol):
+    """Eligible registered agents kept in order by the store's index (``store.index.Pool``).
+
+    Never empty, every member meets the task and has spare capacity, in registration
+    order: the same agents ``choose`` would receive as candidates, readable without
+    building a candidate per agent.
+    """
+
+    def __len__(self) -> int:
+        """How many members there are."""
+        ...
+
+    def agent_at(self, position: int) -> Agent:
+        """The member at ``position`` in registration order."""
+        ...
+
+    def lowest(self, rank: Callable[[Candidate], Rank], sequence: int) -> Agent:
+        """What ``rotate_lowest(candidates, rank, sequence)`` would pick."""
+        ...
+
+    def cumulative_weights(self) -> tuple[Sequence[Agent], Sequence[float]]:
+        """The members with a positive weight, and the running sum of their weights."""
+        ...
+
+
 class Strategy(Protocol):
     """A selection rule: picks one of the candidates, or None when it will pick none.
 
     Candidates are never empty, already meet the task and have spare capacity; they
     arrive in a stable order (registration order, or the order given by the caller).
+    Every rule picks in two ways that must agree: ``choose`` from candidates (the
+    definition, used for the candidates a caller passes) and ``choose_indexed`` from
+    the index of registered agents (used for them, so no pick scans the registry).
     """
 
     name: StrategyName
@@ -52,8 +83,9 @@ class Strategy(Protocol):
         """Return the chosen candidate, or None if the rule excludes them all."""
         ...
 
-
-Rank = tuple[float, ...]
+    def choose_indexed(self, pool: IndexedPool, task: Task, ctx: PickContext) -> Agent | None:
+        """Return the agent ``choose`` would pick from the pool's members' candidates."""
+        ...
 
 
 def rotate_lowest(

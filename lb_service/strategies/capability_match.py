@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from lb_service.model import StrategyName, Task
-from lb_service.strategies.base import Candidate, PickContext, rotate_lowest
+from lb_service.model import Agent, StrategyName, Task
+from lb_service.strategies.base import Candidate, IndexedPool, PickContext, Rank, rotate_lowest
+
+
+def _rank(candidate: Candidate) -> Rank:
+    return (candidate.agent.hardware.vram_gb, candidate.active)
 
 
 class CapabilityMatch:
@@ -22,6 +26,8 @@ class CapabilityMatch:
         self, candidates: Sequence[Candidate], task: Task, ctx: PickContext
     ) -> Candidate | None:
         """Return the best-fitting candidate."""
-        return rotate_lowest(
-            candidates, lambda c: (c.agent.hardware.vram_gb, c.active), ctx.sequence
-        )
+        return rotate_lowest(candidates, _rank, ctx.sequence)
+
+    def choose_indexed(self, pool: IndexedPool, task: Task, ctx: PickContext) -> Agent | None:
+        """Return the best-fitting member, from the pool kept sorted by (VRAM, active)."""
+        return pool.lowest(_rank, ctx.sequence)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from lb_service.model import StrategyName, Task
-from lb_service.strategies.base import Candidate, PickContext, Rank, rotate_lowest
+from lb_service.model import Agent, StrategyName, Task
+from lb_service.strategies.base import Candidate, IndexedPool, PickContext, Rank, rotate_lowest
 
 
 def _rank(candidate: Candidate) -> Rank:
@@ -26,3 +26,7 @@ class LatencyBased:
     ) -> Candidate | None:
         """Return the fastest (or an unmeasured) candidate."""
         return rotate_lowest(candidates, _rank, ctx.sequence)
+
+    def choose_indexed(self, pool: IndexedPool, task: Task, ctx: PickContext) -> Agent | None:
+        """Return the fastest (or an unmeasured) member, from the pool kept sorted by latency."""
+        return pool.lowest(_rank, ctx.sequence)

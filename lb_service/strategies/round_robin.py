@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from lb_service.model import StrategyName, Task
-from lb_service.strategies.base import Candidate, PickContext
+from lb_service.model import Agent, StrategyName, Task
+from lb_service.strategies.base import Candidate, IndexedPool, PickContext
 
 
 class RoundRobin:
@@ -18,3 +18,7 @@ class RoundRobin:
     ) -> Candidate | None:
         """Return the candidate whose turn it is."""
         return candidates[ctx.sequence % len(candidates)]
+
+    def choose_indexed(self, pool: IndexedPool, task: Task, ctx: PickContext) -> Agent | None:
+        """Return the member whose turn it is."""
+        return pool.agent_at(ctx.sequence % len(pool))

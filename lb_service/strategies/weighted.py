@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import random
 from collections.abc import Sequence
 
-from lb_service.model import StrategyName, Task
-from lb_service.strategies.base import Candidate, PickContext
+from lb_service.model import Agent, StrategyName, Task
+from lb_service.strategies.base import Candidate, IndexedPool, PickContext
 
 
 class Weighted:
@@ -23,7 +24,19 @@ class Weighted:
         if not pool:
             return None
         bounds = list(itertools.accumulate(c.weight for c in pool))
-        point = ctx.rng.random() * bounds[-1]
-        # bisect_right keeps a point that lands exactly on a boundary inside a
-        # positive-weight slot; min() guards float rounding at the very top.
-        return pool[min(bisect.bisect_right(bounds, point), len(pool) - 1)]
+        return pool[_slot(bounds, ctx.rng)]
+
+    def choose_indexed(self, pool: IndexedPool, task: Task, ctx: PickContext) -> Agent | None:
+        """Return a weight-proportional random member, from the pool's running weight sums."""
+        members, bounds = pool.cumulative_weights()
+        if not members:
+            return None
+        return members[_slot(bounds, ctx.rng)]
+
+
+def _slot(bounds: Sequence[float], rng: random.Random) -> int:
+    """The position a random point in [0, total weight) falls in, given running sums."""
+    point = rng.random() * bounds[-1]
+    # bisect_right keeps a point that lands exactly on a boundary inside a
+    # positive-weight slot; min() guards float rounding at the very top.
+    return min(bisect.bisect_right(bounds, point), len(bounds) - 1)

@@ -28,6 +28,7 @@ PROTO_RPCS = {
     "DeregisterAgent": False,
     "ListAgents": False,
     "SelectAgent": False,
+    "SelectAgents": False,
     "RecordRequestStart": False,
     "RecordRequestEnd": False,
     "GetLoads": False,
@@ -42,17 +43,18 @@ DOCUMENTED_CODES = {
     errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
     errors.AgentNotFound: grpc.StatusCode.NOT_FOUND,
     errors.LeaseNotFound: grpc.StatusCode.NOT_FOUND,
+    errors.LimitExceeded: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.NoAgentsRegistered: grpc.StatusCode.UNAVAILABLE,
     errors.NoEligibleAgent: grpc.StatusCode.FAILED_PRECONDITION,
     errors.AllAgentsBusy: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 
 
-def test_service_declares_exactly_the_eleven_rpcs() -> None:
-    """The LoadBalancer service has exactly the eleven RPCs of the proto, streaming as declared."""
+def test_service_declares_exactly_the_twelve_rpcs() -> None:
+    """The LoadBalancer service has exactly the twelve RPCs of the proto, streaming as declared."""
     declared = {method.name: method.server_streaming for method in SERVICE.methods}
 
-    assert len(SERVICE.methods) == 11
+    assert len(SERVICE.methods) == 12
     assert declared == PROTO_RPCS
     assert not any(method.client_streaming for method in SERVICE.methods)
 

@@ -660,3 +660,59 @@ async def test_waiter_wakes_again_on_a_later_write(store: MemoryStore) -> None:
     await store.open_lease("a", START_MS)
 
     assert await asyncio.wait_for(waiter, HANG_GUARD_S) == store.version() != seen
+
+
+# Open leases and forgetting idle history.
+
+
+async def test_leases_lists_open_leases_in_start_order(store: MemoryStore) -> None:
+    """leases() holds exactly the open leases by request id, oldest first."""
+    await put(store, "a", "b")
+    first = await store.open_lease("a", START_MS)
+    second = await store.commit_pick(Pick("b", START_MS + 1, acquire=True))
+    third = await store.open_lease("a", START_MS + 2)
+    await store.end_request(ended("a", first))
+    assert dict(await store.leases()) == {
+        second: Lease(second, "b", START_MS + 1),
+        third: Lease(third, "a", START_MS + 2),
+    }
+    await store.expire_leases(START_MS + 3)
+    assert await store.leases() == {}
+
+
+async def test_pick_state_counts_sessions_and_leases(store: MemoryStore) -> None:
+    """pick_state carries the binding and lease counts the limits are checked against."""
+    await put(store, "a")
+    await store.commit_pick(Pick("a", START_MS, acquire=True, session_id="s1", bind=True))
+    await store.commit_pick(Pick("a", START_MS, session_id="s2", bind=True))
+    state = await store.pick_state("")
+    assert (state.session_count, state.lease_count) == (2, 1)
+
+
+async def test_forget_idle_spares_registered_and_leased_ids(store: MemoryStore) -> None:
+    """Only ids neither registered nor leased, unused since the cutoff, are forgotten."""
+    await put(store, "reg")
+    await store.commit_pick(Pick("old", START_MS))
+    await store.commit_pick(Pick("recent", START_MS + 10))
+    await store.open_lease("leased", START_MS)
+    assert await store.forget_idle(START_MS + 5, keep=100) == 1
+    assert set(await store.stats()) == {"reg", "recent", "leased"}
+    assert (await store.counters()).selections_by_agent == {"": 1, "recent": 1}
+
+
+async def test_forget_idle_keeps_the_most_recently_used(store: MemoryStore) -> None:
+    """Past ``keep`` idle ids, the least recently used go first, whatever the cutoff."""
+    for i in range(4):
+        await store.end_request(ended(f"c{i}", now_ms=START_MS + i))
+    assert await store.forget_idle(START_MS, keep=2) == 2
+    assert set(await store.stats()) == {"c2", "c3"}
+
+
+async def test_forget_idle_changes_the_version_only_when_it_forgets(store: MemoryStore) -> None:
+    """A sweep that forgets nothing leaves version() alone; one that forgets moves it."""
+    await store.commit_pick(Pick("c", START_MS))
+    before = store.version()
+    assert await store.forget_idle(START_MS, keep=10) == 0
+    assert store.version() == before
+    assert await store.forget_idle(START_MS + 1, keep=10) == 1
+    assert store.version() != before

@@ -469,6 +469,118 @@ class SelectAgentResponse(_message.Message):
 Global___SelectAgentResponse: _TypeAlias = SelectAgentResponse  # noqa: Y015
 
 @_typing.final
+class SelectAgentsRequest(_message.Message):
+    """SelectAgentsRequest asks for several selections at once."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def requests(self) -> _containers.RepeatedCompositeFieldContainer[Global___SelectAgentRequest]:
+        """The selections to make, in order; at most 1000."""
+
+    def __init__(
+        self,
+        *,
+        requests: _abc.Iterable[Global___SelectAgentRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["requests", b"requests"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SelectAgentsRequest: _TypeAlias = SelectAgentsRequest  # noqa: Y015
+
+@_typing.final
+class SelectAgentsResponse(_message.Message):
+    """SelectAgentsResponse carries one result per requested selection."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___SelectAgentResult]:
+        """One result per entry of the request's requests, in the same order."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___SelectAgentResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SelectAgentsResponse: _TypeAlias = SelectAgentsResponse  # noqa: Y015
+
+@_typing.final
+class SelectAgentResult(_message.Message):
+    """SelectAgentResult is the outcome of one selection of a SelectAgents call."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SELECTION_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def selection(self) -> Global___SelectAgentResponse:
+        """The chosen agent, as SelectAgent would return it."""
+
+    @_builtins.property
+    def error(self) -> Global___SelectAgentError:
+        """Why no agent was chosen, as SelectAgent would have failed."""
+
+    def __init__(
+        self,
+        *,
+        selection: Global___SelectAgentResponse | None = ...,
+        error: Global___SelectAgentError | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "result", b"result", "selection", b"selection"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "result", b"result", "selection", b"selection"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_result: _TypeAlias = _typing.Literal["selection", "error"]  # noqa: Y015
+    _WhichOneofArgType_result: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_result) -> _WhichOneofReturnType_result | None: ...
+
+Global___SelectAgentResult: _TypeAlias = SelectAgentResult  # noqa: Y015
+
+@_typing.final
+class SelectAgentError(_message.Message):
+    """SelectAgentError is the status one selection of a batch failed with: the
+    code, message and lb.v1 ErrorInfo reason SelectAgent would have returned.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CODE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    code: _builtins.int
+    """The status code, as a google.rpc.Code number (e.g. 9 for FAILED_PRECONDITION)."""
+    message: _builtins.str
+    """What was wrong, in words a person can act on."""
+    reason: _builtins.str
+    """Stable machine-readable cause, e.g. NO_ELIGIBLE_AGENT (ErrorInfo domain lb.v1)."""
+    def __init__(
+        self,
+        *,
+        code: _builtins.int = ...,
+        message: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "message", b"message", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SelectAgentError: _TypeAlias = SelectAgentError  # noqa: Y015
+
+@_typing.final
 class RecordRequestStartRequest(_message.Message):
     """RecordRequestStartRequest names the agent a request went to."""
 

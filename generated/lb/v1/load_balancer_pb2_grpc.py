@@ -55,6 +55,11 @@ class LoadBalancerStub:
                 request_serializer=lb_dot_v1_dot_load__balancer__pb2.SelectAgentRequest.SerializeToString,
                 response_deserializer=lb_dot_v1_dot_load__balancer__pb2.SelectAgentResponse.FromString,
                 _registered_method=True)
+        self.SelectAgents = channel.unary_unary(
+                '/lb.v1.LoadBalancer/SelectAgents',
+                request_serializer=lb_dot_v1_dot_load__balancer__pb2.SelectAgentsRequest.SerializeToString,
+                response_deserializer=lb_dot_v1_dot_load__balancer__pb2.SelectAgentsResponse.FromString,
+                _registered_method=True)
         self.RecordRequestStart = channel.unary_unary(
                 '/lb.v1.LoadBalancer/RecordRequestStart',
                 request_serializer=lb_dot_v1_dot_load__balancer__pb2.RecordRequestStartRequest.SerializeToString,
@@ -128,6 +133,17 @@ class LoadBalancerServicer:
         registered (and no candidates are given); FAILED_PRECONDITION when agents
         exist but none meets the task; RESOURCE_EXHAUSTED when every eligible
         agent is at max_connections.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SelectAgents(self, request, context):
+        """SelectAgents makes several selections in one call, in order, each exactly
+        as SelectAgent would: every entry succeeds or fails on its own, with the
+        status code SelectAgent would return for it, and the entries that succeed
+        are committed whatever happens to the others. The call as a whole fails
+        only with INVALID_ARGUMENT, for more than 1000 entries.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -215,6 +231,11 @@ def add_LoadBalancerServicer_to_server(servicer, server):
                     servicer.SelectAgent,
                     request_deserializer=lb_dot_v1_dot_load__balancer__pb2.SelectAgentRequest.FromString,
                     response_serializer=lb_dot_v1_dot_load__balancer__pb2.SelectAgentResponse.SerializeToString,
+            ),
+            'SelectAgents': grpc.unary_unary_rpc_method_handler(
+                    servicer.SelectAgents,
+                    request_deserializer=lb_dot_v1_dot_load__balancer__pb2.SelectAgentsRequest.FromString,
+                    response_serializer=lb_dot_v1_dot_load__balancer__pb2.SelectAgentsResponse.SerializeToString,
             ),
             'RecordRequestStart': grpc.unary_unary_rpc_method_handler(
                     servicer.RecordRequestStart,
@@ -361,6 +382,33 @@ class LoadBalancer:
             '/lb.v1.LoadBalancer/SelectAgent',
             lb_dot_v1_dot_load__balancer__pb2.SelectAgentRequest.SerializeToString,
             lb_dot_v1_dot_load__balancer__pb2.SelectAgentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SelectAgents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lb.v1.LoadBalancer/SelectAgents',
+            lb_dot_v1_dot_load__balancer__pb2.SelectAgentsRequest.SerializeToString,
+            lb_dot_v1_dot_load__balancer__pb2.SelectAgentsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -59,6 +59,13 @@ class LoadBalancerStub:
     exist but none meets the task; RESOURCE_EXHAUSTED when every eligible
     agent is at max_connections.
     """
+    SelectAgents: _grpc.UnaryUnaryMultiCallable[_load_balancer_pb2.SelectAgentsRequest, _load_balancer_pb2.SelectAgentsResponse]
+    """SelectAgents makes several selections in one call, in order, each exactly
+    as SelectAgent would: every entry succeeds or fails on its own, with the
+    status code SelectAgent would return for it, and the entries that succeed
+    are committed whatever happens to the others. The call as a whole fails
+    only with INVALID_ARGUMENT, for more than 1000 entries.
+    """
     RecordRequestStart: _grpc.UnaryUnaryMultiCallable[_load_balancer_pb2.RecordRequestStartRequest, _load_balancer_pb2.RecordRequestStartResponse]
     """RecordRequestStart records that a request went to an agent and opens a
     lease for it. Errors: INVALID_ARGUMENT for an empty id, NOT_FOUND for an
@@ -115,6 +122,13 @@ class LoadBalancerAsyncStub(LoadBalancerStub):
     registered (and no candidates are given); FAILED_PRECONDITION when agents
     exist but none meets the task; RESOURCE_EXHAUSTED when every eligible
     agent is at max_connections.
+    """
+    SelectAgents: _aio.UnaryUnaryMultiCallable[_load_balancer_pb2.SelectAgentsRequest, _load_balancer_pb2.SelectAgentsResponse]  # type: ignore[assignment]
+    """SelectAgents makes several selections in one call, in order, each exactly
+    as SelectAgent would: every entry succeeds or fails on its own, with the
+    status code SelectAgent would return for it, and the entries that succeed
+    are committed whatever happens to the others. The call as a whole fails
+    only with INVALID_ARGUMENT, for more than 1000 entries.
     """
     RecordRequestStart: _aio.UnaryUnaryMultiCallable[_load_balancer_pb2.RecordRequestStartRequest, _load_balancer_pb2.RecordRequestStartResponse]  # type: ignore[assignment]
     """RecordRequestStart records that a request went to an agent and opens a
@@ -193,6 +207,19 @@ class LoadBalancerServicer(metaclass=_abc_1.ABCMeta):
         registered (and no candidates are given); FAILED_PRECONDITION when agents
         exist but none meets the task; RESOURCE_EXHAUSTED when every eligible
         agent is at max_connections.
+        """
+
+    @_abc_1.abstractmethod
+    def SelectAgents(
+        self,
+        request: _load_balancer_pb2.SelectAgentsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_load_balancer_pb2.SelectAgentsResponse, _abc.Awaitable[_load_balancer_pb2.SelectAgentsResponse]]:
+        """SelectAgents makes several selections in one call, in order, each exactly
+        as SelectAgent would: every entry succeeds or fails on its own, with the
+        status code SelectAgent would return for it, and the entries that succeed
+        are committed whatever happens to the others. The call as a whole fails
+        only with INVALID_ARGUMENT, for more than 1000 entries.
         """
 
     @_abc_1.abstractmethod

@@ -1,0 +1,78 @@
+"""The server the RPC parts measure: ``python -m bench.server``, a process of its own.
+
+It hosts a real LoadBalancerServer (the stack ``lb-service serve`` runs: interceptors,
+servicer, balancer, memory store) with the fleet registered, plus one bench-only
+method on the same grpc.aio server, ``/bench.Floor/Echo``: it takes a
+SelectAgentRequest and returns an empty SelectAgentResponse, so it costs what any RPC
+of that shape costs on this server and nothing more. That is the floor every RPC
+figure is divided by. The floor is not part of lb.v1: it exists only in this process.
+
+Prints ``port <n>`` once serving; stops when its standard input closes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+
+import grpc
+from lb.v1 import load_balancer_pb2 as pb
+
+from bench.fleet import fleet
+from lb_service.balancer import LoadBalancer
+from lb_service.logs import configure_logging
+from lb_service.service.server import LoadBalancerServer, ServerOptions
+from lb_service.store.memory import MemoryStore
+
+#: The floor method's full name.
+FLOOR_METHOD = "/bench.Floor/Echo"
+
+
+def floor_handler() -> grpc.GenericRpcHandler:
+    """A handler for ``/bench.Floor/Echo``: SelectAgentRequest in, empty SelectAgentResponse out."""
+
+    async def echo(request: pb.SelectAgentRequest, context: grpc.aio.ServicerContext) -> object:
+        return pb.SelectAgentResponse()
+
+    return grpc.method_handlers_generic_handler(
+        "bench.Floor",
+        {
+            "Echo": grpc.unary_unary_rpc_method_handler(
+                echo,
+                request_deserializer=pb.SelectAgentRequest.FromString,
+                response_serializer=pb.SelectAgentResponse.SerializeToString,
+            )
+        },
+    )
+
+
+async def _serve(agents: int) -> None:
+    balancer = LoadBalancer(MemoryStore())
+    for agent in fleet(agents):
+        await balancer.register(agent)
+    server = LoadBalancerServer(balancer, ServerOptions(listen="127.0.0.1:0", grace_s=0.5))
+    server.add_generic_rpc_handlers([floor_handler()])
+    port = await server.start()
+    print(f"port {port}", flush=True)
+    # Standard input closing (the benchmark finished or died) is the signal to stop.
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    await server.stop(0)
+
+
+def main() -> None:
+    """Serve until standard input closes."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--agents", type=int, default=100, help="agents to register")
+    parser.add_argument("--cpu", type=int, action="append", help="pin to this CPU (repeatable)")
+    args = parser.parse_args()
+    if args.cpu:
+        os.sched_setaffinity(0, args.cpu)
+    # As `lb-service serve` runs by default: info level, JSON lines (to the caller's pipe).
+    configure_logging("info", "json")
+    asyncio.run(_serve(args.agents))
+
+
+if __name__ == "__main__":
+    main()

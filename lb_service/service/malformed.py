@@ -1,0 +1,117 @@
+"""Requests whose bytes do not parse: INVALID_ARGUMENT with the reason, before the servicer runs.
+
+Left to itself grpc.aio answers an undecodable request with UNKNOWN, which tells a
+client nothing about whose fault it was. This interceptor wraps each lb.v1 handler's
+request deserializer so a ``DecodeError`` yields a marker instead of escaping into
+grpc, and the handler aborts with INVALID_ARGUMENT when it sees the marker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from google.protobuf.message import DecodeError
+
+from lb_service.errors import InvalidArgument
+from lb_service.service.status import to_status
+
+_Deserializer = Callable[[bytes], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Malformed:
+    """Stands in for a request whose bytes did not parse, carrying the reason."""
+
+    message: str
+
+
+def tolerant(deserializer: _Deserializer, message_name: str) -> _Deserializer:
+    """Wrap ``deserializer`` so undecodable bytes become a Malformed marker, not an error."""
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except DecodeError as error:
+            # protobuf names the type again before the reason; say it once.
+            reason = str(error).removeprefix(f"Error parsing message with type '{message_name}': ")
+            return Malformed(f"request is not a valid {message_name}: {reason}")
+
+    return deserialize
+
+
+class MalformedRequestInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Refuses lb.v1 requests that do not parse with INVALID_ARGUMENT; the servicer never runs."""
+
+    def __init__(self, request_types: dict[str, str]) -> None:
+        """Check the methods in ``request_types`` (full method name -> request message name)."""
+        self._request_types = request_types
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        """Return the handler with a tolerant deserializer and a guard in front of it."""
+        handler = await continuation(details)
+        message_name = self._request_types.get(details.method)
+        if handler is None or message_name is None or handler.request_streaming:
+            return handler
+        # The wrapping is the same for every call of a method: build it once per handler.
+        cached = self._wrapped.get(details.method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        deserializer = tolerant(handler.request_deserializer, message_name)
+        if handler.response_streaming:
+            wrapped = grpc.unary_stream_rpc_method_handler(
+                _guard_stream(handler.unary_stream),
+                request_deserializer=deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        else:
+            wrapped = grpc.unary_unary_rpc_method_handler(
+                _guard_unary(handler.unary_unary),
+                request_deserializer=deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        self._wrapped[details.method] = (handler, wrapped)
+        return wrapped
+
+
+def request_types(service: Any) -> dict[str, str]:
+    """Map each method of a service descriptor to its request message's full name."""
+    return {
+        f"/{service.full_name}/{method.name}": method.input_type.full_name
+        for method in service.methods
+    }
+
+
+async def _refuse(request: Malformed, context: grpc.aio.ServicerContext) -> None:
+    status = to_status(InvalidArgument(request.message))
+    await context.abort(status.code, status.details, status.trailing_metadata)
+
+
+def _guard_unary(
+    behaviour: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]],
+) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
+    async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if isinstance(request, Malformed):
+            await _refuse(request, context)
+        return await behaviour(request, context)
+
+    return guarded
+
+
+def _guard_stream(
+    behaviour: Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]],
+) -> Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]:
+    async def guarded(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        if isinstance(request, Malformed):
+            await _refuse(request, context)
+        async for response in behaviour(request, context):
+            yield response
+
+    return guarded

@@ -1,0 +1,1 @@
+"""Reliability: invariants under random use, fuzzing, soak, faults and restarts."""
