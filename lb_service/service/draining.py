@@ -17,6 +17,8 @@ from typing import Any
 
 import grpc
 
+from lb_service.service.handlers import HandlerCache, rewrap
+
 #: The calls drained; health checks keep answering (NOT_SERVING) until the very end.
 SERVICE_PREFIX = "/lb.v1.LoadBalancer/"
 REFUSAL = "the server is shutting down; retry, on another replica if there is one"
@@ -30,7 +32,7 @@ class DrainInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self.draining = False
         self.in_flight = 0
         self._last_arrival = time.monotonic()
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+        self._cache = HandlerCache()
 
     def begin(self) -> None:
         """Refuse every lb.v1 call that arrives from now on."""
@@ -59,24 +61,9 @@ class DrainInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if not details.method.startswith(SERVICE_PREFIX):
             return handler
         self._last_arrival = time.monotonic()
-        # The wrapping only depends on the handler: build it once per method, not per call.
-        cached = self._wrapped.get(details.method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        if handler.response_streaming:
-            wrapped = grpc.unary_stream_rpc_method_handler(
-                self._stream(handler.unary_stream),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        else:
-            wrapped = grpc.unary_unary_rpc_method_handler(
-                self._unary(handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        self._wrapped[details.method] = (handler, wrapped)
-        return wrapped
+        return self._cache.get(
+            details.method, handler, lambda h: rewrap(h, self._unary, self._stream)
+        )
 
     def _unary(
         self, behaviour: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]

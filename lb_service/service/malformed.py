@@ -16,6 +16,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from lb_service.errors import InvalidArgument
+from lb_service.service.handlers import HandlerCache, rewrap
 from lb_service.service.status import to_status
 
 _Deserializer = Callable[[bytes], Any]
@@ -48,7 +49,7 @@ class MalformedRequestInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[m
     def __init__(self, request_types: dict[str, str]) -> None:
         """Check the methods in ``request_types`` (full method name -> request message name)."""
         self._request_types = request_types
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+        self._cache = HandlerCache()
 
     async def intercept_service(
         self,
@@ -60,25 +61,16 @@ class MalformedRequestInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[m
         message_name = self._request_types.get(details.method)
         if handler is None or message_name is None or handler.request_streaming:
             return handler
-        # The wrapping is the same for every call of a method: build it once per handler.
-        cached = self._wrapped.get(details.method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        deserializer = tolerant(handler.request_deserializer, message_name)
-        if handler.response_streaming:
-            wrapped = grpc.unary_stream_rpc_method_handler(
-                _guard_stream(handler.unary_stream),
-                request_deserializer=deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        else:
-            wrapped = grpc.unary_unary_rpc_method_handler(
-                _guard_unary(handler.unary_unary),
-                request_deserializer=deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        self._wrapped[details.method] = (handler, wrapped)
-        return wrapped
+        return self._cache.get(
+            details.method,
+            handler,
+            lambda h: rewrap(
+                h,
+                _guard_unary,
+                _guard_stream,
+                request_deserializer=tolerant(h.request_deserializer, message_name),
+            ),
+        )
 
 
 def request_types(service: Any) -> dict[str, str]:

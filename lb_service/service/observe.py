@@ -9,6 +9,8 @@ from typing import Any
 import grpc
 import structlog
 
+from lb_service.service.handlers import HandlerCache, rewrap
+
 #: Receives (full method name, status code, seconds taken) once per finished RPC.
 Recorder = Callable[[str, grpc.StatusCode, float], None]
 
@@ -23,9 +25,7 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def __init__(self, record: Recorder) -> None:
         """Report finished RPCs to ``record``."""
         self._record = record
-        # Per method: the handler last wrapped and its wrapping, reused while the
-        # handler below is the same object, so a call does not build a new wrapper.
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+        self._cache = HandlerCache()
 
     async def intercept_service(
         self,
@@ -37,23 +37,13 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if handler is None or handler.request_streaming:
             return handler  # no client-streaming RPCs here beyond reflection's
         method = details.method
-        cached = self._wrapped.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        if handler.response_streaming:
-            wrapped = grpc.unary_stream_rpc_method_handler(
-                self._stream(method, handler.unary_stream),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        else:
-            wrapped = grpc.unary_unary_rpc_method_handler(
-                self._unary(method, handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
+        return self._cache.get(
+            method,
+            handler,
+            lambda h: rewrap(
+                h, lambda b: self._unary(method, b), lambda b: self._stream(method, b)
+            ),
+        )
 
     def _unary(
         self, method: str, behaviour: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
