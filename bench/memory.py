@@ -49,13 +49,13 @@ async def _measure(agents: int, sessions: int, leases: int) -> list[Footprint]:
 
     async def register() -> None:
         for agent in fleet(agents):
-            await registry.put_agent(agent)
+            await registry.put_agent(agent, 0)
         # One pick builds the index the registry is picked through: it is part of the cost.
         await LoadBalancer(registry).select(ANY_TASK)
 
     store = MemoryStore()
     for agent in fleet(100):
-        await store.put_agent(agent)
+        await store.put_agent(agent, 0)
     ids = [f"agent-{n % 100:05d}" for n in range(max(sessions, leases))]
 
     async def bind() -> None:

@@ -18,6 +18,7 @@ from lb_service.errors import (
     NoAgentsRegistered,
     NoEligibleAgent,
     NotFound,
+    StoreUnavailable,
 )
 from lb_service.model import (
     Agent,
@@ -56,6 +57,7 @@ __all__ = [
     "SelectionRequest",
     "Statistics",
     "Store",
+    "StoreUnavailable",
     "StrategyName",
     "Task",
 ]

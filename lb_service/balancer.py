@@ -13,7 +13,7 @@ import math
 import random
 import time
 from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from lb_service.errors import (
@@ -26,6 +26,7 @@ from lb_service.errors import (
     NoAgentsRegistered,
     NoEligibleAgent,
 )
+from lb_service.store.feedback import Ejection, Feedback, decayed_cost, is_ejected, slow_start_share
 from lb_service.model import (
     Agent,
     AgentLoad,
@@ -36,8 +37,17 @@ from lb_service.model import (
     Task,
 )
 from lb_service.requirements import eligible, meets
-from lb_service.store.base import AgentStats, EndOutcome, Pick, PickState, RequestEnd, Store
-from lb_service.strategies import STRATEGIES, Candidate, PickContext
+from lb_service.store.base import (
+    AgentStats,
+    Contender,
+    EndOutcome,
+    LiveRank,
+    Pick,
+    PickState,
+    RequestEnd,
+    Store,
+)
+from lb_service.strategies import STRATEGIES, Candidate, PickContext, Strategy
 from lb_service.validation import (
     check_agent,
     check_candidates,
@@ -82,19 +92,74 @@ class BalancerConfig:
     max_sessions: int = 100_000
     #: Most open leases (requests started and not yet ended or expired).
     max_leases: int = 100_000
+    # Decision quality (see lb_service.store.feedback for the rules).
+    #: Power of two choices: least-connections and latency-based compare this many
+    #: randomly drawn eligible agents and keep the best, so dispatchers acting on the
+    #: same picture do not all herd onto one "least loaded" agent. 0 compares them all.
+    choice_count: int = 2
+    #: Latency-based ranks by peak-EWMA cost (estimate x (active + 1)); False ranks by
+    #: the plain moving average.
+    peak_ewma: bool = True
+    #: Time constant of the peak-EWMA estimate's decay.
+    ewma_decay_s: float = 10.0
+    #: The least latency a failed request counts as in the peak-EWMA estimate.
+    failure_penalty_ms: float = 5_000.0
+    #: Failures in a row that eject an agent (0 turns outlier ejection off).
+    ejection_consecutive_failures: int = 5
+    #: First ejection time; the n-th ejection lasts n times as long, up to the maximum.
+    ejection_base_s: float = 30.0
+    ejection_max_s: float = 300.0
+    #: Most agents ejected at once, as a share of the registered agents.
+    ejection_max_share: float = 0.5
+    #: A new or returning agent ramps up over this window (0 turns slow start off).
+    slow_start_window_s: float = 0.0
+    #: The share of its picks an agent takes at the start of its slow-start window.
+    slow_start_min_share: float = 0.1
 
     def __post_init__(self) -> None:
         """Reject values the balancer cannot work with."""
-        for name in ("session_ttl_s", "request_timeout_s", "watch_min_interval_s"):
+        for name in (
+            "session_ttl_s",
+            "request_timeout_s",
+            "watch_min_interval_s",
+            "ewma_decay_s",
+            "ejection_base_s",
+            "ejection_max_s",
+        ):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-        if not 0 < self.latency_smoothing <= 1:
-            raise ValueError(f"latency_smoothing must be in (0, 1], got {self.latency_smoothing!r}")
+        for name in ("failure_penalty_ms", "slow_start_window_s"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        for name in ("latency_smoothing", "ejection_max_share", "slow_start_min_share"):
+            value = getattr(self, name)
+            if not 0 < value <= 1:
+                raise ValueError(f"{name} must be in (0, 1], got {value!r}")
         for name in ("max_candidates", "max_agents", "max_sessions", "max_leases"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
+        for name in ("choice_count", "ejection_consecutive_failures"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be a whole number >= 0, got {value!r}")
+
+    @property
+    def feedback(self) -> Feedback:
+        """The rules request ends are folded in by, as the store applies them."""
+        return Feedback(
+            smoothing=self.latency_smoothing,
+            decay_ms=self.ewma_decay_s * 1000,
+            failure_penalty_ms=self.failure_penalty_ms,
+            ejection=Ejection(
+                consecutive_failures=self.ejection_consecutive_failures,
+                base_ms=self.ejection_base_s * 1000,
+                max_ms=self.ejection_max_s * 1000,
+                max_share=self.ejection_max_share,
+            ),
+        )
 
 
 class Outcome(enum.Enum):
@@ -112,6 +177,46 @@ _REFUSALS: tuple[tuple[type[NoAgentAvailable], Outcome], ...] = (
     (AllAgentsBusy, Outcome.ALL_BUSY),
     (NoAgentAvailable, Outcome.NO_ELIGIBLE_AGENT),
 )
+
+
+#: Strategies whose pick ``choice_count`` narrows to a random sample (power of two choices).
+_SAMPLED = frozenset({StrategyName.LEAST_CONNECTIONS, StrategyName.LATENCY_BASED})
+_NO_STATS = AgentStats()
+
+
+@dataclass(frozen=True, slots=True)
+class _Decision:
+    """A pick before it is committed, with what a shared store needs to re-rank it."""
+
+    agent: Agent
+    sticky: bool
+    bind: bool
+    contenders: tuple[Contender, ...] = ()
+    rank: LiveRank = LiveRank.ACTIVE
+    by_id: Mapping[str, Agent] = field(default_factory=dict)
+
+
+def _live_rank(strategy: StrategyName, peak_ewma: bool) -> LiveRank:
+    if strategy is StrategyName.LATENCY_BASED:
+        return LiveRank.PEAK_EWMA if peak_ewma else LiveRank.AVERAGE
+    return LiveRank.ACTIVE
+
+
+def _contenders(
+    strategy: StrategyName, choice: Agent, candidates: Sequence[Candidate]
+) -> tuple[Contender, ...]:
+    """What a shared store may re-rank at commit: the agents a load-ranked strategy chose
+    among, or only the choice for the rules that do not rank by load (turns, weights),
+    whose room the store still checks.
+    """
+    if strategy in _SAMPLED:
+        return tuple(Contender(c.agent.id, c.agent.max_connections) for c in candidates)
+    if strategy is StrategyName.CAPABILITY_MATCH:
+        return tuple(
+            Contender(c.agent.id, c.agent.max_connections, c.agent.hardware.vram_gb)
+            for c in candidates
+        )
+    return (Contender(choice.id, choice.max_connections),)
 
 
 class Observer(Protocol):
@@ -168,7 +273,7 @@ class LoadBalancer:
                 f"{limit} agents are registered, the most allowed (max_agents); "
                 "deregister unused agents or raise --max-agents"
             )
-        await self._store.put_agent(agent)
+        await self._store.put_agent(agent, self._clock())
 
     async def deregister(self, agent_id: str) -> None:
         """Remove an agent; its sessions move on their next request."""
@@ -213,18 +318,20 @@ class LoadBalancer:
         task = check_task(task or Task())
         pool = check_candidates(candidates, self._config.max_candidates)
         session_id = check_session_id(session_id) if self._config.sticky_sessions else ""
-        state = await self._store.pick_state(session_id)
+        state = await self._store.pick_state(session_id, tuple(a.id for a in pool))
         now = self._clock()
         try:
-            agent, sticky, bind = self._decide(state, task, pool, session_id, now)
+            decision = self._decide(state, task, pool, session_id, now)
         except NoAgentAvailable as refusal:
-            await self._store.record_failed_selection()
-            outcome = next(o for cls, o in _REFUSALS if isinstance(refusal, cls))
-            self.observer.selection(state.strategy, outcome)
+            await self._refused(state.strategy, refusal)
             raise
         # Limits are checked once a pick is possible, so a refusal for want of an agent
         # keeps its own code; either way nothing is committed.
-        if bind and state.binding is None and state.session_count >= self._config.max_sessions:
+        if (
+            decision.bind
+            and state.binding is None
+            and state.session_count >= self._config.max_sessions
+        ):
             raise LimitExceeded(
                 f"{state.session_count} sticky sessions are held, the most allowed "
                 "(max_sessions); retry without session_id, wait for idle sessions to "
@@ -232,22 +339,48 @@ class LoadBalancer:
             )
         if acquire:
             self._check_lease_room(state.lease_count)
-        request_id = await self._store.commit_pick(
-            Pick(agent.id, now, acquire=acquire, session_id=session_id, bind=bind)
+        committed = await self._store.commit_pick(
+            Pick(
+                decision.agent.id,
+                now,
+                acquire=acquire,
+                session_id=session_id,
+                bind=decision.bind,
+                contenders=decision.contenders,
+                rank=decision.rank,
+                decay_ms=self._config.ewma_decay_s * 1000,
+                fresh_since_ms=now - int(self._config.session_ttl_s * 1000),
+            )
         )
+        if committed is None:
+            # Only a shared store: other replicas filled every contender meanwhile.
+            busy = AllAgentsBusy("every agent chosen among reached max_connections; retry later")
+            await self._refused(state.strategy, busy)
+            raise busy
+        agent = decision.agent
+        if committed.agent_id != agent.id:
+            # A shared store re-ranked on fresher loads, or the session was bound meanwhile.
+            agent = decision.by_id.get(committed.agent_id) or state.agents[committed.agent_id]
+        sticky = decision.sticky or committed.sticky
         self.observer.selection(state.strategy, Outcome.STICKY if sticky else Outcome.SELECTED)
-        return Selection(agent, state.strategy, sticky=sticky, request_id=request_id)
+        return Selection(agent, state.strategy, sticky=sticky, request_id=committed.request_id)
+
+    async def _refused(self, strategy: StrategyName, refusal: NoAgentAvailable) -> None:
+        await self._store.record_failed_selection()
+        outcome = next(o for cls, o in _REFUSALS if isinstance(refusal, cls))
+        self.observer.selection(strategy, outcome)
 
     def _decide(
         self, state: PickState, task: Task, pool: Sequence[Agent], session_id: str, now: int
-    ) -> tuple[Agent, bool, bool]:
-        """Return (agent, answered from the binding, bind the session to it).
+    ) -> _Decision:
+        """Decide the agent, whether the binding answered, and whether to bind the session.
 
         Registered agents are picked from the store's index when it keeps one, so a
         pick never scans the registry. Candidates passed with the request, and the
-        registry while one of the task's agents is at max_connections, are filtered
-        and ranked here instead; both ways pick the same agent.
+        registry while one of the task's agents is at max_connections or ejected, are
+        filtered and ranked here instead; both ways pick the same agent.
         """
+        config = self._config
         source: Mapping[str, Agent] = {a.id: a for a in pool} if pool else state.agents
         if not source:
             raise NoAgentsRegistered()
@@ -255,38 +388,54 @@ class LoadBalancer:
         # An empty pool goes through eligible() too, which names the requirement no agent meets.
         matching = indexed.agents if indexed else eligible(tuple(source.values()), task)
         stats = state.stats
+        ejected = {i for i, until in state.ejections.items() if until > now}
 
         def has_room(agent: Agent) -> bool:
             limit = agent.max_connections
             return limit == 0 or _active(stats, agent.id) < limit
 
         bound = self._bound_agent(state, task, source, now)
-        if bound is not None and has_room(bound):
-            return bound, True, False
+        if bound is not None and has_room(bound) and bound.id not in ejected:
+            contenders = (Contender(bound.id, bound.max_connections),) if state.shared else ()
+            return _Decision(bound, sticky=True, bind=False, contenders=contenders)
         strategy = STRATEGIES[state.strategy]
-        ctx = PickContext(state.sequence, self._rng)
-        if indexed and not indexed.full:
+        peak_ewma = config.peak_ewma and state.strategy is StrategyName.LATENCY_BASED
+        ctx = PickContext(state.sequence, self._rng, peak_ewma=peak_ewma)
+        sampled = config.choice_count > 0 and state.strategy in _SAMPLED
+        ramping = config.slow_start_window_s > 0
+        # The index holds every eligible agent free and ranked; it answers alone unless
+        # an agent is full or ejected, the pick is sampled or ramped, or ranks decay.
+        clean = (
+            indexed is not None
+            and not indexed.full
+            and not state.shared
+            and not ramping
+            and not any(indexed.contains(agent_id) for agent_id in ejected)
+        )
+        candidates: list[Candidate] = []
+        if indexed is not None and clean and not sampled and not peak_ewma:
             choice = strategy.choose_indexed(indexed, task, ctx)
         else:
-            free = [agent for agent in matching if has_room(agent)]
-            if not free:
-                raise AllAgentsBusy(
-                    f"all {len(matching)} eligible agent(s) are at max_connections; retry later"
-                )
-            weights = state.weights
-            candidate = strategy.choose(
-                [
-                    Candidate(
-                        agent,
-                        _active(stats, agent.id),
-                        _latency(stats, agent.id),
-                        weights.get(agent.id, agent.default_weight),
+            options: Sequence[Agent]
+            if indexed is not None and clean:
+                options = indexed.agents
+            else:
+                free = [agent for agent in matching if has_room(agent)]
+                if not free:
+                    raise AllAgentsBusy(
+                        f"all {len(matching)} eligible agent(s) are at max_connections; retry later"
                     )
-                    for agent in free
-                ],
-                task,
-                ctx,
-            )
+                # Fail open: when every eligible agent is ejected, ejection would refuse
+                # all traffic, which is worse than sending it to agents that may fail.
+                options = [a for a in free if a.id not in ejected] or free
+            if sampled and len(options) > config.choice_count:
+                options = self._rng.sample(options, config.choice_count)
+            candidates = [self._candidate(agent, state, now, peak_ewma) for agent in options]
+            candidate = strategy.choose(candidates, task, ctx)
+            if candidate is not None and ramping:
+                candidate, candidates = self._ramp(
+                    candidate, candidates, strategy, task, ctx, state.stats, now
+                )
             choice = candidate.agent if candidate is not None else None
         if choice is None:
             raise NoEligibleAgent(
@@ -295,7 +444,55 @@ class LoadBalancer:
             )
         # A session whose agent is merely full spills over and keeps its binding;
         # one with no binding, an expired one, or an ineligible agent binds anew.
-        return choice, False, bool(session_id) and bound is None
+        bind = bool(session_id) and bound is None
+        if not state.shared:
+            return _Decision(choice, sticky=False, bind=bind)
+        return _Decision(
+            choice,
+            sticky=False,
+            bind=bind,
+            contenders=_contenders(state.strategy, choice, candidates),
+            rank=_live_rank(state.strategy, peak_ewma),
+            by_id={c.agent.id: c.agent for c in candidates},
+        )
+
+    def _candidate(self, agent: Agent, state: PickState, now: int, peak_ewma: bool) -> Candidate:
+        record = state.stats.get(agent.id, _NO_STATS)
+        latency = (
+            decayed_cost(record, now, self._config.ewma_decay_s * 1000)
+            if peak_ewma
+            else record.avg_latency_ms
+        )
+        weight = state.weights.get(agent.id, agent.default_weight)
+        return Candidate(agent, record.active, latency, weight)
+
+    def _ramp(
+        self,
+        chosen: Candidate,
+        candidates: list[Candidate],
+        strategy: Strategy,
+        task: Task,
+        ctx: PickContext,
+        stats: Mapping[str, AgentStats],
+        now: int,
+    ) -> tuple[Candidate, list[Candidate]]:
+        """Slow start: a warming agent keeps a pick with its share's probability.
+
+        Otherwise the strategy chooses again among the other candidates (if any), which
+        also become the contenders a shared store may re-rank among.
+        """
+        config = self._config
+        share = slow_start_share(
+            stats.get(chosen.agent.id, _NO_STATS),
+            now,
+            config.slow_start_window_s * 1000,
+            config.slow_start_min_share,
+        )
+        others = [c for c in candidates if c is not chosen]
+        if share >= 1.0 or not others or self._rng.random() < share:
+            return chosen, candidates
+        again = strategy.choose(others, task, ctx)
+        return (again, others) if again is not None else (chosen, candidates)
 
     def _bound_agent(
         self, state: PickState, task: Task, source: Mapping[str, Agent], now: int
@@ -339,7 +536,7 @@ class LoadBalancer:
                 latency_ms,
                 failed,
                 self._clock(),
-                self._config.latency_smoothing,
+                self._config.feedback,
             )
         )
         if result.outcome is EndOutcome.UNKNOWN_REQUEST:
@@ -359,7 +556,10 @@ class LoadBalancer:
         memory without bound.
         """
         now = self._clock()
-        leases = await self._store.expire_leases(now - int(self._config.request_timeout_s * 1000))
+        leases = await self._store.expire_leases(
+            now - int(self._config.request_timeout_s * 1000), now, self._config.feedback
+        )
+        await self._store.expire_ejections(now)
         idle_since = now - int(self._config.session_ttl_s * 1000)
         sessions = await self._store.expire_sessions(idle_since)
         await self._store.forget_idle(idle_since, keep=self._config.max_agents)
@@ -383,7 +583,8 @@ class LoadBalancer:
         for agent_id in ids:
             if agent_id not in agents and agent_id not in stats:
                 raise AgentNotFound(agent_id)
-        return [_load(agent_id, agents, stats, weights) for agent_id in ids]
+        now = self._clock()
+        return [_load(agent_id, agents, stats, weights, now) for agent_id in ids]
 
     async def statistics(self) -> Statistics:
         """Service-wide counters and the current strategy."""
@@ -464,6 +665,7 @@ def _load(
     agents: Mapping[str, Agent],
     stats: Mapping[str, AgentStats],
     weights: Mapping[str, float],
+    now: int,
 ) -> AgentLoad:
     record = stats.get(agent_id, AgentStats())
     agent = agents.get(agent_id)
@@ -477,4 +679,5 @@ def _load(
         total_requests=record.total_requests,
         failed_requests=record.failed_requests,
         weight=weights.get(agent_id, default),
+        ejected_until_ms=record.ejected_until_ms if is_ejected(record, now) else 0,
     )

@@ -18,10 +18,33 @@ from lb_service.declared import apply_declared
 from lb_service.logs import configure_logging
 from lb_service.service.metrics import Metrics
 from lb_service.service.server import ListenError, ServerOptions, TlsFiles, restore_state, serve
+from lb_service.simulate import command as simulate_command
 from lb_service.store.memory import MemoryStore
 from lb_service.store.snapshot import StateFile
 
 log = structlog.get_logger(__name__)
+
+#: Options passed to BalancerConfig as they are (same name, same unit).
+_BALANCER_OPTIONS = (
+    "sticky_sessions",
+    "session_ttl_s",
+    "request_timeout_s",
+    "latency_smoothing",
+    "max_candidates",
+    "max_agents",
+    "max_sessions",
+    "max_leases",
+    "choice_count",
+    "peak_ewma",
+    "ewma_decay_s",
+    "failure_penalty_ms",
+    "ejection_consecutive_failures",
+    "ejection_base_s",
+    "ejection_max_s",
+    "ejection_max_share",
+    "slow_start_window_s",
+    "slow_start_min_share",
+)
 
 
 def _argument_type(option: cfg.Option) -> Callable[[str], Any]:
@@ -75,6 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_serve(commands)
     client_commands.add_commands(commands)
+    simulate_command.add_command(commands)
     return parser
 
 
@@ -84,6 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = args.pop("command")
     if command == "serve":
         return _serve(args)
+    if command == "simulate":
+        return simulate_command.run(args)
     return client_commands.run(args)
 
 
@@ -101,15 +127,8 @@ def _serve(args: dict[str, Any]) -> int:
     balancer = LoadBalancer(
         store,
         BalancerConfig(
-            sticky_sessions=config["sticky_sessions"],
-            session_ttl_s=config["session_ttl_s"],
-            request_timeout_s=config["request_timeout_s"],
-            latency_smoothing=config["latency_smoothing"],
             watch_min_interval_s=config["watch_min_interval_ms"] / 1000,
-            max_candidates=config["max_candidates"],
-            max_agents=config["max_agents"],
-            max_sessions=config["max_sessions"],
-            max_leases=config["max_leases"],
+            **{key: config[key] for key in _BALANCER_OPTIONS},
         ),
         observer=metrics,
     )

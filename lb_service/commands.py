@@ -506,7 +506,7 @@ def _selection_table(selection: Selection) -> str:
 
 def _loads_table(loads: Sequence[AgentLoad]) -> str:
     headers = ("AGENT", "ACTIVE", "AVG_LATENCY_MS", "REQUESTS", "FAILED", "WEIGHT",
-               "LAST_REQUEST")  # fmt: skip
+               "LAST_REQUEST", "EJECTED_UNTIL")  # fmt: skip
     rows = [
         (
             load.agent_id,
@@ -516,6 +516,7 @@ def _loads_table(loads: Sequence[AgentLoad]) -> str:
             str(load.failed_requests),
             _number(load.weight),
             _time(load.last_request_at_ms),
+            _time(load.ejected_until_ms),
         )
         for load in loads
     ]

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -80,6 +81,47 @@ def _fraction(value: object) -> float:
     return number
 
 
+def _whole_or_zero(value: object) -> int:
+    number = _number(value)
+    if not (math.isfinite(number) and number == int(number) and number >= 0):
+        raise ValueError(f"must be a whole number >= 0, got {value!r}")
+    return int(number)
+
+
+def _non_negative(value: object) -> float:
+    number = _number(value)
+    if not (math.isfinite(number) and number >= 0):
+        raise ValueError(f"must be a finite number >= 0, got {value!r}")
+    return number
+
+
+def _store(value: object) -> str:
+    text = _text(value)
+    if text == "memory":
+        return text
+    parsed = urlsplit(text)
+    if parsed.scheme not in {"redis", "rediss", "unix"} or not (parsed.hostname or parsed.path):
+        raise ValueError(
+            f"must be 'memory' or a Redis URL (redis://HOST:PORT/DB, rediss://..., "
+            f"unix:///path.sock), got {redact_url(text)!r}"
+        )
+    try:
+        parsed.port  # noqa: B018 - raises on a port that is not a number in range
+    except ValueError:
+        raise ValueError(f"has an invalid port: {redact_url(text)!r}") from None
+    return text
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by ``***``, for logs and error messages."""
+    parsed = urlsplit(url)
+    if parsed.password is None:
+        return url
+    netloc = parsed.netloc.rpartition("@")
+    user = parsed.username or ""
+    return parsed._replace(netloc=f"{user}:***@{netloc[2]}").geturl()
+
+
 def _choice(*choices: str) -> Callable[[object], str]:
     def parse(value: object) -> str:
         text = _text(value)
@@ -138,6 +180,29 @@ OPTIONS: tuple[Option, ...] = (
            "expire a request never ended after this long, as failed", "SECONDS"),
     Option("latency_smoothing", "--latency-smoothing", _fraction, 0.3,
            "weight of a new latency sample in the moving average, in (0, 1]", "ALPHA"),
+    Option("choice_count", "--choice-count", _whole_or_zero, 2,
+           "least-connections and latency-based compare this many random eligible agents "
+           "(power of two choices); 0 compares all", "N"),
+    Option("peak_ewma", "--peak-ewma", _boolean, True,
+           "latency-based ranks by peak-EWMA latency x (active + 1), not the moving average",
+           is_flag=True),
+    Option("ewma_decay_s", "--ewma-decay", _positive, 10.0,
+           "time constant of the peak-EWMA latency estimate's decay", "SECONDS"),
+    Option("failure_penalty_ms", "--failure-penalty-ms", _non_negative, 5000.0,
+           "least latency a failed request counts as in the peak-EWMA estimate", "MS"),
+    Option("ejection_consecutive_failures", "--ejection-consecutive-failures", _whole_or_zero, 5,
+           "failures in a row that eject an agent; 0 turns outlier ejection off", "N"),
+    Option("ejection_base_s", "--ejection-base", _positive, 30.0,
+           "first ejection time; the n-th lasts n times as long", "SECONDS"),
+    Option("ejection_max_s", "--ejection-max", _positive, 300.0,
+           "longest ejection; this long without one resets the multiplier", "SECONDS"),
+    Option("ejection_max_share", "--ejection-max-share", _fraction, 0.5,
+           "most agents ejected at once, as a share of those registered, in (0, 1]", "SHARE"),
+    Option("slow_start_window_s", "--slow-start-window", _non_negative, 0.0,
+           "a new or returning agent ramps to its full share over this long; 0 = off",
+           "SECONDS"),
+    Option("slow_start_min_share", "--slow-start-min-share", _fraction, 0.1,
+           "share of its picks an agent takes as its slow start begins, in (0, 1]", "SHARE"),
     Option("watch_min_interval_ms", "--watch-min-interval-ms", _positive, 100.0,
            "least time between two WatchLoads updates", "MS"),
     Option("grace_period_s", "--grace-period", _positive, 5.0,
@@ -152,6 +217,17 @@ OPTIONS: tuple[Option, ...] = (
            "most sticky-session bindings held (more: RESOURCE_EXHAUSTED)", "N"),
     Option("max_leases", "--max-leases", _whole, 100_000,
            "most open leases (more: RESOURCE_EXHAUSTED)", "N"),
+    Option("store", "--store", _store, "memory",
+           "where state lives: memory (one process) or redis://HOST:PORT/DB shared by "
+           "replicas", "URL"),
+    Option("store_prefix", "--store-prefix", _text, "lb",
+           "prefix of every Redis key, so several balancers can share one Redis", "PREFIX"),
+    Option("store_timeout_ms", "--store-timeout-ms", _positive, 500.0,
+           "a Redis call slower than this fails the RPC with UNAVAILABLE", "MS"),
+    Option("store_pool_size", "--store-pool-size", _whole, 32,
+           "most connections to Redis per replica", "N"),
+    Option("store_retries", "--store-retries", _whole_or_zero, 1,
+           "retries of a Redis call after a connection error, with jittered back-off", "N"),
     Option("state_file", "--state-file", _optional_path, None,
            "keep agents, weights, strategy and sessions in this file across restarts", "PATH"),
     Option("state_interval_s", "--state-interval", _positive, 5.0,
@@ -206,6 +282,7 @@ class ServiceConfig:
             k: (v.value if isinstance(v, StrategyName) else str(v) if isinstance(v, Path) else v)
             for k, v in self.values.items()
         }
+        shown["store"] = redact_url(str(shown.get("store", "")))
         shown["admin_token"] = "set" if self.admin_token else "unset"
         shown["set_by"] = {k: v for k, v in self.sources.items() if v != "default"}
         shown["declared_agents"] = len(self.declared.agents)

@@ -10,6 +10,8 @@
     │   └── LeaseNotFound        a request id that was never issued
     ├── LimitExceeded            a configured limit is reached        RESOURCE_EXHAUSTED
     │                            (max_agents, max_sessions, max_leases)
+    ├── StoreUnavailable         the shared store (Redis) cannot be   UNAVAILABLE
+    │                            reached in time; nothing was changed
     └── NoAgentAvailable         a pick that cannot be made
         ├── NoAgentsRegistered   nothing to pick from at all          UNAVAILABLE
         ├── NoEligibleAgent      no agent meets the task              FAILED_PRECONDITION
@@ -55,6 +57,14 @@ class LimitExceeded(LoadBalancerError):
 
     The limits keep memory bounded whatever clients send; the message names the limit,
     its option and what to do about it.
+    """
+
+
+class StoreUnavailable(LoadBalancerError):
+    """The shared store did not answer in time; the message names it. Retry later.
+
+    Raised before anything changed or, for a call whose outcome is unknown (the
+    connection broke after sending), with the message saying so.
     """
 
 

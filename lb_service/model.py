@@ -92,6 +92,13 @@ class AgentLoad:
     total_requests: int
     failed_requests: int
     weight: float
+    #: Unix ms until which outlier ejection keeps the agent out of picks; 0 = not ejected.
+    ejected_until_ms: int = 0
+
+    @property
+    def ejected(self) -> bool:
+        """Whether outlier ejection keeps the agent out of picks now."""
+        return self.ejected_until_ms > 0
 
 
 @dataclass(frozen=True, slots=True)

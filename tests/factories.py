@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from lb_service.balancer import BalancerConfig, LoadBalancer
 from lb_service.model import Agent, Hardware
+from lb_service.store.feedback import Feedback
 from lb_service.store.memory import MemoryStore
 
 #: A fixed start time (unix ms) so timestamps in assertions are exact.
@@ -49,16 +50,27 @@ def agent(
     )
 
 
+#: The default rules for folding request ends into an agent's figures.
+FEEDBACK = Feedback()
+
+#: Power of two choices and peak-EWMA off: picks follow the five base rules exactly.
+BASE_RULES = BalancerConfig(choice_count=0, peak_ewma=False)
+
+
 def balancer(
     clock: FakeClock | None = None,
     config: BalancerConfig | None = None,
     seed: int = 7,
     store: MemoryStore | None = None,
 ) -> LoadBalancer:
-    """A balancer over a fresh memory store with a fake clock and a seeded random source."""
+    """A balancer over a fresh memory store with a fake clock and a seeded random source.
+
+    Unless a config is given it runs the base rules (full scan, moving-average latency),
+    whose pick orders are exact; tests of the sampled and peak-EWMA defaults say so.
+    """
     return LoadBalancer(
         store or MemoryStore(epoch="test"),
-        config or BalancerConfig(),
+        config or BASE_RULES,
         clock=clock or FakeClock(),
         rng=random.Random(seed),
     )

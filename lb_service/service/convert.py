@@ -200,6 +200,8 @@ def load_to_pb(load: AgentLoad) -> pb.AgentLoad:
         total_requests=load.total_requests,
         failed_requests=load.failed_requests,
         weight=load.weight,
+        ejected=load.ejected,
+        ejected_until_ms=load.ejected_until_ms,
     )
 
 
@@ -243,6 +245,7 @@ def load_from_pb(message: pb.AgentLoad) -> AgentLoad:
         total_requests=message.total_requests,
         failed_requests=message.failed_requests,
         weight=message.weight,
+        ejected_until_ms=message.ejected_until_ms,
     )
 
 

@@ -48,12 +48,12 @@ class _AgentCollector(Collector):
             ),
             "healthy": GaugeMetricFamily(
                 "lb_agent_healthy",
-                "1 while the agent is registered and eligible.",
+                "1 while the agent is registered and not ejected.",
                 labels=["agent"],
             ),
             "ejected": GaugeMetricFamily(
                 "lb_agent_ejected",
-                "1 while the agent is ejected as an outlier (never, until ejection exists).",
+                "1 while outlier ejection keeps the agent out of picks.",
                 labels=["agent"],
             ),
         }
@@ -62,8 +62,8 @@ class _AgentCollector(Collector):
             gauges["active"].add_metric(labels, load.active_connections)
             gauges["latency"].add_metric(labels, load.avg_latency_ms)
             gauges["weight"].add_metric(labels, load.weight)
-            gauges["healthy"].add_metric(labels, 1)
-            gauges["ejected"].add_metric(labels, 0)
+            gauges["healthy"].add_metric(labels, 0 if load.ejected else 1)
+            gauges["ejected"].add_metric(labels, 1 if load.ejected else 0)
         yield from gauges.values()
         sessions = GaugeMetricFamily("lb_sticky_sessions", "Sticky-session bindings held.")
         sessions.add_metric([], snapshot.sessions)

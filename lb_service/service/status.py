@@ -15,6 +15,7 @@ _CODES: tuple[tuple[type[errors.LoadBalancerError], grpc.StatusCode], ...] = (
     (errors.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
     (errors.NotFound, grpc.StatusCode.NOT_FOUND),
     (errors.LimitExceeded, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (errors.StoreUnavailable, grpc.StatusCode.UNAVAILABLE),
     (errors.NoAgentsRegistered, grpc.StatusCode.UNAVAILABLE),
     (errors.NoEligibleAgent, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.AllAgentsBusy, grpc.StatusCode.RESOURCE_EXHAUSTED),

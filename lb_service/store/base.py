@@ -12,25 +12,40 @@ immutable: a store replaces them on change and may hand out live read-only views
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from lb_service.model import Agent, StrategyName
 
 if TYPE_CHECKING:
+    from lb_service.store.feedback import Feedback
     from lb_service.store.index import AgentIndex
 
 
 @dataclass(frozen=True, slots=True)
 class AgentStats:
-    """Load history of one agent id; ``avg_latency_ms`` is None until the first sample."""
+    """Load history of one agent id; the latency figures are None until the first sample.
+
+    ``lb_service.store.feedback`` defines how a finished request updates them.
+    """
 
     active: int = 0
     avg_latency_ms: float | None = None
     last_request_at_ms: int = 0
     total_requests: int = 0
     failed_requests: int = 0
+    #: Peak-EWMA latency estimate as of ``cost_at_ms`` (it decays from there).
+    cost_ms: float | None = None
+    cost_at_ms: int = 0
+    #: Failures since the last success (or the last ejection).
+    consecutive_failures: int = 0
+    #: Ejected until this unix ms (in the past once it has come back; 0 = never ejected).
+    ejected_until_ms: int = 0
+    #: Ejections so far: the back-off multiplier (reset after a quiet max ejection time).
+    times_ejected: int = 0
+    #: When the agent was last registered while not registered before (slow start).
+    joined_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,9 +78,39 @@ class PickState:
     #: Bindings held (idle ones included until swept) and leases open, for the limits.
     session_count: int
     lease_count: int
+    #: Agents ejected (by ``ejected_until_ms``), possibly including some whose time is up.
+    ejections: Mapping[str, int] = field(default_factory=dict)
     #: The registry indexed for picking, or None where a store keeps no index (the
     #: balancer then filters and ranks the registry on every pick).
     index: AgentIndex | None = None
+    #: Whether loads may change between this read and the commit (other replicas write
+    #: the same store): the balancer then passes its contenders to ``commit_pick``.
+    shared: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Contender:
+    """An agent a shared store may commit instead of the chosen one, if it ranks better then."""
+
+    agent_id: str
+    #: 0 means no limit; a contender at its limit at commit time is passed over.
+    max_connections: int = 0
+    #: The first rank key before the live load (capability-match's VRAM), else 0.
+    fixed_rank: float = 0.0
+
+
+class LiveRank(enum.Enum):
+    """The load figure a shared store re-ranks contenders by at commit time.
+
+    ``ACTIVE``: (fixed_rank, active), the least-connections and capability-match rule.
+    ``AVERAGE``: unmeasured first, then ``avg_latency_ms``. ``PEAK_EWMA``: unmeasured
+    first (fewest active among them), then the decayed cost × (active + 1). Ties rotate
+    by the store's sequence, as ``strategies.base.rotate_lowest`` does.
+    """
+
+    ACTIVE = "active"
+    AVERAGE = "average"
+    PEAK_EWMA = "peak-ewma"
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,18 +127,40 @@ class Pick:
     acquire: bool = False
     session_id: str = ""
     bind: bool = False
+    #: For a shared store: the agents the strategy chose among (the chosen one included)
+    #: and how to rank them on the loads at commit, so concurrent picks through other
+    #: replicas cannot herd onto one agent. Empty: commit ``agent_id`` as it is.
+    contenders: tuple[Contender, ...] = ()
+    rank: LiveRank = LiveRank.ACTIVE
+    #: Peak-EWMA decay time constant, for ``LiveRank.PEAK_EWMA``.
+    decay_ms: float = 10_000.0
+    #: With ``bind``: a binding made meanwhile by another replica and used at or after
+    #: this time is live, and wins (a session binds once); older ones are replaced.
+    fresh_since_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """What ``commit_pick`` recorded: the agent (a shared store may have chosen another
+    contender, or a binding made meanwhile) and the lease's request_id when acquiring.
+    """
+
+    agent_id: str
+    request_id: str = ""
+    #: True when a binding made by a concurrent pick decided (the session binds once).
+    sticky: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class RequestEnd:
-    """A finished request to record; ``smoothing`` is the moving-average factor."""
+    """A finished request to record, with the rules that fold it into the agent's figures."""
 
     agent_id: str
     request_id: str
     latency_ms: float
     failed: bool
     now_ms: int
-    smoothing: float
+    feedback: Feedback
 
 
 class EndOutcome(enum.Enum):
@@ -130,8 +197,11 @@ class Store(Protocol):
     """All mutable state of the balancer; every operation is atomic."""
 
     # Registry, weights and strategy.
-    async def put_agent(self, agent: Agent) -> None:
-        """Add or replace an agent, keeping its position, history and weight override."""
+    async def put_agent(self, agent: Agent, now_ms: int) -> None:
+        """Add or replace an agent, keeping its position, history and weight override.
+
+        An agent not registered until now is stamped ``joined_ms = now_ms`` (slow start).
+        """
         ...
 
     async def delete_agent(self, agent_id: str) -> bool:
@@ -163,12 +233,20 @@ class Store(Protocol):
         ...
 
     # Selection.
-    async def pick_state(self, session_id: str) -> PickState:
-        """Snapshot what a selection needs, including the session's binding if any."""
+    async def pick_state(self, session_id: str, candidate_ids: Sequence[str] = ()) -> PickState:
+        """Snapshot what a selection needs, including the session's binding if any.
+
+        ``stats`` must hold every registered agent and every id in ``candidate_ids`` (the
+        agents a caller passed instead of the registry) that has a record.
+        """
         ...
 
-    async def commit_pick(self, pick: Pick) -> str:
-        """Record a selection; returns the new lease's request_id when acquiring, else ''."""
+    async def commit_pick(self, pick: Pick) -> Committed | None:
+        """Record a selection (opening a lease when acquiring).
+
+        None only from a shared store, when every contender reached max_connections
+        between the read and the commit; nothing is recorded then.
+        """
         ...
 
     async def record_failed_selection(self) -> None:
@@ -184,8 +262,18 @@ class Store(Protocol):
         """Record a request end (see EndOutcome); changes nothing unless it succeeds."""
         ...
 
-    async def expire_leases(self, started_before_ms: int) -> list[Lease]:
-        """Close leases started before the cutoff as failed requests; returns them."""
+    async def expire_leases(
+        self, started_before_ms: int, now_ms: int, feedback: Feedback
+    ) -> list[Lease]:
+        """Close leases started before the cutoff as failed requests; returns them.
+
+        Each counts as a failure of its agent, observed with the request timeout as its
+        latency (``now_ms - started_at_ms``), so a hung agent is ejected like a failing one.
+        """
+        ...
+
+    async def expire_ejections(self, now_ms: int) -> list[str]:
+        """Bring back agents whose ejection is over; returns their ids (changes the version)."""
         ...
 
     async def expire_sessions(self, idle_since_ms: int) -> int:
@@ -224,4 +312,8 @@ class Store(Protocol):
 
     def version(self) -> int:
         """The state version; it changes whenever the registry, weights, strategy or a load does."""
+        ...
+
+    async def check(self) -> None:
+        """Return when the store answers; raise ``StoreUnavailable`` when it does not (health)."""
         ...

@@ -102,6 +102,10 @@ class Pool:
     def __len__(self) -> int:
         return len(self.agents)
 
+    def contains(self, agent_id: str) -> bool:
+        """Whether the agent is a member."""
+        return agent_id in self._position
+
     def agent_at(self, position: int) -> Agent:
         """The member at ``position`` in registration order."""
         return self.agents[position]

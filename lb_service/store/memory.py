@@ -9,14 +9,16 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections import Counter, OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from types import MappingProxyType
 
+from lb_service.store.feedback import Feedback, is_ejected, observe
 from lb_service.model import Agent, StrategyName
 from lb_service.store.base import (
     AgentStats,
     Binding,
+    Committed,
     Counters,
     EndOutcome,
     EndResult,
@@ -60,19 +62,26 @@ class MemoryStore:
         self._latency_sum_ms = 0.0
         self._latency_samples = 0
         self._selections_by_agent: Counter[str] = Counter()
+        # Agents ejected now (until when); kept apart so a pick need not scan the stats.
+        self._ejections: dict[str, int] = {}
         self._version = 0
         self._changed = asyncio.Event()
         # Kept up to date below (registry, weight and load changes), so picks never scan.
         self._index = AgentIndex(self._agents, self._stats, self._weights)
 
     # Registry, weights and strategy.
-    async def put_agent(self, agent: Agent) -> None:
-        """Add or replace an agent, keeping its position, history and weight override."""
+    async def put_agent(self, agent: Agent, now_ms: int) -> None:
+        """Add or replace an agent, keeping its position, history and weight override.
+
+        An agent not registered until now is stamped ``joined_ms = now_ms`` (slow start).
+        """
         # Dispatchers re-register unchanged agents on every start: keep the index then.
         if self._agents.get(agent.id) != agent:
             self._index.registry_changed()
+        stats = self._stats.get(agent.id, AgentStats())
+        if agent.id not in self._agents:
+            self._stats[agent.id] = replace(stats, joined_ms=now_ms)
         self._agents[agent.id] = agent
-        self._stats.setdefault(agent.id, AgentStats())
         self._bump()
 
     async def delete_agent(self, agent_id: str) -> bool:
@@ -117,7 +126,7 @@ class MemoryStore:
         return previous
 
     # Selection.
-    async def pick_state(self, session_id: str) -> PickState:
+    async def pick_state(self, session_id: str, candidate_ids: Sequence[str] = ()) -> PickState:
         """Snapshot what a selection needs; the views are live but nothing runs in between."""
         return PickState(
             strategy=self._strategy,
@@ -128,11 +137,16 @@ class MemoryStore:
             sequence=self._sequence,
             session_count=len(self._bindings),
             lease_count=len(self._leases),
+            ejections=MappingProxyType(self._ejections),
             index=self._index,
         )
 
-    async def commit_pick(self, pick: Pick) -> str:
-        """Record a selection; returns the new lease's request_id when acquiring, else ''."""
+    async def commit_pick(self, pick: Pick) -> Committed | None:
+        """Record a selection (opening a lease when acquiring).
+
+        Nothing runs between ``pick_state`` and this call, so the chosen agent is still
+        the best of its contenders: they are ignored and the result is never None.
+        """
         self._sequence += 1
         self._total_selections += 1
         self._selections_by_agent[pick.agent_id] += 1
@@ -144,9 +158,9 @@ class MemoryStore:
             if pick.bind or (bound is not None and bound.agent_id == pick.agent_id):
                 self._bindings[pick.session_id] = Binding(pick.agent_id, pick.now_ms)
         if pick.acquire:
-            return self._open(pick.agent_id, pick.now_ms)
+            return Committed(pick.agent_id, self._open(pick.agent_id, pick.now_ms))
         self._bump()
-        return ""
+        return Committed(pick.agent_id)
 
     async def record_failed_selection(self) -> None:
         """Count a selection that found no agent."""
@@ -170,45 +184,46 @@ class MemoryStore:
         else:
             agent_id = end.agent_id
             request_id = next(iter(self._agent_leases.get(agent_id, ())), "")
-        stats = self._stats.get(agent_id, AgentStats())
-        active = stats.active
         if request_id:
             self._close(request_id)
-            active -= 1
-        previous = stats.avg_latency_ms
-        self._stats[agent_id] = replace(
-            stats,
-            active=active,
-            avg_latency_ms=end.latency_ms
-            if previous is None
-            else previous + end.smoothing * (end.latency_ms - previous),
-            last_request_at_ms=end.now_ms,
-            failed_requests=stats.failed_requests + end.failed,
+        self._observe(
+            agent_id, end.latency_ms, end.failed, end.now_ms, end.feedback, bool(request_id)
         )
-        self._index.load_changed(agent_id)
         self._last_seen[agent_id] = end.now_ms
         self._latency_sum_ms += end.latency_ms
         self._latency_samples += 1
         self._bump()
         return EndResult(EndOutcome.CLOSED if request_id else EndOutcome.NO_OPEN_LEASE)
 
-    async def expire_leases(self, started_before_ms: int) -> list[Lease]:
-        """Close leases started before the cutoff as failed requests; returns them."""
+    async def expire_leases(
+        self, started_before_ms: int, now_ms: int, feedback: Feedback
+    ) -> list[Lease]:
+        """Close leases started before the cutoff as failed requests; returns them.
+
+        Each counts as a failure of its agent, observed with the request timeout as its
+        latency (``now_ms - started_at_ms``), so a hung agent is ejected like a failing one.
+        """
         expired = []
         while self._leases:
             lease = next(iter(self._leases.values()))
             if lease.started_at_ms >= started_before_ms:
                 break
             self._close(lease.request_id)
-            stats = self._stats[lease.agent_id]
-            self._stats[lease.agent_id] = replace(
-                stats, active=stats.active - 1, failed_requests=stats.failed_requests + 1
-            )
-            self._index.load_changed(lease.agent_id)
+            latency = float(now_ms - lease.started_at_ms)
+            self._observe(lease.agent_id, latency, True, now_ms, feedback, True, reported=False)
             expired.append(lease)
         if expired:
             self._bump()
         return expired
+
+    async def expire_ejections(self, now_ms: int) -> list[str]:
+        """Bring back agents whose ejection is over; returns their ids (changes the version)."""
+        back = [i for i, until in self._ejections.items() if until <= now_ms]
+        for agent_id in back:
+            del self._ejections[agent_id]
+        if back:
+            self._bump()
+        return back
 
     async def expire_sessions(self, idle_since_ms: int) -> int:
         """Drop bindings not used since the cutoff; returns how many."""
@@ -279,6 +294,9 @@ class MemoryStore:
         """The state version; it changes whenever the registry, weights, strategy or a load does."""
         return self._version
 
+    async def check(self) -> None:
+        """Memory always answers."""
+
     # Snapshots (not part of the Store protocol: a shared store persists on its own side).
     def export_state(self) -> StoreState:
         """Copy the registry, weight overrides, strategy and session bindings."""
@@ -321,6 +339,31 @@ class MemoryStore:
         self._index.load_changed(agent_id)
         self._bump()
         return request_id
+
+    def _observe(
+        self,
+        agent_id: str,
+        latency_ms: float,
+        failed: bool,
+        now_ms: int,
+        feedback: Feedback,
+        closes_lease: bool,
+        reported: bool = True,
+    ) -> None:
+        stats = self._stats.get(agent_id, AgentStats())
+        if closes_lease:
+            stats = replace(stats, active=stats.active - 1)
+        # The ejection share is of the registered agents; a candidate-only deployment
+        # has none registered, so there it is of every id the store knows.
+        population = len(self._agents) if agent_id in self._agents else len(self._stats)
+        ejected_now = sum(until > now_ms for until in self._ejections.values())
+        updated = observe(
+            stats, latency_ms, failed, now_ms, feedback, ejected_now, population, reported
+        )
+        self._stats[agent_id] = updated
+        if is_ejected(updated, now_ms):
+            self._ejections[agent_id] = updated.ejected_until_ms
+        self._index.load_changed(agent_id)
 
     def _close(self, request_id: str) -> None:
         lease = self._leases.pop(request_id)

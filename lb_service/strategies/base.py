@@ -31,10 +31,13 @@ class PickContext:
     rotate (round-robin, tie-breaking) derive their position from it instead of
     keeping a counter, so strategies hold no state and a shared store can supply it.
     ``rng`` is the only source of randomness, injected so tests are exact.
+    ``peak_ewma`` tells latency-based that ``avg_latency_ms`` holds the decayed peak-EWMA
+    estimate, to be weighed by the agent's active requests.
     """
 
     sequence: int
     rng: random.Random
+    peak_ewma: bool = False
 
 
 Rank = tuple[float, ...]
@@ -50,6 +53,10 @@ class IndexedPool(Protocol):
 
     def __len__(self) -> int:
         """How many members there are."""
+        ...
+
+    def contains(self, agent_id: str) -> bool:
+        """Whether the agent is a member."""
         ...
 
     def agent_at(self, position: int) -> Agent:

@@ -16,17 +16,36 @@ def _rank(candidate: Candidate) -> Rank:
     return (1.0, candidate.avg_latency_ms)
 
 
+def _peak_ewma_rank(candidate: Candidate) -> Rank:
+    # Finagle's cost: the estimate times the work already queued on the agent, so a
+    # fast agent with ten requests waiting loses to a slightly slower idle one.
+    active = candidate.active
+    if candidate.avg_latency_ms is None:
+        return (0.0, float(active))
+    return (1.0, candidate.avg_latency_ms * (active + 1))
+
+
 class LatencyBased:
-    """Lowest moving-average latency wins; unmeasured agents first; ties rotate."""
+    """Lowest latency cost wins; unmeasured agents first; ties rotate.
+
+    The cost is the peak-EWMA estimate × (active + 1) when ``ctx.peak_ewma`` is set (the
+    default; see ``lb_service.store.feedback``), else the plain moving average.
+    """
 
     name = StrategyName.LATENCY_BASED
 
     def choose(
         self, candidates: Sequence[Candidate], task: Task, ctx: PickContext
     ) -> Candidate | None:
-        """Return the fastest (or an unmeasured) candidate."""
-        return rotate_lowest(candidates, _rank, ctx.sequence)
+        """Return the cheapest (or an unmeasured) candidate."""
+        return rotate_lowest(candidates, _peak_ewma_rank if ctx.peak_ewma else _rank, ctx.sequence)
 
     def choose_indexed(self, pool: IndexedPool, task: Task, ctx: PickContext) -> Agent | None:
-        """Return the fastest (or an unmeasured) member, from the pool kept sorted by latency."""
+        """Return the fastest (or an unmeasured) member, from the pool kept sorted by latency.
+
+        Peak-EWMA costs decay with time, so no index keeps them sorted: the balancer
+        ranks those candidates itself and never asks for them here.
+        """
+        if ctx.peak_ewma:
+            raise ValueError("peak-EWMA costs decay with time; rank candidates with choose()")
         return pool.lowest(_rank, ctx.sequence)

@@ -25,9 +25,13 @@ def fleet(lb: Cli) -> Cli:
 def test_loads_table(fleet: Cli) -> None:
     """`loads` prints one aligned row per agent with active count, latency and weight."""
     lines = fleet("loads").out.splitlines()
-    assert lines[0] == "AGENT  ACTIVE  AVG_LATENCY_MS  REQUESTS  FAILED  WEIGHT  LAST_REQUEST"
-    assert lines[1] == "cpu-1  0       0.0             0         0       1       -"
-    assert lines[2].startswith("gpu-1  1       0.0             1         0       24      20")
+    assert lines[0].split() == [
+        "AGENT", "ACTIVE", "AVG_LATENCY_MS", "REQUESTS", "FAILED", "WEIGHT", "LAST_REQUEST",
+        "EJECTED_UNTIL",
+    ]  # fmt: skip
+    assert lines[1].split() == ["cpu-1", "0", "0.0", "0", "0", "1", "-", "-"]
+    assert lines[2].split()[:6] == ["gpu-1", "1", "0.0", "1", "0", "24"]
+    assert lines[2].split()[-1] == "-"  # not ejected
     assert len(lines) == 3
 
 
@@ -43,6 +47,7 @@ def test_loads_json_for_named_agents(fleet: Cli) -> None:
         "total_requests": 0,
         "failed_requests": 0,
         "weight": 1.0,
+        "ejected_until_ms": 0,
     }
 
 
@@ -107,6 +112,7 @@ def test_ctrl_c_ends_a_watch_cleanly(fleet: Cli, monkeypatch: pytest.MonkeyPatch
                 "total_requests": 1,
                 "failed_requests": 0,
                 "weight": 1.0,
+                "ejected_until_ms": 0,
             }
         ],
         "timestamp_ms": 1,

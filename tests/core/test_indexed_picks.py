@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import random
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -35,8 +36,9 @@ class Unindexed:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
 
-    async def pick_state(self, session_id: str) -> PickState:
-        return dataclasses.replace(await self._store.pick_state(session_id), index=None)
+    async def pick_state(self, session_id: str, candidate_ids: Sequence[str] = ()) -> PickState:
+        state = await self._store.pick_state(session_id, candidate_ids)
+        return dataclasses.replace(state, index=None)
 
 
 IDS = ("a", "b", "c", "d", "e")

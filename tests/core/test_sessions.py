@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from lb_service.balancer import BalancerConfig, LoadBalancer
+from dataclasses import replace
+
+from lb_service.balancer import LoadBalancer
 from lb_service.model import Task
-from tests.factories import FakeClock, agent, balancer
+from tests.factories import BASE_RULES, FakeClock, agent, balancer
 
 
 async def _three(lb: LoadBalancer, max_connections: int = 0) -> None:
@@ -66,7 +68,7 @@ async def test_ineligible_binding_rebinds(lb: LoadBalancer) -> None:
 async def test_binding_expires_after_idle_ttl() -> None:
     """A session idle for the TTL is forgotten; one used within it is kept."""
     clock = FakeClock()
-    lb = balancer(clock, BalancerConfig(session_ttl_s=60))
+    lb = balancer(clock, replace(BASE_RULES, session_ttl_s=60))
     await _three(lb)
     home = (await lb.select(session_id="s")).agent.id
     clock.advance(59)
@@ -80,7 +82,7 @@ async def test_binding_expires_after_idle_ttl() -> None:
 async def test_sweep_drops_idle_bindings() -> None:
     """The periodic sweep removes bindings idle past the TTL and keeps fresh ones."""
     clock = FakeClock()
-    lb = balancer(clock, BalancerConfig(session_ttl_s=60))
+    lb = balancer(clock, replace(BASE_RULES, session_ttl_s=60))
     await _three(lb)
     await lb.select(session_id="old")
     clock.advance(30)
@@ -91,7 +93,7 @@ async def test_sweep_drops_idle_bindings() -> None:
 
 async def test_sticky_sessions_can_be_turned_off() -> None:
     """With sticky sessions off, a session_id does not pin the agent."""
-    lb = balancer(config=BalancerConfig(sticky_sessions=False))
+    lb = balancer(config=replace(BASE_RULES, sticky_sessions=False))
     await _three(lb)
     picks = [await lb.select(session_id="s") for _ in range(3)]
     assert {p.agent.id for p in picks} == {"a", "b", "c"}

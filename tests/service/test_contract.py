@@ -44,6 +44,7 @@ DOCUMENTED_CODES = {
     errors.AgentNotFound: grpc.StatusCode.NOT_FOUND,
     errors.LeaseNotFound: grpc.StatusCode.NOT_FOUND,
     errors.LimitExceeded: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.StoreUnavailable: grpc.StatusCode.UNAVAILABLE,
     errors.NoAgentsRegistered: grpc.StatusCode.UNAVAILABLE,
     errors.NoEligibleAgent: grpc.StatusCode.FAILED_PRECONDITION,
     errors.AllAgentsBusy: grpc.StatusCode.RESOURCE_EXHAUSTED,

@@ -11,7 +11,7 @@ from lb_service.store.index import AgentIndex
 from lb_service.store.memory import MemoryStore
 from lb_service.strategies import Candidate, PickContext, Weighted
 from lb_service.strategies.base import rotate_lowest
-from tests.factories import START_MS, agent
+from tests.factories import FEEDBACK, START_MS, agent
 
 
 def _index(store: MemoryStore) -> AgentIndex:
@@ -21,7 +21,7 @@ def _index(store: MemoryStore) -> AgentIndex:
 async def _store(*agents: object) -> MemoryStore:
     store = MemoryStore(epoch="test")
     for new in agents:
-        await store.put_agent(new)  # type: ignore[arg-type]
+        await store.put_agent(new, START_MS)  # type: ignore[arg-type]
     return store
 
 
@@ -42,11 +42,11 @@ async def test_changes_drop_pools_but_an_unchanged_upsert_keeps_them() -> None:
     store = await _store(a, agent("b"))
     pool = _index(store).pool(Task())
 
-    await store.put_agent(agent("a"))  # equal to the registered one
+    await store.put_agent(agent("a"), START_MS)  # equal to the registered one
     assert _index(store).pool(Task()) is pool
 
     for change in (
-        store.put_agent(agent("a", port=8080)),
+        store.put_agent(agent("a", port=8080), START_MS),
         store.delete_agent("b"),
         store.set_weights({"a": 2.0}),
         store.clear_weights(["a"]),
@@ -90,7 +90,7 @@ async def test_lowest_is_rotate_lowest_and_follows_load_changes() -> None:
             == expected(sequence)
             == ["c", "d"][sequence % 2]
         )
-    await store.expire_leases(START_MS + 1)
+    await store.expire_leases(START_MS + 1, START_MS + 1, FEEDBACK)
     assert [index.pool(Task()).lowest(rank, s).id for s in range(4)] == list("abcd")
     assert len(opened) == 3
 
@@ -105,7 +105,7 @@ async def test_full_counts_the_members_at_max_connections() -> None:
     await store.open_lease("b", START_MS)
     assert pool.full == 1
 
-    await store.expire_leases(START_MS + 1)
+    await store.expire_leases(START_MS + 1, START_MS + 1, FEEDBACK)
     assert pool.full == 0
     assert request_id
 

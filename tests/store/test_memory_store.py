@@ -11,6 +11,7 @@ from lb_service.model import StrategyName
 from lb_service.store.base import (
     AgentStats,
     Binding,
+    Committed,
     Counters,
     EndOutcome,
     EndResult,
@@ -18,8 +19,9 @@ from lb_service.store.base import (
     Pick,
     RequestEnd,
 )
+from lb_service.store.feedback import Feedback
 from lb_service.store.memory import MemoryStore
-from tests.factories import START_MS, agent
+from tests.factories import FEEDBACK, START_MS, agent
 
 EPOCH = "test"
 #: Only a guard against a hung wait; no assertion depends on how long anything takes.
@@ -42,13 +44,15 @@ def ended(
     smoothing: float = 0.5,
 ) -> RequestEnd:
     """A request end with test defaults."""
-    return RequestEnd(agent_id, request_id, latency_ms, failed, now_ms, smoothing)
+    return RequestEnd(
+        agent_id, request_id, latency_ms, failed, now_ms, Feedback(smoothing=smoothing)
+    )
 
 
 async def put(store: MemoryStore, *ids: str) -> None:
     """Register default agents with the given ids, in order."""
     for agent_id in ids:
-        await store.put_agent(agent(agent_id))
+        await store.put_agent(agent(agent_id), START_MS)
 
 
 async def state(store: MemoryStore) -> tuple[dict[str, AgentStats], Counters, int]:
@@ -83,21 +87,21 @@ async def test_reput_replaces_agent_keeping_position_stats_and_weight(store: Mem
     await store.open_lease("b", START_MS)
     replacement = agent("b", vram_gb=24.0, host="new-host")
 
-    await store.put_agent(replacement)
+    await store.put_agent(replacement, START_MS)
 
     agents = await store.agents()
     assert list(agents) == ["a", "b", "c"]
     assert agents["b"] == replacement
     assert (await store.stats())["b"] == AgentStats(
-        active=1, last_request_at_ms=START_MS, total_requests=1
+        active=1, last_request_at_ms=START_MS, total_requests=1, joined_ms=START_MS
     )
     assert dict(await store.weights()) == {"b": 7.0}
 
 
 async def test_put_agent_starts_empty_stats(store: MemoryStore) -> None:
-    """A newly put agent gets zeroed stats with no latency sample."""
+    """A newly put agent gets zeroed stats with no latency sample, stamped with its join time."""
     await put(store, "a")
-    assert (await store.stats())["a"] == AgentStats()
+    assert (await store.stats())["a"] == AgentStats(joined_ms=START_MS)
 
 
 async def test_delete_agent_drops_it_and_its_weight_override(store: MemoryStore) -> None:
@@ -164,20 +168,21 @@ async def test_commit_pick_counts_selection_and_bumps_sequence(store: MemoryStor
 
 
 async def test_commit_pick_without_acquire_opens_no_lease(store: MemoryStore) -> None:
-    """A plain selection returns '' and leaves the agent's active and request counts at 0."""
+    """A plain selection commits the agent without a request id and leaves its counts at 0."""
     await put(store, "a")
-    assert await store.commit_pick(Pick("a", START_MS)) == ""
-    assert (await store.stats())["a"] == AgentStats()
+    assert await store.commit_pick(Pick("a", START_MS)) == Committed("a")
+    assert (await store.stats())["a"] == AgentStats(joined_ms=START_MS)
     assert (await store.counters()).total_requests == 0
 
 
 async def test_commit_pick_with_acquire_opens_a_lease(store: MemoryStore) -> None:
     """An acquiring selection returns a fresh request id and counts an active request."""
     await put(store, "a")
-    request_id = await store.commit_pick(Pick("a", START_MS + 5, acquire=True))
-    assert request_id == f"{EPOCH}-1"
+    committed = await store.commit_pick(Pick("a", START_MS + 5, acquire=True))
+    assert committed == Committed("a", f"{EPOCH}-1")
+    request_id = committed.request_id
     assert (await store.stats())["a"] == AgentStats(
-        active=1, last_request_at_ms=START_MS + 5, total_requests=1
+        active=1, last_request_at_ms=START_MS + 5, total_requests=1, joined_ms=START_MS
     )
     assert await store.end_request(ended("a", request_id)) == EndResult(EndOutcome.CLOSED)
 
@@ -257,7 +262,7 @@ async def test_request_ids_count_up_across_open_lease_and_acquire(store: MemoryS
     await put(store, "a", "b")
     ids = [
         await store.open_lease("a", START_MS),
-        await store.commit_pick(Pick("b", START_MS, acquire=True)),
+        (await store.commit_pick(Pick("b", START_MS, acquire=True))).request_id,
         await store.open_lease("b", START_MS),
     ]
     assert ids == ["test-1", "test-2", "test-3"]
@@ -278,7 +283,7 @@ async def test_open_lease_counts_an_active_request(store: MemoryStore) -> None:
     await store.open_lease("a", START_MS)
     await store.open_lease("a", START_MS + 10)
     assert (await store.stats())["a"] == AgentStats(
-        active=2, last_request_at_ms=START_MS + 10, total_requests=2
+        active=2, last_request_at_ms=START_MS + 10, total_requests=2, joined_ms=START_MS
     )
 
 
@@ -294,7 +299,13 @@ async def test_end_closes_the_lease_and_records_the_sample(store: MemoryStore) -
 
     assert result == EndResult(EndOutcome.CLOSED)
     assert (await store.stats())["a"] == AgentStats(
-        active=0, avg_latency_ms=250.0, last_request_at_ms=START_MS + 250, total_requests=1
+        active=0,
+        avg_latency_ms=250.0,
+        last_request_at_ms=START_MS + 250,
+        total_requests=1,
+        cost_ms=250.0,
+        cost_at_ms=START_MS + 250,
+        joined_ms=START_MS,
     )
     counters = await store.counters()
     assert (counters.latency_sum_ms, counters.latency_samples) == (250.0, 1)
@@ -415,7 +426,12 @@ async def test_end_without_id_and_no_lease_records_latency_only(store: MemorySto
 
     assert result == EndResult(EndOutcome.NO_OPEN_LEASE)
     assert (await store.stats())["a"] == AgentStats(
-        active=0, avg_latency_ms=60.0, last_request_at_ms=START_MS + 1
+        active=0,
+        avg_latency_ms=60.0,
+        last_request_at_ms=START_MS + 1,
+        cost_ms=60.0,
+        cost_at_ms=START_MS + 1,
+        joined_ms=START_MS,
     )
     counters = await store.counters()
     assert (counters.latency_sum_ms, counters.latency_samples) == (60.0, 1)
@@ -478,7 +494,7 @@ async def test_expire_leases_closes_only_those_started_before_the_cutoff(
     second = await store.open_lease("b", START_MS + 2_000)
     third = await store.open_lease("a", START_MS + 3_000)
 
-    expired = await store.expire_leases(START_MS + 3_000)
+    expired = await store.expire_leases(START_MS + 3_000, START_MS + 3_000, FEEDBACK)
 
     assert expired == [
         Lease(first, "a", START_MS + 1_000),
@@ -495,7 +511,7 @@ async def test_expire_leases_records_no_latency(store: MemoryStore) -> None:
     """Expired leases count as failed requests but add no latency sample."""
     await put(store, "a")
     await store.open_lease("a", START_MS)
-    await store.expire_leases(START_MS + 1)
+    await store.expire_leases(START_MS + 1, START_MS + 1, FEEDBACK)
     assert (await store.stats())["a"].avg_latency_ms is None
     assert (await store.counters()).latency_samples == 0
 
@@ -504,7 +520,7 @@ async def test_expire_leases_with_none_due_returns_nothing(store: MemoryStore) -
     """With no lease older than the cutoff nothing expires and active is untouched."""
     await put(store, "a")
     await store.open_lease("a", START_MS)
-    assert await store.expire_leases(START_MS) == []
+    assert await store.expire_leases(START_MS, START_MS, FEEDBACK) == []
     assert (await store.stats())["a"].active == 1
 
 
@@ -537,7 +553,7 @@ async def test_counters_add_up(store: MemoryStore) -> None:
     """Selections, failures, requests and latency samples each total what was recorded."""
     await put(store, "a", "b")
     await store.commit_pick(Pick("a", START_MS))
-    acquired = await store.commit_pick(Pick("a", START_MS, acquire=True))
+    acquired = (await store.commit_pick(Pick("a", START_MS, acquire=True))).request_id
     await store.commit_pick(Pick("b", START_MS))
     started = await store.open_lease("b", START_MS)
     await store.record_failed_selection()
@@ -570,8 +586,8 @@ async def test_counters_are_a_snapshot(store: MemoryStore) -> None:
 Write = Callable[[MemoryStore], Awaitable[object]]
 
 WRITES: dict[str, Write] = {
-    "put_agent": lambda s: s.put_agent(agent("new")),
-    "re-put_agent": lambda s: s.put_agent(agent("a", vram_gb=8.0)),
+    "put_agent": lambda s: s.put_agent(agent("new"), START_MS),
+    "re-put_agent": lambda s: s.put_agent(agent("a", vram_gb=8.0), START_MS),
     "delete_agent": lambda s: s.delete_agent("a"),
     "set_weights": lambda s: s.set_weights({"a": 3.0}),
     "set_strategy": lambda s: s.set_strategy(StrategyName.ROUND_ROBIN),
@@ -580,7 +596,7 @@ WRITES: dict[str, Write] = {
     "open_lease": lambda s: s.open_lease("a", START_MS),
     "end_request_closed": lambda s: s.end_request(ended("a", f"{EPOCH}-1")),
     "end_request_no_open_lease": lambda s: s.end_request(ended("b")),
-    "expire_leases": lambda s: s.expire_leases(START_MS + 1),
+    "expire_leases": lambda s: s.expire_leases(START_MS + 1, START_MS + 1, FEEDBACK),
 }
 
 
@@ -669,14 +685,14 @@ async def test_leases_lists_open_leases_in_start_order(store: MemoryStore) -> No
     """leases() holds exactly the open leases by request id, oldest first."""
     await put(store, "a", "b")
     first = await store.open_lease("a", START_MS)
-    second = await store.commit_pick(Pick("b", START_MS + 1, acquire=True))
+    second = (await store.commit_pick(Pick("b", START_MS + 1, acquire=True))).request_id
     third = await store.open_lease("a", START_MS + 2)
     await store.end_request(ended("a", first))
     assert dict(await store.leases()) == {
         second: Lease(second, "b", START_MS + 1),
         third: Lease(third, "a", START_MS + 2),
     }
-    await store.expire_leases(START_MS + 3)
+    await store.expire_leases(START_MS + 3, START_MS + 3, FEEDBACK)
     assert await store.leases() == {}
 
 

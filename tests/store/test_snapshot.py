@@ -36,8 +36,8 @@ GPU = Agent(
 
 async def _populated() -> MemoryStore:
     store = MemoryStore(epoch="old")
-    await store.put_agent(agent("cpu-1"))
-    await store.put_agent(GPU)
+    await store.put_agent(agent("cpu-1"), START_MS)
+    await store.put_agent(GPU, START_MS)
     await store.set_weights({"cpu-1": 3.5})
     await store.set_strategy(StrategyName.WEIGHTED)
     await store.commit_pick(Pick("gpu-1", START_MS, session_id="chat-1", bind=True))

@@ -234,6 +234,8 @@ class AgentLoad(_message.Message):
     TOTAL_REQUESTS_FIELD_NUMBER: _builtins.int
     FAILED_REQUESTS_FIELD_NUMBER: _builtins.int
     WEIGHT_FIELD_NUMBER: _builtins.int
+    EJECTED_FIELD_NUMBER: _builtins.int
+    EJECTED_UNTIL_MS_FIELD_NUMBER: _builtins.int
     agent_id: _builtins.str
     """The agent's id."""
     active_connections: _builtins.int
@@ -250,6 +252,12 @@ class AgentLoad(_message.Message):
     """Requests that ended failed or whose lease expired."""
     weight: _builtins.float
     """Effective weight used by the weighted strategy."""
+    ejected: _builtins.bool
+    """True while outlier ejection keeps the agent out of picks (it failed
+    ejection_consecutive_failures requests in a row); it comes back by itself.
+    """
+    ejected_until_ms: _builtins.int
+    """Unix time in ms when the ejection ends; 0 when not ejected."""
     def __init__(
         self,
         *,
@@ -260,10 +268,12 @@ class AgentLoad(_message.Message):
         total_requests: _builtins.int = ...,
         failed_requests: _builtins.int = ...,
         weight: _builtins.float = ...,
+        ejected: _builtins.bool = ...,
+        ejected_until_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_connections", b"active_connections", "agent_id", b"agent_id", "avg_latency_ms", b"avg_latency_ms", "failed_requests", b"failed_requests", "last_request_at_ms", b"last_request_at_ms", "total_requests", b"total_requests", "weight", b"weight"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_connections", b"active_connections", "agent_id", b"agent_id", "avg_latency_ms", b"avg_latency_ms", "ejected", b"ejected", "ejected_until_ms", b"ejected_until_ms", "failed_requests", b"failed_requests", "last_request_at_ms", b"last_request_at_ms", "total_requests", b"total_requests", "weight", b"weight"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

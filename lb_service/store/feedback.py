@@ -1,0 +1,138 @@
+"""What a finished request teaches the balancer: latency estimates, failures, ejection, slow start.
+
+These are pure rules over one agent's ``AgentStats``. Every store applies them the same
+way when a request ends or a lease expires (the Redis store's scripts mirror them, and
+the store contract tests hold both to the same numbers), so the formulas live here once.
+
+- **Moving average** (``avg_latency_ms``): what GetLoads reports and the plain
+  latency-based strategy ranks by.
+- **Peak-EWMA** (``cost_ms``, after Finagle/Linkerd): a sample slower than the current
+  estimate replaces it at once; otherwise the estimate decays exponentially with time
+  constant ``decay_ms``. A failed request is observed as at least ``failure_penalty_ms``
+  so an agent that fails fast never looks fast. The latency-based strategy ranks by
+  estimate × (active + 1), so queued work counts too.
+- **Outlier ejection** (after Envoy): ``consecutive_failures`` failures in a row eject
+  the agent for ``base_ms`` × times ejected (capped at ``max_ms``), never more than
+  ``max_share`` of the known agents at once. The multiplier starts over once the agent
+  has gone a whole ``max_ms`` without being ejected.
+- **Slow start** (after Envoy): a newly registered agent, or one back from ejection,
+  takes a growing share of the picks it would get, from ``min_share`` to all of them
+  over ``window_ms``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+from lb_service.store.base import AgentStats
+
+
+@dataclass(frozen=True, slots=True)
+class Ejection:
+    """Outlier-ejection thresholds; ``consecutive_failures == 0`` turns ejection off."""
+
+    consecutive_failures: int = 5
+    base_ms: float = 30_000.0
+    max_ms: float = 300_000.0
+    max_share: float = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class Feedback:
+    """How request ends update an agent's figures (see the module docstring)."""
+
+    #: Weight of a new sample in the moving average (1 = only the last sample).
+    smoothing: float = 0.3
+    #: Time constant of the peak-EWMA estimate's decay.
+    decay_ms: float = 10_000.0
+    #: The least latency a failed request is observed as by the peak-EWMA estimate.
+    failure_penalty_ms: float = 5_000.0
+    ejection: Ejection = Ejection()
+
+
+def decayed_cost(stats: AgentStats, now_ms: int, decay_ms: float) -> float | None:
+    """The peak-EWMA estimate at ``now_ms``, or None before the agent's first sample."""
+    if stats.cost_ms is None:
+        return None
+    elapsed = max(now_ms - stats.cost_at_ms, 0)
+    return stats.cost_ms * math.exp(-elapsed / decay_ms)
+
+
+def observe(
+    stats: AgentStats,
+    latency_ms: float,
+    failed: bool,
+    now_ms: int,
+    feedback: Feedback,
+    ejected_now: int,
+    population: int,
+    reported: bool = True,
+) -> AgentStats:
+    """Fold one finished request into the agent's figures (its active count is left alone).
+
+    ``ejected_now`` is how many agents are ejected at ``now_ms`` and ``population`` how
+    many agents the share is taken of; together they cap ejection at ``max_share``.
+    ``reported`` is False for an expired lease: nobody reported a latency, so the moving
+    average stays as it was, while the peak-EWMA estimate still sees the time it took.
+    """
+    previous = stats.avg_latency_ms
+    if not reported:
+        average = previous
+    elif previous is None:
+        average = latency_ms
+    else:
+        average = previous + feedback.smoothing * (latency_ms - previous)
+    sample = max(latency_ms, feedback.failure_penalty_ms) if failed else latency_ms
+    current = decayed_cost(stats, now_ms, feedback.decay_ms)
+    cost = sample if current is None else max(sample, current)
+    updated = replace(
+        stats,
+        avg_latency_ms=average,
+        cost_ms=cost,
+        cost_at_ms=now_ms,
+        last_request_at_ms=now_ms,
+        failed_requests=stats.failed_requests + failed,
+        consecutive_failures=stats.consecutive_failures + 1 if failed else 0,
+    )
+    return _maybe_eject(updated, now_ms, feedback.ejection, ejected_now, population)
+
+
+def _maybe_eject(
+    stats: AgentStats, now_ms: int, rule: Ejection, ejected_now: int, population: int
+) -> AgentStats:
+    threshold = rule.consecutive_failures
+    if threshold == 0 or stats.consecutive_failures < threshold or is_ejected(stats, now_ms):
+        return stats
+    # floor: "never more than the share", so one agent of one is never ejected at 50%.
+    if ejected_now + 1 > math.floor(rule.max_share * population):
+        return stats
+    # A whole max_ms without ejection wipes the slate: the back-off is for repeat offenders.
+    quiet = stats.times_ejected and now_ms - stats.ejected_until_ms >= rule.max_ms
+    times = 1 if quiet else stats.times_ejected + 1
+    duration = min(rule.base_ms * times, rule.max_ms)
+    return replace(
+        stats,
+        consecutive_failures=0,
+        times_ejected=times,
+        ejected_until_ms=now_ms + math.ceil(duration),
+    )
+
+
+def is_ejected(stats: AgentStats, now_ms: int) -> bool:
+    """Whether the agent is ejected at ``now_ms``."""
+    return stats.ejected_until_ms > now_ms
+
+
+def slow_start_share(stats: AgentStats, now_ms: int, window_ms: float, min_share: float) -> float:
+    """The share (min_share..1) of its picks an agent takes while warming up; 1 when warm.
+
+    Warm-up starts when the agent registered or, if later, when its ejection ended.
+    """
+    if window_ms <= 0:
+        return 1.0
+    started = max(stats.joined_ms, stats.ejected_until_ms)
+    elapsed = now_ms - started
+    if elapsed >= window_ms or elapsed < 0:
+        return 1.0
+    return min_share + (1.0 - min_share) * elapsed / window_ms
