@@ -26,7 +26,6 @@ from lb_service.errors import (
     NoAgentsRegistered,
     NoEligibleAgent,
 )
-from lb_service.store.feedback import Ejection, Feedback, decayed_cost, is_ejected, slow_start_share
 from lb_service.model import (
     Agent,
     AgentLoad,
@@ -47,6 +46,7 @@ from lb_service.store.base import (
     RequestEnd,
     Store,
 )
+from lb_service.store.feedback import Ejection, Feedback, decayed_cost, is_ejected, slow_start_share
 from lb_service.strategies import STRATEGIES, Candidate, PickContext, Strategy
 from lb_service.validation import (
     check_agent,
@@ -205,9 +205,10 @@ def _live_rank(strategy: StrategyName, peak_ewma: bool) -> LiveRank:
 def _contenders(
     strategy: StrategyName, choice: Agent, candidates: Sequence[Candidate]
 ) -> tuple[Contender, ...]:
-    """What a shared store may re-rank at commit: the agents a load-ranked strategy chose
-    among, or only the choice for the rules that do not rank by load (turns, weights),
-    whose room the store still checks.
+    """What a shared store may re-rank at commit.
+
+    The agents a load-ranked strategy chose among, or only the choice for the rules that
+    do not rank by load (turns, weights), whose room the store still checks.
     """
     if strategy in _SAMPLED:
         return tuple(Contender(c.agent.id, c.agent.max_connections) for c in candidates)

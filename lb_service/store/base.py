@@ -104,7 +104,7 @@ class LiveRank(enum.Enum):
 
     ``ACTIVE``: (fixed_rank, active), the least-connections and capability-match rule.
     ``AVERAGE``: unmeasured first, then ``avg_latency_ms``. ``PEAK_EWMA``: unmeasured
-    first (fewest active among them), then the decayed cost × (active + 1). Ties rotate
+    first (fewest active among them), then the decayed cost x (active + 1). Ties rotate
     by the store's sequence, as ``strategies.base.rotate_lowest`` does.
     """
 
@@ -141,8 +141,9 @@ class Pick:
 
 @dataclass(frozen=True, slots=True)
 class Committed:
-    """What ``commit_pick`` recorded: the agent (a shared store may have chosen another
-    contender, or a binding made meanwhile) and the lease's request_id when acquiring.
+    """What ``commit_pick`` recorded: the agent, and the lease's request_id when acquiring.
+
+    A shared store may have committed another contender, or a binding made meanwhile.
     """
 
     agent_id: str

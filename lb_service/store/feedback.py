@@ -10,9 +10,9 @@ the store contract tests hold both to the same numbers), so the formulas live he
   estimate replaces it at once; otherwise the estimate decays exponentially with time
   constant ``decay_ms``. A failed request is observed as at least ``failure_penalty_ms``
   so an agent that fails fast never looks fast. The latency-based strategy ranks by
-  estimate × (active + 1), so queued work counts too.
+  estimate x (active + 1), so queued work counts too.
 - **Outlier ejection** (after Envoy): ``consecutive_failures`` failures in a row eject
-  the agent for ``base_ms`` × times ejected (capped at ``max_ms``), never more than
+  the agent for ``base_ms`` x times ejected (capped at ``max_ms``), never more than
   ``max_share`` of the known agents at once. The multiplier starts over once the agent
   has gone a whole ``max_ms`` without being ejected.
 - **Slow start** (after Envoy): a newly registered agent, or one back from ejection,

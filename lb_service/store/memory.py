@@ -13,7 +13,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from types import MappingProxyType
 
-from lb_service.store.feedback import Feedback, is_ejected, observe
 from lb_service.model import Agent, StrategyName
 from lb_service.store.base import (
     AgentStats,
@@ -27,6 +26,7 @@ from lb_service.store.base import (
     PickState,
     RequestEnd,
 )
+from lb_service.store.feedback import Feedback, is_ejected, observe
 from lb_service.store.index import AgentIndex
 from lb_service.store.snapshot import StoreState
 

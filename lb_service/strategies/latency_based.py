@@ -28,7 +28,7 @@ def _peak_ewma_rank(candidate: Candidate) -> Rank:
 class LatencyBased:
     """Lowest latency cost wins; unmeasured agents first; ties rotate.
 
-    The cost is the peak-EWMA estimate × (active + 1) when ``ctx.peak_ewma`` is set (the
+    The cost is the peak-EWMA estimate x (active + 1) when ``ctx.peak_ewma`` is set (the
     default; see ``lb_service.store.feedback``), else the plain moving average.
     """
 
