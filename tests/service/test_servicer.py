@@ -255,6 +255,18 @@ def test_record_request_end_without_request_id_closes_the_oldest_lease(harness: 
     ]
 
 
+def test_get_loads_reports_an_ejected_agent_until_it_returns(harness: Harness) -> None:
+    """After five failures in a row GetLoads marks the agent ejected, with when it returns."""
+    harness.register(agent_pb("a"), agent_pb("b"), agent_pb("c"))
+    for _ in range(5):
+        end(harness, agent_id="a", latency_ms=2.0, failed=True)
+    (load,) = harness.ok("GetLoads", pb.GetLoadsRequest(agent_ids=["a"])).loads
+    assert (load.ejected, load.ejected_until_ms) == (True, START_MS + 30_000)
+    harness.clock.advance(30.0)
+    (load,) = harness.ok("GetLoads", pb.GetLoadsRequest(agent_ids=["a"])).loads
+    assert (load.ejected, load.ejected_until_ms) == (False, 0)
+
+
 def test_get_loads_in_request_order_and_registration_order(harness: Harness) -> None:
     """GetLoads gives exact loads in request order, or all registered ones in registration order."""
     harness.register(agent_pb("a"), agent_pb("g", gpu="L4", vram_gb=24.0))
