@@ -1,0 +1,1 @@
+"""Discrete-event simulation of the balancer on a virtual clock (``lb-service simulate``)."""

@@ -1,0 +1,80 @@
+"""The policies a simulation compares: balancer strategies with options, and two references.
+
+Balancer policies run the real ``LoadBalancer`` with a strategy and BalancerConfig options.
+The references bypass it and pick among the eligible agents themselves:
+
+- ``random``: uniformly at random, the floor any strategy should beat;
+- ``oracle``: the agent that will finish the request first, knowing every agent's queue,
+  the request's service time on each agent and which agents are failing. It is greedy
+  (earliest finish for this request, not the best schedule for all of them) and ignores
+  sticky sessions, so it is a practical "best possible", not a proven optimum.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from lb_service.balancer import BalancerConfig
+from lb_service.model import StrategyName
+
+#: The names of the reference policies.
+RANDOM = "random"
+ORACLE = "oracle"
+REFERENCES = (RANDOM, ORACLE)
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySpec:
+    """A policy to run: a balancer strategy with options, or a reference policy.
+
+    ``reference`` is ``"random"`` or ``"oracle"`` for the policies that bypass the
+    balancer; ``strategy`` is set otherwise. ``options`` are BalancerConfig fields.
+    """
+
+    name: str
+    strategy: StrategyName | None = None
+    reference: str | None = None
+    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def describe(self) -> str:
+        """The strategy and its options in a few words, for tables and legends."""
+        if self.reference is not None:
+            return f"reference: {self.reference}"
+        assert self.strategy is not None
+        options = ", ".join(f"{k}={_text(v)}" for k, v in self.options.items())
+        return f"{self.strategy.value}" + (f" ({options})" if options else "")
+
+    def config(self, base: Mapping[str, Any]) -> BalancerConfig:
+        """The BalancerConfig this policy runs with: defaults, then ``base``, then its options."""
+        return dataclasses.replace(BalancerConfig(), **{**base, **self.options})
+
+
+def _text(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+#: What runs when a scenario lists no policies, in table order.
+DEFAULT_POLICIES: tuple[PolicySpec, ...] = (
+    PolicySpec("round-robin", StrategyName.ROUND_ROBIN),
+    PolicySpec("least-connections", StrategyName.LEAST_CONNECTIONS, options={"choice_count": 0}),
+    PolicySpec(
+        "least-connections-p2c", StrategyName.LEAST_CONNECTIONS, options={"choice_count": 2}
+    ),
+    PolicySpec("weighted", StrategyName.WEIGHTED),
+    PolicySpec(
+        "latency-average",
+        StrategyName.LATENCY_BASED,
+        options={"peak_ewma": False, "choice_count": 0},
+    ),
+    PolicySpec(
+        "latency-peak-ewma-p2c",
+        StrategyName.LATENCY_BASED,
+        options={"peak_ewma": True, "choice_count": 2},
+    ),
+    PolicySpec("capability-match", StrategyName.CAPABILITY_MATCH),
+    PolicySpec(RANDOM, reference=RANDOM),
+    PolicySpec(ORACLE, reference=ORACLE),
+)

@@ -1,0 +1,237 @@
+"""The event loop: the agent model, faults, refusals, delayed reports and the references."""
+
+from __future__ import annotations
+
+import math
+
+from lb_service.model import StrategyName
+from lb_service.simulate.command import simulate
+from lb_service.simulate.metrics import summarise
+from lb_service.simulate.policies import PolicySpec
+from lb_service.simulate.report import to_json
+from lb_service.simulate.workload import generate
+from tests.simulate.builders import requests, run, scenario
+
+#: Two one-slot agents, "fast" at speed 1 and "slow" at speed 0.25.
+_FAST_SLOW = [
+    {"id": "fast", "models": ["m"], "speed": 1.0, "slots": 1},
+    {"id": "slow", "models": ["m"], "speed": 0.25, "slots": 1},
+]
+
+
+async def test_oracle_sends_each_request_to_the_earliest_finish() -> None:
+    """The oracle queues behind the fast agent until the idle slow one would finish first."""
+    sim = scenario(cluster=_FAST_SLOW)
+    # Sizes on a speed-1 agent. t=0: fast ends at 1000 (slow 4000). t=10: fast 2000 (slow
+    # 4010). t=20, size 100: fast 2100, slow 420 -> slow. t=30, size 300: fast 2300,
+    # slow 420 + 1200 = 1620 -> slow.
+    out = await run(sim, requests([(0, 1000), (10, 1000), (20, 100), (30, 300)]), "oracle")
+    assert out.agent == [0, 0, 1, 1]
+    assert out.finish_ms == [1000, 2000, 420, 1620]
+
+
+async def test_oracle_never_chooses_a_failing_agent_while_another_can_finish() -> None:
+    """A failing agent "finishes" in fail_ms, but the oracle prefers any agent that succeeds."""
+    sim = scenario(
+        cluster=_FAST_SLOW,
+        faults=[{"agent": "fast", "kind": "fail", "at_s": 0, "fail_ms": 5}],
+    )
+    out = await run(sim, requests([(0, 1000), (10, 1000)]), "oracle")
+    assert out.agent == [1, 1]
+    assert out.failed == [False, False]
+
+
+async def test_a_slow_fault_scales_service_from_its_start() -> None:
+    """Requests starting service on the agent at or after T take `factor` times longer."""
+    sim = scenario(
+        cluster=[{"id": "a", "models": ["m"], "speed": 0.5, "slots": 1}],
+        faults=[{"agent": "a", "kind": "slow", "at_s": 1, "factor": 3, "until_s": 2}],
+    )
+    out = await run(sim, requests([(0, 100), (900, 100), (1500, 100), (2500, 100)]), "round-robin")
+    services = [f - s for s, f in zip(out.start_ms, out.finish_ms, strict=True)]
+    # 100 ms at speed 0.5 is 200 ms; starts at 0 and 900 are before T, 1500 is within
+    # [1, 2) s, 2500 is after the fault ended.
+    assert services == [200, 200, 600, 200]
+
+
+async def test_a_queue_forms_beyond_the_slots() -> None:
+    """A one-slot agent serves in arrival order: the second request waits for the first."""
+    sim = scenario(cluster=[{"id": "a", "models": ["m"], "speed": 1.0, "slots": 1}])
+    out = await run(sim, requests([(0, 500), (100, 500)]), "round-robin")
+    assert out.start_ms == [0, 500]
+    assert out.finish_ms == [500, 1000]
+
+
+async def test_a_crash_fails_requests_in_flight_and_queued() -> None:
+    """A fail fault fails what the agent is serving and has queued, fail_ms after T."""
+    sim = scenario(
+        cluster=[{"id": "a", "models": ["m"], "speed": 1.0, "slots": 1}],
+        faults=[{"agent": "a", "kind": "fail", "at_s": 1, "fail_ms": 10}],
+        balancer={"ejection_consecutive_failures": 0},
+    )
+    out = await run(sim, requests([(0, 5000), (100, 5000), (2000, 5000)]), "round-robin")
+    assert out.failed == [True, True, True]
+    # In service at T: ends at T + 10. Queued: starts then, ends 10 ms later. New: 10 ms.
+    assert out.finish_ms == [1010, 1020, 2010]
+
+
+async def test_a_failing_agent_may_finish_what_it_had() -> None:
+    """With in_flight: finish, requests started before T complete; later ones fail fast."""
+    sim = scenario(
+        cluster=[{"id": "a", "models": ["m"], "speed": 1.0, "slots": 1}],
+        faults=[{"agent": "a", "kind": "fail", "at_s": 1, "fail_ms": 10, "in_flight": "finish"}],
+        balancer={"ejection_consecutive_failures": 0},
+    )
+    out = await run(sim, requests([(0, 5000), (100, 5000)]), "round-robin")
+    assert out.failed == [False, True]
+    assert out.finish_ms == [5000, 5010]
+
+
+async def test_refusals_are_counted_by_reason() -> None:
+    """Picks the balancer refuses (no eligible agent, all busy) are counted, not placed."""
+    sim = scenario(
+        cluster=[{"id": "a", "models": ["m"], "speed": 1.0, "slots": 1, "max_connections": 1}],
+        workload={
+            "rate_per_s": 1,
+            "mix": [{"model": "m", "share": 1}, {"model": "m", "share": 1, "compute": "gpu"}],
+        },
+    )
+    stream = requests([(0, 1000), (10, 1000), (20, 1000), (2000, 1000)], kind=[0, 0, 1, 0])
+    for name in ("round-robin", "oracle"):
+        out = await run(sim, stream, name)
+        assert out.agent == [0, -1, -1, 0], name
+        assert dict(out.refused) == {"all_busy": 1, "no_eligible": 1}, name
+        assert summarise(sim, out, stream.arrival_ms).refused == 2
+
+
+async def test_late_reports_make_a_full_scan_herd() -> None:
+    """With reports 200 ms late, least-connections sends two quick picks to the same agent.
+
+    Request 0 goes to a-1 (a tie, rotated). At 300 ms its start has been reported, so a-1
+    counts 1 and a-2 counts 0. Requests at 300 and 350 ms: reported at once, the second
+    sees a-2 busy too and the tie rotates back to a-1; reported late, both see a-2 idle.
+    """
+    full_scan = PolicySpec("lc", StrategyName.LEAST_CONNECTIONS, options={"choice_count": 0})
+    arrivals = [(0, 10_000), (300, 10_000), (350, 10_000)]
+    prompt = scenario(workload={"rate_per_s": 1, "mix": [{"model": "m", "share": 1}]})
+    late = scenario(
+        workload={
+            "rate_per_s": 1,
+            "mix": [{"model": "m", "share": 1}],
+            "dispatchers": [{"report_delay_ms": 200}],
+        }
+    )
+    assert (await run(prompt, requests(arrivals), full_scan)).agent == [0, 1, 0]
+    assert (await run(late, requests(arrivals), full_scan)).agent == [0, 1, 1]
+
+
+async def test_outlier_ejection_is_watched_until_it_happens() -> None:
+    """The failed requests a failing agent took before the balancer ejected it are counted."""
+    sim = scenario(
+        faults=[{"agent": "a-1", "kind": "fail", "at_s": 0, "fail_ms": 5}],
+        balancer={"ejection_consecutive_failures": 3, "ejection_base_s": 60},
+    )
+    stream = requests([(t * 100.0, 50) for t in range(40)])
+    out = await run(sim, stream, "round-robin")
+    (watch,) = out.ejections
+    assert watch.failures_before_ejection == 3
+    assert watch.sent_before_ejection == 3
+    assert watch.ejected_after_s is not None
+    ejected_at = watch.ejected_after_s * 1000
+    # After the ejection (lasting 60 s) nothing more goes to a-1.
+    assert all(a == 1 for a, t in zip(out.agent, stream.arrival_ms, strict=True) if t > ejected_at)
+
+
+async def test_sticky_sessions_reach_the_balancer() -> None:
+    """Requests of one session stay on one agent under round-robin (the binding wins)."""
+    sim = scenario()
+    stream = requests([(t * 10.0, 5) for t in range(6)], session=["s"] * 6)
+    assert len(set((await run(sim, stream, "round-robin")).agent)) == 1
+    plain = requests([(t * 10.0, 5) for t in range(6)])
+    assert len(set((await run(sim, plain, "round-robin")).agent)) == 2
+
+
+async def test_an_agent_that_joins_late_takes_no_request_before() -> None:
+    """A join fault registers the agent at its time: no picks before, some after."""
+    sim = scenario(faults=[{"agent": "a-2", "kind": "join", "at_s": 1}])
+    stream = requests([(t * 100.0, 10) for t in range(20)])
+    for name in ("round-robin", "random", "oracle"):
+        out = await run(sim, stream, name)
+        before = {a for a, t in zip(out.agent, stream.arrival_ms, strict=True) if t < 1000}
+        after = {a for a, t in zip(out.agent, stream.arrival_ms, strict=True) if t >= 1000}
+        assert before == {0}, name
+        assert 1 in after, name
+
+
+async def test_load_is_sampled_over_time() -> None:
+    """Samples record each agent's queued plus in-service requests at regular times."""
+    sim = scenario(
+        cluster=[{"id": "a", "models": ["m"], "speed": 1.0, "slots": 1}],
+        sample_interval_s=1,
+        duration_s=3,
+    )
+    out = await run(sim, requests([(500, 10_000), (600, 10_000)]), "round-robin")
+    assert out.sample_s == [0, 1, 2, 3]
+    assert out.samples == [(0,), (2,), (2,), (2,)]
+
+
+def test_same_seed_gives_identical_json_and_another_seed_does_not() -> None:
+    """A run is a function of scenario, seed and policies: the JSON repeats byte for byte."""
+    sim = scenario(
+        workload={
+            "utilisation": 0.8,
+            "mix": [{"model": "m", "share": 1}],
+            "sessions": {"share": 0.3, "pool": 5},
+            "dispatchers": [{"count": 2, "report_delay_ms": 50}],
+        },
+        policies=["weighted", "least-connections-p2c", "random", "oracle"],
+        targets=[{"kind": "p99-vs-oracle", "threshold": 1.3}],
+    )
+    policies = sim.policies or ()
+    first, _ = simulate(sim, policies, seed=5)
+    second, _ = simulate(sim, policies, seed=5)
+    other, _ = simulate(sim, policies, seed=6)
+    assert to_json(first) == to_json(second)
+    assert to_json(first) != to_json(other)
+
+
+def test_generated_arrivals_follow_the_rate_and_bursts() -> None:
+    """Arrivals are Poisson at the scenario's rate, times the factor during a burst."""
+    sim = scenario(
+        duration_s=400,
+        workload={
+            "rate_per_s": 50,
+            "mix": [{"model": "m", "share": 1}],
+            "bursts": [{"at_s": 100, "duration_s": 100, "factor": 3}],
+        },
+    )
+    stream = generate(sim, seed=3, duration_s=400)
+    in_burst = sum(1 for t in stream.arrival_ms if 100_000 <= t < 200_000)
+    outside = len(stream) - in_burst
+    # 15,000 expected outside (300 s x 50/s) and inside (100 s x 150/s); 5% of slack is
+    # many standard deviations.
+    assert math.isclose(outside, 15_000, rel_tol=0.05)
+    assert math.isclose(in_burst, 15_000, rel_tol=0.05)
+    assert stream.arrival_ms == sorted(stream.arrival_ms)
+
+
+def test_a_session_keeps_one_request_type() -> None:
+    """Every request of a session has the model that session was drawn with."""
+    sim = scenario(
+        models={
+            "m": {"service_ms": {"median": 100, "p99": 400}},
+            "n": {"service_ms": {"median": 100, "p99": 400}},
+        },
+        cluster=[{"id": "a", "models": ["m", "n"]}],
+        workload={
+            "rate_per_s": 20,
+            "mix": [{"model": "m", "share": 1}, {"model": "n", "share": 1}],
+            "sessions": {"share": 1, "pool": 4},
+        },
+    )
+    stream = generate(sim, seed=1, duration_s=10)
+    kinds: dict[str, set[int]] = {}
+    for session, kind in zip(stream.session, stream.kind, strict=True):
+        kinds.setdefault(session, set()).add(kind)
+    assert len(kinds) == 4
+    assert all(len(k) == 1 for k in kinds.values())
