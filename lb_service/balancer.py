@@ -46,7 +46,7 @@ from lb_service.store.base import (
     RequestEnd,
     Store,
 )
-from lb_service.store.feedback import Ejection, Feedback, decayed_cost, is_ejected, slow_start_share
+from lb_service.store.feedback import Ejection, Feedback, is_ejected, slow_start_share
 from lb_service.strategies import STRATEGIES, Candidate, PickContext, Strategy
 from lb_service.validation import (
     check_agent,
@@ -194,6 +194,14 @@ class _Decision:
     contenders: tuple[Contender, ...] = ()
     rank: LiveRank = LiveRank.ACTIVE
     by_id: Mapping[str, Agent] = field(default_factory=dict)
+
+
+def _candidate(agent: Agent, state: PickState, peak_ewma: bool) -> Candidate:
+    record = state.stats.get(agent.id, _NO_STATS)
+    latency = record.cost_ms if peak_ewma else record.avg_latency_ms
+    return Candidate(
+        agent, record.active, latency, state.weights.get(agent.id, agent.default_weight)
+    )
 
 
 def _live_rank(strategy: StrategyName, peak_ewma: bool) -> LiveRank:
@@ -431,7 +439,7 @@ class LoadBalancer:
                 options = [a for a in free if a.id not in ejected] or free
             if sampled and len(options) > config.choice_count:
                 options = self._rng.sample(options, config.choice_count)
-            candidates = [self._candidate(agent, state, now, peak_ewma) for agent in options]
+            candidates = [_candidate(agent, state, peak_ewma) for agent in options]
             candidate = strategy.choose(candidates, task, ctx)
             if candidate is not None and ramping:
                 candidate, candidates = self._ramp(
@@ -456,16 +464,6 @@ class LoadBalancer:
             rank=_live_rank(state.strategy, peak_ewma),
             by_id={c.agent.id: c.agent for c in candidates},
         )
-
-    def _candidate(self, agent: Agent, state: PickState, now: int, peak_ewma: bool) -> Candidate:
-        record = state.stats.get(agent.id, _NO_STATS)
-        latency = (
-            decayed_cost(record, now, self._config.ewma_decay_s * 1000)
-            if peak_ewma
-            else record.avg_latency_ms
-        )
-        weight = state.weights.get(agent.id, agent.default_weight)
-        return Candidate(agent, record.active, latency, weight)
 
     def _ramp(
         self,

@@ -70,6 +70,11 @@ DEFAULT_POLICIES: tuple[PolicySpec, ...] = (
         options={"peak_ewma": False, "choice_count": 0},
     ),
     PolicySpec(
+        "latency-peak-ewma",
+        StrategyName.LATENCY_BASED,
+        options={"peak_ewma": True, "choice_count": 0},
+    ),
+    PolicySpec(
         "latency-peak-ewma-p2c",
         StrategyName.LATENCY_BASED,
         options={"peak_ewma": True, "choice_count": 2},

@@ -7,10 +7,15 @@ the store contract tests hold both to the same numbers), so the formulas live he
 - **Moving average** (``avg_latency_ms``): what GetLoads reports and the plain
   latency-based strategy ranks by.
 - **Peak-EWMA** (``cost_ms``, after Finagle/Linkerd): a sample slower than the current
-  estimate replaces it at once; otherwise the estimate decays exponentially with time
-  constant ``decay_ms``. A failed request is observed as at least ``failure_penalty_ms``
-  so an agent that fails fast never looks fast. The latency-based strategy ranks by
-  estimate x (active + 1), so queued work counts too.
+  estimate replaces it at once; a faster one pulls it down with weight ``1 - exp(-dt /
+  decay_ms)``, ``dt`` being the time since the previous sample, so the estimate decays
+  towards newer samples over ``decay_ms`` however often they come. Without samples it
+  stays: an agent is judged by what it last did (a 10 s request on a CPU host must not
+  look cheap again while it is still running). A failed request is observed as at least
+  ``failure_penalty_ms``, so an agent that fails fast never looks fast. The
+  latency-based strategy ranks by estimate x (active + 1), so queued work counts too,
+  and that factor is what sends traffic back to an agent whose estimate is stale: the
+  busier its rivals, the sooner it wins a comparison and is measured again.
 - **Outlier ejection** (after Envoy): ``consecutive_failures`` failures in a row eject
   the agent for ``base_ms`` x times ejected (capped at ``max_ms``), never more than
   ``max_share`` of the known agents at once. The multiplier starts over once the agent
@@ -51,12 +56,13 @@ class Feedback:
     ejection: Ejection = Ejection()
 
 
-def decayed_cost(stats: AgentStats, now_ms: int, decay_ms: float) -> float | None:
-    """The peak-EWMA estimate at ``now_ms``, or None before the agent's first sample."""
-    if stats.cost_ms is None:
-        return None
-    elapsed = max(now_ms - stats.cost_at_ms, 0)
-    return stats.cost_ms * math.exp(-elapsed / decay_ms)
+def next_cost(stats: AgentStats, sample_ms: float, now_ms: int, decay_ms: float) -> float:
+    """The peak-EWMA estimate after observing ``sample_ms`` at ``now_ms``."""
+    current = stats.cost_ms
+    if current is None or sample_ms >= current:
+        return sample_ms
+    kept = math.exp(-max(now_ms - stats.cost_at_ms, 0) / decay_ms)
+    return current * kept + sample_ms * (1.0 - kept)
 
 
 def observe(
@@ -84,8 +90,7 @@ def observe(
     else:
         average = previous + feedback.smoothing * (latency_ms - previous)
     sample = max(latency_ms, feedback.failure_penalty_ms) if failed else latency_ms
-    current = decayed_cost(stats, now_ms, feedback.decay_ms)
-    cost = sample if current is None else max(sample, current)
+    cost = next_cost(stats, sample, now_ms, feedback.decay_ms)
     updated = replace(
         stats,
         avg_latency_ms=average,

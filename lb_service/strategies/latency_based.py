@@ -43,9 +43,9 @@ class LatencyBased:
     def choose_indexed(self, pool: IndexedPool, task: Task, ctx: PickContext) -> Agent | None:
         """Return the fastest (or an unmeasured) member, from the pool kept sorted by latency.
 
-        Peak-EWMA costs decay with time, so no index keeps them sorted: the balancer
-        ranks those candidates itself and never asks for them here.
+        The index ranks by the moving average only: the balancer ranks peak-EWMA
+        candidates itself with ``choose`` and never asks for them here.
         """
         if ctx.peak_ewma:
-            raise ValueError("peak-EWMA costs decay with time; rank candidates with choose()")
+            raise ValueError("the index keeps no peak-EWMA order; rank candidates with choose()")
         return pool.lowest(_rank, ctx.sequence)

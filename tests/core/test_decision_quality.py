@@ -89,8 +89,8 @@ def peak(clock: FakeClock, **options: object) -> LoadBalancer:
     return balancer(clock, config)
 
 
-async def test_peak_ewma_leaves_a_slowed_agent_at_once_and_retries_it_after_decay() -> None:
-    """One slow sample moves picks off an agent immediately; the estimate decays and it returns."""
+async def test_peak_ewma_leaves_a_slowed_agent_at_once_and_returns_as_rivals_fill() -> None:
+    """A slow sample moves picks off an agent at once; a busier rival sends them back."""
     clock = FakeClock()
     lb = peak(clock)
     await fleet(lb, "a", "b")
@@ -100,8 +100,26 @@ async def test_peak_ewma_leaves_a_slowed_agent_at_once_and_retries_it_after_deca
     assert (await lb.select()).agent.id == "a"
     await lb.end("a", 2_000.0)  # "a" slows down: the plain average would still be 630 ms
     assert (await lb.select()).agent.id == "b"
-    clock.advance(30)  # three decay constants: 2000 ms → ~100 ms, 150 → ~7 ms
-    await lb.end("b", 150.0)  # "b" keeps being measured at 150 ms
+    await load(lb, "b", 13)  # 150 ms x 14 > 2000 ms x 1
+    assert (await lb.select()).agent.id == "a"
+
+
+async def test_peak_ewma_recovers_as_fast_samples_arrive() -> None:
+    """Fast samples after a slow one bring the agent back over the decay time."""
+    clock = FakeClock()
+    lb = peak(clock)
+    await fleet(lb, "a", "b")
+    await lb.set_strategy(LATENCY)
+    await lb.end("b", 150.0)
+    await lb.end("a", 2_000.0)
+    assert (await lb.select()).agent.id == "b"
+    for _ in range(3):
+        clock.advance(10)
+        await lb.end("a", 100.0)  # 2000 → ~800 → ~340 → ~170
+        await lb.end("b", 150.0)
+    assert (await lb.select()).agent.id == "b"
+    clock.advance(10)
+    await lb.end("a", 100.0)  # ~125 < 150
     assert (await lb.select()).agent.id == "a"
 
 

@@ -10,8 +10,8 @@ from lb_service.store.base import AgentStats
 from lb_service.store.feedback import (
     Ejection,
     Feedback,
-    decayed_cost,
     is_ejected,
+    next_cost,
     observe,
     slow_start_share,
 )
@@ -39,7 +39,7 @@ def fail(
 
 def test_first_sample_is_the_estimate_and_the_average() -> None:
     """Before any sample there is no estimate; the first becomes both figures as is."""
-    assert decayed_cost(AgentStats(), T0, 10_000.0) is None
+    assert AgentStats().cost_ms is None
     stats = ok(AgentStats(), 200.0, T0)
     assert stats.avg_latency_ms == 200.0
     assert (stats.cost_ms, stats.cost_at_ms) == (200.0, T0)
@@ -52,13 +52,26 @@ def test_a_slower_sample_lifts_the_estimate_at_once() -> None:
     assert stats.avg_latency_ms == 500.0
 
 
-def test_the_estimate_decays_exponentially_with_time() -> None:
-    """After one time constant without a slower sample the estimate is 1/e of its peak."""
+def test_a_faster_sample_pulls_the_estimate_down_by_the_time_since_the_last() -> None:
+    """One decay time after a 1 s peak, a 100 ms sample leaves 1/e of the gap."""
+    stats = ok(ok(AgentStats(), 1_000.0, T0), 100.0, T0 + 10_000)
+    assert stats.cost_ms == pytest.approx(100.0 + 900.0 / math.e)
+    assert stats.cost_at_ms == T0 + 10_000
+
+
+def test_samples_in_quick_succession_barely_move_the_estimate() -> None:
+    """Decay is by time, not by count: ten fast samples within 10 ms keep a peak nearly whole."""
     stats = ok(AgentStats(), 1_000.0, T0)
-    assert decayed_cost(stats, T0 + 10_000, 10_000.0) == pytest.approx(1_000.0 / math.e)
-    faster = ok(stats, 10.0, T0 + 10_000)
-    assert faster.cost_ms == pytest.approx(1_000.0 / math.e)  # a fast sample does not drop it
-    assert faster.cost_at_ms == T0 + 10_000
+    for n in range(1, 11):
+        stats = ok(stats, 100.0, T0 + n)
+    assert stats.cost_ms == pytest.approx(1_000.0 - 900.0 * (1 - math.exp(-10 / 10_000)))
+    assert stats.cost_ms > 999.0
+
+
+def test_without_samples_the_estimate_stays() -> None:
+    """No sample, no change: an agent is judged by what it last did, however long ago."""
+    stats = ok(AgentStats(), 1_000.0, T0)
+    assert next_cost(stats, 1_000.0, T0 + 3_600_000, 10_000.0) == 1_000.0
 
 
 def test_a_failure_counts_as_at_least_the_penalty() -> None:
