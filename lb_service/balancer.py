@@ -357,7 +357,6 @@ class LoadBalancer:
                 bind=decision.bind,
                 contenders=decision.contenders,
                 rank=decision.rank,
-                decay_ms=self._config.ewma_decay_s * 1000,
                 fresh_since_ms=now - int(self._config.session_ttl_s * 1000),
             )
         )

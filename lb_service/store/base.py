@@ -35,7 +35,7 @@ class AgentStats:
     last_request_at_ms: int = 0
     total_requests: int = 0
     failed_requests: int = 0
-    #: Peak-EWMA latency estimate as of ``cost_at_ms`` (it decays from there).
+    #: Peak-EWMA latency estimate, and when its last sample came (the next one's weight).
     cost_ms: float | None = None
     cost_at_ms: int = 0
     #: Failures since the last success (or the last ejection).
@@ -104,7 +104,7 @@ class LiveRank(enum.Enum):
 
     ``ACTIVE``: (fixed_rank, active), the least-connections and capability-match rule.
     ``AVERAGE``: unmeasured first, then ``avg_latency_ms``. ``PEAK_EWMA``: unmeasured
-    first (fewest active among them), then the decayed cost x (active + 1). Ties rotate
+    first (fewest active among them), then ``cost_ms`` x (active + 1). Ties rotate
     by the store's sequence, as ``strategies.base.rotate_lowest`` does.
     """
 
@@ -132,8 +132,6 @@ class Pick:
     #: replicas cannot herd onto one agent. Empty: commit ``agent_id`` as it is.
     contenders: tuple[Contender, ...] = ()
     rank: LiveRank = LiveRank.ACTIVE
-    #: Peak-EWMA decay time constant, for ``LiveRank.PEAK_EWMA``.
-    decay_ms: float = 10_000.0
     #: With ``bind``: a binding made meanwhile by another replica and used at or after
     #: this time is live, and wins (a session binds once); older ones are replaced.
     fresh_since_ms: int = 0

@@ -1,0 +1,746 @@
+"""The Redis store: one state shared by several lb-service replicas, so they answer as one.
+
+Everything that decides a pick lives in Redis under ``<prefix>:``: the registry, weights
+and strategy, every agent's load record, leases, sticky bindings, counters and
+ejections. Each operation that changes state is one Lua script (``redis_scripts.lua``,
+run with EVALSHA), atomic on the server, so concurrent replicas never interleave inside
+one: a pick selects and counts in one step, a session binds once, a lease ends once and
+a lease expires once however many replicas sweep together.
+
+Round trips: ``pick_state`` is one script call and ``commit_pick`` another, so a
+selection costs two. The registry, weights and strategy are cached in the replica and
+re-validated on every ``pick_state`` (and every read of them) against a configuration
+version that every change to them increments; when it moved, the same reply carries
+the new configuration, so even a reload costs no extra round trip.
+
+Change notification: every state change increments ``<prefix>:version`` inside its
+script and the replica keeps the highest value it has seen (``version()``). While
+anyone waits in ``wait_for_change``, one background task polls that key every
+``POLL_INTERVAL_S``, so a WatchLoads stream on any replica sees changes made through
+another within a fraction of a second.
+
+Failures: every Redis error becomes ``StoreUnavailable`` naming the server (one place:
+``_reaching``). Calls fail fast (connect and read timeouts of ``timeout_ms``, a pool of
+``pool_size`` connections waited for at most ``timeout_ms``) and are retried
+``retries`` times, with jittered exponential back-off, on connection errors only (a
+timed-out script may have run; it is not sent again). Nothing needs restarting when
+Redis comes back: connections are re-made, scripts re-loaded on NOSCRIPT, and the
+epoch, strategy and version counters re-created by the scripts that need them. Run
+Redis with ``maxmemory-policy noeviction``: an evicted key is lost state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import math
+import os
+import secrets
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from types import MappingProxyType
+from typing import Any
+
+from redis import exceptions as redis_errors
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.commands.core import AsyncScript
+
+from lb_service.errors import StoreUnavailable
+from lb_service.model import Agent, Hardware, StrategyName
+from lb_service.store.base import (
+    AgentStats,
+    Binding,
+    Committed,
+    Counters,
+    EndOutcome,
+    EndResult,
+    Lease,
+    Pick,
+    PickState,
+    RequestEnd,
+)
+from lb_service.store.feedback import Feedback
+
+#: How often one replica reads the state version while anyone waits for a change.
+POLL_INTERVAL_S = 0.2
+#: Sessions whose snapshot binding a replica remembers until their commit (see
+#: ``commit_pick``); older entries are dropped first, so memory stays bounded.
+_REMEMBERED_BINDINGS = 4096
+_SCRIPT_MARK = "--- script: "
+
+
+@functools.cache
+def _script_sources() -> dict[str, str]:
+    """Each script's source: the file's common prelude followed by the script's body."""
+    text = resources.files("lb_service.store").joinpath("redis_scripts.lua").read_text("utf-8")
+    sections: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in text.splitlines():
+        if line.startswith(_SCRIPT_MARK):
+            current = sections.setdefault(line.removeprefix(_SCRIPT_MARK).strip(), [])
+        elif current is not None:
+            current.append(line)
+    common = "\n".join(sections.pop("common"))
+    return {name: f"{common}\n{chr(10).join(body)}\n" for name, body in sections.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class _Config:
+    """The registry, weights and strategy as of one configuration version."""
+
+    version: str
+    strategy: StrategyName
+    agents: Mapping[str, Agent]
+    #: The registry's ids in registration order, as the scripts list them (load
+    #: records in a ``pick_state`` reply come in this order).
+    ids: tuple[str, ...]
+    weights: Mapping[str, float]
+
+
+class RedisStore:
+    """State shared through Redis by every replica using the same URL and prefix.
+
+    ``start()`` is optional (it checks the server and warms the cache; everything is
+    also done lazily on first use). ``close()`` stops the version poller and closes
+    the connection pool; call it when the store is no longer used.
+
+    Request ids are ``<epoch>-<n>`` as in the memory store, with ``epoch`` random hex
+    created once per prefix in Redis and ``n`` counted there, shared by all replicas.
+    ``epoch`` fixes the epoch a prefix gets when this store is the one that creates it
+    (tests); otherwise a fresh random one is proposed.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        prefix: str = "lb",
+        timeout_ms: float = 500.0,
+        pool_size: int = 32,
+        retries: int = 1,
+        strategy: StrategyName = StrategyName.LEAST_CONNECTIONS,
+        epoch: str | None = None,
+    ) -> None:
+        """Connect lazily to ``url`` (redis://, rediss:// or unix://); no I/O happens here.
+
+        ``strategy`` is written to Redis only if the prefix has none yet. Raises
+        ValueError for an unusable option or URL.
+        """
+        if not prefix:
+            raise ValueError("prefix must not be empty")
+        if not (math.isfinite(timeout_ms) and timeout_ms > 0):
+            raise ValueError(f"timeout_ms must be a finite number > 0, got {timeout_ms!r}")
+        if pool_size < 1:
+            raise ValueError(f"pool_size must be >= 1, got {pool_size!r}")
+        if retries < 0:
+            raise ValueError(f"retries must be >= 0, got {retries!r}")
+        timeout_s = timeout_ms / 1000
+        pool = BlockingConnectionPool.from_url(
+            url,
+            max_connections=pool_size,
+            # Waiting for a free connection counts against the same budget as a call.
+            timeout=timeout_s,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            decode_responses=True,
+            # RESP2: what every Redis >= 5 speaks, and the reply types the scripts'
+            # results are documented in (a Lua false arrives as None).
+            protocol=2,
+            # Only connection errors are retried: a timed-out script may have run, and
+            # running it twice would count a pick or open a lease twice.
+            retry=Retry(
+                ExponentialWithJitterBackoff(cap=timeout_s, base=min(0.025, timeout_s / 4)),
+                retries,
+                supported_errors=(redis_errors.ConnectionError,),
+            ),
+        )
+        self._redis = Redis.from_pool(pool)
+        #: The server as error messages name it (never with credentials).
+        self.where = _describe(pool.connection_kwargs)
+        self._prefix = prefix
+        self._timeout_ms = timeout_ms
+        self._default_strategy = strategy
+        self._epoch = epoch
+        self._scripts: dict[str, AsyncScript] = {
+            name: self._redis.register_script(source) for name, source in _script_sources().items()
+        }
+        self._config: _Config | None = None
+        # Agent id -> (record text, decoded record) of the registry as last read.
+        self._decoded: dict[str, tuple[str, AgentStats]] = {}
+        self._version = 0
+        self._changed = asyncio.Event()
+        self._waiters = 0
+        self._poller: asyncio.Task[None] | None = None
+        # Session id -> (agent id, last used as Redis wrote it) of the binding the last
+        # pick_state for it showed; commit_pick tells Redis, which then knows a binding
+        # the balancer chose to replace from one a concurrent pick made meanwhile.
+        self._shown: OrderedDict[str, tuple[str, str]] = OrderedDict()
+
+    @property
+    def prefix(self) -> str:
+        """The key prefix: every key this store uses starts with ``<prefix>:``."""
+        return self._prefix
+
+    async def start(self) -> None:
+        """Check the server answers and load the configuration (optional; see the class)."""
+        await self.check()
+        await self._current_config()
+        raw = await self._call(lambda r: r.get(self._key("version")))
+        self._observed(raw)
+
+    async def close(self) -> None:
+        """Stop polling for changes and close every connection."""
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+            self._poller = None
+        await self._redis.aclose()
+
+    # Registry, weights and strategy.
+    async def put_agent(self, agent: Agent, now_ms: int) -> None:
+        """Add or replace an agent, keeping its position, history and weight override.
+
+        An agent not registered until now is stamped ``joined_ms = now_ms`` (slow start).
+        """
+        version = await self._eval("put_agent", [agent.id, _encode_agent(agent), now_ms])
+        self._observed(version)
+
+    async def delete_agent(self, agent_id: str) -> bool:
+        """Remove an agent and its weight override; False if it was not registered."""
+        removed, version = await self._eval("delete_agent", [agent_id])
+        self._observed(version)
+        return bool(removed)
+
+    async def agents(self) -> Mapping[str, Agent]:
+        """Registered agents by id, in registration order."""
+        return (await self._current_config()).agents
+
+    async def weights(self) -> Mapping[str, float]:
+        """Weight overrides by agent id."""
+        return (await self._current_config()).weights
+
+    async def set_weights(self, weights: Mapping[str, float]) -> None:
+        """Apply all the overrides at once."""
+        pairs: list[str] = []
+        for agent_id, weight in weights.items():
+            pairs += [agent_id, repr(float(weight))]
+        self._observed(await self._eval("set_weights", pairs))
+
+    async def clear_weights(self, agent_ids: Iterable[str]) -> None:
+        """Drop the overrides of these agents."""
+        self._observed(await self._eval("clear_weights", list(agent_ids)))
+
+    async def strategy(self) -> StrategyName:
+        """The current strategy."""
+        return (await self._current_config()).strategy
+
+    async def set_strategy(self, strategy: StrategyName) -> StrategyName:
+        """Switch strategy; returns the one replaced."""
+        previous, version = await self._eval(
+            "set_strategy", [strategy.value, self._default_strategy.value]
+        )
+        self._observed(version)
+        return self._strategy_named(previous)
+
+    # Selection.
+    async def pick_state(self, session_id: str, candidate_ids: Sequence[str] = ()) -> PickState:
+        """Snapshot what a selection needs in one round trip (one script).
+
+        ``stats`` holds every registered agent and every candidate with a record.
+        """
+        sent = self._config
+        reply = await self._eval(
+            "pick_state",
+            [
+                sent.version if sent is not None else "",
+                self._default_strategy.value,
+                session_id,
+                *candidate_ids,
+            ],
+            writes=False,
+        )
+        (
+            config_version,
+            payload,
+            version,
+            sequence,
+            session_count,
+            lease_count,
+            bound,
+            used,
+            ejections,
+            registered,
+            candidates,
+        ) = reply
+        config = self._adopt(config_version, payload, sent)
+        self._observed(version)
+        stats = self._registered_stats(config.ids, registered)
+        if candidate_ids:
+            for agent_id, raw in zip(candidate_ids, candidates.split("\n"), strict=True):
+                if raw:
+                    stats[agent_id] = _decode_stats(raw)[0]
+        binding = None
+        if session_id:
+            if bound is not None and used is not None:
+                binding = Binding(bound, int(float(used)))
+                self._remember_shown(session_id, bound, used)
+            else:
+                self._shown.pop(session_id, None)
+        return PickState(
+            strategy=config.strategy,
+            agents=config.agents,
+            stats=stats,
+            weights=config.weights,
+            binding=binding,
+            sequence=int(sequence),
+            session_count=int(session_count),
+            lease_count=int(lease_count),
+            ejections={ejections[i]: int(ejections[i + 1]) for i in range(0, len(ejections), 2)},
+            index=None,
+            shared=True,
+        )
+
+    async def commit_pick(self, pick: Pick) -> Committed | None:
+        """Record a selection atomically, re-ranking ``pick.contenders`` on current loads.
+
+        Returns None (recording nothing) when every contender is at max_connections. A
+        binding of the session made by a concurrent pick (one this replica's snapshot
+        did not show) and used since ``pick.fresh_since_ms`` wins over ``pick.bind``:
+        its agent is committed and returned with ``sticky=True``.
+        """
+        shown_agent, shown_used = self._shown.get(pick.session_id, ("", ""))
+        args: list[str | int] = [
+            self._epoch_candidate(),
+            pick.agent_id,
+            pick.now_ms,
+            int(pick.acquire),
+            pick.session_id,
+            int(pick.bind),
+            pick.fresh_since_ms,
+            shown_agent,
+            shown_used,
+            # The script ranks by the stored peak-EWMA estimate, as the balancer does:
+            # only samples move it (feedback.next_cost).
+            pick.rank.value,
+        ]
+        for contender in pick.contenders:
+            args += [
+                contender.agent_id,
+                contender.max_connections,
+                repr(float(contender.fixed_rank)),
+            ]
+        reply = await self._eval("commit_pick", args)
+        if reply is None:
+            return None
+        agent_id, request_id, sticky, version = reply
+        self._observed(version)
+        return Committed(agent_id, request_id, sticky=bool(sticky))
+
+    async def record_failed_selection(self) -> None:
+        """Count a selection that found no agent."""
+        await self._call(lambda r: r.hincrby(self._key("counters"), "failed", 1), writes=True)
+
+    # Requests and leases.
+    async def open_lease(self, agent_id: str, now_ms: int) -> str:
+        """Record a request start on the agent; returns the new lease's request_id."""
+        request_id, version = await self._eval(
+            "open_lease", [self._epoch_candidate(), agent_id, now_ms]
+        )
+        self._observed(version)
+        return str(request_id)
+
+    async def end_request(self, end: RequestEnd) -> EndResult:
+        """Record a request end (see EndOutcome); changes nothing unless it succeeds."""
+        outcome, lease_agent_id, version = await self._eval(
+            "end_request",
+            [
+                end.request_id,
+                end.agent_id,
+                repr(float(end.latency_ms)),
+                int(end.failed),
+                end.now_ms,
+                *_feedback_args(end.feedback),
+            ],
+        )
+        self._observed(version)
+        return EndResult(EndOutcome(outcome), lease_agent_id)
+
+    async def expire_leases(
+        self, started_before_ms: int, now_ms: int, feedback: Feedback
+    ) -> list[Lease]:
+        """Close leases started before the cutoff as failed requests; returns them.
+
+        Each counts as a failure of its agent, observed with the request timeout as its
+        latency (``now_ms - started_at_ms``), so a hung agent is ejected like a failing one.
+        """
+        reply = await self._eval(
+            "expire_leases", [started_before_ms, now_ms, *_feedback_args(feedback)]
+        )
+        self._observed(reply[0])
+        return [Lease(reply[i], reply[i + 1], int(reply[i + 2])) for i in range(1, len(reply), 3)]
+
+    async def expire_ejections(self, now_ms: int) -> list[str]:
+        """Bring back agents whose ejection is over; returns their ids (changes the version)."""
+        reply = await self._eval("expire_ejections", [now_ms])
+        self._observed(reply[0])
+        back = [(int(reply[i + 1]), reply[i]) for i in range(1, len(reply), 2)]
+        # Hash order is arbitrary: report them in the order their ejections ended.
+        return [agent_id for _, agent_id in sorted(back)]
+
+    async def expire_sessions(self, idle_since_ms: int) -> int:
+        """Drop bindings not used since the cutoff; returns how many."""
+        return int(await self._eval("expire_sessions", [idle_since_ms]))
+
+    async def forget_idle(self, idle_since_ms: int, keep: int) -> int:
+        """Forget the load history of ids neither registered nor holding a lease.
+
+        An id goes when unused (picked, started or ended) since the cutoff, or when more
+        than ``keep`` such ids remain (least recently used first). Its selections stay
+        counted under the empty id in ``selections_by_agent``. Returns how many went.
+        """
+        gone, version = await self._eval("forget_idle", [idle_since_ms, keep])
+        self._observed(version)
+        return int(gone)
+
+    # Reads and change notification.
+    async def stats(self) -> Mapping[str, AgentStats]:
+        """Load history of every agent id ever seen, in the order they were first seen."""
+        raw = await self._call(lambda r: r.hgetall(self._key("stats")))
+        decoded = sorted(
+            ((_decode_stats(text), agent_id) for agent_id, text in raw.items()),
+            key=lambda entry: entry[0][1],
+        )
+        return MappingProxyType({agent_id: stats for (stats, _), agent_id in decoded})
+
+    async def session_count(self) -> int:
+        """Sticky-session bindings held."""
+        return int(await self._call(lambda r: r.hlen(self._key("bindings"))))
+
+    async def leases(self) -> Mapping[str, Lease]:
+        """Every open lease by request_id, in the order they started."""
+
+        async def read(client: Redis) -> list[Any]:
+            pipe = client.pipeline(transaction=True)
+            pipe.zrange(self._key("lease_order"), 0, -1)
+            pipe.hgetall(self._key("leases"))
+            return await pipe.execute()
+
+        order, records = await self._call(read)
+        leases: dict[str, Lease] = {}
+        for request_id in order:
+            record = records.get(request_id)
+            if record is not None:
+                started, _, agent_id = record.partition(" ")
+                leases[request_id] = Lease(request_id, agent_id, int(started))
+        return MappingProxyType(leases)
+
+    async def counters(self) -> Counters:
+        """Service-wide counters."""
+
+        async def read(client: Redis) -> list[Any]:
+            pipe = client.pipeline(transaction=True)
+            pipe.hgetall(self._key("counters"))
+            pipe.hgetall(self._key("selections"))
+            return await pipe.execute()
+
+        counters, selections = await self._call(read)
+        return Counters(
+            total_selections=int(counters.get("selections", 0)),
+            failed_selections=int(counters.get("failed", 0)),
+            total_requests=int(counters.get("issued", 0)),
+            latency_sum_ms=float(counters.get("latency_sum", 0.0)),
+            latency_samples=int(counters.get("samples", 0)),
+            selections_by_agent={agent_id: int(n) for agent_id, n in selections.items()},
+        )
+
+    async def wait_for_change(self, seen_version: int) -> int:
+        """Wait until the state version differs from ``seen_version``; return the new one.
+
+        Changes made through this replica wake waiters at once; those made through
+        others are seen by the shared poller within ``POLL_INTERVAL_S``.
+        """
+        self._waiters += 1
+        if self._poller is None or self._poller.done():
+            self._poller = asyncio.create_task(self._poll_versions())
+        try:
+            while self._version == seen_version:
+                if self._changed.is_set():
+                    # The change it signalled has been seen: arm a fresh event to wait on.
+                    self._changed = asyncio.Event()
+                await self._changed.wait()
+        finally:
+            self._waiters -= 1
+        return self._version
+
+    def version(self) -> int:
+        """The highest state version this replica has seen (from its calls or the poller)."""
+        return self._version
+
+    async def check(self) -> None:
+        """Return when Redis answers PING; raise ``StoreUnavailable`` when it does not."""
+        await self._call(lambda r: r.ping())
+
+    # Internals.
+    def _key(self, name: str) -> str:
+        return f"{self._prefix}:{name}"
+
+    def _epoch_candidate(self) -> str:
+        # Fresh per call: if Redis lost the epoch it is re-created from this, and a new
+        # random one keeps ids issued after the loss from repeating earlier ones.
+        return self._epoch if self._epoch is not None else secrets.token_hex(4)
+
+    def _strategy_named(self, name: str | None) -> StrategyName:
+        try:
+            return StrategyName(name)
+        except ValueError:
+            # Written by a newer release, say: this replica still picks with its own.
+            return self._default_strategy
+
+    async def _current_config(self) -> _Config:
+        sent = self._config
+        version, payload = await self._eval(
+            "config",
+            [sent.version if sent is not None else "", self._default_strategy.value],
+            writes=False,
+        )
+        return self._adopt(version, payload, sent)
+
+    def _adopt(self, version: str, payload: list[Any] | None, sent: _Config | None) -> _Config:
+        """The configuration a reply describes; cached unless a newer one already is.
+
+        With no payload the reply confirms ``sent``, the copy the call was made with (a
+        concurrent call may have cached a newer one meanwhile: this reply's load records
+        line up with ``sent``).
+        """
+        if payload is None:
+            if sent is None:  # never: a reply omits the payload only when sent matched
+                raise StoreUnavailable(f"Redis store at {self.where} answered out of order")
+            return sent
+        strategy, ids, jsons, flat_weights = payload
+        agents = {
+            agent_id: _decode_agent(text)
+            for agent_id, text in zip(ids, jsons, strict=True)
+            if text is not None
+        }
+        config = _Config(
+            version=version,
+            strategy=self._strategy_named(strategy),
+            agents=MappingProxyType(agents),
+            ids=tuple(ids),
+            weights=MappingProxyType(
+                {
+                    flat_weights[i]: float(flat_weights[i + 1])
+                    for i in range(0, len(flat_weights), 2)
+                }
+            ),
+        )
+        # Configuration versions only grow (a lost counter restarts above, from the
+        # server clock), so the larger one is the newer.
+        if self._config is None or int(version) >= int(self._config.version):
+            self._config = config
+        return config
+
+    def _registered_stats(self, ids: tuple[str, ...], joined: str) -> dict[str, AgentStats]:
+        """The registered agents' records from a pick_state reply (one per line, in order).
+
+        Most agents' records do not change between two picks (only the picked one's
+        and those whose requests ended did), so each id's last decoded record is kept
+        and re-used while its text is the same.
+        """
+        if not ids:
+            return {}
+        previous = self._decoded
+        decoded: dict[str, tuple[str, AgentStats]] = {}
+        stats: dict[str, AgentStats] = {}
+        for agent_id, raw in zip(ids, joined.split("\n"), strict=True):
+            if not raw:
+                continue
+            known = previous.get(agent_id)
+            record = known[1] if known is not None and known[0] == raw else None
+            if record is None:
+                record = _decode_stats(raw)[0]
+            decoded[agent_id] = (raw, record)
+            stats[agent_id] = record
+        # Replaced, not updated: ids that left the registry are not kept.
+        self._decoded = decoded
+        return stats
+
+    def _observed(self, version: object) -> None:
+        """Note a state version read from Redis; wake waiters when it is new."""
+        if version is None:
+            return
+        value = int(str(version))
+        if value > self._version:
+            self._version = value
+            self._changed.set()
+
+    def _remember_shown(self, session_id: str, agent_id: str, used: str) -> None:
+        self._shown[session_id] = (agent_id, used)
+        self._shown.move_to_end(session_id)
+        if len(self._shown) > _REMEMBERED_BINDINGS:
+            self._shown.popitem(last=False)
+
+    async def _poll_versions(self) -> None:
+        """Read the state version every POLL_INTERVAL_S while anyone waits (one per store)."""
+        while self._waiters:
+            # An outage only delays change notification; the waiters' own reads report it.
+            with contextlib.suppress(StoreUnavailable):
+                self._observed(await self._call(lambda r: r.get(self._key("version"))))
+            await asyncio.sleep(POLL_INTERVAL_S)
+
+    async def _eval(self, name: str, args: Sequence[str | int], *, writes: bool = True) -> Any:
+        """Run one of the scripts (EVALSHA; loaded again by redis-py on NOSCRIPT)."""
+        with self._reaching(writes):
+            return await self._scripts[name](args=[self._prefix, *args])
+
+    async def _call(
+        self, command: Callable[[Redis], Awaitable[Any]], *, writes: bool = False
+    ) -> Any:
+        """Run ``command(client)``: one command or one pipeline, one round trip."""
+        with self._reaching(writes):
+            return await command(self._redis)
+
+    @contextlib.contextmanager
+    def _reaching(self, writes: bool) -> Iterator[None]:
+        """The one place Redis errors become ``StoreUnavailable`` (no redis error leaks)."""
+        try:
+            yield
+        except (redis_errors.RedisError, OSError) as error:
+            raise StoreUnavailable(_explain(self.where, self._timeout_ms, error, writes)) from error
+
+
+def _describe(connection: Mapping[str, Any]) -> str:
+    if connection.get("path"):
+        return f"unix:{connection['path']}"
+    return f"{connection.get('host', 'localhost')}:{connection.get('port', 6379)}"
+
+
+def _explain(where: str, timeout_ms: float, error: BaseException, writes: bool) -> str:
+    """A StoreUnavailable message: the server, what went wrong, whether anything changed."""
+    rejected = False  # the server refused the call before running it
+    if isinstance(error, redis_errors.BusyLoadingError):
+        problem, rejected = "is loading its data set", True
+    elif isinstance(error, redis_errors.ReadOnlyError):
+        problem, rejected = "is a read-only replica", True
+    elif isinstance(error, redis_errors.OutOfMemoryError):
+        problem, rejected = "is out of memory (maxmemory reached)", True
+    elif isinstance(error, redis_errors.TimeoutError | TimeoutError):
+        problem = f"did not answer within {timeout_ms:g} ms"
+    elif isinstance(error, redis_errors.ConnectionError | OSError):
+        problem = f"is unreachable ({_reason(error)})"
+        rejected = _before_sending(error)
+    else:
+        problem = f"failed the call ({error})"
+    unknown = "; the change may or may not have been made" if writes and not rejected else ""
+    return f"Redis store at {where} {problem}{unknown}; retry later"
+
+
+def _reason(error: BaseException) -> str:
+    """The operating system's words for a connection failure, else redis-py's."""
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, OSError) and cause.errno:
+            return os.strerror(cause.errno)
+        cause = cause.__cause__ or cause.__context__
+    return str(error).rstrip(".") or type(error).__name__
+
+
+def _before_sending(error: BaseException) -> bool:
+    """Whether a connection error happened while connecting (so nothing was sent)."""
+    text = str(error)
+    return (
+        isinstance(error, redis_errors.MaxConnectionsError)
+        or "connecting to" in text
+        or "No connection available" in text
+    )
+
+
+def _feedback_args(feedback: Feedback) -> list[str]:
+    """The feedback rules as the scripts read them (``read_feedback``); repr() is exact."""
+    ejection = feedback.ejection
+    return [
+        repr(float(feedback.smoothing)),
+        repr(float(feedback.decay_ms)),
+        repr(float(feedback.failure_penalty_ms)),
+        str(int(ejection.consecutive_failures)),
+        repr(float(ejection.base_ms)),
+        repr(float(ejection.max_ms)),
+        repr(float(ejection.max_share)),
+    ]
+
+
+def _encode_agent(agent: Agent) -> str:
+    """An agent as compact JSON (positional, so the registry stays small)."""
+    hardware = agent.hardware
+    return json.dumps(
+        [
+            agent.id,
+            agent.host,
+            agent.port,
+            list(agent.models),
+            hardware.gpu,
+            hardware.vram_gb,
+            hardware.cpu_cores,
+            hardware.ram_gb,
+            dict(agent.metadata),
+            agent.max_connections,
+        ],
+        separators=(",", ":"),
+        allow_nan=False,
+    )
+
+
+def _decode_agent(text: str) -> Agent:
+    agent_id, host, port, models, gpu, vram_gb, cpu_cores, ram_gb, metadata, limit = json.loads(
+        text
+    )
+    return Agent(
+        id=agent_id,
+        host=host,
+        port=port,
+        models=tuple(models),
+        hardware=Hardware(gpu=gpu, vram_gb=vram_gb, cpu_cores=cpu_cores, ram_gb=ram_gb),
+        metadata=metadata,
+        max_connections=limit,
+    )
+
+
+def _decode_stats(text: str) -> tuple[AgentStats, int]:
+    """A load record (``encode_stats`` in the scripts) and the order it was first seen in."""
+    (
+        active,
+        avg,
+        last,
+        total,
+        failed,
+        cost,
+        cost_at,
+        consecutive,
+        ejected_until,
+        times_ejected,
+        joined,
+        _seen,
+        born,
+    ) = text.split(" ")
+    return (
+        AgentStats(
+            active=int(active),
+            avg_latency_ms=None if avg == "-" else float(avg),
+            last_request_at_ms=int(last),
+            total_requests=int(total),
+            failed_requests=int(failed),
+            cost_ms=None if cost == "-" else float(cost),
+            cost_at_ms=int(cost_at),
+            consecutive_failures=int(consecutive),
+            ejected_until_ms=int(ejected_until),
+            times_ejected=int(times_ejected),
+            joined_ms=int(joined),
+        ),
+        int(born),
+    )

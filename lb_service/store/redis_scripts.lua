@@ -1,0 +1,627 @@
+-- The Redis store's scripts (lb_service/store/redis.py loads this file).
+--
+-- The file is split at the "--- script: <name>" lines. The "common" section is put in
+-- front of every other section, so each script is that prelude plus its own body, run
+-- with EVALSHA (redis-py's Script loads it again after a Redis restart: NOSCRIPT).
+-- Each script runs atomically: nothing else touches the keys while it runs, which is
+-- what makes "select and increment", "a session binds once" and "a lease ends once"
+-- hold across replicas.
+--
+-- Calling convention: ARGV[1] is the key prefix; every key is "<prefix>:<name>". The
+-- scripts derive the key names (including one per agent with open leases) from the
+-- prefix instead of declaring them in KEYS, so all of a prefix's keys must live on one
+-- Redis node (a standalone or Sentinel-managed server; on Cluster, a hash-tag prefix
+-- such as "{lb}"). Numbers travel as text: Python sends repr() of its floats and the
+-- scripts write floats with %.17g, both of which round-trip a double exactly, so the
+-- feedback arithmetic below gives the same bits as lb_service/store/feedback.py.
+-- Counts and unix-ms times are whole numbers below 2^53, exact in Lua's doubles.
+--
+-- Redis >= 5 (scripts replicate their effects, so TIME may be called before a write).
+
+--- script: common
+local PREFIX = ARGV[1] .. ':'
+local K = {
+  -- string: the state version. Every change to what a pick or a load reading sees
+  -- INCRs it; replicas poll it to wake WatchLoads (see seed_counter for its start).
+  version = PREFIX .. 'version',
+  -- string: the configuration version. INCR'd with every registry, weight or strategy
+  -- change; replicas compare it to the one they cached the configuration at.
+  config = PREFIX .. 'config',
+  -- string: the strategy's name (written once with SET NX, then by set_strategy).
+  strategy = PREFIX .. 'strategy',
+  -- hash: agent id -> the agent as JSON (the registry).
+  agents = PREFIX .. 'agents',
+  -- sorted set: agent id -> registration number (registration order; re-putting a
+  -- registered agent keeps its number, so it keeps its position).
+  order = PREFIX .. 'order',
+  -- hash: agent id -> weight override.
+  weights = PREFIX .. 'weights',
+  -- hash: agent id -> load record (see encode_stats) of every id ever seen.
+  stats = PREFIX .. 'stats',
+  -- hash: service counters. sequence (picks committed: rotates ties and round-robin),
+  -- selections, failed, issued (request ids issued: the <n> of "<epoch>-<n>"),
+  -- latency_sum (%.17g), samples, registered (registration numbers), born (load
+  -- record numbers: the order ids were first seen in, as the memory store keeps it).
+  counters = PREFIX .. 'counters',
+  -- hash: agent id -> selections committed for it ("" holds forgotten ids' ones).
+  selections = PREFIX .. 'selections',
+  -- hash: session id -> the agent it is bound to.
+  bindings = PREFIX .. 'bindings',
+  -- sorted set: session id -> when its binding was last used (unix ms), for expiry.
+  used = PREFIX .. 'used',
+  -- hash: request id -> "<started_at_ms> <agent id>" for every open lease.
+  leases = PREFIX .. 'leases',
+  -- sorted set: request id -> its number n: open leases in the order they started.
+  lease_order = PREFIX .. 'lease_order',
+  -- hash: agent id -> ejected until (unix ms); entries whose time is up stay until
+  -- expire_ejections, as in the memory store.
+  ejections = PREFIX .. 'ejections',
+  -- string: random hex naming this prefix's request ids; created with SET NX by the
+  -- first script that issues an id (again after a Redis restart lost it).
+  epoch = PREFIX .. 'epoch',
+}
+
+-- sorted set: request id -> n, the open leases of one agent, oldest first (an end
+-- without a request id closes the oldest). Redis deletes it with its last member, so
+-- EXISTS answers "does this agent hold a lease".
+local function agent_leases_key(agent_id)
+  return PREFIX .. 'agent_leases:' .. agent_id
+end
+
+local function int(x)
+  return string.format('%d', x)
+end
+
+local function float(x)
+  if x == nil then return '-' end
+  return string.format('%.17g', x)
+end
+
+-- version and config start from the server's clock in microseconds when missing, not
+-- from 0: after a Redis restart that lost them they restart above every value handed
+-- out before, so a replica that cached "config 41" can never mistake a new registry
+-- for the one it cached, and versions only ever grow.
+local function seed_counter(key)
+  if redis.call('EXISTS', key) == 0 then
+    local now = redis.call('TIME')
+    redis.call('SET', key, now[1] .. string.format('%06d', tonumber(now[2])))
+  end
+end
+
+local function bump_version()
+  seed_counter(K.version)
+  return redis.call('INCR', K.version)
+end
+
+local function bump_config()
+  seed_counter(K.config)
+  return redis.call('INCR', K.config)
+end
+
+-- The configuration version, after making sure the strategy is set (the calling
+-- replica's default, written only if none is stored: first replica wins).
+local function config_version(default_strategy)
+  if redis.call('SET', K.strategy, default_strategy, 'NX') then
+    bump_config()
+  end
+  seed_counter(K.config)
+  return redis.call('GET', K.config)
+end
+
+-- HMGET in chunks: Lua's unpack() cannot spread more than a few thousand values.
+local function hmget(key, fields)
+  local out = {}
+  for first = 1, #fields, 1000 do
+    local chunk = {}
+    for i = first, math.min(first + 999, #fields) do
+      chunk[#chunk + 1] = fields[i]
+    end
+    local values = redis.call('HMGET', key, unpack(chunk))
+    for i = 1, #values do
+      out[#out + 1] = values[i]
+    end
+  end
+  return out
+end
+
+-- The registry, weights and strategy, for a replica whose cached copy is out of date.
+local function config_payload()
+  local ids = redis.call('ZRANGE', K.order, 0, -1)
+  return {
+    redis.call('GET', K.strategy),
+    ids,
+    hmget(K.agents, ids),
+    redis.call('HGETALL', K.weights),
+  }
+end
+
+-- Load records: the AgentStats fields, then seen (last picked, started or ended; for
+-- forget_idle) and born (see counters). "-" is a latency not measured yet (None).
+local function decode_stats(raw)
+  if not raw then return nil end
+  local f = {}
+  for part in string.gmatch(raw, '%S+') do
+    f[#f + 1] = part
+  end
+  local function opt(text)
+    if text == '-' then return nil end
+    return tonumber(text)
+  end
+  return {
+    active = tonumber(f[1]), avg = opt(f[2]), last = tonumber(f[3]),
+    total = tonumber(f[4]), failed = tonumber(f[5]), cost = opt(f[6]),
+    cost_at = tonumber(f[7]), consec = tonumber(f[8]), ejected_until = tonumber(f[9]),
+    times_ejected = tonumber(f[10]), joined = tonumber(f[11]), seen = tonumber(f[12]),
+    born = tonumber(f[13]),
+  }
+end
+
+local function encode_stats(s)
+  return table.concat({
+    int(s.active), float(s.avg), int(s.last), int(s.total), int(s.failed), float(s.cost),
+    int(s.cost_at), int(s.consec), int(s.ejected_until), int(s.times_ejected),
+    int(s.joined), int(s.seen), int(s.born),
+  }, ' ')
+end
+
+local function load_stats(agent_id)
+  return decode_stats(redis.call('HGET', K.stats, agent_id))
+end
+
+-- A zeroed record (AgentStats()), numbered in the order ids are first seen.
+local function new_stats()
+  return {
+    active = 0, avg = nil, last = 0, total = 0, failed = 0, cost = nil, cost_at = 0,
+    consec = 0, ejected_until = 0, times_ejected = 0, joined = 0, seen = 0,
+    born = redis.call('HINCRBY', K.counters, 'born', 1),
+  }
+end
+
+local function save_stats(agent_id, s)
+  redis.call('HSET', K.stats, agent_id, encode_stats(s))
+end
+
+-- The Feedback rules from seven ARGV values starting at i (see redis.py _feedback_args).
+local function read_feedback(i)
+  return {
+    smoothing = tonumber(ARGV[i]), decay_ms = tonumber(ARGV[i + 1]),
+    penalty_ms = tonumber(ARGV[i + 2]), consecutive = tonumber(ARGV[i + 3]),
+    base_ms = tonumber(ARGV[i + 4]), max_ms = tonumber(ARGV[i + 5]),
+    max_share = tonumber(ARGV[i + 6]),
+  }
+end
+
+-- feedback.next_cost: the peak-EWMA estimate after a sample. A slower sample replaces
+-- it at once; a faster one pulls it down by the time since the previous sample.
+local function next_cost(s, sample, now, decay_ms)
+  local current = s.cost
+  if current == nil or sample >= current then return sample end
+  local kept = math.exp(-math.max(now - s.cost_at, 0) / decay_ms)
+  return current * kept + sample * (1.0 - kept)
+end
+
+-- feedback.observe and feedback._maybe_eject, operation for operation (same doubles).
+local function observe(s, latency, failed, now, fb, ejected_now, population, reported)
+  local previous = s.avg
+  if not reported then
+    s.avg = previous
+  elseif previous == nil then
+    s.avg = latency
+  else
+    s.avg = previous + fb.smoothing * (latency - previous)
+  end
+  local sample = latency
+  if failed then sample = math.max(latency, fb.penalty_ms) end
+  s.cost = next_cost(s, sample, now, fb.decay_ms)
+  s.cost_at = now
+  s.last = now
+  if failed then
+    s.failed = s.failed + 1
+    s.consec = s.consec + 1
+  else
+    s.consec = 0
+  end
+  -- _maybe_eject
+  if fb.consecutive == 0 or s.consec < fb.consecutive or s.ejected_until > now then
+    return
+  end
+  if ejected_now + 1 > math.floor(fb.max_share * population) then return end
+  local quiet = s.times_ejected ~= 0 and now - s.ejected_until >= fb.max_ms
+  local times = s.times_ejected + 1
+  if quiet then times = 1 end
+  local duration = math.min(fb.base_ms * times, fb.max_ms)
+  s.consec = 0
+  s.times_ejected = times
+  s.ejected_until = now + math.ceil(duration)
+end
+
+-- MemoryStore._observe: fold an end into the agent's record (creating it if need be),
+-- with the ejection share taken of the registry (or of every known id for an id that
+-- is not registered), and keep the ejections hash in step. seen: nil leaves it alone.
+local function record_end(agent_id, latency, failed, now, fb, closes_lease, reported, seen)
+  local s = load_stats(agent_id)
+  local population
+  if redis.call('HEXISTS', K.agents, agent_id) == 1 then
+    population = redis.call('HLEN', K.agents)
+  else
+    population = redis.call('HLEN', K.stats) -- before a new record is added, as memory
+  end
+  if not s then s = new_stats() end
+  if closes_lease then s.active = s.active - 1 end
+  local ejected_now = 0
+  for _, until_ms in ipairs(redis.call('HVALS', K.ejections)) do
+    if tonumber(until_ms) > now then ejected_now = ejected_now + 1 end
+  end
+  observe(s, latency, failed, now, fb, ejected_now, population, reported)
+  if seen ~= nil then s.seen = seen end
+  save_stats(agent_id, s)
+  if s.ejected_until > now then
+    redis.call('HSET', K.ejections, agent_id, int(s.ejected_until))
+  end
+end
+
+-- A new request id "<epoch>-<n>". The epoch is created here if missing, from a fresh
+-- random candidate the replica sends with every call, so ids issued after a restart
+-- that lost the keys never repeat earlier ones.
+local function issue(epoch_candidate)
+  redis.call('SET', K.epoch, epoch_candidate, 'NX')
+  local n = redis.call('HINCRBY', K.counters, 'issued', 1)
+  return redis.call('GET', K.epoch) .. '-' .. int(n), n
+end
+
+-- Open a lease on the agent whose record s is (saved by the caller).
+local function open_lease(epoch_candidate, agent_id, now, s)
+  local request_id, n = issue(epoch_candidate)
+  redis.call('HSET', K.leases, request_id, int(now) .. ' ' .. agent_id)
+  redis.call('ZADD', K.lease_order, n, request_id)
+  redis.call('ZADD', agent_leases_key(agent_id), n, request_id)
+  s.active = s.active + 1
+  s.total = s.total + 1
+  s.last = now
+  s.seen = now
+  return request_id
+end
+
+local function parse_lease(raw)
+  local started, agent_id = string.match(raw, '^(%-?%d+) (.*)$')
+  return tonumber(started), agent_id
+end
+
+local function close_lease(request_id, agent_id)
+  redis.call('HDEL', K.leases, request_id)
+  redis.call('ZREM', K.lease_order, request_id)
+  redis.call('ZREM', agent_leases_key(agent_id), request_id)
+end
+
+-- MemoryStore._was_issued: the exact text issued ("<epoch>-<n>", n in 1..issued, plain
+-- ASCII digits without a leading zero, at most 20 of them), compared as digit strings
+-- so no number is ever rounded.
+local function was_issued(request_id)
+  local epoch = redis.call('GET', K.epoch)
+  if not epoch then return false end
+  local head, number = string.match(request_id, '^(.*)%-(.*)$')
+  if head ~= epoch or #number == 0 or #number > 20 then return false end
+  if not string.match(number, '^[1-9][0-9]*$') then return false end
+  local issued = redis.call('HGET', K.counters, 'issued') or '0'
+  if #number ~= #issued then return #number < #issued end
+  for i = 1, #number do
+    local a, b = string.byte(number, i), string.byte(issued, i)
+    if a ~= b then return a < b end
+  end
+  return true
+end
+
+--- script: config
+-- The configuration version, and the configuration itself when it differs from the
+-- replica's cached one. ARGV: prefix, cached config version ("" = none), default strategy.
+local version = config_version(ARGV[3])
+if version == ARGV[2] then return {version, false} end
+return {version, config_payload()}
+
+--- script: pick_state
+-- Everything one selection reads, as of one instant. ARGV: prefix, cached config
+-- version, default strategy, session id ("" = none), then the candidate ids.
+-- Returns {config version, configuration or false, state version or false, sequence,
+-- bindings held, leases open, bound agent or false, binding last used or false,
+-- ejections (flat id/until pairs), records of the registered agents in registration
+-- order, records of the candidates in the order given}. Records come as one string,
+-- one per line ("" where an id has none): one reply element instead of one per agent
+-- keeps the client's parsing from dominating a pick over a large registry.
+local config = config_version(ARGV[3])
+local payload = false
+if config ~= ARGV[2] then payload = config_payload() end
+local session_id = ARGV[4]
+local bound, used = false, false
+if session_id ~= '' then
+  bound = redis.call('HGET', K.bindings, session_id)
+  if bound then used = redis.call('ZSCORE', K.used, session_id) end
+end
+local candidates = {}
+for i = 5, #ARGV do candidates[#candidates + 1] = ARGV[i] end
+local function records(ids)
+  local found = hmget(K.stats, ids)
+  for i = 1, #found do
+    if not found[i] then found[i] = '' end
+  end
+  return table.concat(found, '\n')
+end
+return {
+  config,
+  payload,
+  redis.call('GET', K.version),
+  tonumber(redis.call('HGET', K.counters, 'sequence') or 0),
+  redis.call('HLEN', K.bindings),
+  redis.call('HLEN', K.leases),
+  bound,
+  used,
+  redis.call('HGETALL', K.ejections),
+  records(redis.call('ZRANGE', K.order, 0, -1)),
+  records(candidates),
+}
+
+--- script: put_agent
+-- Add or replace an agent. ARGV: prefix, id, agent JSON, now. A new registration gets
+-- the next registration number and joined = now (slow start) in its load record; an
+-- unchanged re-registration (dispatchers re-register on every start) leaves the
+-- configuration version alone, so no replica reloads its cached registry for it.
+local agent_id, json, now = ARGV[2], ARGV[3], tonumber(ARGV[4])
+local previous = redis.call('HGET', K.agents, agent_id)
+if not previous then
+  local s = load_stats(agent_id) or new_stats()
+  s.joined = now
+  save_stats(agent_id, s)
+  redis.call('ZADD', K.order, redis.call('HINCRBY', K.counters, 'registered', 1), agent_id)
+end
+if previous ~= json then
+  redis.call('HSET', K.agents, agent_id, json)
+  bump_config()
+end
+return bump_version()
+
+--- script: delete_agent
+-- Remove an agent and its weight override; its load record stays (history survives a
+-- re-registration until forget_idle). ARGV: prefix, id. Returns {removed 0/1, version}.
+local agent_id = ARGV[2]
+if redis.call('HDEL', K.agents, agent_id) == 0 then return {0, false} end
+redis.call('ZREM', K.order, agent_id)
+redis.call('HDEL', K.weights, agent_id)
+bump_config()
+return {1, bump_version()}
+
+--- script: set_weights
+-- Apply weight overrides all at once. ARGV: prefix, then id, weight pairs.
+for first = 2, #ARGV, 1000 do
+  local chunk = {}
+  for i = first, math.min(first + 999, #ARGV) do chunk[#chunk + 1] = ARGV[i] end
+  redis.call('HSET', K.weights, unpack(chunk))
+end
+bump_config()
+return bump_version()
+
+--- script: clear_weights
+-- Drop the weight overrides of the given ids. ARGV: prefix, then the ids.
+for i = 2, #ARGV do redis.call('HDEL', K.weights, ARGV[i]) end
+bump_config()
+return bump_version()
+
+--- script: set_strategy
+-- Switch strategy. ARGV: prefix, new strategy, default strategy (what "none stored"
+-- means). Returns {previous strategy, version}.
+local previous = redis.call('GET', K.strategy) or ARGV[3]
+redis.call('SET', K.strategy, ARGV[2])
+bump_config()
+return {previous, bump_version()}
+
+--- script: commit_pick
+-- Record a selection, re-ranking its contenders on the loads as they are now.
+-- ARGV: prefix, epoch candidate, agent id, now, acquire (1/0), session id, bind (1/0),
+-- fresh_since_ms, the binding this replica's snapshot showed (agent id, last used; ""
+-- when none), live rank (active | average | peak-ewma), then the contenders as
+-- (id, max_connections, fixed_rank) triples.
+-- Returns false when every contender is at max_connections (nothing recorded), else
+-- {agent id, request id or "", sticky 1/0, version}.
+local agent_id, now = ARGV[3], tonumber(ARGV[4])
+local acquire, session_id, bind = ARGV[5] == '1', ARGV[6], ARGV[7] == '1'
+local fresh_since, seen_agent, seen_used = tonumber(ARGV[8]), ARGV[9], ARGV[10]
+local rank = ARGV[11]
+local sticky = 0
+local bound = false
+if session_id ~= '' then bound = redis.call('HGET', K.bindings, session_id) end
+
+local decided = false
+if bind and bound then
+  -- A live binding the snapshot did not show was made (or refreshed) by a concurrent
+  -- pick: the session binds once, so it wins. One the snapshot showed is the binding
+  -- the balancer chose to replace (idle, its agent gone or not fit for this task).
+  local used = redis.call('ZSCORE', K.used, session_id)
+  local shown = bound == seen_agent and used == seen_used
+  if used and tonumber(used) >= fresh_since and not shown then
+    agent_id = bound
+    sticky = 1
+    decided = true
+  end
+end
+
+if not decided and #ARGV >= 14 then
+  -- Re-rank: the lowest (r1, r2) among the contenders with room; ties take turns by
+  -- the sequence, the ties[sequence % #ties] of strategies.base.rotate_lowest. The
+  -- ranks are the balancer's (LiveRank): (fixed_rank, active); unmeasured first, then
+  -- the average; unmeasured first by active, then the peak-EWMA estimate as stored
+  -- (it moves only with samples) x (active + 1).
+  local best1, best2 = nil, nil
+  local ties = {}
+  for i = 12, #ARGV, 3 do
+    local id, limit, fixed = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
+    local s = load_stats(id)
+    local active = 0
+    if s then active = s.active end
+    if limit == 0 or active < limit then
+      local r1, r2
+      if rank == 'active' then
+        r1, r2 = fixed, active
+      elseif rank == 'average' then
+        if s == nil or s.avg == nil then r1, r2 = 0, 0 else r1, r2 = 1, s.avg end
+      else -- peak-ewma
+        if s == nil or s.cost == nil then r1, r2 = 0, active else r1, r2 = 1, s.cost * (active + 1) end
+      end
+      if best1 == nil or r1 < best1 or (r1 == best1 and r2 < best2) then
+        best1, best2 = r1, r2
+        ties = {id}
+      elseif r1 == best1 and r2 == best2 then
+        ties[#ties + 1] = id
+      end
+    end
+  end
+  if #ties == 0 then return false end
+  local sequence = tonumber(redis.call('HGET', K.counters, 'sequence') or 0)
+  agent_id = ties[(sequence % #ties) + 1]
+end
+
+redis.call('HINCRBY', K.counters, 'sequence', 1)
+redis.call('HINCRBY', K.counters, 'selections', 1)
+redis.call('HINCRBY', K.selections, agent_id, 1)
+local s = load_stats(agent_id) or new_stats()
+s.seen = now
+if session_id ~= '' and (bind or bound == agent_id) then
+  -- bind: (re)bind; otherwise only a binding to this same agent is refreshed, and a
+  -- binding elsewhere (this pick spilled over from a full agent) is left alone.
+  redis.call('HSET', K.bindings, session_id, agent_id)
+  redis.call('ZADD', K.used, now, session_id)
+end
+local request_id = ''
+if acquire then request_id = open_lease(ARGV[2], agent_id, now, s) end
+save_stats(agent_id, s)
+return {agent_id, request_id, sticky, bump_version()}
+
+--- script: open_lease
+-- Record a request start. ARGV: prefix, epoch candidate, agent id, now.
+-- Returns {request id, version}.
+local agent_id, now = ARGV[3], tonumber(ARGV[4])
+local s = load_stats(agent_id) or new_stats()
+local request_id = open_lease(ARGV[2], agent_id, now, s)
+save_stats(agent_id, s)
+return {request_id, bump_version()}
+
+--- script: end_request
+-- Record a request end. ARGV: prefix, request id ("" = the agent's oldest lease),
+-- agent id ("" = the lease's), latency_ms, failed (1/0), now, then the feedback rules
+-- (seven values). Returns {outcome, lease's agent id, version or false}; outcomes as
+-- EndOutcome's values. Only "closed" and "no-open-lease" change anything.
+local request_id, agent_id = ARGV[2], ARGV[3]
+local latency, failed, now = tonumber(ARGV[4]), ARGV[5] == '1', tonumber(ARGV[6])
+if request_id ~= '' then
+  local raw = redis.call('HGET', K.leases, request_id)
+  if not raw then
+    if was_issued(request_id) then return {'already-ended', '', false} end
+    return {'unknown-request', '', false}
+  end
+  local _, owner = parse_lease(raw)
+  if agent_id ~= '' and agent_id ~= owner then return {'wrong-agent', owner, false} end
+  agent_id = owner
+else
+  local oldest = redis.call('ZRANGE', agent_leases_key(agent_id), 0, 0)
+  request_id = oldest[1] or ''
+end
+if request_id ~= '' then close_lease(request_id, agent_id) end
+record_end(agent_id, latency, failed, now, read_feedback(7), request_id ~= '', true, now)
+local sum = tonumber(redis.call('HGET', K.counters, 'latency_sum') or 0) + latency
+redis.call('HSET', K.counters, 'latency_sum', float(sum))
+redis.call('HINCRBY', K.counters, 'samples', 1)
+local outcome = 'no-open-lease'
+if request_id ~= '' then outcome = 'closed' end
+return {outcome, '', bump_version()}
+
+--- script: expire_leases
+-- Close every lease started before the cutoff, in start order, stopping at the first
+-- later one, each as a failed request observed with the time it was open and no
+-- reported latency. Atomic, so replicas sweeping at once close each lease once.
+-- ARGV: prefix, cutoff, now, then the feedback rules (seven values).
+-- Returns {version or false, then request id, agent id, started_at per lease}.
+local cutoff, now = tonumber(ARGV[2]), tonumber(ARGV[3])
+local fb = read_feedback(4)
+local out = {false}
+local done = false
+while not done do
+  local batch = redis.call('ZRANGE', K.lease_order, 0, 99)
+  if #batch == 0 then break end
+  for _, request_id in ipairs(batch) do
+    local raw = redis.call('HGET', K.leases, request_id)
+    if not raw then
+      redis.call('ZREM', K.lease_order, request_id) -- cannot happen; never loop on it
+    else
+      local started, agent_id = parse_lease(raw)
+      if started >= cutoff then
+        done = true
+        break
+      end
+      close_lease(request_id, agent_id)
+      record_end(agent_id, now - started, true, now, fb, true, false, nil)
+      out[#out + 1] = request_id
+      out[#out + 1] = agent_id
+      out[#out + 1] = started
+    end
+  end
+end
+if #out > 1 then out[1] = bump_version() end
+return out
+
+--- script: expire_ejections
+-- Bring back agents whose ejection is over. ARGV: prefix, now.
+-- Returns {version or false, then agent id, ejected until per agent}.
+local now = tonumber(ARGV[2])
+local out = {false}
+local ejections = redis.call('HGETALL', K.ejections)
+for i = 1, #ejections, 2 do
+  if tonumber(ejections[i + 1]) <= now then
+    redis.call('HDEL', K.ejections, ejections[i])
+    out[#out + 1] = ejections[i]
+    out[#out + 1] = ejections[i + 1]
+  end
+end
+if #out > 1 then out[1] = bump_version() end
+return out
+
+--- script: expire_sessions
+-- Drop bindings last used before the cutoff (the state version stays, as in memory).
+-- ARGV: prefix, cutoff. Returns how many went.
+local stale = redis.call('ZRANGEBYSCORE', K.used, '-inf', '(' .. ARGV[2])
+for _, session_id in ipairs(stale) do
+  redis.call('HDEL', K.bindings, session_id)
+  redis.call('ZREM', K.used, session_id)
+end
+return #stale
+
+--- script: forget_idle
+-- Forget the load records of ids neither registered nor holding a lease that went
+-- unused since the cutoff, or beyond the `keep` most recently used (ties: first seen
+-- first, the memory store's order); their selections move to "". ARGV: prefix,
+-- cutoff, keep. Returns {how many went, version or false}.
+local idle_since, keep = tonumber(ARGV[2]), tonumber(ARGV[3])
+local idle = {}
+local records = redis.call('HGETALL', K.stats)
+for i = 1, #records, 2 do
+  local agent_id = records[i]
+  if redis.call('HEXISTS', K.agents, agent_id) == 0
+    and redis.call('EXISTS', agent_leases_key(agent_id)) == 0 then
+    local s = decode_stats(records[i + 1])
+    idle[#idle + 1] = {id = agent_id, seen = s.seen, born = s.born}
+  end
+end
+table.sort(idle, function(a, b)
+  if a.seen ~= b.seen then return a.seen > b.seen end
+  return a.born < b.born
+end)
+local gone = 0
+for n, entry in ipairs(idle) do
+  if n > keep or entry.seen < idle_since then
+    redis.call('HDEL', K.stats, entry.id)
+    local selections = tonumber(redis.call('HGET', K.selections, entry.id) or 0)
+    if selections > 0 then
+      redis.call('HDEL', K.selections, entry.id)
+      redis.call('HINCRBY', K.selections, '', selections)
+    end
+    gone = gone + 1
+  end
+end
+if gone == 0 then return {0, false} end
+return {gone, bump_version()}

@@ -1,0 +1,782 @@
+"""The Store contract, run over the memory store and the Redis store alike.
+
+Every test here holds both stores to the same behaviour through the protocol only: the
+registry, weights and strategy, commits with and without a lease, session bindings,
+request ids and every EndOutcome, expiry, forgetting idle history, counters and the
+state version. Selections read ``pick_state`` before ``commit_pick``, as the balancer does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+
+import pytest
+
+from lb_service.model import StrategyName
+from lb_service.store.base import (
+    AgentStats,
+    Binding,
+    Committed,
+    Counters,
+    EndOutcome,
+    EndResult,
+    Lease,
+    Pick,
+    RequestEnd,
+    Store,
+)
+from lb_service.store.feedback import Ejection, Feedback
+from tests.factories import FEEDBACK, START_MS, agent
+from tests.store.conftest import EPOCH, MakeStore
+
+#: Only a guard against a hung wait; no assertion depends on how long anything takes.
+HANG_GUARD_S = 5.0
+T1 = START_MS + 60_000
+
+
+def ended(
+    agent_id: str,
+    request_id: str = "",
+    latency_ms: float = 100.0,
+    *,
+    failed: bool = False,
+    now_ms: int = START_MS,
+    smoothing: float = 0.5,
+) -> RequestEnd:
+    """A request end with test defaults."""
+    return RequestEnd(
+        agent_id, request_id, latency_ms, failed, now_ms, Feedback(smoothing=smoothing)
+    )
+
+
+async def put(store: Store, *ids: str) -> None:
+    """Register default agents with the given ids, in order."""
+    for agent_id in ids:
+        await store.put_agent(agent(agent_id), START_MS)
+
+
+async def select(store: Store, pick: Pick) -> Committed:
+    """Read the snapshot and commit, as a selection does; the commit must succeed."""
+    await store.pick_state(pick.session_id)
+    committed = await store.commit_pick(pick)
+    assert committed is not None
+    return committed
+
+
+async def lease(store: Store, pick: Pick) -> str:
+    """Commit an acquiring pick and return its request id."""
+    return (await select(store, pick)).request_id
+
+
+async def state(store: Store) -> tuple[dict[str, AgentStats], Counters, int]:
+    """A copy of everything an end_request may change: stats, counters and version."""
+    return dict(await store.stats()), await store.counters(), store.version()
+
+
+async def binding(store: Store, session_id: str) -> Binding | None:
+    """The session's current binding, as a selection would read it."""
+    return (await store.pick_state(session_id)).binding
+
+
+async def yield_to_loop() -> None:
+    """Let other tasks run up to their next await (a zero-delay yield, not a timed sleep)."""
+    for _ in range(3):
+        await asyncio.sleep(0)
+
+
+# Registry, weights and strategy.
+
+
+async def test_agents_are_listed_in_registration_order(store: Store) -> None:
+    """agents() returns every registered agent by id, in the order they were put."""
+    await put(store, "c", "a", "b")
+    assert list(await store.agents()) == ["c", "a", "b"]
+    assert list((await store.pick_state("")).agents) == ["c", "a", "b"]
+
+
+async def test_reput_replaces_agent_keeping_position_stats_and_weight(store: Store) -> None:
+    """Re-putting an agent swaps its record but keeps its position, stats and weight override."""
+    await put(store, "a", "b", "c")
+    await store.set_weights({"b": 7.0})
+    await store.open_lease("b", START_MS)
+    replacement = agent("b", vram_gb=24.0, host="new-host")
+
+    await store.put_agent(replacement, START_MS + 5)
+
+    agents = await store.agents()
+    assert list(agents) == ["a", "b", "c"]
+    assert agents["b"] == replacement
+    assert (await store.stats())["b"] == AgentStats(
+        active=1, last_request_at_ms=START_MS, total_requests=1, joined_ms=START_MS
+    )
+    assert dict(await store.weights()) == {"b": 7.0}
+
+
+async def test_agent_fields_round_trip(store: Store) -> None:
+    """An agent read back equals the one put, hardware, models and metadata included."""
+    gpu = agent("gpu-1", vram_gb=24.5, gpu="RTX 4090", models=("llama3:8b", "qwen:7b"))
+    gpu = replace(gpu, metadata={"zone": "eu-1", "ünï": "cödé"}, max_connections=4)
+    await store.put_agent(gpu, START_MS)
+    assert (await store.agents())["gpu-1"] == gpu
+
+
+async def test_put_agent_starts_empty_stats(store: Store) -> None:
+    """A newly put agent gets zeroed stats with no latency sample, stamped with its join time."""
+    await put(store, "a")
+    assert (await store.stats())["a"] == AgentStats(joined_ms=START_MS)
+
+
+async def test_reput_keeps_the_join_time(store: Store) -> None:
+    """Only a registration of an agent not registered until then stamps joined_ms."""
+    await put(store, "a")
+    await store.put_agent(agent("a", vram_gb=8.0), START_MS + 10)
+    assert (await store.stats())["a"].joined_ms == START_MS
+    await store.delete_agent("a")
+    await store.put_agent(agent("a"), START_MS + 20)
+    assert (await store.stats())["a"].joined_ms == START_MS + 20
+
+
+async def test_delete_agent_drops_it_and_its_weight_override(store: Store) -> None:
+    """Deleting an agent removes it from the registry and removes only its weight override."""
+    await put(store, "a", "b")
+    await store.set_weights({"a": 2.0, "b": 3.0})
+
+    assert await store.delete_agent("a") is True
+
+    assert list(await store.agents()) == ["b"]
+    assert dict(await store.weights()) == {"b": 3.0}
+
+
+async def test_deleted_then_reput_agent_goes_last_without_its_override(store: Store) -> None:
+    """An agent put again after deletion is last in order and has no weight override."""
+    await put(store, "a", "b")
+    await store.set_weights({"a": 2.0})
+    await store.delete_agent("a")
+    await put(store, "a")
+    assert dict(await store.weights()) == {}
+    assert list(await store.agents()) == ["b", "a"]
+
+
+async def test_delete_unknown_agent_returns_false(store: Store) -> None:
+    """Deleting an id that is not registered (or no longer is) returns False and keeps the rest."""
+    await put(store, "a")
+    assert await store.delete_agent("ghost") is False
+    assert await store.delete_agent("a") is True
+    assert await store.delete_agent("a") is False
+    assert dict(await store.agents()) == {}
+
+
+async def test_set_weights_merges_and_clear_weights_drops(store: Store) -> None:
+    """set_weights adds and replaces the given overrides; clear_weights drops only those named."""
+    await store.set_weights({"a": 1.0, "b": 2.0})
+    await store.set_weights({"b": 0.0, "c": 4.25})
+    assert dict(await store.weights()) == {"a": 1.0, "b": 0.0, "c": 4.25}
+    await store.clear_weights(["a", "ghost"])
+    assert dict(await store.weights()) == {"b": 0.0, "c": 4.25}
+    assert dict((await store.pick_state("")).weights) == {"b": 0.0, "c": 4.25}
+
+
+async def test_set_strategy_returns_the_previous_one(store: Store) -> None:
+    """set_strategy switches the strategy and returns the one it replaced."""
+    assert await store.strategy() is StrategyName.LEAST_CONNECTIONS
+    assert await store.set_strategy(StrategyName.WEIGHTED) is StrategyName.LEAST_CONNECTIONS
+    assert await store.strategy() is StrategyName.WEIGHTED
+    assert (await store.pick_state("")).strategy is StrategyName.WEIGHTED
+
+
+# Selection: commit_pick.
+
+
+async def test_commit_pick_counts_selection_and_bumps_sequence(store: Store) -> None:
+    """Each commit adds one selection for its agent and advances the pick sequence by one."""
+    await put(store, "a", "b")
+    assert (await store.pick_state("")).sequence == 0
+
+    for agent_id in ["a", "b", "a"]:
+        await select(store, Pick(agent_id, START_MS))
+
+    assert (await store.pick_state("")).sequence == 3
+    counters = await store.counters()
+    assert counters.total_selections == 3
+    assert counters.selections_by_agent == {"a": 2, "b": 1}
+
+
+async def test_commit_pick_without_acquire_opens_no_lease(store: Store) -> None:
+    """A plain selection commits the agent without a request id and leaves its counts at 0."""
+    await put(store, "a")
+    assert await select(store, Pick("a", START_MS)) == Committed("a")
+    assert (await store.stats())["a"] == AgentStats(joined_ms=START_MS)
+    assert (await store.counters()).total_requests == 0
+    assert dict(await store.leases()) == {}
+
+
+async def test_commit_pick_with_acquire_opens_a_lease(store: Store) -> None:
+    """An acquiring selection returns a fresh request id and counts an active request."""
+    await put(store, "a")
+    committed = await select(store, Pick("a", START_MS + 5, acquire=True))
+    assert committed == Committed("a", f"{EPOCH}-1")
+    assert (await store.stats())["a"] == AgentStats(
+        active=1, last_request_at_ms=START_MS + 5, total_requests=1, joined_ms=START_MS
+    )
+    assert dict(await store.leases()) == {"test-1": Lease("test-1", "a", START_MS + 5)}
+    assert await store.end_request(ended("a", committed.request_id)) == EndResult(EndOutcome.CLOSED)
+
+
+async def test_commit_pick_creates_stats_for_an_unregistered_candidate(store: Store) -> None:
+    """Picking a caller-supplied candidate gives it a stats entry without registering it."""
+    await select(store, Pick("cand", START_MS))
+    assert (await store.stats())["cand"] == AgentStats()
+    assert dict(await store.agents()) == {}
+    assert (await store.pick_state("", ["cand", "other"])).stats == {"cand": AgentStats()}
+
+
+@pytest.mark.parametrize(
+    ("existing", "pick", "expected"),
+    [
+        (None, Pick("a", T1, session_id="s", bind=True), Binding("a", T1)),
+        (None, Pick("a", T1, session_id="s", bind=False), None),
+        (Binding("a", START_MS), Pick("b", T1, session_id="s", bind=True), Binding("b", T1)),
+        (Binding("a", START_MS), Pick("a", T1, session_id="s", bind=True), Binding("a", T1)),
+        (Binding("a", START_MS), Pick("a", T1, session_id="s", bind=False), Binding("a", T1)),
+        (
+            Binding("a", START_MS),
+            Pick("b", T1, session_id="s", bind=False),
+            Binding("a", START_MS),
+        ),
+        (
+            Binding("a", START_MS),
+            Pick("a", T1, acquire=True, session_id="s", bind=False),
+            Binding("a", T1),
+        ),
+    ],
+    ids=[
+        "bind-new",
+        "no-bind-no-binding",
+        "rebind-to-other",
+        "rebind-same",
+        "refresh-same-agent",
+        "spill-over-leaves-binding",
+        "refresh-while-acquiring",
+    ],
+)
+async def test_commit_pick_session_binding(
+    store: Store, existing: Binding | None, pick: Pick, expected: Binding | None
+) -> None:
+    """bind=True (re)binds the binding the snapshot showed; bind=False only refreshes its agent."""
+    await put(store, "a", "b")
+    if existing is not None:
+        await select(
+            store, Pick(existing.agent_id, existing.last_used_ms, session_id="s", bind=True)
+        )
+    await select(store, pick)
+    assert await binding(store, "s") == expected
+
+
+async def test_commit_pick_without_session_id_binds_nothing(store: Store) -> None:
+    """bind=True with an empty session id stores no binding at all."""
+    await put(store, "a")
+    await select(store, Pick("a", START_MS, session_id="", bind=True))
+    assert await store.session_count() == 0
+    assert await store.expire_sessions(START_MS + 10**9) == 0
+
+
+async def test_bindings_are_per_session(store: Store) -> None:
+    """Binding one session leaves other sessions unbound."""
+    await put(store, "a")
+    await select(store, Pick("a", START_MS, session_id="s1", bind=True))
+    assert await binding(store, "s1") == Binding("a", START_MS)
+    assert await binding(store, "s2") is None
+    assert await store.session_count() == 1
+
+
+async def test_pick_state_counts_sessions_and_leases(store: Store) -> None:
+    """pick_state carries the binding and lease counts the limits are checked against."""
+    await put(store, "a")
+    await select(store, Pick("a", START_MS, acquire=True, session_id="s1", bind=True))
+    await select(store, Pick("a", START_MS, session_id="s2", bind=True))
+    snapshot = await store.pick_state("")
+    assert (snapshot.session_count, snapshot.lease_count) == (2, 1)
+
+
+# Leases and request ids.
+
+
+async def test_request_ids_count_up_across_open_lease_and_acquire(store: Store) -> None:
+    """open_lease and acquiring picks share one counter: ids are '<epoch>-1', '<epoch>-2', ..."""
+    await put(store, "a", "b")
+    ids = [
+        await store.open_lease("a", START_MS),
+        await lease(store, Pick("b", START_MS, acquire=True)),
+        await store.open_lease("b", START_MS),
+    ]
+    assert ids == ["test-1", "test-2", "test-3"]
+    assert (await store.counters()).total_requests == 3
+
+
+async def test_default_epoch_is_random_hex(new_store: MakeStore) -> None:
+    """Without a fixed epoch, request ids are '<hex epoch>-<n>'."""
+    store = new_store(epoch=None, fresh_prefix=True)
+    epoch, _, number = (await store.open_lease("a", START_MS)).rpartition("-")
+    assert number == "1"
+    assert epoch
+    assert all(ch in "0123456789abcdef" for ch in epoch)
+
+
+async def test_open_lease_counts_an_active_request(store: Store) -> None:
+    """Each open lease adds one active and one total request and stamps the start time."""
+    await put(store, "a")
+    await store.open_lease("a", START_MS)
+    await store.open_lease("a", START_MS + 10)
+    assert (await store.stats())["a"] == AgentStats(
+        active=2, last_request_at_ms=START_MS + 10, total_requests=2, joined_ms=START_MS
+    )
+
+
+async def test_leases_lists_open_leases_in_start_order(store: Store) -> None:
+    """leases() holds exactly the open leases by request id, oldest first."""
+    await put(store, "a", "b")
+    first = await store.open_lease("a", START_MS)
+    second = await lease(store, Pick("b", START_MS + 1, acquire=True))
+    third = await store.open_lease("a", START_MS + 2)
+    await store.end_request(ended("a", first))
+    leases = await store.leases()
+    assert list(leases.items()) == [
+        (second, Lease(second, "b", START_MS + 1)),
+        (third, Lease(third, "a", START_MS + 2)),
+    ]
+    await store.expire_leases(START_MS + 3, START_MS + 3, FEEDBACK)
+    assert dict(await store.leases()) == {}
+
+
+# Request ends.
+
+
+async def test_end_closes_the_lease_and_records_the_sample(store: Store) -> None:
+    """Ending an open lease returns CLOSED, frees the slot and records latency and time."""
+    await put(store, "a")
+    request_id = await store.open_lease("a", START_MS)
+
+    result = await store.end_request(ended("a", request_id, 250.0, now_ms=START_MS + 250))
+
+    assert result == EndResult(EndOutcome.CLOSED)
+    assert (await store.stats())["a"] == AgentStats(
+        active=0,
+        avg_latency_ms=250.0,
+        last_request_at_ms=START_MS + 250,
+        total_requests=1,
+        cost_ms=250.0,
+        cost_at_ms=START_MS + 250,
+        joined_ms=START_MS,
+    )
+    counters = await store.counters()
+    assert (counters.latency_sum_ms, counters.latency_samples) == (250.0, 1)
+
+
+async def test_end_with_request_id_and_no_agent_id_uses_the_lease_agent(store: Store) -> None:
+    """An end naming only the request id closes that lease on its own agent."""
+    await put(store, "a")
+    request_id = await store.open_lease("a", START_MS)
+    assert await store.end_request(ended("", request_id, 40.0)) == EndResult(EndOutcome.CLOSED)
+    stats = await store.stats()
+    assert stats["a"].active == 0
+    assert stats["a"].avg_latency_ms == 40.0
+    assert "" not in stats
+
+
+async def test_repeated_end_is_already_ended_and_changes_nothing(store: Store) -> None:
+    """A second end of the same id returns ALREADY_ENDED; counts, average and version stay."""
+    await put(store, "a")
+    request_id = await store.open_lease("a", START_MS)
+    await store.end_request(ended("a", request_id, 100.0))
+    before = await state(store)
+
+    result = await store.end_request(ended("a", request_id, 900.0, failed=True, now_ms=T1))
+
+    assert result == EndResult(EndOutcome.ALREADY_ENDED)
+    assert await state(store) == before
+
+
+@pytest.mark.parametrize(
+    "request_id",
+    [
+        "other-1",  # another store's epoch
+        "test-3",  # above the highest id issued
+        "test-0",  # numbering starts at 1
+        "test-",
+        "-1",
+        "test",
+        "garbage",
+        "test-abc",
+        "test--1",
+        "test-1-1",
+        "test- 1",
+        "test-+1",
+        "test-1.0",
+        "TEST-1",
+        "test-01",  # leading zero: "test-1" was issued, "test-01" never was
+        "test-002",
+        "test-\u00b2",  # superscript two: str.isdigit() accepts it
+        "test-\u0661",  # ARABIC-INDIC DIGIT ONE: int() reads it as 1
+        "test-\uff12",  # FULLWIDTH DIGIT TWO: int() reads it as 2
+        pytest.param("test-" + "9" * 21, id="test-21-digits"),
+        pytest.param("test-" + "1" * 10_000, id="test-10000-digits"),
+    ],
+)
+async def test_never_issued_id_is_unknown_and_changes_nothing(
+    store: Store, request_id: str
+) -> None:
+    """An id never issued (or an issued one spelled otherwise) is unknown and changes nothing."""
+    await put(store, "a")
+    await store.open_lease("a", START_MS)
+    done = await store.open_lease("a", START_MS)
+    await store.end_request(ended("a", done))
+    before = await state(store)
+
+    result = await store.end_request(ended("a", request_id))
+
+    assert result == EndResult(EndOutcome.UNKNOWN_REQUEST)
+    assert await state(store) == before
+
+
+async def test_issued_ids_compare_as_numbers_not_text(store: Store) -> None:
+    """With ten ids issued, 'test-9' (shorter, bigger as text) and 'test-10' were both issued."""
+    await put(store, "a")
+    ids = [await store.open_lease("a", START_MS) for _ in range(10)]
+    for request_id in ids:
+        await store.end_request(ended("a", request_id))
+    assert (await store.end_request(ended("a", "test-9"))).outcome is EndOutcome.ALREADY_ENDED
+    assert (await store.end_request(ended("a", "test-10"))).outcome is EndOutcome.ALREADY_ENDED
+    assert (await store.end_request(ended("a", "test-11"))).outcome is EndOutcome.UNKNOWN_REQUEST
+
+
+async def test_end_for_the_wrong_agent_changes_nothing(store: Store) -> None:
+    """Ending another agent's lease returns WRONG_AGENT with the owner and leaves it open."""
+    await put(store, "a", "b")
+    request_id = await store.open_lease("a", START_MS)
+    before = await state(store)
+
+    result = await store.end_request(ended("b", request_id, 75.0, failed=True))
+
+    assert result == EndResult(EndOutcome.WRONG_AGENT, lease_agent_id="a")
+    assert await state(store) == before
+    assert await store.end_request(ended("a", request_id)) == EndResult(EndOutcome.CLOSED)
+
+
+async def test_end_without_id_and_no_lease_records_latency_only(store: Store) -> None:
+    """With no id and no open lease: NO_OPEN_LEASE, latency averaged, active stays 0."""
+    await put(store, "a")
+
+    result = await store.end_request(ended("a", "", 60.0, now_ms=START_MS + 1))
+
+    assert result == EndResult(EndOutcome.NO_OPEN_LEASE)
+    assert (await store.stats())["a"] == AgentStats(
+        active=0,
+        avg_latency_ms=60.0,
+        last_request_at_ms=START_MS + 1,
+        cost_ms=60.0,
+        cost_at_ms=START_MS + 1,
+        joined_ms=START_MS,
+    )
+    counters = await store.counters()
+    assert (counters.latency_sum_ms, counters.latency_samples) == (60.0, 1)
+
+
+async def test_end_without_id_closes_the_oldest_lease_of_that_agent(store: Store) -> None:
+    """An end without an id closes the agent's oldest open lease, not another agent's."""
+    await put(store, "a", "b")
+    b_first = await store.open_lease("b", START_MS)
+    first = await store.open_lease("a", START_MS + 1)
+    second = await store.open_lease("a", START_MS + 2)
+
+    assert await store.end_request(ended("a")) == EndResult(EndOutcome.CLOSED)
+
+    stats = await store.stats()
+    assert (stats["a"].active, stats["b"].active) == (1, 1)
+    assert await store.end_request(ended("a", first)) == EndResult(EndOutcome.ALREADY_ENDED)
+    assert await store.end_request(ended("a", second)) == EndResult(EndOutcome.CLOSED)
+    assert await store.end_request(ended("b", b_first)) == EndResult(EndOutcome.CLOSED)
+
+
+async def test_later_samples_follow_the_moving_average(store: Store) -> None:
+    """The first sample seeds the average; later ones move it by alpha * (sample - previous)."""
+    await put(store, "a")
+    averages = []
+    for latency, alpha in [(100.0, 0.25), (300.0, 0.25), (50.0, 0.25), (50.0, 0.5)]:
+        await store.end_request(ended("a", "", latency, smoothing=alpha))
+        averages.append((await store.stats())["a"].avg_latency_ms)
+    assert averages == [100.0, 150.0, 125.0, 87.5]
+
+
+async def test_failed_flag_counts_failed_requests(store: Store) -> None:
+    """Only ends flagged failed add to failed_requests."""
+    await put(store, "a")
+    for failed in [True, False, True, False]:
+        request_id = await store.open_lease("a", START_MS)
+        await store.end_request(ended("a", request_id, failed=failed))
+    stats = (await store.stats())["a"]
+    assert (stats.failed_requests, stats.total_requests, stats.active) == (2, 4, 0)
+
+
+# Expiry.
+
+
+async def test_expire_leases_closes_only_those_started_before_the_cutoff(store: Store) -> None:
+    """Leases started before the cutoff expire in start order as failures; later ones stay open."""
+    await put(store, "a", "b")
+    first = await store.open_lease("a", START_MS + 1_000)
+    second = await store.open_lease("b", START_MS + 2_000)
+    third = await store.open_lease("a", START_MS + 3_000)
+
+    expired = await store.expire_leases(START_MS + 3_000, START_MS + 3_000, FEEDBACK)
+
+    assert expired == [Lease(first, "a", START_MS + 1_000), Lease(second, "b", START_MS + 2_000)]
+    stats = await store.stats()
+    assert (stats["a"].active, stats["a"].failed_requests) == (1, 1)
+    assert (stats["b"].active, stats["b"].failed_requests) == (0, 1)
+    assert await store.end_request(ended("a", first)) == EndResult(EndOutcome.ALREADY_ENDED)
+    assert await store.end_request(ended("a", third)) == EndResult(EndOutcome.CLOSED)
+
+
+async def test_expire_leases_records_no_latency_sample(store: Store) -> None:
+    """Expired leases count as failures seen by peak-EWMA, but add no latency sample."""
+    await put(store, "a")
+    await store.open_lease("a", START_MS)
+    await store.expire_leases(START_MS + 1, START_MS + 7_000, FEEDBACK)
+    stats = (await store.stats())["a"]
+    assert stats.avg_latency_ms is None
+    assert (stats.cost_ms, stats.cost_at_ms) == (7_000.0, START_MS + 7_000)
+    assert (await store.counters()).latency_samples == 0
+
+
+async def test_expire_leases_with_none_due_returns_nothing(store: Store) -> None:
+    """With no lease older than the cutoff nothing expires, active and version are untouched."""
+    await put(store, "a")
+    await store.open_lease("a", START_MS)
+    before = store.version()
+    assert await store.expire_leases(START_MS, START_MS, FEEDBACK) == []
+    assert (await store.stats())["a"].active == 1
+    assert store.version() == before
+
+
+async def test_expire_sessions_drops_only_idle_bindings(store: Store) -> None:
+    """Bindings last used before the cutoff are dropped; one used at or after it stays."""
+    await put(store, "a")
+    for session_id, used_at in [("old", START_MS), ("edge", START_MS + 10), ("new", T1)]:
+        await select(store, Pick("a", used_at, session_id=session_id, bind=True))
+
+    assert await store.expire_sessions(START_MS + 10) == 1
+
+    assert await binding(store, "old") is None
+    assert await binding(store, "edge") == Binding("a", START_MS + 10)
+    assert await binding(store, "new") == Binding("a", T1)
+    assert await store.session_count() == 2
+
+
+async def test_refreshed_binding_survives_expiry(store: Store) -> None:
+    """A binding refreshed by a same-agent pick counts as used at the refresh time."""
+    await put(store, "a")
+    await select(store, Pick("a", START_MS, session_id="s", bind=True))
+    await select(store, Pick("a", T1, session_id="s"))
+    assert await store.expire_sessions(T1) == 0
+    assert await binding(store, "s") == Binding("a", T1)
+
+
+EJECT_FAST = Feedback(ejection=Ejection(consecutive_failures=2, base_ms=1_000.0, max_ms=5_000.0))
+
+
+async def test_consecutive_failures_eject_until_the_ejection_expires(store: Store) -> None:
+    """Failures in a row eject an agent (in pick_state) until expire_ejections brings it back."""
+    await put(store, "a", "b")
+    for _ in range(2):
+        await store.end_request(RequestEnd("a", "", 10.0, True, START_MS, EJECT_FAST))
+    assert (await store.pick_state("")).ejections == {"a": START_MS + 1_000}
+    assert (await store.stats())["a"].ejected_until_ms == START_MS + 1_000
+
+    assert await store.expire_ejections(START_MS + 999) == []
+    before = store.version()
+    assert await store.expire_ejections(START_MS + 1_000) == ["a"]
+    assert store.version() != before
+    assert (await store.pick_state("")).ejections == {}
+
+
+async def test_ejection_share_caps_how_many_are_out(store: Store) -> None:
+    """No more than max_share of the registered agents are ejected at once."""
+    await put(store, "a", "b", "c", "d")
+    for agent_id in "abc":
+        for _ in range(2):
+            await store.end_request(RequestEnd(agent_id, "", 10.0, True, START_MS, EJECT_FAST))
+    assert set((await store.pick_state("")).ejections) == {"a", "b"}
+    assert (await store.stats())["c"].consecutive_failures == 2
+
+
+# Forgetting idle history.
+
+
+async def test_forget_idle_spares_registered_and_leased_ids(store: Store) -> None:
+    """Only ids neither registered nor leased, unused since the cutoff, are forgotten."""
+    await put(store, "reg")
+    await select(store, Pick("old", START_MS))
+    await select(store, Pick("recent", START_MS + 10))
+    await store.open_lease("leased", START_MS)
+    assert await store.forget_idle(START_MS + 5, keep=100) == 1
+    assert set(await store.stats()) == {"reg", "recent", "leased"}
+    assert (await store.counters()).selections_by_agent == {"": 1, "recent": 1}
+
+
+async def test_forget_idle_keeps_the_most_recently_used(store: Store) -> None:
+    """Past ``keep`` idle ids, the least recently used go first, whatever the cutoff."""
+    for i in range(4):
+        await store.end_request(ended(f"c{i}", now_ms=START_MS + i))
+    assert await store.forget_idle(START_MS, keep=2) == 2
+    assert set(await store.stats()) == {"c2", "c3"}
+
+
+async def test_forget_idle_breaks_ties_by_first_seen(store: Store) -> None:
+    """Ids last used at the same time are kept in the order they were first seen."""
+    for agent_id in ["x", "y", "z"]:
+        await store.end_request(ended(agent_id, now_ms=START_MS))
+    assert await store.forget_idle(START_MS, keep=1) == 2
+    assert set(await store.stats()) == {"x"}
+
+
+async def test_forget_idle_changes_the_version_only_when_it_forgets(store: Store) -> None:
+    """A sweep that forgets nothing leaves version() alone; one that forgets moves it."""
+    await select(store, Pick("c", START_MS))
+    before = store.version()
+    assert await store.forget_idle(START_MS, keep=10) == 0
+    assert store.version() == before
+    assert await store.forget_idle(START_MS + 1, keep=10) == 1
+    assert store.version() != before
+
+
+# Counters.
+
+
+async def test_counters_add_up(store: Store) -> None:
+    """Selections, failures, requests and latency samples each total what was recorded."""
+    await put(store, "a", "b")
+    await select(store, Pick("a", START_MS))
+    acquired = await lease(store, Pick("a", START_MS, acquire=True))
+    await select(store, Pick("b", START_MS))
+    started = await store.open_lease("b", START_MS)
+    await store.record_failed_selection()
+    await store.record_failed_selection()
+    await store.end_request(ended("a", acquired, 100.0))
+    await store.end_request(ended("b", started, 300.1))
+    await store.end_request(ended("a", "", 50.0))  # NO_OPEN_LEASE still records a sample
+    await store.end_request(ended("a", acquired, 999.0))  # ALREADY_ENDED records nothing
+
+    assert await store.counters() == Counters(
+        total_selections=3,
+        failed_selections=2,
+        total_requests=2,
+        latency_sum_ms=100.0 + 300.1 + 50.0,
+        latency_samples=3,
+        selections_by_agent={"a": 2, "b": 1},
+    )
+
+
+async def test_counters_are_a_snapshot(store: Store) -> None:
+    """A Counters value already returned does not change with later selections."""
+    await select(store, Pick("a", START_MS))
+    counters = await store.counters()
+    await select(store, Pick("a", START_MS))
+    assert counters.selections_by_agent == {"a": 1}
+
+
+# Versions and change notification.
+
+Write = Callable[[Store], Awaitable[object]]
+
+WRITES: dict[str, Write] = {
+    "put_agent": lambda s: s.put_agent(agent("new"), START_MS),
+    "re-put_agent": lambda s: s.put_agent(agent("a", vram_gb=8.0), START_MS),
+    "re-put_unchanged_agent": lambda s: s.put_agent(agent("a"), START_MS),
+    "delete_agent": lambda s: s.delete_agent("a"),
+    "set_weights": lambda s: s.set_weights({"a": 3.0}),
+    "clear_weights": lambda s: s.clear_weights(["a"]),
+    "set_strategy": lambda s: s.set_strategy(StrategyName.ROUND_ROBIN),
+    "commit_pick": lambda s: s.commit_pick(Pick("a", START_MS)),
+    "commit_pick_acquire": lambda s: s.commit_pick(Pick("a", START_MS, acquire=True)),
+    "open_lease": lambda s: s.open_lease("a", START_MS),
+    "end_request_closed": lambda s: s.end_request(ended("a", f"{EPOCH}-1")),
+    "end_request_no_open_lease": lambda s: s.end_request(ended("b")),
+    "expire_leases": lambda s: s.expire_leases(START_MS + 1, START_MS + 1, FEEDBACK),
+}
+
+
+async def with_one_lease(store: Store) -> Store:
+    """The store with agents a and b and one open lease ('test-1') on a."""
+    await put(store, "a", "b")
+    await store.open_lease("a", START_MS)
+    return store
+
+
+@pytest.mark.parametrize("write", WRITES.values(), ids=WRITES.keys())
+async def test_every_write_changes_the_version(store: Store, write: Write) -> None:
+    """Each state-changing operation moves version() to a new value."""
+    await with_one_lease(store)
+    before = store.version()
+    await write(store)
+    assert store.version() != before
+
+
+async def test_reads_and_rejected_ends_keep_the_version(store: Store) -> None:
+    """Reads, failed-selection counts and ends that change nothing leave version() as it was."""
+    await with_one_lease(store)
+    before = store.version()
+    await store.agents()
+    await store.stats()
+    await store.weights()
+    await store.counters()
+    await store.strategy()
+    await store.leases()
+    await store.session_count()
+    await store.pick_state("s")
+    await store.record_failed_selection()
+    await store.end_request(ended("b", f"{EPOCH}-1"))  # WRONG_AGENT
+    await store.end_request(ended("a", f"{EPOCH}-9"))  # UNKNOWN_REQUEST
+    await store.check()
+    assert store.version() == before
+
+
+async def test_wait_for_change_returns_at_once_when_already_changed(store: Store) -> None:
+    """wait_for_change(seen) returns the current version without another write if it differs."""
+    seen = store.version()
+    await put(store, "a")
+    current = store.version()
+    assert await asyncio.wait_for(store.wait_for_change(seen), HANG_GUARD_S) == current
+
+
+async def test_wait_for_change_wakes_on_the_next_write(store: Store) -> None:
+    """A waiter whose version is current blocks until the next write, then gets the new version."""
+    await put(store, "a")
+    seen = store.version()
+    waiter = asyncio.create_task(store.wait_for_change(seen))
+    await yield_to_loop()
+    assert not waiter.done()
+
+    await store.open_lease("a", START_MS)
+
+    assert await asyncio.wait_for(waiter, HANG_GUARD_S) == store.version() != seen
+
+
+async def test_one_write_wakes_every_waiter(store: Store) -> None:
+    """All waiters on the current version wake on a single write."""
+    await put(store, "a")
+    seen = store.version()
+    waiters = [asyncio.create_task(store.wait_for_change(seen)) for _ in range(3)]
+    await yield_to_loop()
+    assert not any(w.done() for w in waiters)
+
+    await store.set_weights({"a": 1.0})
+
+    results = await asyncio.wait_for(asyncio.gather(*waiters), HANG_GUARD_S)
+    assert results == [store.version()] * 3
+
+
+async def test_check_answers_when_the_store_is_up(store: Store) -> None:
+    """check() returns without raising while the store is reachable."""
+    await store.check()
