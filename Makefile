@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 LISTEN ?= 127.0.0.1:50051
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint protos check-protos fmt clean bench soak
+.PHONY: help install run cluster test lint protos check-protos fmt clean bench bench-cluster soak simulate
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -25,6 +25,9 @@ install: $(STAMP) ## create .venv and install the service with its dev tools
 run: $(STAMP) ## serve on $(LISTEN) with the defaults
 	$(BIN)/lb-service serve --listen $(LISTEN)
 
+cluster: $(STAMP) ## 3 replicas on 127.0.0.1:50061-50063 sharing one Redis (own on :6390 unless REDIS_URL)
+	BIN=$(BIN) bash scripts/cluster.sh
+
 test: $(STAMP) ## run the whole suite with branch coverage (fails under 90%)
 	$(BIN)/pytest --cov --cov-report=term $(PYTEST_ARGS)
 
@@ -33,6 +36,15 @@ soak: $(STAMP) ## reliability tests at full size: 60 s soak, 16 clients, deeper 
 
 bench: $(STAMP) ## run the benchmarks (about 3½ min on 2 cores): writes BENCHMARKS.md and its plot
 	$(PY) -m bench --output BENCHMARKS.md --plot bench/decision-cost.png
+
+bench-cluster: $(STAMP) ## decisions/s with 1, 2, 3 replicas on one Redis vs memory (~1½ min): bench/cluster.md
+	$(PY) -m bench.cluster --output bench/cluster.md
+
+simulate: $(STAMP) ## the four simulator scenarios (~30 s): tables, targets, JSON and plots in docs/simulation/
+	@for s in equal heterogeneous degrading stale-reports; do \
+		$(BIN)/lb-service simulate scenarios/$$s.yaml --check-targets \
+			--plots docs/simulation/$$s --json docs/simulation/$$s/results.json || exit 1; \
+	done
 
 lint: $(STAMP) check-protos ## ruff, mypy --strict on lb_service/, buf lint, generated-code freshness
 	$(BIN)/buf lint

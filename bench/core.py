@@ -85,9 +85,10 @@ class Unindexed:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
 
-    async def pick_state(self, session_id: str) -> PickState:
+    async def pick_state(self, session_id: str, candidate_ids: Sequence[str] = ()) -> PickState:
         """The store's snapshot without its index."""
-        return dataclasses.replace(await self._store.pick_state(session_id), index=None)
+        state = await self._store.pick_state(session_id, candidate_ids)
+        return dataclasses.replace(state, index=None)
 
 
 async def _measure(sizes: Sequence[int], budget: Budget) -> CoreResults:

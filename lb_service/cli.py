@@ -15,11 +15,13 @@ from lb_service import commands as client_commands
 from lb_service import config as cfg
 from lb_service.balancer import BalancerConfig, LoadBalancer
 from lb_service.declared import apply_declared
+from lb_service.errors import StoreUnavailable
 from lb_service.logs import configure_logging
 from lb_service.service.metrics import Metrics
 from lb_service.service.server import ListenError, ServerOptions, TlsFiles, restore_state, serve
 from lb_service.simulate import command as simulate_command
-from lb_service.store.memory import MemoryStore
+from lb_service.store import MemoryStore, close_store, open_store
+from lb_service.store.base import Store
 from lb_service.store.snapshot import StateFile
 
 log = structlog.get_logger(__name__)
@@ -117,13 +119,26 @@ def _serve(args: dict[str, Any]) -> int:
     config_path = args.pop("config", None)
     try:
         config = cfg.load(args, config_path=config_path)
+        _check_store_options(config)
     except cfg.ConfigError as error:
         print(f"lb-service: config error: {error}", file=sys.stderr)
         return 2
     configure_logging(config["log_level"], config["log_format"])
     metrics = Metrics() if config["metrics_listen"] else None
-    store = MemoryStore(strategy=config["strategy"])
-    state = StateFile(config["state_file"], store) if config["state_file"] else None
+    store = open_store(
+        config["store"],
+        prefix=config["store_prefix"],
+        timeout_ms=config["store_timeout_ms"],
+        pool_size=config["store_pool_size"],
+        retries=config["store_retries"],
+        strategy=config["strategy"],
+    )
+    # Only the memory store is kept in a state file (a Redis store is its own record).
+    state = (
+        StateFile(config["state_file"], store)
+        if config["state_file"] and isinstance(store, MemoryStore)
+        else None
+    )
     balancer = LoadBalancer(
         store,
         BalancerConfig(
@@ -149,11 +164,23 @@ def _serve(args: dict[str, Any]) -> int:
     )
     log.info("starting", config_file=str(config.config_path or ""), **config.describe())
     try:
-        asyncio.run(_run(balancer, options, config, metrics, state))
+        asyncio.run(_run(balancer, options, config, metrics, state, store))
     except ListenError as error:
         print(f"lb-service: error: {error}", file=sys.stderr)
         return 1
+    except StoreUnavailable as error:
+        # Only at start: a running server rides out an outage (NOT_SERVING, UNAVAILABLE).
+        print(f"lb-service: error: cannot start: {error}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _check_store_options(config: cfg.ServiceConfig) -> None:
+    if config["store"] != "memory" and config["state_file"] is not None:
+        raise cfg.ConfigError(
+            "state_file cannot be used with a Redis store: the state already lives in "
+            f"Redis ({cfg.redact_url(config['store'])}); drop --state-file"
+        )
 
 
 async def _run(
@@ -162,22 +189,35 @@ async def _run(
     config: cfg.ServiceConfig,
     metrics: Metrics | None,
     state: StateFile | None = None,
+    store: Store | None = None,
 ) -> None:
-    if state is not None:
-        # Restored first, so what the flags, environment and file say explicitly wins
-        # over what the service remembered: an explicit strategy, the declared registry.
-        explicit = config.sources.get("strategy") in {"flag", "env"}
-        await restore_state(state, balancer, config["strategy"] if explicit else None)
-    declared = _declared_at_start(config)
-    await apply_declared(balancer, declared)
-    reload = _Reloader(balancer, config, declared)
-    await serve(
-        balancer,
-        options,
-        metrics,
-        on_reload=reload if config.config_path else None,
-        state=state,
-    )
+    # An explicitly configured strategy (flag, environment) wins over the remembered or
+    # shared one; a default one never overrides what a state file or Redis holds.
+    explicit = config.sources.get("strategy") in {"flag", "env"}
+    shared = config["store"] != "memory"
+    try:
+        if shared and store is not None:
+            await store.check()  # a replica that cannot reach its store does not start
+        if state is not None:
+            # Restored first, so what the flags, environment and file say explicitly wins
+            # over what the service remembered: an explicit strategy, the declared registry.
+            await restore_state(state, balancer, config["strategy"] if explicit else None)
+        elif shared and explicit:
+            await balancer.set_strategy(config["strategy"])
+        declared = _declared_at_start(config)
+        await apply_declared(balancer, declared)
+        reload = _Reloader(balancer, config, declared)
+        await serve(
+            balancer,
+            options,
+            metrics,
+            on_reload=reload if config.config_path else None,
+            state=state,
+            store=store,
+        )
+    finally:
+        if store is not None:
+            await close_store(store)
 
 
 def _declared_at_start(config: cfg.ServiceConfig) -> cfg.Declared:
@@ -211,7 +251,12 @@ class _Reloader:
             return
         if self._config.sources.get("strategy") in {"flag", "env"}:
             declared = cfg.Declared(declared.agents, declared.weights, None)
-        await apply_declared(self._balancer, declared, self._current)
+        try:
+            await apply_declared(self._balancer, declared, self._current)
+        except StoreUnavailable as error:
+            # Redis is away: keep what is running; the next SIGHUP applies the file.
+            log.error("reload_failed", config_file=str(path), error=str(error))
+            return
         self._current = declared
         log.info(
             "reloaded",

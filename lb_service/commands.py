@@ -102,7 +102,8 @@ def _common_options() -> argparse.ArgumentParser:
         "--target",
         default=DEFAULT_TARGET,
         metavar="HOST:PORT",
-        help=f"server address (default: {DEFAULT_TARGET})",
+        help=f"server address (default: {DEFAULT_TARGET}); several replicas: "
+        "ipv4:HOST:PORT,HOST:PORT,... (calls go round robin)",
     )
     server.add_argument(
         "--tls", action="store_true", help="use TLS, verifying the server with the system's CAs"

@@ -11,6 +11,11 @@ import grpc
 DEFAULT_TARGET = "127.0.0.1:50051"
 #: Seconds a unary call may take, retries and their waits included.
 DEFAULT_TIMEOUT_S = 5.0
+#: Channel options of both clients. Round robin spreads calls over every address the
+#: target names or resolves to (``ipv4:127.0.0.1:50061,127.0.0.1:50062``, a DNS name
+#: with several records), so one client uses every replica sharing a Redis store; with
+#: a single address it behaves as gRPC's default (pick_first) does.
+CHANNEL_OPTIONS: tuple[tuple[str, str], ...] = (("grpc.lb_policy_name", "round_robin"),)
 
 
 @dataclass(frozen=True, slots=True)

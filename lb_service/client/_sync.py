@@ -13,7 +13,13 @@ from lb.v1 import load_balancer_pb2 as pb
 from lb.v1 import load_balancer_pb2_grpc as pb_grpc
 
 from lb_service.client import _wire
-from lb_service.client._channel import DEFAULT_TARGET, DEFAULT_TIMEOUT_S, check_timeout, connection
+from lb_service.client._channel import (
+    CHANNEL_OPTIONS,
+    DEFAULT_TARGET,
+    DEFAULT_TIMEOUT_S,
+    check_timeout,
+    connection,
+)
 from lb_service.client._errors import ClientError
 from lb_service.client._lease import Lease
 from lb_service.client._retry import RetryPolicy
@@ -58,7 +64,11 @@ class LoadBalancerClient:
         sleep: Callable[[float], object] = time.sleep,
         random: Callable[[], float] = _random.random,
     ) -> None:
-        """Open a channel to ``target`` (HOST:PORT); nothing connects until the first call.
+        """Open a channel to ``target``; nothing connects until the first call.
+
+        ``target`` is HOST:PORT, or several replicas sharing a Redis store as
+        ``ipv4:HOST:PORT,HOST:PORT,...`` (or a DNS name with several records): calls
+        are spread over them round robin.
 
         Any of the PEM ``root_certificates``, ``certificate_chain``, ``private_key``
         means TLS (chain and key together: mutual TLS); ``tls=True`` alone means TLS
@@ -78,9 +88,9 @@ class LoadBalancerClient:
         self._clock, self._sleep, self._random = clock, sleep, random
         credentials = self._connection.credentials
         channel = (
-            grpc.insecure_channel(target)
+            grpc.insecure_channel(target, CHANNEL_OPTIONS)
             if credentials is None
-            else grpc.secure_channel(target, credentials)
+            else grpc.secure_channel(target, credentials, CHANNEL_OPTIONS)
         )
         self._channel = grpc.intercept_channel(channel, *interceptors) if interceptors else channel
         self._stub = pb_grpc.LoadBalancerStub(self._channel)

@@ -1,7 +1,9 @@
 """The gRPC server: LoadBalancer, health and reflection services, upkeep, graceful stop.
 
-Upkeep (expiring leases and sessions, refreshing metrics, saving the state file) runs
-in one background task, off the request path. Stopping drains first: new RPCs are
+Upkeep (expiring leases and sessions, refreshing metrics, saving the state file,
+checking a shared store) runs in one background task, off the request path. While a
+shared store does not answer, health reports NOT_SERVING and upkeep keeps trying; both
+recover by themselves when it answers again. Stopping drains first: new RPCs are
 refused with UNAVAILABLE, WatchLoads streams end with OK, in-flight RPCs finish within
 the grace period; then grpc stops, and the state file is written one last time.
 """
@@ -25,6 +27,7 @@ from lb.v1 import load_balancer_pb2 as pb
 from lb.v1 import load_balancer_pb2_grpc as pb_grpc
 
 from lb_service.balancer import LoadBalancer
+from lb_service.errors import StoreUnavailable
 from lb_service.model import StrategyName
 from lb_service.service.auth import TokenAuthInterceptor
 from lb_service.service.draining import DrainInterceptor
@@ -32,6 +35,7 @@ from lb_service.service.malformed import MalformedRequestInterceptor, request_ty
 from lb_service.service.metrics import Metrics
 from lb_service.service.observe import ObservingInterceptor
 from lb_service.service.servicer import LoadBalancerServicer
+from lb_service.store.base import Store
 from lb_service.store.snapshot import StateFile
 
 log = structlog.get_logger(__name__)
@@ -82,6 +86,8 @@ class ServerOptions:
     max_message_bytes: int = 4 * 1024 * 1024
     #: Seconds between two saves of the state file (when there is one).
     state_interval_s: float = 5.0
+    #: Seconds between two checks that the store answers (when the server is given one).
+    store_check_interval_s: float = 1.0
 
     def exposure_warnings(self) -> list[str]:
         """What is unsafe about serving beyond loopback with these options."""
@@ -113,17 +119,22 @@ class LoadBalancerServer:
         options: ServerOptions | None = None,
         metrics: Metrics | None = None,
         state: StateFile | None = None,
+        store: Store | None = None,
     ) -> None:
         """Prepare a server for ``balancer``; nothing listens until ``start``.
 
         With ``metrics`` (which should also be the balancer's observer), RPCs are counted
         and /metrics is exported on ``options.metrics_listen``. With ``state`` (already
         restored by the caller), the store is saved every ``options.state_interval_s``
-        and once more after the server has stopped.
+        and once more after the server has stopped. With ``store`` (the balancer's), it
+        is checked every ``options.store_check_interval_s`` and health follows it.
         """
         self._balancer = balancer
         self._options = options or ServerOptions()
         self._state = state
+        self._store = store
+        #: Whether the store answered the last check (health is SERVING only then).
+        self.store_available = True
         self._servicer = LoadBalancerServicer(balancer)
         self._health = health.aio.HealthServicer()
         self.metrics = metrics
@@ -186,11 +197,13 @@ class LoadBalancerServer:
             ) from error
         await server.start()
         if self.metrics is not None and self._options.metrics_listen:
-            await self.metrics.refresh(self._balancer)
+            with contextlib.suppress(StoreUnavailable):  # refreshed again at every sweep
+                await self.metrics.refresh(self._balancer)
             self.metrics_port = self.metrics.serve_http(self._options.metrics_listen)
             log.info("metrics_serving", listen=self._options.metrics_listen, port=self.metrics_port)
-        for service in ("", SERVICE_NAME):
-            await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        await self._check_store()
+        if self.store_available:
+            await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         self._upkeep = asyncio.create_task(self._upkeep_forever())
         for warning in self._options.exposure_warnings():
             log.warning("exposed", problem=warning)
@@ -232,35 +245,72 @@ class LoadBalancerServer:
         }
 
     async def _upkeep_forever(self) -> None:
-        # Leases of crashed dispatchers and idle sessions are expired, and the state
-        # saved, here, off the request path, so selections never pay for housekeeping.
+        # Leases of crashed dispatchers and idle sessions are expired, the state saved
+        # and the store checked here, off the request path, so selections never pay for
+        # housekeeping. A store that does not answer fails a step, never the loop.
         loop = asyncio.get_running_loop()
         sweep_every = self._options.sweep_interval_s
         save_every = self._options.state_interval_s if self._state is not None else math.inf
+        check_every = self._options.store_check_interval_s if self._store else math.inf
         next_sweep, next_save = loop.time() + sweep_every, loop.time() + save_every
+        next_check = loop.time() + check_every
         while True:
-            await asyncio.sleep(max(0.0, min(next_sweep, next_save) - loop.time()))
+            await asyncio.sleep(max(0.0, min(next_sweep, next_save, next_check) - loop.time()))
             now = loop.time()
+            if now >= next_check:
+                next_check = now + check_every
+                await self._check_store()
             if now >= next_sweep:
                 next_sweep = now + sweep_every
-                await self._sweep()
+                # While the store is known to be away, a sweep could only fail again.
+                if self.store_available:
+                    await self._sweep()
             if now >= next_save:
                 next_save = now + save_every
                 await self._save_state()
 
+    async def _check_store(self) -> None:
+        """Ask the store whether it answers; on a change, switch health and log it once."""
+        if self._store is None:
+            return
+        try:
+            await self._store.check()
+        except StoreUnavailable as error:
+            if self.store_available:
+                self.store_available = False
+                await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+                log.error("store_unavailable", error=str(error))
+            # Every failed check: a stream opened since the last one ends too.
+            self._servicer.store_unavailable(error)
+            return
+        if not self.store_available:
+            self.store_available = True
+            self._servicer.store_recovered()
+            await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+            log.info("store_recovered")
+
+    async def _set_health(self, status: health_pb2.HealthCheckResponse.ServingStatus) -> None:
+        # Once shutdown has begun the health servicer ignores this: it stays NOT_SERVING.
+        for service in ("", SERVICE_NAME):
+            await self._health.set(service, status)
+
     async def _sweep(self) -> None:
-        leases, _ = await self._balancer.sweep()
-        if leases:
-            log.warning("leases_expired", count=leases)
-        if self.metrics is not None:
-            await self.metrics.refresh(self._balancer)
+        try:
+            leases, _ = await self._balancer.sweep()
+            if leases:
+                log.warning("leases_expired", count=leases)
+            if self.metrics is not None:
+                await self.metrics.refresh(self._balancer)
+        except StoreUnavailable as error:
+            # The store went away since the last check; the next check reports it.
+            log.warning("sweep_failed", error=str(error))
 
     async def _save_state(self) -> None:
         if self._state is None:
             return
         try:
             await self._state.save()
-        except OSError as error:
+        except (OSError, StoreUnavailable) as error:
             # A full disk or a lost directory must not stop the balancer: say so and
             # try again at the next interval.
             log.error("state_save_failed", state_file=str(self._state.path), error=str(error))
@@ -302,9 +352,13 @@ async def serve(
     metrics: Metrics | None = None,
     on_reload: Callable[[], Coroutine[Any, Any, None]] | None = None,
     state: StateFile | None = None,
+    store: Store | None = None,
 ) -> None:
-    """Serve until SIGTERM or SIGINT, then stop gracefully; SIGHUP calls ``on_reload``."""
-    server = LoadBalancerServer(balancer, options, metrics, state)
+    """Serve until SIGTERM or SIGINT, then stop gracefully; SIGHUP calls ``on_reload``.
+
+    With ``store`` (the balancer's), health follows whether it answers.
+    """
+    server = LoadBalancerServer(balancer, options, metrics, state, store)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     # Handlers go in before the server starts (and logs "serving"), so a signal sent as

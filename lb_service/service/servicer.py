@@ -14,7 +14,7 @@ from lb.v1 import load_balancer_pb2 as pb
 from lb.v1 import load_balancer_pb2_grpc as pb_grpc
 
 from lb_service.balancer import LoadBalancer
-from lb_service.errors import InvalidArgument, LoadBalancerError
+from lb_service.errors import InvalidArgument, LoadBalancerError, StoreUnavailable
 from lb_service.model import Agent, LoadSnapshot, Selection
 from lb_service.service import convert
 from lb_service.service.status import to_status
@@ -63,10 +63,25 @@ class LoadBalancerServicer(pb_grpc.LoadBalancerServicer):
         self.open_streams = 0
         self._last_message: tuple[LoadSnapshot, pb.WatchLoadsResponse] | None = None
         self._agent_messages = convert.AgentMessages(balancer.config.max_agents)
+        self._outage = _Outage()
 
     def begin_shutdown(self) -> None:
         """End every open WatchLoads stream cleanly so shutdown need not wait them out."""
         self._stopping.set()
+
+    def store_unavailable(self, error: StoreUnavailable) -> None:
+        """End every open WatchLoads stream with ``error`` (UNAVAILABLE): the store is away.
+
+        A store that learns of changes by polling cannot tell a waiting stream that it
+        lost its server, and the stream would stay silent; the server's store check
+        can, and calls this. Streams opened meanwhile fail on their first read.
+        """
+        self._outage.begin(error)
+
+    def store_recovered(self) -> None:
+        """The store answers again: streams opened from now on run as usual."""
+        if self._outage.error is not None:
+            self._outage = _Outage()
 
     @_translate_errors
     async def RegisterAgent(  # noqa: N802 - gRPC method names are fixed by the proto
@@ -114,9 +129,18 @@ class LoadBalancerServicer(pb_grpc.LoadBalancerServicer):
                 f"got {len(request.requests)}; split the batch"
             )
         outcomes: list[Selection | LoadBalancerError] = []
+        outage: StoreUnavailable | None = None
         for entry in request.requests:
+            if outage is not None:
+                # The store is away: each later entry would only wait out the store's
+                # timeout to fail the same way, and the batch would outlive its deadline.
+                outcomes.append(outage)
+                continue
             try:
                 outcomes.append(await self._select(entry))
+            except StoreUnavailable as error:
+                outage = error
+                outcomes.append(error)
             except LoadBalancerError as error:
                 outcomes.append(error)
         return convert.selection_results_to_pb(outcomes, self._agent_messages)
@@ -171,10 +195,16 @@ class LoadBalancerServicer(pb_grpc.LoadBalancerServicer):
     ) -> AsyncIterator[pb.WatchLoadsResponse]:
         """Stream load snapshots until the client cancels or the server shuts down."""
         snapshots = self._balancer.watch(request.agent_ids, request.min_interval_ms / 1000)
+        outage = self._outage
         self.open_streams += 1
         try:
-            async for snapshot in _until(snapshots, self._stopping):
+            if outage.error is not None:
+                # Known to be away: the first snapshot could only be a stale shared one.
+                raise outage.error
+            async for snapshot in _until(snapshots, self._stopping, outage.event):
                 yield self._snapshot_message(snapshot)
+            if outage.error is not None and not self._stopping.is_set():
+                raise outage.error
         except LoadBalancerError as error:
             await abort(context, error)
         finally:
@@ -207,16 +237,28 @@ class LoadBalancerServicer(pb_grpc.LoadBalancerServicer):
         return pb.SetStrategyResponse(previous=convert.strategy_to_pb(previous))
 
 
+class _Outage:
+    """One store outage as the WatchLoads streams see it: set, with its error, once it begins."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        self.error: StoreUnavailable | None = None
+
+    def begin(self, error: StoreUnavailable) -> None:
+        self.error = error
+        self.event.set()
+
+
 async def _until(
-    items: AsyncGenerator[_Item, None], stop: asyncio.Event
+    items: AsyncGenerator[_Item, None], *stops: asyncio.Event
 ) -> AsyncGenerator[_Item, None]:
-    """Yield from ``items`` until it ends or ``stop`` is set, then close it."""
-    stopped = asyncio.ensure_future(stop.wait())
+    """Yield from ``items`` until it ends or one of ``stops`` is set, then close it."""
+    stopped = [asyncio.ensure_future(stop.wait()) for stop in stops]
     following: asyncio.Future[_Item] | None = None
     try:
         while True:
             following = asyncio.ensure_future(anext(items))
-            await asyncio.wait((following, stopped), return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait((following, *stopped), return_when=asyncio.FIRST_COMPLETED)
             if not following.done():
                 return
             try:
@@ -227,7 +269,8 @@ async def _until(
     finally:
         # Runs on stop, on error and when the client cancels: the pending step must be
         # cancelled and settled before the generator it runs in can be closed.
-        stopped.cancel()
+        for waiter in stopped:
+            waiter.cancel()
         if following is not None and not following.done():
             following.cancel()
             with contextlib.suppress(asyncio.CancelledError):

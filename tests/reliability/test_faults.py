@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -53,9 +53,9 @@ class SlowStore(MemoryStore):
         await self._pause()
         return await super().agents()
 
-    async def pick_state(self, session_id: str) -> PickState:
+    async def pick_state(self, session_id: str, candidate_ids: Sequence[str] = ()) -> PickState:
         await self._pause()
-        return await super().pick_state(session_id)
+        return await super().pick_state(session_id, candidate_ids)
 
     async def counters(self) -> Counters:
         await self._pause()

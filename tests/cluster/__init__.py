@@ -1,0 +1,1 @@
+"""Several real replicas sharing one Redis: the scale-out guarantees."""
