@@ -780,3 +780,83 @@ async def test_one_write_wakes_every_waiter(store: Store) -> None:
 async def test_check_answers_when_the_store_is_up(store: Store) -> None:
     """check() returns without raising while the store is reachable."""
     await store.check()
+
+
+# Moved from the memory store's own tests: they hold for every store.
+
+
+async def test_deleted_then_reput_agent_has_no_weight_override(store: Store) -> None:
+    """An agent put again after deletion does not get its old weight override back."""
+    await put(store, "a", "b")
+    await store.set_weights({"a": 2.0})
+    await store.delete_agent("a")
+    await put(store, "a")
+    assert dict(await store.weights()) == {}
+    assert list(await store.agents()) == ["b", "a"]
+
+
+async def test_set_weights_merges_overrides(store: Store) -> None:
+    """set_weights adds and replaces the given overrides and leaves the others alone."""
+    await store.set_weights({"a": 1.0, "b": 2.0})
+    await store.set_weights({"b": 0.0, "c": 4.0})
+    assert dict(await store.weights()) == {"a": 1.0, "b": 0.0, "c": 4.0}
+
+
+@pytest.mark.parametrize(
+    "request_id",
+    [
+        "test-01",  # leading zero: "test-1" was issued (and is still open), "test-01" never was
+        "test-002",
+        "test-\u00b2",  # superscript two: str.isdigit() accepts it, int() raises ValueError
+        "test-\u0661",  # ARABIC-INDIC DIGIT ONE: int() reads it as 1
+        "test-\uff12",  # FULLWIDTH DIGIT TWO: int() reads it as 2
+    ],
+)
+async def test_non_canonical_number_is_unknown_and_changes_nothing(
+    store: Store, request_id: str
+) -> None:
+    """An id spelling an issued number differently was never issued: UNKNOWN_REQUEST, no raise.
+
+    Catches a store that checks ``number.isdigit()`` and ``int(number)`` instead of
+    comparing the exact decimal spelling it issued.
+    """
+    await put(store, "a")
+    await store.open_lease("a", START_MS)
+    done = await store.open_lease("a", START_MS)
+    await store.end_request(ended("a", done))
+    before = await state(store)
+
+    result = await store.end_request(ended("a", request_id))
+
+    assert result == EndResult(EndOutcome.UNKNOWN_REQUEST)
+    assert await state(store) == before
+
+
+async def test_first_sample_seeds_the_average(store: Store) -> None:
+    """The first latency becomes the average as is, whatever the smoothing factor."""
+    await put(store, "a")
+    request_id = await store.open_lease("a", START_MS)
+    await store.end_request(ended("a", request_id, 80.0, smoothing=0.1))
+    assert (await store.stats())["a"].avg_latency_ms == pytest.approx(80.0)
+
+
+async def test_expire_leases_records_no_latency(store: Store) -> None:
+    """Expired leases count as failed requests but add no latency sample."""
+    await put(store, "a")
+    await store.open_lease("a", START_MS)
+    await store.expire_leases(START_MS + 1, START_MS + 1, FEEDBACK)
+    assert (await store.stats())["a"].avg_latency_ms is None
+    assert (await store.counters()).latency_samples == 0
+
+
+async def test_waiter_wakes_again_on_a_later_write(store: Store) -> None:
+    """Waiting again with the version just returned blocks until the following write."""
+    await put(store, "a")
+    seen = store.version()
+    waiter = asyncio.create_task(store.wait_for_change(seen))
+    await yield_to_loop()
+    assert not waiter.done()
+
+    await store.open_lease("a", START_MS)
+
+    assert await asyncio.wait_for(waiter, HANG_GUARD_S) == store.version() != seen
