@@ -68,6 +68,41 @@ def system_clock() -> int:
     return time.time_ns() // 1_000_000
 
 
+def _whole(value: object, minimum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+#: BalancerConfig's value rules: (options, the rule in words, the check).
+_OPTION_RULES: tuple[tuple[tuple[str, ...], str, Callable[[float], bool]], ...] = (
+    (
+        ("session_ttl_s", "request_timeout_s", "watch_min_interval_s", "ewma_decay_s",
+         "ejection_base_s", "ejection_max_s"),
+        "a finite number > 0",
+        lambda v: math.isfinite(v) and v > 0,
+    ),
+    (
+        ("failure_penalty_ms", "slow_start_window_s"),
+        "a finite number >= 0",
+        lambda v: math.isfinite(v) and v >= 0,
+    ),
+    (
+        ("latency_smoothing", "ejection_max_share", "slow_start_min_share"),
+        "in (0, 1]",
+        lambda v: 0 < v <= 1,
+    ),
+    (
+        ("max_candidates", "max_agents", "max_sessions", "max_leases"),
+        "a whole number >= 1",
+        lambda v: _whole(v, 1),
+    ),
+    (
+        ("choice_count", "ejection_consecutive_failures"),
+        "a whole number >= 0",
+        lambda v: _whole(v, 0),
+    ),
+)  # fmt: skip
+
+
 @dataclass(frozen=True, slots=True)
 class BalancerConfig:
     """Behaviour options of the balancer, with the documented defaults."""
@@ -118,33 +153,11 @@ class BalancerConfig:
 
     def __post_init__(self) -> None:
         """Reject values the balancer cannot work with."""
-        for name in (
-            "session_ttl_s",
-            "request_timeout_s",
-            "watch_min_interval_s",
-            "ewma_decay_s",
-            "ejection_base_s",
-            "ejection_max_s",
-        ):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-        for name in ("failure_penalty_ms", "slow_start_window_s"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-        for name in ("latency_smoothing", "ejection_max_share", "slow_start_min_share"):
-            value = getattr(self, name)
-            if not 0 < value <= 1:
-                raise ValueError(f"{name} must be in (0, 1], got {value!r}")
-        for name in ("max_candidates", "max_agents", "max_sessions", "max_leases"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
-        for name in ("choice_count", "ejection_consecutive_failures"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be a whole number >= 0, got {value!r}")
+        for names, rule, holds in _OPTION_RULES:
+            for name in names:
+                value = getattr(self, name)
+                if not holds(value):
+                    raise ValueError(f"{name} must be {rule}, got {value!r}")
 
     @property
     def feedback(self) -> Feedback:

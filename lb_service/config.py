@@ -60,38 +60,41 @@ def _number(value: object) -> float:
         raise ValueError(f"must be a number, got {value!r}") from None
 
 
-def _positive(value: object) -> float:
-    number = _number(value)
-    if not (math.isfinite(number) and number > 0):
-        raise ValueError(f"must be a finite number > 0, got {value!r}")
-    return number
+def _finite(*, zero: bool) -> Callable[[object], float]:
+    """A parser of finite numbers above 0, or from 0 on when ``zero`` is allowed."""
+    bound = ">= 0" if zero else "> 0"
+
+    def parse(value: object) -> float:
+        number = _number(value)
+        if not (math.isfinite(number) and (number >= 0 if zero else number > 0)):
+            raise ValueError(f"must be a finite number {bound}, got {value!r}")
+        return number
+
+    return parse
 
 
-def _whole(value: object) -> int:
-    number = _number(value)
-    if not (math.isfinite(number) and number == int(number) and number >= 1):
-        raise ValueError(f"must be a whole number >= 1, got {value!r}")
-    return int(number)
+def _whole_from(minimum: int) -> Callable[[object], int]:
+    """A parser of whole numbers from ``minimum`` on."""
+
+    def parse(value: object) -> int:
+        number = _number(value)
+        if not (math.isfinite(number) and number == int(number) and number >= minimum):
+            raise ValueError(f"must be a whole number >= {minimum}, got {value!r}")
+        return int(number)
+
+    return parse
+
+
+_positive = _finite(zero=False)
+_non_negative = _finite(zero=True)
+_whole = _whole_from(1)
+_whole_or_zero = _whole_from(0)
 
 
 def _fraction(value: object) -> float:
     number = _number(value)
     if not 0 < number <= 1:
         raise ValueError(f"must be in (0, 1], got {value!r}")
-    return number
-
-
-def _whole_or_zero(value: object) -> int:
-    number = _number(value)
-    if not (math.isfinite(number) and number == int(number) and number >= 0):
-        raise ValueError(f"must be a whole number >= 0, got {value!r}")
-    return int(number)
-
-
-def _non_negative(value: object) -> float:
-    number = _number(value)
-    if not (math.isfinite(number) and number >= 0):
-        raise ValueError(f"must be a finite number >= 0, got {value!r}")
     return number
 
 
