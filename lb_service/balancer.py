@@ -371,6 +371,7 @@ class LoadBalancer:
                 contenders=decision.contenders,
                 rank=decision.rank,
                 fresh_since_ms=now - int(self._config.session_ttl_s * 1000),
+                seen=state.binding,
             )
         )
         if committed is None:

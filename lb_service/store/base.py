@@ -135,6 +135,9 @@ class Pick:
     #: With ``bind``: a binding made meanwhile by another replica and used at or after
     #: this time is live, and wins (a session binds once); older ones are replaced.
     fresh_since_ms: int = 0
+    #: The session's binding as ``pick_state`` showed it: the one the balancer chose to
+    #: replace, which a shared store must tell apart from one made meanwhile.
+    seen: Binding | None = None
 
 
 @dataclass(frozen=True, slots=True)

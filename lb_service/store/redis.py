@@ -38,7 +38,6 @@ import json
 import math
 import os
 import secrets
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -69,9 +68,6 @@ from lb_service.store.feedback import Feedback
 
 #: How often one replica reads the state version while anyone waits for a change.
 POLL_INTERVAL_S = 0.2
-#: Sessions whose snapshot binding a replica remembers until their commit (see
-#: ``commit_pick``); older entries are dropped first, so memory stays bounded.
-_REMEMBERED_BINDINGS = 4096
 _SCRIPT_MARK = "--- script: "
 
 
@@ -176,10 +172,6 @@ class RedisStore:
         self._changed = asyncio.Event()
         self._waiters = 0
         self._poller: asyncio.Task[None] | None = None
-        # Session id -> (agent id, last used as Redis wrote it) of the binding the last
-        # pick_state for it showed; commit_pick tells Redis, which then knows a binding
-        # the balancer chose to replace from one a concurrent pick made meanwhile.
-        self._shown: OrderedDict[str, tuple[str, str]] = OrderedDict()
 
     @property
     def prefix(self) -> str:
@@ -286,12 +278,8 @@ class RedisStore:
                 if raw:
                     stats[agent_id] = _decode_stats(raw)[0]
         binding = None
-        if session_id:
-            if bound is not None and used is not None:
-                binding = Binding(bound, int(float(used)))
-                self._remember_shown(session_id, bound, used)
-            else:
-                self._shown.pop(session_id, None)
+        if session_id and bound is not None and used is not None:
+            binding = Binding(bound, int(float(used)))
         return PickState(
             strategy=config.strategy,
             agents=config.agents,
@@ -314,7 +302,7 @@ class RedisStore:
         did not show) and used since ``pick.fresh_since_ms`` wins over ``pick.bind``:
         its agent is committed and returned with ``sticky=True``.
         """
-        shown_agent, shown_used = self._shown.get(pick.session_id, ("", ""))
+        seen = pick.seen
         args: list[str | int] = [
             self._epoch_candidate(),
             pick.agent_id,
@@ -323,8 +311,8 @@ class RedisStore:
             pick.session_id,
             int(pick.bind),
             pick.fresh_since_ms,
-            shown_agent,
-            shown_used,
+            seen.agent_id if seen is not None else "",
+            seen.last_used_ms if seen is not None else "",
             # The script ranks by the stored peak-EWMA estimate, as the balancer does:
             # only samples move it (feedback.next_cost).
             pick.rank.value,
@@ -579,12 +567,6 @@ class RedisStore:
         if value > self._version:
             self._version = value
             self._changed.set()
-
-    def _remember_shown(self, session_id: str, agent_id: str, used: str) -> None:
-        self._shown[session_id] = (agent_id, used)
-        self._shown.move_to_end(session_id)
-        if len(self._shown) > _REMEMBERED_BINDINGS:
-            self._shown.popitem(last=False)
 
     async def _poll_versions(self) -> None:
         """Read the state version every POLL_INTERVAL_S while anyone waits (one per store)."""

@@ -434,7 +434,7 @@ if bind and bound then
   -- pick: the session binds once, so it wins. One the snapshot showed is the binding
   -- the balancer chose to replace (idle, its agent gone or not fit for this task).
   local used = redis.call('ZSCORE', K.used, session_id)
-  local shown = bound == seen_agent and used == seen_used
+  local shown = bound == seen_agent and seen_used ~= '' and tonumber(used) == tonumber(seen_used)
   if used and tonumber(used) >= fresh_since and not shown then
     agent_id = bound
     sticky = 1

@@ -202,8 +202,10 @@ async def test_a_binding_the_snapshot_showed_is_replaced(replica: Replica) -> No
     store = replica()
     await registered(store, ("a", 0), ("b", 0))
     await store.commit_pick(Pick("a", START_MS, session_id="s", bind=True))
-    assert (await store.pick_state("s")).binding == Binding("a", START_MS)
-    committed = await store.commit_pick(Pick("b", START_MS + 5, session_id="s", bind=True))
+    shown = (await store.pick_state("s")).binding
+    assert shown == Binding("a", START_MS)
+    replacing = Pick("b", START_MS + 5, session_id="s", bind=True, seen=shown)
+    committed = await store.commit_pick(replacing)
     assert committed == Committed("b")
     assert (await store.pick_state("s")).binding == Binding("b", START_MS + 5)
 

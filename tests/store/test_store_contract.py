@@ -59,8 +59,8 @@ async def put(store: Store, *ids: str) -> None:
 
 async def select(store: Store, pick: Pick) -> Committed:
     """Read the snapshot and commit, as a selection does; the commit must succeed."""
-    await store.pick_state(pick.session_id)
-    committed = await store.commit_pick(pick)
+    state = await store.pick_state(pick.session_id)
+    committed = await store.commit_pick(replace(pick, seen=state.binding))
     assert committed is not None
     return committed
 
