@@ -519,7 +519,7 @@ class LoadBalancer:
     async def start(self, agent_id: str) -> str:
         """Record that a request went to the agent; return its lease's request_id."""
         await self._require_known(require_id(agent_id))
-        self._check_lease_room(len(await self._store.leases()))
+        self._check_lease_room(await self._store.lease_count())
         return await self._store.open_lease(agent_id, self._clock())
 
     def _check_lease_room(self, open_leases: int) -> None:

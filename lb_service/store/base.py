@@ -300,6 +300,10 @@ class Store(Protocol):
         """Sticky-session bindings held."""
         ...
 
+    async def lease_count(self) -> int:
+        """Leases open (what the max_leases limit counts)."""
+        ...
+
     async def leases(self) -> Mapping[str, Lease]:
         """Every open lease by request_id (read-only)."""
         ...

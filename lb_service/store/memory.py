@@ -266,6 +266,10 @@ class MemoryStore:
         """Sticky-session bindings held."""
         return len(self._bindings)
 
+    async def lease_count(self) -> int:
+        """Leases open (what the max_leases limit counts)."""
+        return len(self._leases)
+
     async def leases(self) -> Mapping[str, Lease]:
         """Every open lease by request_id (read-only)."""
         return MappingProxyType(self._leases)

@@ -410,6 +410,10 @@ class RedisStore:
         """Sticky-session bindings held."""
         return int(await self._call(lambda r: r.hlen(self._key("bindings"))))
 
+    async def lease_count(self) -> int:
+        """Leases open (what the max_leases limit counts): one HLEN, not the leases."""
+        return int(await self._call(lambda r: r.hlen(self._key("leases"))))
+
     async def leases(self) -> Mapping[str, Lease]:
         """Every open lease by request_id, in the order they started."""
 

@@ -350,6 +350,20 @@ async def test_leases_lists_open_leases_in_start_order(store: Store) -> None:
     assert dict(await store.leases()) == {}
 
 
+async def test_lease_count_follows_opens_ends_and_expiry(store: Store) -> None:
+    """lease_count() is the number of open leases, as pick_state's lease_count says too."""
+    await put(store, "a")
+    assert await store.lease_count() == 0
+    first = await store.open_lease("a", START_MS)
+    await lease(store, Pick("a", START_MS + 1, acquire=True))
+    await store.open_lease("a", START_MS + 2)
+    assert await store.lease_count() == 3 == (await store.pick_state("")).lease_count
+    await store.end_request(ended("a", first))
+    assert await store.lease_count() == 2
+    await store.expire_leases(START_MS + 3, START_MS + 3, FEEDBACK)
+    assert await store.lease_count() == 0
+
+
 # Request ends.
 
 
@@ -734,6 +748,7 @@ async def test_reads_and_rejected_ends_keep_the_version(store: Store) -> None:
     await store.strategy()
     await store.leases()
     await store.session_count()
+    await store.lease_count()
     await store.pick_state("s")
     await store.record_failed_selection()
     await store.end_request(ended("b", f"{EPOCH}-1"))  # WRONG_AGENT
