@@ -426,7 +426,8 @@ class LoadBalancer:
         sampled = config.choice_count > 0 and state.strategy in _SAMPLED
         ramping = config.slow_start_window_s > 0
         # The index holds every eligible agent free and ranked; it answers alone unless
-        # an agent is full or ejected, the pick is sampled or ramped, or ranks decay.
+        # an agent is full or ejected, the pick is sampled or ramped, or it ranks by
+        # peak-EWMA (the index keeps the moving-average order only).
         clean = (
             indexed is not None
             and not indexed.full
