@@ -13,8 +13,8 @@ import math
 import random
 import time
 from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass
+from typing import NamedTuple, Protocol
 
 from lb_service.errors import (
     AgentNotFound,
@@ -195,18 +195,35 @@ _REFUSALS: tuple[tuple[type[NoAgentAvailable], Outcome], ...] = (
 #: Strategies whose pick ``choice_count`` narrows to a random sample (power of two choices).
 _SAMPLED = frozenset({StrategyName.LEAST_CONNECTIONS, StrategyName.LATENCY_BASED})
 _NO_STATS = AgentStats()
+_NO_IDS: frozenset[str] = frozenset()
 
 
-@dataclass(frozen=True, slots=True)
-class _Decision:
-    """A pick before it is committed, with what a shared store needs to re-rank it."""
+class _Decision(NamedTuple):
+    """A pick before it is committed, with what a shared store needs to re-rank it.
+
+    A NamedTuple, not a frozen dataclass: one is built per selection, and a tuple is
+    built in C.
+    """
 
     agent: Agent
     sticky: bool
     bind: bool
     contenders: tuple[Contender, ...] = ()
     rank: LiveRank = LiveRank.ACTIVE
-    by_id: Mapping[str, Agent] = field(default_factory=dict)
+    #: The contenders' agents by id (a shared store may commit any of them).
+    by_id: Mapping[str, Agent] | None = None
+
+
+def _draw(options: Sequence[Agent], count: int, rng: random.Random) -> Sequence[Agent]:
+    """``count`` distinct options at random (fewer than there are options)."""
+    if count == 2:
+        # The default, on every least-connections pick: two draws from random() cost a
+        # fraction of random.sample, which copies a small population and loops in Python.
+        n = len(options)
+        first = int(rng.random() * n)
+        second = int(rng.random() * (n - 1))
+        return (options[first], options[second + (second >= first)])
+    return rng.sample(options, count)
 
 
 def _candidate(agent: Agent, state: PickState, peak_ewma: bool) -> Candidate:
@@ -273,6 +290,8 @@ class LoadBalancer:
         """Build a balancer over ``store``; inject ``clock`` and ``rng`` for exact tests."""
         self._store = store
         self._config = config or BalancerConfig()
+        # Built once: every request end passes it to the store.
+        self._feedback = self._config.feedback
         self._clock = clock
         self._rng = rng or random.Random()
         self.observer: Observer = observer or _NoObserver()
@@ -340,7 +359,7 @@ class LoadBalancer:
         task = check_task(task or Task())
         pool = check_candidates(candidates, self._config.max_candidates)
         session_id = check_session_id(session_id) if self._config.sticky_sessions else ""
-        state = await self._store.pick_state(session_id, tuple(a.id for a in pool))
+        state = await self._store.pick_state(session_id, tuple(a.id for a in pool) if pool else ())
         now = self._clock()
         try:
             decision = self._decide(state, task, pool, session_id, now)
@@ -370,7 +389,7 @@ class LoadBalancer:
                 bind=decision.bind,
                 contenders=decision.contenders,
                 rank=decision.rank,
-                fresh_since_ms=now - int(self._config.session_ttl_s * 1000),
+                fresh_since_ms=now - int(self._config.session_ttl_s * 1000) if session_id else 0,
                 seen=state.binding,
             )
         )
@@ -382,7 +401,8 @@ class LoadBalancer:
         agent = decision.agent
         if committed.agent_id != agent.id:
             # A shared store re-ranked on fresher loads, or the session was bound meanwhile.
-            agent = decision.by_id.get(committed.agent_id) or state.agents[committed.agent_id]
+            contenders = decision.by_id or {}
+            agent = contenders.get(committed.agent_id) or state.agents[committed.agent_id]
         sticky = decision.sticky or committed.sticky
         self.observer.selection(state.strategy, Outcome.STICKY if sticky else Outcome.SELECTED)
         return Selection(agent, state.strategy, sticky=sticky, request_id=committed.request_id)
@@ -410,7 +430,12 @@ class LoadBalancer:
         # An empty pool goes through eligible() too, which names the requirement no agent meets.
         matching = indexed.agents if indexed else eligible(tuple(source.values()), task)
         stats = state.stats
-        ejected = {i for i, until in state.ejections.items() if until > now}
+        # Usually no agent is ejected: skip building the set then (this is the hot path).
+        ejected = (
+            {i for i, until in state.ejections.items() if until > now}
+            if state.ejections
+            else _NO_IDS
+        )
 
         def has_room(agent: Agent) -> bool:
             limit = agent.max_connections
@@ -421,9 +446,13 @@ class LoadBalancer:
             contenders = (Contender(bound.id, bound.max_connections),) if state.shared else ()
             return _Decision(bound, sticky=True, bind=False, contenders=contenders)
         strategy = STRATEGIES[state.strategy]
-        peak_ewma = config.peak_ewma and state.strategy is StrategyName.LATENCY_BASED
+        # Identity tests, not set membership: an enum's hash runs Python code.
+        name = state.strategy
+        peak_ewma = config.peak_ewma and name is StrategyName.LATENCY_BASED
         ctx = PickContext(state.sequence, self._rng, peak_ewma=peak_ewma)
-        sampled = config.choice_count > 0 and state.strategy in _SAMPLED
+        sampled = config.choice_count > 0 and (
+            name is StrategyName.LEAST_CONNECTIONS or name is StrategyName.LATENCY_BASED
+        )
         ramping = config.slow_start_window_s > 0
         # The index holds every eligible agent free and ranked; it answers alone unless
         # an agent is full or ejected, the pick is sampled or ramped, or it ranks by
@@ -433,7 +462,7 @@ class LoadBalancer:
             and not indexed.full
             and not state.shared
             and not ramping
-            and not any(indexed.contains(agent_id) for agent_id in ejected)
+            and not (ejected and any(indexed.contains(agent_id) for agent_id in ejected))
         )
         candidates: list[Candidate] = []
         if indexed is not None and clean and not sampled and not peak_ewma:
@@ -452,7 +481,7 @@ class LoadBalancer:
                 # all traffic, which is worse than sending it to agents that may fail.
                 options = [a for a in free if a.id not in ejected] or free
             if sampled and len(options) > config.choice_count:
-                options = self._rng.sample(options, config.choice_count)
+                options = _draw(options, config.choice_count, self._rng)
             candidates = [_candidate(agent, state, peak_ewma) for agent in options]
             candidate = strategy.choose(candidates, task, ctx)
             if candidate is not None and ramping:
@@ -549,7 +578,7 @@ class LoadBalancer:
                 latency_ms,
                 failed,
                 self._clock(),
-                self._config.feedback,
+                self._feedback,
             )
         )
         if result.outcome is EndOutcome.UNKNOWN_REQUEST:
@@ -570,7 +599,7 @@ class LoadBalancer:
         """
         now = self._clock()
         leases = await self._store.expire_leases(
-            now - int(self._config.request_timeout_s * 1000), now, self._config.feedback
+            now - int(self._config.request_timeout_s * 1000), now, self._feedback
         )
         await self._store.expire_ejections(now)
         idle_since = now - int(self._config.session_ttl_s * 1000)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from lb_service.model import Agent, StrategyName
 
@@ -140,11 +140,11 @@ class Pick:
     seen: Binding | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Committed:
+class Committed(NamedTuple):
     """What ``commit_pick`` recorded: the agent, and the lease's request_id when acquiring.
 
     A shared store may have committed another contender, or a binding made meanwhile.
+    A NamedTuple because one is built per selection, in C.
     """
 
     agent_id: str

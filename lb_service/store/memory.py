@@ -64,6 +64,7 @@ class MemoryStore:
         self._selections_by_agent: Counter[str] = Counter()
         # Agents ejected now (until when); kept apart so a pick need not scan the stats.
         self._ejections: dict[str, int] = {}
+        self._ejections_view = MappingProxyType(self._ejections)
         self._version = 0
         self._changed = asyncio.Event()
         # Kept up to date below (registry, weight and load changes), so picks never scan.
@@ -137,7 +138,7 @@ class MemoryStore:
             sequence=self._sequence,
             session_count=len(self._bindings),
             lease_count=len(self._leases),
-            ejections=MappingProxyType(self._ejections),
+            ejections=self._ejections_view,
             index=self._index,
         )
 

@@ -44,6 +44,12 @@ from tests.factories import FakeClock
 _T = TypeVar("_T")
 
 CONFIG = BalancerConfig(
+    # The model below predicts the five base rules exactly: full scan, moving-average
+    # latency, no ejection. The power of two choices, peak-EWMA and ejection have their
+    # own tests (tests/core/test_decision_quality.py, tests/store/test_feedback.py).
+    choice_count=0,
+    peak_ewma=False,
+    ejection_consecutive_failures=0,
     # Leases outlive idle sessions here, so a lease can outlast its agent's idle history.
     session_ttl_s=30,
     request_timeout_s=60,
