@@ -5,16 +5,17 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from lb_service.model import Agent, StrategyName, Task
 
 
-@dataclass(frozen=True, slots=True)
-class Candidate:
+class Candidate(NamedTuple):
     """An eligible agent with the load figures strategies rank by.
 
-    ``avg_latency_ms`` is None until the agent's first latency sample.
+    ``avg_latency_ms`` is None until the agent's first latency sample. A NamedTuple:
+    candidates are built on every sampled pick and every load change the index sees,
+    and a tuple is built in C.
     """
 
     agent: Agent
