@@ -16,6 +16,12 @@ is assigned, its start is simply the earliest time a slot is free, so an agent n
 events of its own: assignment computes start and finish at once. Slots are independent
 (running more requests at once does not slow each one down), which flatters agents with
 many slots; give fewer slots with a higher speed to model batching that does.
+
+What the balancer did. Every ``sweep`` returns the leases it expired; their sum is kept.
+Ejections are counted from ``loads()`` read after every sweep and once more at the end of
+the run: an agent whose ``ejected_until_ms`` is non-zero and differs from the value last
+seen for it was ejected (again) since. An ejection lasts ``ejection_base_s`` (30 s by
+default), far longer than a sweep interval, so none falls between two reads.
 """
 
 from __future__ import annotations
@@ -91,6 +97,10 @@ class PolicyRun:
     sample_s: list[float] = field(default_factory=list)
     samples: list[tuple[int, ...]] = field(default_factory=list)
     ejections: list[EjectionWatch] = field(default_factory=list)
+    #: Leases the balancer's sweeps expired (the first figure ``sweep()`` returns).
+    leases_expired: int = 0
+    #: Times an agent was newly ejected, as read after each sweep (module docstring).
+    ejection_count: int = 0
 
 
 class _AgentState:
@@ -202,6 +212,8 @@ class _Run:
             else {}
         )
         self.out.ejections = list(self.watches.values())
+        # Per agent id, the ejected_until_ms last read for it while ejected.
+        self.ejected_until: dict[str, int] = {}
         self.eligible: list[list[int]] = []
         self._refresh_eligible()
 
@@ -245,6 +257,9 @@ class _Run:
         # Drain: the requests still queued finish, and their ends reach the balancer.
         while events:
             await self._event(*heapq.heappop(events))
+        if self.balancer is not None:
+            # An ejection after the last sweep (during the drain) is counted too.
+            await self._count_ejections()
         if self.progress is not None:
             self.progress(1.0)
         return self.out
@@ -272,7 +287,9 @@ class _Run:
             self.request_ids[item] = await balancer.start(self.out.agent_ids[self.out.agent[item]])
         elif kind == _SWEEP:
             assert balancer is not None
-            await balancer.sweep()
+            expired, _ = await balancer.sweep()
+            self.out.leases_expired += expired
+            await self._count_ejections()
             following = time + self.scenario.sweep_interval_s * 1000
             if following < self.end_ms:
                 self._push(following, _SWEEP, 0)
@@ -334,6 +351,16 @@ class _Run:
         # 200 samples over the run unless the scenario says otherwise.
         interval = self.scenario.sample_interval_s or self.scenario.duration_s / 200
         return interval * 1000
+
+    async def _count_ejections(self) -> None:
+        """Count the agents whose ejected_until_ms is new and non-zero since the last read."""
+        assert self.balancer is not None
+        seen = self.ejected_until
+        for load in await self.balancer.loads():
+            until = load.ejected_until_ms
+            if until and seen.get(load.agent_id) != until:
+                seen[load.agent_id] = until
+                self.out.ejection_count += 1
 
     async def _check_ejection(self, agent_id: str, watch: EjectionWatch, now: float) -> None:
         assert self.balancer is not None

@@ -6,10 +6,40 @@ Definitions (the table, the JSON and the targets all use these):
   so the first seconds are lighter than the rest);
 - *response time*: finish - arrival (queue wait + service) of the measured requests that
   succeeded, including those that finish after ``duration_s`` (the run drains its queues,
-  so a policy that builds a backlog is charged for all of it); percentiles are
-  nearest-rank;
+  so a policy that builds a backlog is charged for all of it);
+- *p50, p95, p99, max*: nearest-rank percentiles of the response times of the measured
+  requests that succeeded *or were refused*, a refused request counting as infinitely
+  slow: a policy must not look fast by turning requests away, so one refusing more than
+  1% of them has an infinite p99 (shown as "inf", null in the JSON), and any refusal makes
+  the max infinite. Failed requests are left out (they are counted under *failed*);
+  *mean* is that of the successful requests only (a mean with an infinite term says
+  nothing), so read it beside *refused*;
 - *throughput*: successful requests finishing within [warmup_s, duration_s], per second;
 - *refused*: measured requests the policy could not place (``NoAgentAvailable``);
+- *leases expired*: leases the balancer's ``sweep`` expired over the whole run (requests
+  started and not ended within ``request_timeout_s``, e.g. behind a long backlog);
+- *ejections*: times outlier ejection took an agent out of picks over the whole run, read
+  from the balancer after each sweep and at the end (see ``engine``); 0 for references;
+- *affinity kept*: of the measured requests that carry a session id and whose session
+  had an earlier placed request (measured or not), the share placed on the same agent as
+  that session's previous placed request; a refused one counts as not kept. It is read
+  from the run's placements alone, so it applies to the references too; NaN (null) when
+  no such request exists;
+- *backlog* at a sample time: the requests waiting for a slot, summed over the agents
+  (per agent, requests in system beyond its slots). *unstable*: split the measured window
+  [warmup_s, duration_s] into quarters; the run is unstable when the least backlog sampled
+  in the last quarter exceeds the greatest sampled in the second quarter by more than the
+  number of agents (the *backlog growth*). A backlog that keeps growing is higher at every
+  moment of the last quarter than at any moment of the second, whatever level it had
+  reached by then; a stable queue empties now and then, so the least of the last quarter
+  stays low, and a burst that drains within the window does not lift it. (A ratio of
+  quarter means, e.g. "last quarter over twice the second", misses steady growth: busy
+  slots and the backlog already built by the second quarter inflate the base; a backlog
+  growing steadily from the start never doubles between them once the warm-up is over an
+  eighth of the window.) The margin of one waiting request per agent keeps small
+  fluctuations from counting. NaN growth (not unstable) when a quarter holds no sample.
+  Percentiles of an unstable run depend on how long it ran, so targets judged on it are
+  missed (see ``targets``);
 - *utilisation* of an agent: slot time busy within [warmup_s, duration_s] over its slots
   times that span (from its join, for an agent that joins late); *imbalance*: the
   busiest agent's utilisation over the mean (1.0 = perfectly even);
@@ -95,13 +125,23 @@ class PolicyResult:
     refused: int
     refused_by_reason: dict[str, int]
     throughput_per_s: float
-    #: p50, p95, p99, mean and max response time of successful measured requests, in ms
-    #: (NaN when none succeeded).
+    #: p50, p95, p99 and max response time of the measured requests, a refused one as
+    #: infinity; mean of the successful ones; in ms (NaN when there are none).
     latency_ms: dict[str, float]
     imbalance: float
     agents: tuple[AgentResult, ...]
     shifts: tuple[ShiftResult, ...]
     ejections: tuple[EjectionResult, ...]
+    leases_expired: int = 0
+    #: Outlier ejections over the run (``ejections`` above are per fail fault).
+    ejection_count: int = 0
+    #: The share of session requests kept on their session's agent; NaN when none.
+    affinity_kept: float = math.nan
+    #: The requests ``affinity_kept`` is the share of.
+    affinity_requests: int = 0
+    unstable: bool = False
+    #: Least backlog in the last quarter minus greatest in the second (NaN: no samples).
+    backlog_growth: float = math.nan
 
     @property
     def p99_ms(self) -> float:
@@ -128,8 +168,69 @@ def latencies(run: PolicyRun, arrival_ms: Sequence[float], warmup_s: float) -> l
     )
 
 
-def summarise(scenario: Scenario, run: PolicyRun, arrival_ms: Sequence[float]) -> PolicyResult:
-    """Reduce a run to the reported figures (see the module docstring)."""
+def refusals(run: PolicyRun, arrival_ms: Sequence[float], warmup_s: float) -> int:
+    """How many measured requests the run refused."""
+    start = bisect.bisect_left(arrival_ms, warmup_s * 1000)
+    return sum(1 for a in run.agent[start:] if a < 0)
+
+
+def affinity(
+    run: PolicyRun, arrival_ms: Sequence[float], session: Sequence[str], warmup_s: float
+) -> tuple[float, int]:
+    """The affinity kept (module docstring) and how many requests it is a share of."""
+    first = bisect.bisect_left(arrival_ms, warmup_s * 1000)
+    previous: dict[str, int] = {}
+    kept = counted = 0
+    for i, session_id in enumerate(session):
+        if not session_id:
+            continue
+        agent = run.agent[i]
+        before = previous.get(session_id)
+        if before is not None and i >= first:
+            counted += 1
+            kept += agent == before
+        if agent >= 0:
+            previous[session_id] = agent
+    return (kept / counted if counted else math.nan), counted
+
+
+def backlog_growth(scenario: Scenario, run: PolicyRun) -> float:
+    """The least backlog of the window's last quarter minus the greatest of its second."""
+    slots = [sim.slots for sim in scenario.agents]
+    span = scenario.duration_s - scenario.warmup_s
+    second = (scenario.warmup_s + span / 4, scenario.warmup_s + span / 2)
+    last = scenario.warmup_s + span * 3 / 4
+    early: list[int] = []
+    late: list[int] = []
+    for t, sample in zip(run.sample_s, run.samples, strict=True):
+        if second[0] <= t < second[1]:
+            early.append(_backlog(sample, slots))
+        elif last <= t <= scenario.duration_s:
+            late.append(_backlog(sample, slots))
+    if not early or not late:
+        return math.nan
+    return float(min(late) - max(early))
+
+
+def _backlog(sample: Sequence[int], slots: Sequence[int]) -> int:
+    return sum(max(0, n - s) for n, s in zip(sample, slots, strict=True))
+
+
+def is_unstable(scenario: Scenario, growth: float) -> bool:
+    """Whether a backlog growth marks the run unstable (more than one request per agent)."""
+    return growth > len(scenario.agents)
+
+
+def summarise(
+    scenario: Scenario,
+    run: PolicyRun,
+    arrival_ms: Sequence[float],
+    session: Sequence[str] = (),
+) -> PolicyResult:
+    """Reduce a run to the reported figures (see the module docstring).
+
+    ``session`` is each request's session id (none given: no affinity to measure).
+    """
     warm_ms, end_ms = scenario.warmup_s * 1000, scenario.duration_s * 1000
     first = bisect.bisect_left(arrival_ms, warm_ms)
     measured = range(first, len(arrival_ms))
@@ -174,11 +275,15 @@ def summarise(scenario: Scenario, run: PolicyRun, arrival_ms: Sequence[float]) -
         for n in range(n_agents)
     )
     mean_util = sum(utilisation) / n_agents
-    ordered = latencies(run, arrival_ms, scenario.warmup_s)
+    succeeded = latencies(run, arrival_ms, scenario.warmup_s)
+    # Refusals rank after every response: infinitely slow (module docstring).
+    ordered = succeeded + [math.inf] * refused
     latency = {f"p{q}": percentile(ordered, q) for q in PERCENTILES}
-    latency["mean"] = sum(ordered) / len(ordered) if ordered else math.nan
+    latency["mean"] = sum(succeeded) / len(succeeded) if succeeded else math.nan
     latency["max"] = ordered[-1] if ordered else math.nan
     measured_refusals = refused
+    kept, kept_of = affinity(run, arrival_ms, session, scenario.warmup_s)
+    growth = backlog_growth(scenario, run)
     return PolicyResult(
         name=run.policy.name,
         description=run.policy.describe(),
@@ -208,6 +313,12 @@ def summarise(scenario: Scenario, run: PolicyRun, arrival_ms: Sequence[float]) -
             )
             for w in run.ejections
         ),
+        leases_expired=run.leases_expired,
+        ejection_count=run.ejection_count,
+        affinity_kept=kept,
+        affinity_requests=kept_of,
+        unstable=is_unstable(scenario, growth),
+        backlog_growth=growth,
     )
 
 

@@ -1,7 +1,13 @@
 """The policies a simulation compares: balancer strategies with options, and two references.
 
 Balancer policies run the real ``LoadBalancer`` with a strategy and BalancerConfig options.
-The references bypass it and pick among the eligible agents themselves:
+The first built-in one, ``default``, is what ``lb-service serve`` runs when given no
+options: the default of its ``strategy`` option (read from ``lb_service.config.OPTIONS``)
+with ``BalancerConfig()`` as it is. The scenario's ``balancer:`` section does not apply to
+it, so it always shows the out-of-the-box behaviour; every other balancer policy runs with
+the defaults, then the scenario's ``balancer:`` options, then its own.
+
+The references bypass the balancer and pick among the eligible agents themselves:
 
 - ``random``: uniformly at random, the floor any strategy should beat;
 - ``oracle``: the agent that will finish the request first, knowing every agent's queue,
@@ -18,12 +24,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from lb_service.balancer import BalancerConfig
+from lb_service.config import OPTIONS
 from lb_service.model import StrategyName
 
 #: The names of the reference policies.
 RANDOM = "random"
 ORACLE = "oracle"
 REFERENCES = (RANDOM, ORACLE)
+#: The name of the policy that runs what ``lb-service serve`` runs with no options.
+DEFAULT = "default"
+#: The strategy ``lb-service serve`` starts with when not told one.
+SERVE_STRATEGY = StrategyName(next(o for o in OPTIONS if o.key == "strategy").default)
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,12 +43,14 @@ class PolicySpec:
 
     ``reference`` is ``"random"`` or ``"oracle"`` for the policies that bypass the
     balancer; ``strategy`` is set otherwise. ``options`` are BalancerConfig fields.
+    ``serve_defaults`` makes the scenario's ``balancer:`` options not apply (``default``).
     """
 
     name: str
     strategy: StrategyName | None = None
     reference: str | None = None
     options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    serve_defaults: bool = False
 
     def describe(self) -> str:
         """The strategy and its options in a few words, for tables and legends."""
@@ -45,11 +58,17 @@ class PolicySpec:
             return f"reference: {self.reference}"
         assert self.strategy is not None
         options = ", ".join(f"{k}={_text(v)}" for k, v in self.options.items())
+        if self.serve_defaults:
+            options = ", ".join(filter(None, ("lb-service serve defaults", options)))
         return f"{self.strategy.value}" + (f" ({options})" if options else "")
 
     def config(self, base: Mapping[str, Any]) -> BalancerConfig:
-        """The BalancerConfig this policy runs with: defaults, then ``base``, then its options."""
-        return dataclasses.replace(BalancerConfig(), **{**base, **self.options})
+        """The BalancerConfig this policy runs with: defaults, then ``base``, then its options.
+
+        ``base`` (the scenario's ``balancer:`` section) is ignored under ``serve_defaults``.
+        """
+        shared = {} if self.serve_defaults else base
+        return dataclasses.replace(BalancerConfig(), **{**shared, **self.options})
 
 
 def _text(value: Any) -> str:
@@ -58,6 +77,7 @@ def _text(value: Any) -> str:
 
 #: What runs when a scenario lists no policies, in table order.
 DEFAULT_POLICIES: tuple[PolicySpec, ...] = (
+    PolicySpec(DEFAULT, SERVE_STRATEGY, serve_defaults=True),
     PolicySpec("round-robin", StrategyName.ROUND_ROBIN),
     PolicySpec("least-connections", StrategyName.LEAST_CONNECTIONS, options={"choice_count": 0}),
     PolicySpec(

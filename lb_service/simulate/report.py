@@ -3,6 +3,10 @@
 The JSON holds only what the simulation computed (no wall time, no paths), with floats
 rounded and NaN/infinity written as null, so identical inputs and seed give identical
 bytes; the wall time goes to the table only.
+
+Several runs (``--seeds``, ``--utilisation``) give a JSON list of the per-run documents,
+each with its ``seed`` and ``utilisation`` first, and a table block per run followed by
+each target summed up over the seeds (``targets.over_runs``), per utilisation.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from typing import Any, TextIO
 from lb_service.simulate.metrics import PolicyResult
 from lb_service.simulate.policies import ORACLE, PolicySpec
 from lb_service.simulate.scenario import Scenario
-from lb_service.simulate.targets import TargetResult
+from lb_service.simulate.targets import TargetResult, over_runs
 from lb_service.simulate.workload import Requests
 
 
@@ -35,15 +39,41 @@ class Report:
         """The targets judged and not met (skipped ones are not missed)."""
         return [t for t in self.targets if t.met is False]
 
+    @property
+    def utilisation(self) -> float:
+        """The workload's utilisation (for a rate_per_s workload, rate over capacity)."""
+        given = self.scenario.workload.utilisation
+        if given is not None:
+            return given
+        return self.requests.rate_per_s / self.requests.capacity_per_s
+
+    @property
+    def label(self) -> str:
+        """The run's utilisation and seed, as in plot folder names: ``u0.8-s1``."""
+        return f"u{round(self.utilisation, 4):g}-s{self.seed}"
+
 
 # --- JSON ----------------------------------------------------------------------------
 
 
 def to_json(report: Report) -> str:
     """The report as one JSON document (identical for identical inputs and seed)."""
+    return _dump(_document(report))
+
+
+def to_json_runs(reports: Sequence[Report]) -> str:
+    """Several runs as a JSON list of their documents, each with its seed and utilisation."""
+    return _dump([{"seed": r.seed, "utilisation": r.utilisation, **_document(r)} for r in reports])
+
+
+def _dump(document: Any) -> str:
+    return json.dumps(_clean(document), indent=2, ensure_ascii=False) + "\n"
+
+
+def _document(report: Report) -> dict[str, Any]:
     scenario, requests = report.scenario, report.requests
     oracle = _oracle_p99(report.results)
-    document = {
+    return {
         "scenario": {
             "name": scenario.name,
             "description": scenario.description,
@@ -70,6 +100,12 @@ def to_json(report: Report) -> str:
                 "latency_ms": r.latency_ms,
                 "p99_vs_oracle": r.p99_ms / oracle if oracle else None,
                 "imbalance": r.imbalance,
+                "leases_expired": r.leases_expired,
+                "ejections": r.ejection_count,
+                "affinity_kept": r.affinity_kept,
+                "affinity_requests": r.affinity_requests,
+                "unstable": r.unstable,
+                "backlog_growth": r.backlog_growth,
                 "agents": [
                     {
                         "id": a.agent_id,
@@ -117,7 +153,6 @@ def to_json(report: Report) -> str:
             for t in report.targets
         ],
     }
-    return json.dumps(_clean(document), indent=2, ensure_ascii=False) + "\n"
 
 
 def _clean(value: Any) -> Any:
@@ -167,6 +202,10 @@ def render(report: Report, wall_s: float) -> str:
         "imbalance",
         "refused",
         "failed",
+        "expired",
+        "ejected",
+        "affinity",
+        "unstable",
     )
     rows = [
         (
@@ -177,19 +216,29 @@ def render(report: Report, wall_s: float) -> str:
             _duration(r.latency_ms["p50"]),
             _duration(r.latency_ms["p95"]),
             _duration(r.latency_ms["p99"]),
-            f"{r.p99_ms / oracle:.2f}x" if oracle and math.isfinite(r.p99_ms) else "—",
+            _ratio(r.p99_ms, oracle),
             f"{r.imbalance:.2f}" if math.isfinite(r.imbalance) else "—",
             f"{r.refused:,}",
             f"{r.failed:,}",
+            f"{r.leases_expired:,}",
+            f"{r.ejection_count:,}",
+            f"{r.affinity_kept:.1%}" if math.isfinite(r.affinity_kept) else "—",
+            "yes" if r.unstable else "no",
         )
         for n, r in enumerate(results)
     ]
-    lines += _table(header, rows, right=set(range(3, 11)))
+    lines += _table(header, rows, right=set(range(3, 14)))
     lines += [
         "",
         "done/s: requests that succeeded within the measured window, per second. p50/p95/p99:",
-        "response time (queue wait + service) of the measured requests that succeeded.",
+        "response time (queue wait + service) of the measured requests that succeeded or were",
+        "refused, a refusal counting as infinitely slow (inf: more than 1% refused for p99);",
+        "failed requests are left out and counted under failed.",
         "imbalance: the busiest agent's utilisation over the mean (1.00 = even).",
+        "expired: leases the balancer's sweep expired. ejected: outlier ejections.",
+        "affinity: session requests placed on their session's previous agent.",
+        "unstable: the waiting backlog kept growing (its figures depend on the run's length;",
+        "targets judged on it are missed).",
     ]
     lines += ["", "Utilisation per agent (busy slot time; policies numbered as above):", ""]
     agent_ids = [a.agent_id for a in results[0].agents] if results else []
@@ -207,13 +256,7 @@ def render(report: Report, wall_s: float) -> str:
         lines += ["", "Faults:", *fault_lines]
     if report.targets:
         lines += ["", "Targets:"]
-        for t in report.targets:
-            mark = {True: "met", False: "MISSED", None: "skipped"}[t.met]
-            measured = "—" if t.measured is None else f"{t.measured:.2f}"
-            lines.append(
-                f"  [{mark}] {t.target}: measured {measured}, threshold {t.threshold:g} "
-                f"({t.detail})"
-            )
+        lines += [_target_line(t) for t in report.targets]
     lines += [
         "",
         f"{len(results)} policies x {len(requests):,} requests simulated in {wall_s:.1f} s "
@@ -260,9 +303,56 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]
 
 
 def _duration(ms: float) -> str:
+    if ms == math.inf:
+        return "inf"
     if not math.isfinite(ms):
         return "—"
     return f"{ms:,.0f} ms" if ms < 1000 else f"{ms / 1000:,.2f} s"
+
+
+def _ratio(p99_ms: float, oracle: float | None) -> str:
+    if not oracle or math.isnan(p99_ms):
+        return "—"
+    return "inf" if p99_ms == math.inf else f"{p99_ms / oracle:.2f}x"
+
+
+def _target_line(t: TargetResult) -> str:
+    mark = {True: "met", False: "MISSED", None: "skipped"}[t.met]
+    measured = "—" if t.measured is None else f"{t.measured:.2f}"
+    return f"  [{mark}] {t.target}: measured {measured}, threshold {t.threshold:g} ({t.detail})"
+
+
+def render_runs(reports: Sequence[Report], walls_s: Sequence[float]) -> str:
+    """Several runs: a block per run, then each target over the seeds, per utilisation."""
+    blocks = []
+    for report, wall_s in zip(reports, walls_s, strict=True):
+        title = f"=== utilisation {round(report.utilisation, 4):g}, seed {report.seed} ==="
+        blocks.append(f"{title}\n{render(report, wall_s)}")
+    lines: list[str] = []
+    for utilisation, group in _by_utilisation(reports):
+        if not group[0].targets:
+            continue
+        seeds = ", ".join(str(r.seed) for r in group)
+        lines += ["", f"Targets at utilisation {utilisation:g} over seeds {seeds}:"]
+        summed = over_runs([r.targets for r in group], [f"seed {r.seed}" for r in group])
+        lines += [_target_line(t) for t in summed]
+    return "\n".join(blocks) + ("\n".join(lines) + "\n" if lines else "")
+
+
+def missed_over_runs(reports: Sequence[Report]) -> list[tuple[float, TargetResult]]:
+    """Each target missed over the seeds, with its utilisation (``render_runs``' verdicts)."""
+    missed = []
+    for utilisation, group in _by_utilisation(reports):
+        summed = over_runs([r.targets for r in group], [f"seed {r.seed}" for r in group])
+        missed += [(utilisation, t) for t in summed if t.met is False]
+    return missed
+
+
+def _by_utilisation(reports: Sequence[Report]) -> list[tuple[float, list[Report]]]:
+    groups: dict[float, list[Report]] = {}
+    for report in reports:
+        groups.setdefault(round(report.utilisation, 4), []).append(report)
+    return list(groups.items())
 
 
 # --- progress ------------------------------------------------------------------------
@@ -273,9 +363,10 @@ class ProgressBar:
 
     WIDTH = 30
 
-    def __init__(self, stream: TextIO, policies: Sequence[PolicySpec]) -> None:
-        """Draw on ``stream`` for a run of these policies."""
+    def __init__(self, stream: TextIO, policies: Sequence[PolicySpec], prefix: str = "") -> None:
+        """Draw on ``stream`` for a run of these policies; ``prefix`` names the run."""
         self._stream = stream
+        self._prefix = prefix
         self._total = len(policies)
         self._tty = stream.isatty()
         self._shown: tuple[int, int] | None = None
@@ -286,7 +377,7 @@ class ProgressBar:
         if self._shown == (n, percent):
             return
         self._shown = (n, percent)
-        label = f"[{n + 1}/{self._total}] {policy.name}"
+        label = f"{self._prefix}[{n + 1}/{self._total}] {policy.name}"
         if self._tty:
             filled = int(done * self.WIDTH)
             bar = "#" * filled + "-" * (self.WIDTH - filled)

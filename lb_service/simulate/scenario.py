@@ -7,7 +7,7 @@ A scenario is one YAML document (see ``scenarios/*.yaml`` for commented examples
     cluster:   [agent, ...] or "path/to/cluster.yaml" (a file holding that list)
     workload:  {utilisation | rate_per_s, mix, sessions, bursts, dispatchers}
     faults:    [{agent, at_s, kind: slow | fail | join, factor, fail_ms, in_flight, until_s}]
-    balancer:  {BalancerConfig option: value}  (applied to every balancer policy)
+    balancer:  {BalancerConfig option: value}  (every balancer policy but ``default``)
     policies:  [NAME | {name, strategy | reference, options}]  (default: all built-in)
     targets:   [{kind, ...}]
 
@@ -185,7 +185,7 @@ class Scenario:
 
 
 FAULT_KINDS = ("slow", "fail", "join")
-TARGET_KINDS = ("p99-vs-oracle", "p99-ratio", "traffic-shift", "ejection")
+TARGET_KINDS = ("p99-vs-oracle", "p99-ratio", "traffic-shift", "ejection", "affinity")
 #: BalancerConfig options a scenario may not set: they bound memory, not behaviour.
 _FIXED_OPTIONS = frozenset({"max_candidates", "max_agents", "max_sessions", "max_leases"})
 
@@ -238,7 +238,9 @@ def parse(document: Any, base_dir: Path = Path()) -> Scenario:
     policies_node = top.child("policies", default=None)
     policies = None if policies_node.value is None else _policies(policies_node)
     targets = tuple(_target(node) for node in top.child("targets", default=[]).items())
-    _check_targets(targets, policies if policies is not None else DEFAULT_POLICIES, faults)
+    _check_targets(
+        targets, policies if policies is not None else DEFAULT_POLICIES, faults, workload
+    )
     return Scenario(
         name=top.string("name", "scenario"),
         description=top.string("description", ""),
@@ -259,6 +261,33 @@ def parse(document: Any, base_dir: Path = Path()) -> Scenario:
         policies=policies,
         targets=targets,
     )
+
+
+# --- command-line overrides ----------------------------------------------------------
+
+
+#: The highest utilisation ``--utilisation`` may ask for, as for ``workload.utilisation``.
+MAX_UTILISATION = 2.0
+
+
+def with_utilisation(scenario: Scenario, utilisation: float) -> Scenario:
+    """The scenario with ``workload.utilisation`` replaced (``--utilisation``).
+
+    A scenario that gives ``rate_per_s`` instead has no utilisation to replace: that is
+    a ScenarioError naming ``workload.rate_per_s``, not a silent switch of meaning.
+    """
+    if scenario.workload.utilisation is None:
+        raise ScenarioError(
+            "workload.rate_per_s",
+            "--utilisation replaces workload.utilisation, but this scenario gives rate_per_s",
+        )
+    if not 0 < utilisation <= MAX_UTILISATION:
+        raise ScenarioError(
+            "workload.utilisation",
+            f"must be > 0 and <= {MAX_UTILISATION:g}, got {utilisation!r}",
+        )
+    workload = dataclasses.replace(scenario.workload, utilisation=utilisation)
+    return dataclasses.replace(scenario, workload=workload)
 
 
 # --- sections ------------------------------------------------------------------------
@@ -560,8 +589,20 @@ def _target(node: _Node) -> TargetSpec:
             f"{node.path}.kind", f"must be one of {', '.join(TARGET_KINDS)}, got {kind!r}"
         )
     if kind == "p99-vs-oracle":
-        node.only("kind", "threshold")
-        return TargetSpec(kind, node.number("threshold", None, low=0, low_open=True))
+        node.only("kind", "threshold", "policy")
+        # Without a policy, the balancer policy with the lowest p99 is judged.
+        return TargetSpec(
+            kind,
+            node.number("threshold", None, low=0, low_open=True),
+            policy=node.string("policy", ""),
+        )
+    if kind == "affinity":
+        node.only("kind", "threshold", "policy")
+        return TargetSpec(
+            kind,
+            node.number("threshold", None, low=0, high=1),
+            policy=node.string("policy", None),
+        )
     if kind == "p99-ratio":
         node.only("kind", "threshold", "policy", "baseline")
         return TargetSpec(
@@ -586,9 +627,12 @@ def _target(node: _Node) -> TargetSpec:
 
 
 def _check_targets(
-    targets: Sequence[TargetSpec], policies: Sequence[PolicySpec], faults: Sequence[Fault]
+    targets: Sequence[TargetSpec],
+    policies: Sequence[PolicySpec],
+    faults: Sequence[Fault],
+    workload: Workload,
 ) -> None:
-    """Targets must name policies the scenario runs and faults of the kind they measure."""
+    """Targets must name policies the scenario runs and what they measure must happen."""
     names = [p.name for p in policies]
     for n, target in enumerate(targets):
         for key in ("policy", "baseline"):
@@ -600,6 +644,10 @@ def _check_targets(
                 )
         if target.kind == "p99-vs-oracle" and "oracle" not in names:
             raise ScenarioError(f"targets[{n}].kind", "needs the oracle policy in policies")
+        if target.kind == "affinity" and not workload.session_share:
+            raise ScenarioError(
+                f"targets[{n}].kind", "needs sessions in the workload (workload.sessions.share)"
+            )
         if target.kind in ("traffic-shift", "ejection"):
             kind = "slow" if target.kind == "traffic-shift" else "fail"
             if target.fault >= 0:

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from lb_service.cli import main
+from lb_service.simulate import plots
 from tests.simulate.builders import document
 
 SCENARIOS = Path(__file__).parents[2] / "scenarios"
@@ -48,7 +49,7 @@ def test_writes_json_and_plots(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert [p["name"] for p in result["policies"]] == ["round-robin", "oracle"]
     assert set(result["policies"][0]["latency_ms"]) == {"p50", "p95", "p99", "mean", "max"}
     assert result["targets"][0]["met"] is True
-    for name in ("latency-cdf.png", "agent-load.png"):
+    for name in (plots.CDF_FILE, plots.LOAD_FILE):
         assert (tmp_path / "plots" / name).read_bytes().startswith(b"\x89PNG")
     # The table went to the terminal, with its targets section and the wall time.
     assert "Targets:" in stdout
@@ -153,3 +154,154 @@ def test_an_unwritable_output_exits_1(tmp_path: Path, capsys: pytest.CaptureFixt
     assert code == 1
     assert "Targets:" in stdout
     assert f"cannot write {target}" in stderr
+
+
+def test_single_run_json_reports_the_new_figures(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One run's JSON holds expiries, ejections, affinity and stability for every policy."""
+    code, stdout, _ = _run(capsys, str(_write(tmp_path)), "--json", "-", "--quiet")
+    assert code == 0
+    result = json.loads(stdout)
+    assert isinstance(result, dict)
+    assert "seed" not in result
+    for entry in result["policies"]:
+        assert entry["leases_expired"] == 0
+        assert entry["ejections"] == 0
+        assert entry["affinity_kept"] is None  # the workload has no sessions
+        assert entry["unstable"] is False
+
+
+def test_an_overloaded_run_is_unstable_and_misses_its_target(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """At 150% of capacity the backlog grows: runs are marked unstable and targets missed."""
+    path = _write(tmp_path, workload={"utilisation": 1.5, "mix": [{"model": "m", "share": 1}]})
+    code, stdout, _ = _run(capsys, str(path), "--check-targets")
+    assert code == 1
+    assert "unstable" in stdout
+    assert "[MISSED]" in stdout
+    code, stdout, _ = _run(capsys, str(path), "--json", "-", "--quiet")
+    result = json.loads(stdout)
+    assert [p["unstable"] for p in result["policies"]] == [True, True]
+    assert result["targets"][0]["met"] is False
+    assert result["targets"][0]["detail"].startswith("unstable: round-robin")
+
+
+def test_refusals_make_p99_inf_in_table_and_null_in_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A policy refusing more than 1% of requests shows p99 "inf" and null in the JSON."""
+    path = _write(
+        tmp_path,
+        cluster=[
+            {"id": "a", "count": 2, "models": ["m"], "speed": 1, "slots": 1, "max_connections": 1}
+        ],
+    )
+    code, stdout, stderr = _run(capsys, str(path), "--json", "-")
+    assert code == 0
+    round_robin = json.loads(stdout)["policies"][0]
+    assert round_robin["refused"] > round_robin["requests"] / 100
+    assert round_robin["latency_ms"]["p99"] is None
+    assert " inf " in stderr
+
+
+def test_seeds_run_once_each_and_sum_up_the_targets(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--seeds gives a JSON list of per-seed documents, a block per seed and a summary line."""
+    path = str(_write(tmp_path))
+    code, stdout, stderr = _run(capsys, path, "--seeds", "1-2,5", "--json", "-")
+    assert code == 0
+    runs = json.loads(stdout)
+    assert [(r["seed"], r["utilisation"]) for r in runs] == [(1, 0.7), (2, 0.7), (5, 0.7)]
+    assert [r["scenario"]["seed"] for r in runs] == [1, 2, 5]
+    assert stderr.count("=== utilisation 0.7, seed ") == 3
+    assert "Targets at utilisation 0.7 over seeds 1, 2, 5:" in stderr
+    assert "[met] best strategy's p99 ≤ 1000x the oracle's" in stderr.split("over seeds")[-1]
+    # Deterministic: the same arguments write the same bytes.
+    assert _run(capsys, path, "--seeds", "1-2,5", "--json", "-")[1] == stdout
+
+
+def test_utilisations_run_with_every_seed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each --utilisation runs with each seed, utilisation first, summed up per utilisation."""
+    code, stdout, _ = _run(
+        capsys,
+        str(_write(tmp_path)),
+        "--utilisation",
+        "0.5",
+        "--utilisation",
+        "0.6",
+        "--seeds",
+        "1,2",
+        "--json",
+        "-",
+        "--quiet",
+    )
+    assert code == 0
+    runs = json.loads(stdout)
+    assert [(r["utilisation"], r["seed"]) for r in runs] == [(0.5, 1), (0.5, 2), (0.6, 1), (0.6, 2)]
+    assert [r["scenario"]["utilisation"] for r in runs] == [0.5, 0.5, 0.6, 0.6]
+    code, table, _ = _run(capsys, str(_write(tmp_path)), "--utilisation", "0.5")
+    assert code == 0
+    assert "=== utilisation 0.5, seed 1 ===" in table
+    assert "Targets at utilisation 0.5 over seeds 1:" in table
+
+
+def test_a_target_missed_on_any_seed_fails_the_check(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Under --check-targets a target missed on a seed exits 1 and names the utilisation."""
+    path = _write(tmp_path, targets=[{"kind": "p99-vs-oracle", "threshold": 0.001}])
+    code, _, stderr = _run(capsys, str(path), "--seeds", "1-2", "--check-targets", "--quiet")
+    assert code == 1
+    assert "target missed: best strategy's p99 ≤ 0.001x the oracle's (utilisation 0.7;" in stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--seed", "1", "--seeds", "1-3"], "not allowed with argument"),
+        (["--seeds", "3-1"], "is not a range of seeds"),
+        (["--seeds", "a"], "must be seeds like 1-5 or 1,2,3"),
+        (["--utilisation", "0"], "must be a number > 0 and <= 2"),
+    ],
+)
+def test_bad_seeds_or_utilisations_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    """Seeds and utilisations that cannot work are refused with exit 2 and the reason."""
+    code, _, stderr = _run(capsys, str(_write(tmp_path)), *argv)
+    assert code == 2
+    assert message in stderr
+
+
+def test_utilisation_needs_a_utilisation_scenario(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--utilisation on a rate_per_s scenario is an error (exit 2), not a silent switch."""
+    path = _write(tmp_path, workload={"rate_per_s": 5, "mix": [{"model": "m", "share": 1}]})
+    code, stdout, stderr = _run(capsys, str(path), "--utilisation", "0.5")
+    assert code == 2
+    assert stdout == ""
+    assert "workload.rate_per_s: --utilisation replaces workload.utilisation" in stderr
+
+
+def test_several_runs_plot_into_a_folder_each(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With several runs, --plots DIR writes each run's plots into DIR/u<util>-s<seed>/."""
+    folders: list[Path] = []
+
+    def write(directory: Path, *_: Any) -> list[Path]:
+        folders.append(directory)
+        return [directory / plots.CDF_FILE]
+
+    monkeypatch.setattr(plots, "check", lambda: None)
+    monkeypatch.setattr(plots, "write", write)
+    out = tmp_path / "p"
+    code, _, _ = _run(capsys, str(_write(tmp_path)), "--seeds", "1-2", "--plots", str(out))
+    assert code == 0
+    assert folders == [out / "u0.7-s1", out / "u0.7-s2"]

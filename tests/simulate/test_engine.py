@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
+from lb_service.balancer import BalancerConfig
+from lb_service.config import OPTIONS
 from lb_service.model import StrategyName
 from lb_service.simulate.command import simulate
 from lb_service.simulate.metrics import summarise
-from lb_service.simulate.policies import PolicySpec
+from lb_service.simulate.policies import DEFAULT_POLICIES, PolicySpec
 from lb_service.simulate.report import to_json
 from lb_service.simulate.workload import generate
-from tests.simulate.builders import requests, run, scenario
+from tests.simulate.builders import policy, requests, run, scenario
 
 #: Two one-slot agents, "fast" at speed 1 and "slow" at speed 0.25.
 _FAST_SLOW = [
@@ -235,3 +238,92 @@ def test_a_session_keeps_one_request_type() -> None:
         kinds.setdefault(session, set()).add(kind)
     assert len(kinds) == 4
     assert all(len(k) == 1 for k in kinds.values())
+
+
+async def test_sweeps_count_the_leases_they_expire() -> None:
+    """A request outliving request_timeout_s has its lease expired by a sweep, and counted."""
+    sim = scenario(
+        cluster=[{"id": "a", "models": ["m"], "speed": 1.0, "slots": 1}],
+        balancer={"request_timeout_s": 1},
+    )
+    out = await run(sim, requests([(0, 5000), (100, 200)]), "round-robin")
+    # The first runs 5 s; the second waits behind it, so its lease (opened at 100 ms) is
+    # overdue too by the sweep at 2 s.
+    assert out.leases_expired == 2
+    assert (await run(sim, requests([(0, 500)]), "round-robin")).leases_expired == 0
+
+
+async def test_ejections_are_counted_each_time_they_happen() -> None:
+    """An agent ejected, back after its ejection, then ejected again counts twice."""
+    sim = scenario(
+        faults=[{"agent": "a-1", "kind": "fail", "at_s": 0, "fail_ms": 5}],
+        balancer={"ejection_consecutive_failures": 3, "ejection_base_s": 2},
+    )
+    stream = requests([(t * 100.0, 50) for t in range(40)])
+    out = await run(sim, stream, "round-robin")
+    # Ejected within the first second for 2 s, back by 3 s, ejected again for 4 s.
+    assert out.ejection_count == 2
+    lasting = scenario(
+        faults=[{"agent": "a-1", "kind": "fail", "at_s": 0, "fail_ms": 5}],
+        balancer={"ejection_consecutive_failures": 3, "ejection_base_s": 60},
+    )
+    assert (await run(lasting, stream, "round-robin")).ejection_count == 1
+    assert (await run(lasting, stream, "oracle")).ejection_count == 0
+
+
+async def test_an_ejection_after_the_last_sweep_is_counted_at_the_end() -> None:
+    """Failures ending during the drain, after the last sweep, still count their ejection.
+
+    The only sweep runs at 5 s; a-1's failures take 8 s, so it is ejected at 8 s.
+    """
+    sim = scenario(
+        duration_s=1,
+        sweep_interval_s=5,
+        cluster=[{"id": "a", "count": 2, "models": ["m"], "speed": 1.0, "slots": 4}],
+        faults=[{"agent": "a-1", "kind": "fail", "at_s": 0, "fail_ms": 8000}],
+        balancer={"ejection_consecutive_failures": 2},
+    )
+    out = await run(sim, requests([(0, 10), (10, 10), (20, 10), (30, 10)]), "round-robin")
+    assert out.ejection_count == 1
+
+
+async def test_affinity_is_measured_for_the_balancer_and_the_references() -> None:
+    """Sticky sessions keep every session request on its agent; random keeps about half."""
+    sim = scenario(duration_s=100, workload={"rate_per_s": 1, "mix": [{"model": "m", "share": 1}]})
+    stream = requests([(t * 100.0, 10) for t in range(400)], session=["s", "t"] * 200)
+    sticky = summarise(
+        sim, await run(sim, stream, "round-robin"), stream.arrival_ms, stream.session
+    )
+    assert (sticky.affinity_kept, sticky.affinity_requests) == (1.0, 398)
+    loose = summarise(sim, await run(sim, stream, "random"), stream.arrival_ms, stream.session)
+    assert 0.35 < loose.affinity_kept < 0.65
+
+
+def test_default_policy_runs_what_serve_runs_with_no_options() -> None:
+    """`default` comes first and runs serve's default strategy with BalancerConfig() alone."""
+    (strategy,) = [o.default for o in OPTIONS if o.key == "strategy"]
+    spec = DEFAULT_POLICIES[0]
+    assert (spec.name, spec.strategy) == ("default", strategy)
+    assert spec.config({"sticky_sessions": False, "choice_count": 0}) == BalancerConfig()
+    assert spec.describe() == f"{strategy.value} (lb-service serve defaults)"
+    # The other policies still take the scenario's options.
+    assert policy("round-robin").config({"sticky_sessions": False}).sticky_sessions is False
+
+
+def test_serve_option_defaults_match_the_balancer_config() -> None:
+    """Every balancer option of `lb-service serve` defaults to BalancerConfig's value."""
+    defaults = {f.name: f.default for f in dataclasses.fields(BalancerConfig)}
+    shared = [o for o in OPTIONS if o.key in defaults]
+    assert shared
+    for option in shared:
+        assert option.default == defaults[option.key], option.key
+
+
+async def test_default_policy_ignores_the_scenario_balancer_section() -> None:
+    """The scenario's balancer options reach other policies but not `default`."""
+    sim = scenario(balancer={"sticky_sessions": False, "choice_count": 0})
+    stream = requests([(0, 10)])
+    assert (await run(sim, stream, "default")).config == BalancerConfig()
+    assert (await run(sim, stream, "least-connections-p2c")).config == BalancerConfig(
+        sticky_sessions=False
+    )

@@ -9,7 +9,14 @@ from typing import Any
 import pytest
 
 from lb_service.model import Compute, Hardware, StrategyName
-from lb_service.simulate.scenario import ScenarioError, default_speed, load, parse
+from lb_service.simulate.scenario import (
+    ScenarioError,
+    TargetSpec,
+    default_speed,
+    load,
+    parse,
+    with_utilisation,
+)
 from lb_service.simulate.workload import arrival_rate_per_s, capacity_per_s
 from tests.simulate.builders import document, scenario
 
@@ -103,6 +110,31 @@ def _set(path: str, value: Any) -> dict[str, Any]:
             "targets[0].baseline",
         ),
         (_set("targets", [{"kind": "ejection", "policy": "round-robin"}]), "targets[0].kind"),
+        (
+            _set("targets", [{"kind": "p99-vs-oracle", "threshold": 1, "policy": "nope"}]),
+            "targets[0].policy",
+        ),
+        (
+            _set("targets", [{"kind": "p99-vs-oracle", "threshold": 1, "baseline": "x"}]),
+            "targets[0].baseline",
+        ),
+        (_set("targets", [{"kind": "affinity", "threshold": 0.9}]), "targets[0].policy"),
+        (
+            _set(
+                "workload",
+                {
+                    "rate_per_s": 1,
+                    "mix": [{"model": "m", "share": 1}],
+                    "sessions": {"share": 0.5, "pool": 4},
+                },
+            )
+            | {"targets": [{"kind": "affinity", "policy": "oracle", "threshold": 1.5}]},
+            "targets[0].threshold",
+        ),
+        (
+            _set("targets", [{"kind": "affinity", "policy": "oracle", "threshold": 0.9}]),
+            "targets[0].kind",
+        ),
         (_set("models", None), "models"),
     ],
 )
@@ -214,3 +246,36 @@ def test_stale_reports_scenario_has_four_late_dispatchers() -> None:
     """The stale-reports scenario has four dispatchers whose reports arrive 200 ms late."""
     sim = load(SCENARIOS / "stale-reports.yaml")
     assert [d.report_delay_ms for d in sim.workload.dispatchers] == [200.0] * 4
+
+
+def test_new_target_kinds_are_parsed() -> None:
+    """p99-vs-oracle may name a policy (none: the best); affinity takes policy and threshold."""
+    sim = scenario(
+        workload={
+            "rate_per_s": 1,
+            "mix": [{"model": "m", "share": 1}],
+            "sessions": {"share": 0.5, "pool": 4},
+        },
+        targets=[
+            {"kind": "p99-vs-oracle", "threshold": 1.3},
+            {"kind": "p99-vs-oracle", "threshold": 2, "policy": "round-robin"},
+            {"kind": "affinity", "policy": "round-robin", "threshold": 0.95},
+        ],
+    )
+    assert sim.targets == (
+        TargetSpec("p99-vs-oracle", 1.3),
+        TargetSpec("p99-vs-oracle", 2.0, policy="round-robin"),
+        TargetSpec("affinity", 0.95, policy="round-robin"),
+    )
+
+
+def test_utilisation_override_replaces_only_a_utilisation() -> None:
+    """--utilisation replaces workload.utilisation; a rate_per_s scenario names that field."""
+    sim = scenario(workload={"utilisation": 0.8, "mix": [{"model": "m", "share": 1}]})
+    changed = with_utilisation(sim, 0.6)
+    assert changed.workload.utilisation == 0.6
+    assert changed.workload.mix == sim.workload.mix
+    assert sim.workload.utilisation == 0.8
+    with pytest.raises(ScenarioError) as caught:
+        with_utilisation(scenario(), 0.6)
+    assert caught.value.field == "workload.rate_per_s"
