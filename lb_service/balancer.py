@@ -14,8 +14,10 @@ import random
 import time
 from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol
+from typing import Protocol
 
+from lb_service.capacity import learned_capacity
+from lb_service.decision import Decision, DecisionInputs, Refusal, RefusalKind, decide
 from lb_service.errors import (
     AgentNotFound,
     AllAgentsBusy,
@@ -35,19 +37,16 @@ from lb_service.model import (
     StrategyName,
     Task,
 )
-from lb_service.requirements import eligible, meets
 from lb_service.store.base import (
     AgentStats,
     Contender,
     EndOutcome,
-    LiveRank,
     Pick,
     PickState,
     RequestEnd,
     Store,
 )
-from lb_service.store.feedback import Ejection, Feedback, is_ejected, slow_start_share
-from lb_service.strategies import STRATEGIES, Candidate, PickContext, Strategy
+from lb_service.store.feedback import Ejection, Feedback, is_ejected
 from lb_service.validation import (
     check_agent,
     check_candidates,
@@ -91,6 +90,11 @@ _OPTION_RULES: tuple[tuple[tuple[str, ...], str, Callable[[float], bool]], ...] 
         lambda v: 0 < v <= 1,
     ),
     (
+        ("balance_factor",),
+        "a finite number >= 1",
+        lambda v: math.isfinite(v) and v >= 1,
+    ),
+    (
         ("max_candidates", "max_agents", "max_sessions", "max_leases"),
         "a whole number >= 1",
         lambda v: _whole(v, 1),
@@ -127,7 +131,11 @@ class BalancerConfig:
     max_sessions: int = 100_000
     #: Most open leases (requests started and not yet ended or expired).
     max_leases: int = 100_000
-    # Decision quality (see lb_service.store.feedback for the rules).
+    # Decision quality (see lb_service.capacity and lb_service.store.feedback).
+    #: Bounded loads: a sticky session's agent takes a request only while it then holds
+    #: at most this many times its capacity share of the open requests (else the request
+    #: spills over, keeping the binding); capability-match's "room" is the same bound.
+    balance_factor: float = 2.0
     #: Power of two choices: least-connections and latency-based compare this many
     #: randomly drawn eligible agents and keep the best, so dispatchers acting on the
     #: same picture do not all herd onto one "least loaded" agent. 0 compares them all.
@@ -192,70 +200,25 @@ _REFUSALS: tuple[tuple[type[NoAgentAvailable], Outcome], ...] = (
 )
 
 
-#: Strategies whose pick ``choice_count`` narrows to a random sample (power of two choices).
-_SAMPLED = frozenset({StrategyName.LEAST_CONNECTIONS, StrategyName.LATENCY_BASED})
-_NO_STATS = AgentStats()
-_NO_IDS: frozenset[str] = frozenset()
+def _refusal_error(refusal: Refusal) -> NoAgentAvailable:
+    """The error a refusal is raised as, at the edge."""
+    if refusal.kind is RefusalKind.NO_AGENTS:
+        return NoAgentsRegistered()
+    if refusal.kind is RefusalKind.ALL_BUSY:
+        return AllAgentsBusy(refusal.message)
+    return NoEligibleAgent(refusal.message)
 
 
-class _Decision(NamedTuple):
-    """A pick before it is committed, with what a shared store needs to re-rank it.
+def _contenders(decision: Decision) -> tuple[Contender, ...]:
+    """What a shared store may re-rank at commit: the compared agents with their load ranks.
 
-    A NamedTuple, not a frozen dataclass: one is built per selection, and a tuple is
-    built in C.
+    A rule that does not rank by load commits its choice as made; the store still
+    checks its room.
     """
-
-    agent: Agent
-    sticky: bool
-    bind: bool
-    contenders: tuple[Contender, ...] = ()
-    rank: LiveRank = LiveRank.ACTIVE
-    #: The contenders' agents by id (a shared store may commit any of them).
-    by_id: Mapping[str, Agent] | None = None
-
-
-def _draw(options: Sequence[Agent], count: int, rng: random.Random) -> Sequence[Agent]:
-    """``count`` distinct options at random (fewer than there are options)."""
-    if count == 2:
-        # The default, on every least-connections pick: two draws from random() cost a
-        # fraction of random.sample, which copies a small population and loops in Python.
-        n = len(options)
-        first = int(rng.random() * n)
-        second = int(rng.random() * (n - 1))
-        return (options[first], options[second + (second >= first)])
-    return rng.sample(options, count)
-
-
-def _candidate(agent: Agent, state: PickState, peak_ewma: bool) -> Candidate:
-    record = state.stats.get(agent.id, _NO_STATS)
-    latency = record.cost_ms if peak_ewma else record.avg_latency_ms
-    return Candidate(
-        agent, record.active, latency, state.weights.get(agent.id, agent.default_weight)
-    )
-
-
-def _live_rank(strategy: StrategyName, peak_ewma: bool) -> LiveRank:
-    if strategy is StrategyName.LATENCY_BASED:
-        return LiveRank.PEAK_EWMA if peak_ewma else LiveRank.AVERAGE
-    return LiveRank.ACTIVE
-
-
-def _contenders(
-    strategy: StrategyName, choice: Agent, candidates: Sequence[Candidate]
-) -> tuple[Contender, ...]:
-    """What a shared store may re-rank at commit.
-
-    The agents a load-ranked strategy chose among, or only the choice for the rules that
-    do not rank by load (turns, weights), whose room the store still checks.
-    """
-    if strategy in _SAMPLED:
-        return tuple(Contender(c.agent.id, c.agent.max_connections) for c in candidates)
-    if strategy is StrategyName.CAPABILITY_MATCH:
-        return tuple(
-            Contender(c.agent.id, c.agent.max_connections, c.agent.hardware.vram_gb)
-            for c in candidates
-        )
-    return (Contender(choice.id, choice.max_connections),)
+    if not decision.compared:
+        agent = decision.choice.agent
+        return (Contender(agent.id, agent.max_connections),)
+    return tuple(Contender(c.agent.id, c.agent.max_connections, *r) for c, r in decision.compared)
 
 
 class Observer(Protocol):
@@ -361,15 +324,15 @@ class LoadBalancer:
         session_id = check_session_id(session_id) if self._config.sticky_sessions else ""
         state = await self._store.pick_state(session_id, tuple(a.id for a in pool) if pool else ())
         now = self._clock()
-        try:
-            decision = self._decide(state, task, pool, session_id, now)
-        except NoAgentAvailable as refusal:
+        outcome = decide(self._inputs(state, pool, now), task, session_id)
+        if isinstance(outcome, Refusal):
+            refusal = _refusal_error(outcome)
             await self._refused(state.strategy, refusal)
-            raise
+            raise refusal
         # Limits are checked once a pick is possible, so a refusal for want of an agent
         # keeps its own code; either way nothing is committed.
         if (
-            decision.bind
+            outcome.bind
             and state.binding is None
             and state.session_count >= self._config.max_sessions
         ):
@@ -380,15 +343,15 @@ class LoadBalancer:
             )
         if acquire:
             self._check_lease_room(state.lease_count)
+        choice = outcome.choice.agent
         committed = await self._store.commit_pick(
             Pick(
-                decision.agent.id,
+                choice.id,
                 now,
                 acquire=acquire,
                 session_id=session_id,
-                bind=decision.bind,
-                contenders=decision.contenders,
-                rank=decision.rank,
+                bind=outcome.bind,
+                contenders=_contenders(outcome) if state.shared else (),
                 fresh_since_ms=now - int(self._config.session_ttl_s * 1000) if session_id else 0,
                 seen=state.binding,
             )
@@ -398,152 +361,42 @@ class LoadBalancer:
             busy = AllAgentsBusy("every agent chosen among reached max_connections; retry later")
             await self._refused(state.strategy, busy)
             raise busy
-        agent = decision.agent
-        if committed.agent_id != agent.id:
+        agent = choice
+        if committed.agent_id != choice.id:
             # A shared store re-ranked on fresher loads, or the session was bound meanwhile.
-            contenders = decision.by_id or {}
-            agent = contenders.get(committed.agent_id) or state.agents[committed.agent_id]
-        sticky = decision.sticky or committed.sticky
+            by_id = {c.agent.id: c.agent for c, _ in outcome.compared}
+            agent = by_id.get(committed.agent_id) or state.agents[committed.agent_id]
+        sticky = outcome.sticky or committed.sticky
         self.observer.selection(state.strategy, Outcome.STICKY if sticky else Outcome.SELECTED)
         return Selection(agent, state.strategy, sticky=sticky, request_id=committed.request_id)
+
+    def _inputs(self, state: PickState, pool: Sequence[Agent], now: int) -> DecisionInputs:
+        """What the decision reads: the snapshot (or the caller's candidates) and the options."""
+        config = self._config
+        binding = state.binding
+        if binding is not None and now - binding.last_used_ms >= config.session_ttl_s * 1000:
+            binding = None  # idle past the TTL: the session binds anew
+        return DecisionInputs(
+            agents=pool or tuple(state.agents.values()),
+            stats=state.stats,
+            weights=state.weights,
+            ejections=state.ejections,
+            strategy=state.strategy,
+            sequence=state.sequence,
+            now_ms=now,
+            rng=self._rng,
+            choice_count=config.choice_count,
+            peak_ewma=config.peak_ewma,
+            balance_factor=config.balance_factor,
+            binding=binding,
+            slow_start_window_ms=config.slow_start_window_s * 1000,
+            slow_start_min_share=config.slow_start_min_share,
+        )
 
     async def _refused(self, strategy: StrategyName, refusal: NoAgentAvailable) -> None:
         await self._store.record_failed_selection()
         outcome = next(o for cls, o in _REFUSALS if isinstance(refusal, cls))
         self.observer.selection(strategy, outcome)
-
-    def _decide(
-        self, state: PickState, task: Task, pool: Sequence[Agent], session_id: str, now: int
-    ) -> _Decision:
-        """Decide the agent, whether the binding answered, and whether to bind the session.
-
-        Registered agents are picked from the store's index when it keeps one, so a
-        pick never scans the registry. Candidates passed with the request, and the
-        registry while one of the task's agents is at max_connections or ejected, are
-        filtered and ranked here instead; both ways pick the same agent.
-        """
-        config = self._config
-        source: Mapping[str, Agent] = {a.id: a for a in pool} if pool else state.agents
-        if not source:
-            raise NoAgentsRegistered()
-        indexed = state.index.pool(task) if state.index is not None and not pool else None
-        # An empty pool goes through eligible() too, which names the requirement no agent meets.
-        matching = indexed.agents if indexed else eligible(tuple(source.values()), task)
-        stats = state.stats
-        # Usually no agent is ejected: skip building the set then (this is the hot path).
-        ejected = (
-            {i for i, until in state.ejections.items() if until > now}
-            if state.ejections
-            else _NO_IDS
-        )
-
-        def has_room(agent: Agent) -> bool:
-            limit = agent.max_connections
-            return limit == 0 or _active(stats, agent.id) < limit
-
-        bound = self._bound_agent(state, task, source, now)
-        if bound is not None and has_room(bound) and bound.id not in ejected:
-            contenders = (Contender(bound.id, bound.max_connections),) if state.shared else ()
-            return _Decision(bound, sticky=True, bind=False, contenders=contenders)
-        strategy = STRATEGIES[state.strategy]
-        # Identity tests, not set membership: an enum's hash runs Python code.
-        name = state.strategy
-        peak_ewma = config.peak_ewma and name is StrategyName.LATENCY_BASED
-        ctx = PickContext(state.sequence, self._rng, peak_ewma=peak_ewma)
-        sampled = config.choice_count > 0 and (
-            name is StrategyName.LEAST_CONNECTIONS or name is StrategyName.LATENCY_BASED
-        )
-        ramping = config.slow_start_window_s > 0
-        # The index holds every eligible agent free and ranked; it answers alone unless
-        # an agent is full or ejected, the pick is sampled or ramped, or it ranks by
-        # peak-EWMA (the index keeps the moving-average order only).
-        clean = (
-            indexed is not None
-            and not indexed.full
-            and not state.shared
-            and not ramping
-            and not (ejected and any(indexed.contains(agent_id) for agent_id in ejected))
-        )
-        candidates: list[Candidate] = []
-        if indexed is not None and clean and not sampled and not peak_ewma:
-            choice = strategy.choose_indexed(indexed, task, ctx)
-        else:
-            options: Sequence[Agent]
-            if indexed is not None and clean:
-                options = indexed.agents
-            else:
-                free = [agent for agent in matching if has_room(agent)]
-                if not free:
-                    raise AllAgentsBusy(
-                        f"all {len(matching)} eligible agent(s) are at max_connections; retry later"
-                    )
-                # Fail open: when every eligible agent is ejected, ejection would refuse
-                # all traffic, which is worse than sending it to agents that may fail.
-                options = [a for a in free if a.id not in ejected] or free
-            if sampled and len(options) > config.choice_count:
-                options = _draw(options, config.choice_count, self._rng)
-            candidates = [_candidate(agent, state, peak_ewma) for agent in options]
-            candidate = strategy.choose(candidates, task, ctx)
-            if candidate is not None and ramping:
-                candidate, candidates = self._ramp(
-                    candidate, candidates, strategy, task, ctx, state.stats, now
-                )
-            choice = candidate.agent if candidate is not None else None
-        if choice is None:
-            raise NoEligibleAgent(
-                f"every eligible agent has weight 0, so the {state.strategy.value} strategy "
-                "picks none; raise a weight with UpdateWeights or change strategy"
-            )
-        # A session whose agent is merely full spills over and keeps its binding;
-        # one with no binding, an expired one, or an ineligible agent binds anew.
-        bind = bool(session_id) and bound is None
-        if not state.shared:
-            return _Decision(choice, sticky=False, bind=bind)
-        return _Decision(
-            choice,
-            sticky=False,
-            bind=bind,
-            contenders=_contenders(state.strategy, choice, candidates),
-            rank=_live_rank(state.strategy, peak_ewma),
-            by_id={c.agent.id: c.agent for c in candidates},
-        )
-
-    def _ramp(
-        self,
-        chosen: Candidate,
-        candidates: list[Candidate],
-        strategy: Strategy,
-        task: Task,
-        ctx: PickContext,
-        stats: Mapping[str, AgentStats],
-        now: int,
-    ) -> tuple[Candidate, list[Candidate]]:
-        """Slow start: a warming agent keeps a pick with its share's probability.
-
-        Otherwise the strategy chooses again among the other candidates (if any), which
-        also become the contenders a shared store may re-rank among.
-        """
-        config = self._config
-        share = slow_start_share(
-            stats.get(chosen.agent.id, _NO_STATS),
-            now,
-            config.slow_start_window_s * 1000,
-            config.slow_start_min_share,
-        )
-        others = [c for c in candidates if c is not chosen]
-        if share >= 1.0 or not others or self._rng.random() < share:
-            return chosen, candidates
-        again = strategy.choose(others, task, ctx)
-        return (again, others) if again is not None else (chosen, candidates)
-
-    def _bound_agent(
-        self, state: PickState, task: Task, source: Mapping[str, Agent], now: int
-    ) -> Agent | None:
-        binding = state.binding
-        if binding is None or now - binding.last_used_ms >= self._config.session_ttl_s * 1000:
-            return None
-        agent = source.get(binding.agent_id)
-        return agent if agent is not None and meets(agent, task) else None
 
     # Request tracking.
     async def start(self, agent_id: str) -> str:
@@ -722,4 +575,5 @@ def _load(
         failed_requests=record.failed_requests,
         weight=weights.get(agent_id, default),
         ejected_until_ms=record.ejected_until_ms if is_ejected(record, now) else 0,
+        capacity_rps=learned_capacity(record) or 0.0,
     )

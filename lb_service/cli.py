@@ -37,6 +37,7 @@ _BALANCER_OPTIONS = (
     "max_sessions",
     "max_leases",
     "choice_count",
+    "balance_factor",
     "peak_ewma",
     "ewma_decay_s",
     "failure_penalty_ms",

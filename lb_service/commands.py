@@ -506,13 +506,14 @@ def _selection_table(selection: Selection) -> str:
 
 
 def _loads_table(loads: Sequence[AgentLoad]) -> str:
-    headers = ("AGENT", "ACTIVE", "AVG_LATENCY_MS", "REQUESTS", "FAILED", "WEIGHT",
-               "LAST_REQUEST", "EJECTED_UNTIL")  # fmt: skip
+    headers = ("AGENT", "ACTIVE", "AVG_LATENCY_MS", "CAPACITY_RPS", "REQUESTS", "FAILED",
+               "WEIGHT", "LAST_REQUEST", "EJECTED_UNTIL")  # fmt: skip
     rows = [
         (
             load.agent_id,
             str(load.active_connections),
             f"{load.avg_latency_ms:.1f}",
+            f"{load.capacity_rps:.2f}" if load.capacity_rps else "-",
             str(load.total_requests),
             str(load.failed_requests),
             _number(load.weight),

@@ -73,6 +73,13 @@ def _finite(*, zero: bool) -> Callable[[object], float]:
     return parse
 
 
+def _at_least_one(value: object) -> float:
+    number = _number(value)
+    if not (math.isfinite(number) and number >= 1):
+        raise ValueError(f"must be a finite number >= 1, got {value!r}")
+    return number
+
+
 def _whole_from(minimum: int) -> Callable[[object], int]:
     """A parser of whole numbers from ``minimum`` on."""
 
@@ -184,8 +191,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("latency_smoothing", "--latency-smoothing", _fraction, 0.3,
            "weight of a new latency sample in the moving average, in (0, 1]", "ALPHA"),
     Option("choice_count", "--choice-count", _whole_or_zero, 2,
-           "least-connections and latency-based compare this many random eligible agents "
-           "(power of two choices); 0 compares all", "N"),
+           "least-connections and latency-based compare this many eligible agents, drawn "
+           "in proportion to capacity (power of two choices); 0 compares all", "N"),
+    Option("balance_factor", "--balance-factor", _at_least_one, 2.0,
+           "bounded loads: a sticky session's agent (and capability-match's best fit) "
+           "takes a request only while it holds at most this many times its capacity "
+           "share of the open requests", "FACTOR"),
     Option("peak_ewma", "--peak-ewma", _boolean, True,
            "latency-based ranks by peak-EWMA latency x (active + 1), not the moving average",
            is_flag=True),

@@ -94,6 +94,9 @@ class AgentLoad:
     weight: float
     #: Unix ms until which outlier ejection keeps the agent out of picks; 0 = not ejected.
     ejected_until_ms: int = 0
+    #: Learned capacity, requests per second while busy (``lb_service.capacity``); 0 until
+    #: enough requests have completed to trust it.
+    capacity_rps: float = 0.0
 
     @property
     def ejected(self) -> bool:

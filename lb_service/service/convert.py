@@ -202,6 +202,7 @@ def load_to_pb(load: AgentLoad) -> pb.AgentLoad:
         weight=load.weight,
         ejected=load.ejected,
         ejected_until_ms=load.ejected_until_ms,
+        capacity_rps=load.capacity_rps,
     )
 
 
@@ -246,6 +247,7 @@ def load_from_pb(message: pb.AgentLoad) -> AgentLoad:
         failed_requests=message.failed_requests,
         weight=message.weight,
         ejected_until_ms=message.ejected_until_ms,
+        capacity_rps=message.capacity_rps,
     )
 
 

@@ -20,7 +20,6 @@ from lb_service.model import Agent, StrategyName
 
 if TYPE_CHECKING:
     from lb_service.store.feedback import Feedback
-    from lb_service.store.index import AgentIndex
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +45,17 @@ class AgentStats:
     times_ejected: int = 0
     #: When the agent was last registered while not registered before (slow start).
     joined_ms: int = 0
+    # Capacity (see lb_service.capacity). Bookkeeping: all the time the agent had at
+    # least one open lease, and when its active count last changed.
+    busy_total_ms: float = 0.0
+    activity_at_ms: int = 0
+    #: Leases closed by a reported end (the estimate is trusted after a few).
+    completions: int = 0
+    #: The estimate: decayed completions and the busy time they took, and the
+    #: ``busy_total_ms`` they were folded at.
+    cap_done: float = 0.0
+    cap_busy_ms: float = 0.0
+    cap_mark_ms: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,37 +90,27 @@ class PickState:
     lease_count: int
     #: Agents ejected (by ``ejected_until_ms``), possibly including some whose time is up.
     ejections: Mapping[str, int] = field(default_factory=dict)
-    #: The registry indexed for picking, or None where a store keeps no index (the
-    #: balancer then filters and ranks the registry on every pick).
-    index: AgentIndex | None = None
     #: Whether loads may change between this read and the commit (other replicas write
     #: the same store): the balancer then passes its contenders to ``commit_pick``.
     shared: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class Contender:
-    """An agent a shared store may commit instead of the chosen one, if it ranks better then."""
+class Contender(NamedTuple):
+    """An agent a shared store may commit instead of the chosen one, if it ranks better then.
+
+    Its rank at commit is ``(tier, max(floor, per_request x (active + 1) + offset))``
+    over the agent's live active count: the strategy's own rank in linear form
+    (``strategies.base.LoadRank``), computed by the balancer, so the store applies one
+    generic comparison and no strategy rule is written twice.
+    """
 
     agent_id: str
     #: 0 means no limit; a contender at its limit at commit time is passed over.
     max_connections: int = 0
-    #: The first rank key before the live load (capability-match's VRAM), else 0.
-    fixed_rank: float = 0.0
-
-
-class LiveRank(enum.Enum):
-    """The load figure a shared store re-ranks contenders by at commit time.
-
-    ``ACTIVE``: (fixed_rank, active), the least-connections and capability-match rule.
-    ``AVERAGE``: unmeasured first, then ``avg_latency_ms``. ``PEAK_EWMA``: unmeasured
-    first (fewest active among them), then ``cost_ms`` x (active + 1). Ties rotate
-    by the store's sequence, as ``strategies.base.rotate_lowest`` does.
-    """
-
-    ACTIVE = "active"
-    AVERAGE = "average"
-    PEAK_EWMA = "peak-ewma"
+    tier: float = 0.0
+    per_request: float = 0.0
+    offset: float = 0.0
+    floor: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,10 +128,10 @@ class Pick:
     session_id: str = ""
     bind: bool = False
     #: For a shared store: the agents the strategy chose among (the chosen one included)
-    #: and how to rank them on the loads at commit, so concurrent picks through other
-    #: replicas cannot herd onto one agent. Empty: commit ``agent_id`` as it is.
+    #: with their ranks, re-ranked on the loads at commit so concurrent picks through
+    #: other replicas cannot herd onto one agent. Empty: commit ``agent_id`` as it is
+    #: (a store still skips it when full, only then returning None).
     contenders: tuple[Contender, ...] = ()
-    rank: LiveRank = LiveRank.ACTIVE
     #: With ``bind``: a binding made meanwhile by another replica and used at or after
     #: this time is live, and wins (a session binds once); older ones are replaced.
     fresh_since_ms: int = 0
@@ -269,8 +269,8 @@ class Store(Protocol):
     ) -> list[Lease]:
         """Close leases started before the cutoff as failed requests; returns them.
 
-        Each counts as a failure of its agent, observed with the request timeout as its
-        latency (``now_ms - started_at_ms``), so a hung agent is ejected like a failing one.
+        Each counts as a failed request of its agent, but as lateness, not an agent
+        failure: no latency sample, no outlier ejection (``feedback.close_lease``).
         """
         ...
 

@@ -1,8 +1,10 @@
 """What a finished request teaches the balancer: latency estimates, failures, ejection, slow start.
 
-These are pure rules over one agent's ``AgentStats``. Every store applies them the same
-way when a request ends or a lease expires (the Redis store's scripts mirror them, and
-the store contract tests hold both to the same numbers), so the formulas live here once.
+These are pure rules over one agent's ``AgentStats``, in two kinds. *Bookkeeping*
+(``open_lease``, ``close_lease``): counts and busy time, which a store keeps atomically
+with the lease itself (the Redis store in its scripts). *Estimates* (``fold_end``,
+``fold_expiry``): every other figure, computed here from the booked record and written
+back by the store; no store writes these rules again.
 
 - **Moving average** (``avg_latency_ms``): what GetLoads reports and the plain
   latency-based strategy ranks by.
@@ -19,7 +21,10 @@ the store contract tests hold both to the same numbers), so the formulas live he
 - **Outlier ejection** (after Envoy): ``consecutive_failures`` failures in a row eject
   the agent for ``base_ms`` x times ejected (capped at ``max_ms``), never more than
   ``max_share`` of the known agents at once. The multiplier starts over once the agent
-  has gone a whole ``max_ms`` without being ejected.
+  has gone a whole ``max_ms`` without being ejected. Only reported failures count: an
+  expired lease is lateness, not failure (see ``fold_expiry``).
+- **Capacity** (``lb_service.capacity``): every lease that opens or closes moves the
+  agent's busy time; every success is a completion.
 - **Slow start** (after Envoy): a newly registered agent, or one back from ejection,
   takes a growing share of the picks it would get, from ``min_share`` to all of them
   over ``window_ms``.
@@ -30,6 +35,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
+from lb_service import capacity
 from lb_service.store.base import AgentStats
 
 
@@ -73,19 +79,14 @@ def observe(
     feedback: Feedback,
     ejected_now: int,
     population: int,
-    reported: bool = True,
 ) -> AgentStats:
-    """Fold one finished request into the agent's figures (its active count is left alone).
+    """Fold one reported request end into the agent's figures (its active count is left alone).
 
     ``ejected_now`` is how many agents are ejected at ``now_ms`` and ``population`` how
     many agents the share is taken of; together they cap ejection at ``max_share``.
-    ``reported`` is False for an expired lease: nobody reported a latency, so the moving
-    average stays as it was, while the peak-EWMA estimate still sees the time it took.
     """
     previous = stats.avg_latency_ms
-    if not reported:
-        average = previous
-    elif previous is None:
+    if previous is None:
         average = latency_ms
     else:
         average = previous + feedback.smoothing * (latency_ms - previous)
@@ -101,6 +102,56 @@ def observe(
         consecutive_failures=stats.consecutive_failures + 1 if failed else 0,
     )
     return _maybe_eject(updated, now_ms, feedback.ejection, ejected_now, population)
+
+
+def open_lease(stats: AgentStats, now_ms: int) -> AgentStats:
+    """Bookkeeping when a lease opens: busy time so far, active + 1, the request counted."""
+    stats = capacity.accrue(stats, now_ms)
+    return replace(
+        stats,
+        active=stats.active + 1,
+        total_requests=stats.total_requests + 1,
+        last_request_at_ms=now_ms,
+    )
+
+
+def close_lease(stats: AgentStats, now_ms: int) -> AgentStats:
+    """Bookkeeping when a lease closes, however it ended: busy time so far, active - 1."""
+    stats = capacity.accrue(stats, now_ms)
+    return replace(stats, active=stats.active - 1)
+
+
+def fold_end(
+    stats: AgentStats,
+    closed_lease: bool,
+    latency_ms: float,
+    failed: bool,
+    now_ms: int,
+    feedback: Feedback,
+    ejected_now: int,
+    population: int,
+) -> AgentStats:
+    """The figures after a reported end, the lease (if it closed one) already booked.
+
+    A success that closed a lease is a completion for the capacity estimate; a failure
+    is not (a server that fails fast would look fast), and its busy time is dropped.
+    """
+    if closed_lease:
+        stats = capacity.expired(stats) if failed else capacity.completed(stats)
+    return observe(stats, latency_ms, failed, now_ms, feedback, ejected_now, population)
+
+
+def fold_expiry(stats: AgentStats) -> AgentStats:
+    """The figures after a lease expired, the lease already booked.
+
+    It counts as a failed request, but as lateness, not an agent failure: it feeds
+    neither the latency estimates nor outlier ejection, because a lease also expires
+    when its dispatcher crashed or lost it, and under a backlog for requests that are
+    merely late. A hung agent is caught by the dispatchers' own time-outs, which they
+    report as failed ends; meanwhile its open leases raise its relative load. The busy
+    time since the last completion is dropped (``capacity.expired``).
+    """
+    return capacity.expired(replace(stats, failed_requests=stats.failed_requests + 1))
 
 
 def _maybe_eject(

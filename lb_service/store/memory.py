@@ -26,8 +26,14 @@ from lb_service.store.base import (
     PickState,
     RequestEnd,
 )
-from lb_service.store.feedback import Feedback, is_ejected, observe
-from lb_service.store.index import AgentIndex
+from lb_service.store.feedback import (
+    Feedback,
+    close_lease,
+    fold_end,
+    fold_expiry,
+    is_ejected,
+    open_lease,
+)
 from lb_service.store.snapshot import StoreState
 
 
@@ -67,8 +73,6 @@ class MemoryStore:
         self._ejections_view = MappingProxyType(self._ejections)
         self._version = 0
         self._changed = asyncio.Event()
-        # Kept up to date below (registry, weight and load changes), so picks never scan.
-        self._index = AgentIndex(self._agents, self._stats, self._weights)
 
     # Registry, weights and strategy.
     async def put_agent(self, agent: Agent, now_ms: int) -> None:
@@ -76,9 +80,6 @@ class MemoryStore:
 
         An agent not registered until now is stamped ``joined_ms = now_ms`` (slow start).
         """
-        # Dispatchers re-register unchanged agents on every start: keep the index then.
-        if self._agents.get(agent.id) != agent:
-            self._index.registry_changed()
         stats = self._stats.get(agent.id, AgentStats())
         if agent.id not in self._agents:
             self._stats[agent.id] = replace(stats, joined_ms=now_ms)
@@ -90,7 +91,6 @@ class MemoryStore:
         if self._agents.pop(agent_id, None) is None:
             return False
         self._weights.pop(agent_id, None)
-        self._index.registry_changed()
         self._bump()
         return True
 
@@ -105,14 +105,12 @@ class MemoryStore:
     async def set_weights(self, weights: Mapping[str, float]) -> None:
         """Apply all the overrides at once."""
         self._weights.update(weights)
-        self._index.weights_changed()
         self._bump()
 
     async def clear_weights(self, agent_ids: Iterable[str]) -> None:
         """Drop the overrides of these agents."""
         for agent_id in agent_ids:
             self._weights.pop(agent_id, None)
-        self._index.weights_changed()
         self._bump()
 
     async def strategy(self) -> StrategyName:
@@ -122,7 +120,6 @@ class MemoryStore:
     async def set_strategy(self, strategy: StrategyName) -> StrategyName:
         """Switch strategy; returns the one replaced."""
         previous, self._strategy = self._strategy, strategy
-        self._index.strategy_changed()
         self._bump()
         return previous
 
@@ -139,7 +136,6 @@ class MemoryStore:
             session_count=len(self._bindings),
             lease_count=len(self._leases),
             ejections=self._ejections_view,
-            index=self._index,
         )
 
     async def commit_pick(self, pick: Pick) -> Committed | None:
@@ -201,8 +197,8 @@ class MemoryStore:
     ) -> list[Lease]:
         """Close leases started before the cutoff as failed requests; returns them.
 
-        Each counts as a failure of its agent, observed with the request timeout as its
-        latency (``now_ms - started_at_ms``), so a hung agent is ejected like a failing one.
+        Each counts as a failed request of its agent, but as lateness, not an agent
+        failure: no latency sample, no outlier ejection (``feedback.close_lease``).
         """
         expired = []
         while self._leases:
@@ -210,8 +206,8 @@ class MemoryStore:
             if lease.started_at_ms >= started_before_ms:
                 break
             self._close(lease.request_id)
-            latency = float(now_ms - lease.started_at_ms)
-            self._observe(lease.agent_id, latency, True, now_ms, feedback, True, reported=False)
+            stats = close_lease(self._stats.get(lease.agent_id, AgentStats()), now_ms)
+            self._stats[lease.agent_id] = fold_expiry(stats)
             expired.append(lease)
         if expired:
             self._bump()
@@ -324,7 +320,6 @@ class MemoryStore:
             self._stats.setdefault(agent_id, AgentStats())
         self._weights = dict(state.weights)
         self._bindings = dict(state.bindings)
-        self._index = AgentIndex(self._agents, self._stats, self._weights)
         self._bump()
 
     # Internals.
@@ -334,14 +329,7 @@ class MemoryStore:
         self._leases[request_id] = Lease(request_id, agent_id, now_ms)
         self._agent_leases.setdefault(agent_id, OrderedDict())[request_id] = None
         self._last_seen[agent_id] = now_ms
-        stats = self._stats.get(agent_id, AgentStats())
-        self._stats[agent_id] = replace(
-            stats,
-            active=stats.active + 1,
-            total_requests=stats.total_requests + 1,
-            last_request_at_ms=now_ms,
-        )
-        self._index.load_changed(agent_id)
+        self._stats[agent_id] = open_lease(self._stats.get(agent_id, AgentStats()), now_ms)
         self._bump()
         return request_id
 
@@ -353,22 +341,20 @@ class MemoryStore:
         now_ms: int,
         feedback: Feedback,
         closes_lease: bool,
-        reported: bool = True,
     ) -> None:
         stats = self._stats.get(agent_id, AgentStats())
         if closes_lease:
-            stats = replace(stats, active=stats.active - 1)
+            stats = close_lease(stats, now_ms)
         # The ejection share is of the registered agents; a candidate-only deployment
         # has none registered, so there it is of every id the store knows.
         population = len(self._agents) if agent_id in self._agents else len(self._stats)
         ejected_now = sum(until > now_ms for until in self._ejections.values())
-        updated = observe(
-            stats, latency_ms, failed, now_ms, feedback, ejected_now, population, reported
+        updated = fold_end(
+            stats, closes_lease, latency_ms, failed, now_ms, feedback, ejected_now, population
         )
         self._stats[agent_id] = updated
         if is_ejected(updated, now_ms):
             self._ejections[agent_id] = updated.ejected_until_ms
-        self._index.load_changed(agent_id)
 
     def _close(self, request_id: str) -> None:
         lease = self._leases.pop(request_id)

@@ -1,33 +1,49 @@
-"""Capability-match: the smallest agent that fits the task, keeping big GPUs free."""
+"""Capability-match: the tightest-fitting agent with room, keeping big GPUs free."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from lb_service.model import Agent, StrategyName, Task
-from lb_service.strategies.base import Candidate, IndexedPool, PickContext, Rank, rotate_lowest
+from lb_service.capacity import within_bound
+from lb_service.model import Compute, StrategyName, Task
+from lb_service.strategies.base import Candidate, LoadRank, PickContext, lowest_by_load
 
 
-def _rank(candidate: Candidate) -> Rank:
-    return (candidate.agent.hardware.vram_gb, candidate.active)
+def fit(candidate: Candidate, task: Task) -> float:
+    """How much more GPU the agent has than the task needs (0 when the task needs none)."""
+    if task.min_vram_gb > 0 or task.compute is Compute.GPU:
+        return candidate.agent.hardware.vram_gb
+    return 0.0
 
 
 class CapabilityMatch:
-    """Ranks by VRAM (smallest that satisfies the task first), then fewest active requests.
+    """Best fit among the agents with room, then lowest relative load.
 
-    The requirements have already excluded agents that cannot run the task, so the
-    smallest remaining VRAM is the tightest fit; an 80 GB GPU then stays free for the
-    70B model that needs it instead of serving an 8B request a 16 GB card could take.
+    A task that needs a GPU or VRAM goes to the smallest VRAM that satisfies it, so an
+    80 GB GPU stays free for the 70B model that needs it instead of serving a request
+    a 24 GB card could take. "With room" means within the load bound that sticky
+    sessions also obey (``capacity.within_bound``): the smallest fit takes
+    requests until it holds more than its fair share, then the next size does. A task
+    that needs no GPU has no fit to respect, so it goes by relative load alone and is
+    never sent to a CPU-only host just because that host has the least VRAM.
     """
 
     name = StrategyName.CAPABILITY_MATCH
 
     def choose(
         self, candidates: Sequence[Candidate], task: Task, ctx: PickContext
-    ) -> Candidate | None:
-        """Return the best-fitting candidate."""
-        return rotate_lowest(candidates, _rank, ctx.sequence)
+    ) -> tuple[Candidate | None, Sequence[Candidate]]:
+        """Return the best fit among candidates under the bound (all, when none is)."""
+        total_active = sum(c.active for c in candidates)
+        total_capacity = sum(c.capacity for c in candidates)
+        roomy = [
+            c
+            for c in candidates
+            if within_bound(c.active, c.capacity, total_active, total_capacity, ctx.balance_factor)
+        ] or list(candidates)
 
-    def choose_indexed(self, pool: IndexedPool, task: Task, ctx: PickContext) -> Agent | None:
-        """Return the best-fitting member, from the pool kept sorted by (VRAM, active)."""
-        return pool.lowest(_rank, ctx.sequence)
+        return lowest_by_load(roomy, lambda c: self.load_rank(c, task, ctx), ctx.sequence), roomy
+
+    def load_rank(self, candidate: Candidate, task: Task, ctx: PickContext) -> LoadRank:
+        """(fit, relative load)."""
+        return LoadRank(fit(candidate, task), 1.0 / candidate.capacity)

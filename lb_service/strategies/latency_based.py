@@ -1,51 +1,60 @@
-"""Latency-based: the agent with the lowest average latency, measuring new agents first."""
+"""Latency-based: the agent with the lowest latency cost."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from lb_service.model import Agent, StrategyName, Task
-from lb_service.strategies.base import Candidate, IndexedPool, PickContext, Rank, rotate_lowest
+from lb_service.model import StrategyName, Task
+from lb_service.strategies.base import (
+    Candidate,
+    LoadRank,
+    PickContext,
+    lowest_by_load,
+    sample_by_capacity,
+)
 
 
-def _rank(candidate: Candidate) -> Rank:
-    # Agents with no sample rank before all others so every agent gets measured;
-    # otherwise a new agent would never be tried against a warm, fast one.
+def _average(candidate: Candidate) -> LoadRank:
+    # The plain moving average; an agent with no sample ranks before all others.
     if candidate.avg_latency_ms is None:
-        return (0.0, 0.0)
-    return (1.0, candidate.avg_latency_ms)
+        return LoadRank(0.0, 0.0)
+    return LoadRank(1.0, 0.0, candidate.avg_latency_ms)
 
 
-def _peak_ewma_rank(candidate: Candidate) -> Rank:
-    # Finagle's cost: the estimate times the work already queued on the agent, so a
-    # fast agent with ten requests waiting loses to a slightly slower idle one.
-    active = candidate.active
+def _peak_ewma(candidate: Candidate) -> LoadRank:
+    # The expected time a new request takes: at least the agent's latency (the
+    # peak-EWMA estimate), and once requests queue, the time to drain them plus this
+    # one, (active + 1) / capacity. Finagle's estimate x (active + 1) treats every agent
+    # as one server, so a 4-slot GPU would look four times as loaded as it is. An agent
+    # with no sample ranks first, by its open requests (offset -1: (active + 1) - 1);
+    # the room step keeps such agents to one request in flight while measured agents
+    # can take the request, so measuring a new agent never sends it all the traffic.
     if candidate.avg_latency_ms is None:
-        return (0.0, float(active))
-    return (1.0, candidate.avg_latency_ms * (active + 1))
+        return LoadRank(0.0, 1.0, -1.0)
+    if not candidate.trusted:
+        # Capacity still guessed: it has no unit to compare with a latency in.
+        return LoadRank(1.0, candidate.avg_latency_ms)
+    return LoadRank(1.0, 1000.0 / candidate.capacity, floor=candidate.avg_latency_ms)
 
 
 class LatencyBased:
-    """Lowest latency cost wins; unmeasured agents first; ties rotate.
+    """Lowest latency cost among ``choice_count`` drawn by capacity (all when 0); ties rotate.
 
-    The cost is the peak-EWMA estimate x (active + 1) when ``ctx.peak_ewma`` is set (the
-    default; see ``lb_service.store.feedback``), else the plain moving average.
+    The cost is the expected time of a new request, the larger of the peak-EWMA
+    estimate and the time to drain the agent's requests plus one at its capacity, when
+    ``ctx.peak_ewma`` is set (the default; see ``lb_service.store.feedback``), else the
+    plain moving average.
     """
 
     name = StrategyName.LATENCY_BASED
 
     def choose(
         self, candidates: Sequence[Candidate], task: Task, ctx: PickContext
-    ) -> Candidate | None:
-        """Return the cheapest (or an unmeasured) candidate."""
-        return rotate_lowest(candidates, _peak_ewma_rank if ctx.peak_ewma else _rank, ctx.sequence)
+    ) -> tuple[Candidate | None, Sequence[Candidate]]:
+        """Return the cheapest of the drawn candidates, and the drawn ones."""
+        drawn = sample_by_capacity(candidates, ctx.choice_count, ctx.rng)
+        return lowest_by_load(drawn, _peak_ewma if ctx.peak_ewma else _average, ctx.sequence), drawn
 
-    def choose_indexed(self, pool: IndexedPool, task: Task, ctx: PickContext) -> Agent | None:
-        """Return the fastest (or an unmeasured) member, from the pool kept sorted by latency.
-
-        The index ranks by the moving average only: the balancer ranks peak-EWMA
-        candidates itself with ``choose`` and never asks for them here.
-        """
-        if ctx.peak_ewma:
-            raise ValueError("the index keeps no peak-EWMA order; rank candidates with choose()")
-        return pool.lowest(_rank, ctx.sequence)
+    def load_rank(self, candidate: Candidate, task: Task, ctx: PickContext) -> LoadRank:
+        """The peak-EWMA cost, or the moving average."""
+        return (_peak_ewma if ctx.peak_ewma else _average)(candidate)

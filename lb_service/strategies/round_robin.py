@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from lb_service.model import Agent, StrategyName, Task
-from lb_service.strategies.base import Candidate, IndexedPool, PickContext
+from lb_service.model import StrategyName, Task
+from lb_service.strategies.base import Candidate, LoadRank, PickContext
 
 
 class RoundRobin:
@@ -15,10 +15,11 @@ class RoundRobin:
 
     def choose(
         self, candidates: Sequence[Candidate], task: Task, ctx: PickContext
-    ) -> Candidate | None:
-        """Return the candidate whose turn it is."""
-        return candidates[ctx.sequence % len(candidates)]
+    ) -> tuple[Candidate | None, Sequence[Candidate]]:
+        """Return the candidate whose turn it is (the only one compared)."""
+        choice = candidates[ctx.sequence % len(candidates)]
+        return choice, (choice,)
 
-    def choose_indexed(self, pool: IndexedPool, task: Task, ctx: PickContext) -> Agent | None:
-        """Return the member whose turn it is."""
-        return pool.agent_at(ctx.sequence % len(pool))
+    def load_rank(self, candidate: Candidate, task: Task, ctx: PickContext) -> LoadRank | None:
+        """None: the rule goes by turns, not load (a shared store commits the pick as made)."""
+        return None

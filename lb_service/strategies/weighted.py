@@ -4,39 +4,35 @@ from __future__ import annotations
 
 import bisect
 import itertools
-import random
 from collections.abc import Sequence
 
-from lb_service.model import Agent, StrategyName, Task
-from lb_service.strategies.base import Candidate, IndexedPool, PickContext
+from lb_service.model import StrategyName, Task
+from lb_service.strategies.base import Candidate, LoadRank, PickContext
 
 
 class Weighted:
-    """Picks at random with probability weight / total; weight 0 is never picked."""
+    """Picks at random with probability weight / total; weight 0 is never picked.
+
+    A fixed split: it does not look at load, so under load an agent gets its share
+    whether or not it keeps up (see the README on what that does to an uneven fleet).
+    """
 
     name = StrategyName.WEIGHTED
 
     def choose(
         self, candidates: Sequence[Candidate], task: Task, ctx: PickContext
-    ) -> Candidate | None:
-        """Return a weight-proportional random candidate, or None if all weigh 0."""
+    ) -> tuple[Candidate | None, Sequence[Candidate]]:
+        """Return a weight-proportional random candidate (None if all weigh 0)."""
         pool = [c for c in candidates if c.weight > 0]
         if not pool:
-            return None
+            return None, ()
         bounds = list(itertools.accumulate(c.weight for c in pool))
-        return pool[_slot(bounds, ctx.rng)]
+        point = ctx.rng.random() * bounds[-1]
+        # bisect_right keeps a point that lands exactly on a boundary inside a
+        # positive-weight slot; min() guards float rounding at the very top.
+        choice = pool[min(bisect.bisect_right(bounds, point), len(bounds) - 1)]
+        return choice, (choice,)
 
-    def choose_indexed(self, pool: IndexedPool, task: Task, ctx: PickContext) -> Agent | None:
-        """Return a weight-proportional random member, from the pool's running weight sums."""
-        members, bounds = pool.cumulative_weights()
-        if not members:
-            return None
-        return members[_slot(bounds, ctx.rng)]
-
-
-def _slot(bounds: Sequence[float], rng: random.Random) -> int:
-    """The position a random point in [0, total weight) falls in, given running sums."""
-    point = rng.random() * bounds[-1]
-    # bisect_right keeps a point that lands exactly on a boundary inside a
-    # positive-weight slot; min() guards float rounding at the very top.
-    return min(bisect.bisect_right(bounds, point), len(bounds) - 1)
+    def load_rank(self, candidate: Candidate, task: Task, ctx: PickContext) -> LoadRank | None:
+        """None: the rule goes by weights, not load (a shared store commits the pick as made)."""
+        return None

@@ -26,11 +26,12 @@ def test_loads_table(fleet: Cli) -> None:
     """`loads` prints one aligned row per agent with active count, latency and weight."""
     lines = fleet("loads").out.splitlines()
     assert lines[0].split() == [
-        "AGENT", "ACTIVE", "AVG_LATENCY_MS", "REQUESTS", "FAILED", "WEIGHT", "LAST_REQUEST",
-        "EJECTED_UNTIL",
+        "AGENT", "ACTIVE", "AVG_LATENCY_MS", "CAPACITY_RPS", "REQUESTS", "FAILED", "WEIGHT",
+        "LAST_REQUEST", "EJECTED_UNTIL",
     ]  # fmt: skip
-    assert lines[1].split() == ["cpu-1", "0", "0.0", "0", "0", "1", "-", "-"]
-    assert lines[2].split()[:6] == ["gpu-1", "1", "0.0", "1", "0", "24"]
+    # No request has completed yet, so no capacity is learned ("-").
+    assert lines[1].split() == ["cpu-1", "0", "0.0", "-", "0", "0", "1", "-", "-"]
+    assert lines[2].split()[:7] == ["gpu-1", "1", "0.0", "-", "1", "0", "24"]
     assert lines[2].split()[-1] == "-"  # not ejected
     assert len(lines) == 3
 
@@ -48,6 +49,7 @@ def test_loads_json_for_named_agents(fleet: Cli) -> None:
         "failed_requests": 0,
         "weight": 1.0,
         "ejected_until_ms": 0,
+        "capacity_rps": 0.0,
     }
 
 
@@ -113,6 +115,7 @@ def test_ctrl_c_ends_a_watch_cleanly(fleet: Cli, monkeypatch: pytest.MonkeyPatch
                 "failed_requests": 0,
                 "weight": 1.0,
                 "ejected_until_ms": 0,
+                "capacity_rps": 0.0,
             }
         ],
         "timestamp_ms": 1,

@@ -195,8 +195,8 @@ async def test_a_sticky_session_spills_over_while_its_agent_is_ejected() -> None
     assert back.sticky
 
 
-async def test_expired_leases_count_towards_ejection() -> None:
-    """A hung agent whose requests time out is ejected like one that fails fast."""
+async def test_expired_leases_are_failed_requests_but_never_eject() -> None:
+    """Lateness is not failure: expiries are failed requests, feed no estimate, eject nobody."""
     clock = FakeClock()
     lb = balancer(clock, replace(BASE_RULES, request_timeout_s=10))
     await fleet(lb, "a", "b", "c")
@@ -204,7 +204,9 @@ async def test_expired_leases_count_towards_ejection() -> None:
     clock.advance(11)
     assert await lb.sweep() == (5, 0)
     (load_a,) = await lb.loads(["a"])
-    assert load_a.ejected
+    assert not load_a.ejected
+    assert (load_a.failed_requests, load_a.active_connections) == (5, 0)
+    assert load_a.avg_latency_ms == 0.0  # no sample: nobody reported how long it took
 
 
 async def test_slow_start_gives_a_new_agent_a_growing_share() -> None:

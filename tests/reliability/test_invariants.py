@@ -27,6 +27,7 @@ from hypothesis.stateful import (
 )
 
 from lb_service.balancer import BalancerConfig, LoadBalancer
+from lb_service.capacity import EXPLORE_LIMIT, hardware_capacity, learned_capacity, resolve
 from lb_service.errors import (
     AgentNotFound,
     AllAgentsBusy,
@@ -38,15 +39,17 @@ from lb_service.errors import (
 )
 from lb_service.model import Agent, Compute, Hardware, Selection, StrategyName, Task
 from lb_service.requirements import meets
+from lb_service.store.base import AgentStats
 from lb_service.store.memory import MemoryStore
 from tests.factories import FakeClock
 
 _T = TypeVar("_T")
 
 CONFIG = BalancerConfig(
-    # The model below predicts the five base rules exactly: full scan, moving-average
-    # latency, no ejection. The power of two choices, peak-EWMA and ejection have their
-    # own tests (tests/core/test_decision_quality.py, tests/store/test_feedback.py).
+    # The model below predicts the base rules exactly: full scan (by capacity-weighed
+    # load), moving-average latency, no ejection. The power of two choices, peak-EWMA
+    # and ejection have their own tests (tests/core/test_decision_quality.py and
+    # tests/store/test_feedback.py).
     choice_count=0,
     peak_ewma=False,
     ejection_consecutive_failures=0,
@@ -130,6 +133,24 @@ class BalancerMachine(RuleBasedStateMachine):
     # Reads of the real system.
     def active(self) -> dict[str, int]:
         return {agent_id: s.active for agent_id, s in self.run(self.store.stats()).items()}
+
+    def relative_loads(self, free: Sequence[Agent]) -> dict[str, float]:
+        """(open + 1) / capacity of the agents a full-scan pick compares, as the README says.
+
+        Capacities are learned where trusted and scaled hardware guesses elsewhere;
+        untrusted agents already holding a request are left out while a trusted one
+        has room (bounded exploration).
+        """
+        stats = self.run(self.store.stats())
+        learned = [learned_capacity(stats.get(a.id, AgentStats())) for a in free]
+        capacities = resolve([hardware_capacity(a) for a in free], learned)
+        trusted = [figure is not None for figure in learned]
+        loads = {
+            a.id: (self.open_count(a.id) + 1) / capacity
+            for a, capacity, sure in zip(free, capacities, trusted, strict=True)
+            if sure or not any(trusted) or self.open_count(a.id) < EXPLORE_LIMIT
+        }
+        return loads
 
     def known(self, agent_id: str) -> bool:
         return agent_id in self.registry or agent_id in self.run(self.store.stats())
@@ -280,7 +301,8 @@ class BalancerMachine(RuleBasedStateMachine):
         event(f"select: {'sticky' if picked.sticky else 'picked'}, candidates: {bool(candidates)}")
         self.check_pick(picked, pool, task, has_room, bound)
         if strategy is StrategyName.LEAST_CONNECTIONS and not picked.sticky:
-            assert self.open_count(picked.agent.id) == min(self.open_count(a.id) for a in free)
+            loads = self.relative_loads(free)
+            assert loads[picked.agent.id] == min(loads.values())
         if strategy is StrategyName.WEIGHTED and not picked.sticky:
             assert weights.get(picked.agent.id, picked.agent.default_weight) > 0
         # The model's bookkeeping, as the README describes it.
@@ -312,10 +334,12 @@ class BalancerMachine(RuleBasedStateMachine):
         assert picked.agent in pool
         assert meets(picked.agent, task)
         assert has_room(picked.agent), "picked an agent at max_connections"
-        if bound is not None and has_room(bound):
-            assert (picked.agent.id, picked.sticky) == (bound.id, True)
-        else:
-            assert not picked.sticky
+        # A live binding answers unless its agent is over the load bound (then the
+        # request spills over and the binding stays): never another agent as sticky.
+        if picked.sticky:
+            assert bound is not None
+            assert has_room(bound)
+            assert picked.agent.id == bound.id
 
     # Requests and leases.
     @rule(agent_id=st.sampled_from(AGENT_IDS + CANDIDATE_IDS))

@@ -22,7 +22,7 @@ def gpu(agent_id: str, vram_gb: float, active: int = 0) -> Candidate:
 
 def pick(pool: list[Candidate], sequence: int = 0) -> str:
     """The id capability-match chooses from ``pool`` for ``TASK`` at ``sequence``."""
-    choice = CapabilityMatch().choose(pool, TASK, PickContext(sequence, random.Random(0)))
+    choice = CapabilityMatch().choose(pool, TASK, PickContext(sequence, random.Random(0)))[0]
     assert choice is not None
     return choice.agent.id
 

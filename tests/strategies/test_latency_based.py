@@ -18,7 +18,7 @@ def measured(**latency: float | None) -> list[Candidate]:
 
 def pick(pool: list[Candidate], sequence: int = 0) -> str:
     """The id latency-based chooses from ``pool`` at ``sequence``."""
-    choice = LatencyBased().choose(pool, Task(), PickContext(sequence, random.Random(0)))
+    choice = LatencyBased().choose(pool, Task(), PickContext(sequence, random.Random(0)))[0]
     assert choice is not None
     return choice.agent.id
 

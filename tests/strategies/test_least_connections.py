@@ -18,7 +18,7 @@ def loaded(**active: int) -> list[Candidate]:
 
 def pick(pool: list[Candidate], sequence: int = 0) -> str:
     """The id least-connections chooses from ``pool`` at ``sequence``."""
-    choice = LeastConnections().choose(pool, Task(), PickContext(sequence, random.Random(0)))
+    choice = LeastConnections().choose(pool, Task(), PickContext(sequence, random.Random(0)))[0]
     assert choice is not None
     return choice.agent.id
 

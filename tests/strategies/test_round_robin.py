@@ -18,7 +18,7 @@ def candidates(*ids: str) -> list[Candidate]:
 
 def pick(pool: list[Candidate], sequence: int) -> str:
     """The id round-robin chooses from ``pool`` at ``sequence``."""
-    choice = RoundRobin().choose(pool, Task(), PickContext(sequence, random.Random(0)))
+    choice = RoundRobin().choose(pool, Task(), PickContext(sequence, random.Random(0)))[0]
     assert choice is not None
     return choice.agent.id
 

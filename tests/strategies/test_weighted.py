@@ -20,7 +20,7 @@ def picks(pool: list[Candidate], n: int, seed: int) -> list[str]:
     rng = random.Random(seed)
     chosen = []
     for seq in range(n):
-        choice = Weighted().choose(pool, Task(), PickContext(seq, rng))
+        choice = Weighted().choose(pool, Task(), PickContext(seq, rng))[0]
         assert choice is not None
         chosen.append(choice.agent.id)
     return chosen
@@ -39,7 +39,7 @@ class FixedRandom(random.Random):
 
 def pick_at(pool: list[Candidate], value: float) -> str:
     """The id chosen when the rng draws exactly ``value``."""
-    choice = Weighted().choose(pool, Task(), PickContext(0, FixedRandom(value)))
+    choice = Weighted().choose(pool, Task(), PickContext(0, FixedRandom(value)))[0]
     assert choice is not None
     return choice.agent.id
 
@@ -53,7 +53,7 @@ def test_weight_zero_is_never_picked() -> None:
 def test_returns_none_when_every_weight_is_zero() -> None:
     """With every weight 0 the rule picks no candidate at all."""
     pool = weighted(a=0.0, b=0.0, c=0.0)
-    assert Weighted().choose(pool, Task(), PickContext(0, random.Random(1))) is None
+    assert Weighted().choose(pool, Task(), PickContext(0, random.Random(1)))[0] is None
 
 
 def test_picks_in_proportion_to_weight() -> None:

@@ -236,6 +236,7 @@ class AgentLoad(_message.Message):
     WEIGHT_FIELD_NUMBER: _builtins.int
     EJECTED_FIELD_NUMBER: _builtins.int
     EJECTED_UNTIL_MS_FIELD_NUMBER: _builtins.int
+    CAPACITY_RPS_FIELD_NUMBER: _builtins.int
     agent_id: _builtins.str
     """The agent's id."""
     active_connections: _builtins.int
@@ -258,6 +259,11 @@ class AgentLoad(_message.Message):
     """
     ejected_until_ms: _builtins.int
     """Unix time in ms when the ejection ends; 0 when not ejected."""
+    capacity_rps: _builtins.float
+    """Requests per second the agent completes while it has work, learned from its
+    leases (completions over the time it had at least one open); 0 until a few
+    requests have completed, while the balancer still goes by its hardware.
+    """
     def __init__(
         self,
         *,
@@ -270,10 +276,11 @@ class AgentLoad(_message.Message):
         weight: _builtins.float = ...,
         ejected: _builtins.bool = ...,
         ejected_until_ms: _builtins.int = ...,
+        capacity_rps: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_connections", b"active_connections", "agent_id", b"agent_id", "avg_latency_ms", b"avg_latency_ms", "ejected", b"ejected", "ejected_until_ms", b"ejected_until_ms", "failed_requests", b"failed_requests", "last_request_at_ms", b"last_request_at_ms", "total_requests", b"total_requests", "weight", b"weight"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_connections", b"active_connections", "agent_id", b"agent_id", "avg_latency_ms", b"avg_latency_ms", "capacity_rps", b"capacity_rps", "ejected", b"ejected", "ejected_until_ms", b"ejected_until_ms", "failed_requests", b"failed_requests", "last_request_at_ms", b"last_request_at_ms", "total_requests", b"total_requests", "weight", b"weight"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

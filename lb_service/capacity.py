@@ -1,0 +1,147 @@
+"""Capacity: how much work an agent can take, guessed from its hardware, then learned.
+
+Load is weighed, not counted: one request on a one-slot CPU host is a full load, one on
+a four-slot 80 GB GPU is a quarter of one at most. Every strategy that ranks by load
+ranks by **relative load**, ``(active + 1) / capacity``: the time the agent needs to
+drain what it holds plus the new request, in the fluid limit. That is Envoy's weighted
+least request (weight / (active + 1)) and NGINX ``least_conn`` with weights, with the
+weight measured instead of configured.
+
+**Learned capacity** is completions per unit of busy time: the service sees every
+lease, so it knows for each agent how long it had at least one request open (*busy
+time*) and how many requests it finished meanwhile. The ratio is the rate the agent
+drains work at when it has work, in requests per second. It needs no knowledge of
+slots or request sizes, and unlike an estimate from latency and concurrency (Little's
+law) it does not lag a growing queue: a backlog raises busy time at once. Both sums are
+decayed per completion (weight ``1 - 1/CAPACITY_WINDOW`` for the older ones), so the
+estimate follows the last few dozen requests, and an idle agent keeps its estimate
+(idle time is not busy time). A lease that expired tells nothing about the agent (its
+dispatcher may have crashed), so the busy time gathered since the last completion is
+dropped rather than charged to the agent.
+
+**Before it is trusted** (fewer than ``TRUST_COMPLETIONS`` completions: one huge first
+request must not freeze an agent out), an agent's capacity comes from its hardware:
+parallel slots (``max_connections`` when declared, else 4 on a GPU and 1 on a CPU-only
+host, Ollama's defaults) times a per-slot speed (a GPU counts sqrt(VRAM / 24 GB), at
+least 0.5; a CPU-only host 0.1). The guess is scaled to the learned figures of the
+trusted agents it is compared with, so the two kinds mix in one ranking; with none
+trusted, the hardware figures are compared among themselves.
+
+**Exploration is bounded**: an untrusted agent takes at most ``EXPLORE_LIMIT`` request
+in flight while a trusted agent with room can take the request instead, so a cold
+agent is measured without absorbing the traffic.
+
+Busy-time bookkeeping (``accrue``) runs whenever an agent's active count changes; the
+fold into the estimate (``completed``, ``expired``) when a lease closes. Every store
+applies both through these functions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from lb_service.model import Agent
+
+if TYPE_CHECKING:  # the stores import this module: no import of theirs at run time
+    from lb_service.store.base import AgentStats
+
+#: Completions before the learned figure replaces the hardware guess.
+TRUST_COMPLETIONS = 3
+#: Completions the decayed sums mostly remember (older ones weigh 1 - 1/window each).
+CAPACITY_WINDOW = 32
+#: Requests an untrusted agent holds at once while a trusted one has room.
+EXPLORE_LIMIT = 1
+#: Per-slot speed guesses: a CPU-only host, and the least a GPU counts.
+_CPU_SPEED = 0.1
+_MIN_GPU_SPEED = 0.5
+#: A completion counts at least this much busy time (a start and end in the same ms).
+_MIN_BUSY_MS = 1.0
+_KEEP = 1.0 - 1.0 / CAPACITY_WINDOW
+
+
+def hardware_capacity(agent: Agent) -> float:
+    """The hardware guess: parallel slots x per-slot speed (relative units, see above)."""
+    hardware = agent.hardware
+    if hardware.has_gpu:
+        slots = agent.max_connections or 4
+        speed = max(_MIN_GPU_SPEED, math.sqrt(hardware.vram_gb / 24))
+    else:
+        slots = agent.max_connections or 1
+        speed = _CPU_SPEED
+    return slots * speed
+
+
+def learned_capacity(stats: AgentStats) -> float | None:
+    """Requests per second the agent completes while busy; None until it is trusted."""
+    if stats.completions < TRUST_COMPLETIONS or stats.cap_done <= 0:
+        return None
+    return 1000.0 * stats.cap_done / max(stats.cap_busy_ms, stats.cap_done * _MIN_BUSY_MS)
+
+
+def accrue(stats: AgentStats, now_ms: int) -> AgentStats:
+    """Bookkeeping before the active count changes: add the busy time since the last change."""
+    busy = stats.busy_total_ms
+    if stats.active > 0 and now_ms > stats.activity_at_ms:
+        busy += now_ms - stats.activity_at_ms
+    return replace(stats, busy_total_ms=busy, activity_at_ms=now_ms)
+
+
+def completed(stats: AgentStats) -> AgentStats:
+    """Fold one completion and the busy time since the last fold into the estimate."""
+    gathered = max(0.0, stats.busy_total_ms - stats.cap_mark_ms)
+    return replace(
+        stats,
+        completions=stats.completions + 1,
+        cap_done=stats.cap_done * _KEEP + 1.0,
+        cap_busy_ms=stats.cap_busy_ms * _KEEP + gathered,
+        cap_mark_ms=stats.busy_total_ms,
+    )
+
+
+def expired(stats: AgentStats) -> AgentStats:
+    """An expired lease: drop the busy time gathered since the last fold (see above)."""
+    return replace(stats, cap_mark_ms=stats.busy_total_ms)
+
+
+def resolve(priors: Sequence[float], learned: Sequence[float | None]) -> list[float]:
+    """Capacities for a set of agents: learned where trusted, else the scaled hardware guess.
+
+    The guess of an untrusted agent is multiplied by the trusted agents' learned total
+    over their guessed total, so it is in the same units as the learned figures.
+    """
+    guessed = learned_sum = 0.0
+    for prior, figure in zip(priors, learned, strict=True):
+        if figure is not None:
+            guessed += prior
+            learned_sum += figure
+    scale = learned_sum / guessed if guessed > 0 else 1.0
+    return [
+        figure if figure is not None else prior * scale
+        for prior, figure in zip(priors, learned, strict=True)
+    ]
+
+
+def relative_load(active: int, capacity: float) -> float:
+    """The time to drain the agent's requests plus one more, in units of 1 / capacity."""
+    return (active + 1) / capacity if capacity > 0 else math.inf
+
+
+def within_bound(
+    active: int, capacity: float, total_active: int, total_capacity: float, factor: float
+) -> bool:
+    """Whether one more request keeps the agent within ``factor`` x its fair share of the load.
+
+    Consistent hashing with bounded loads (Mirrokni, Thorup and Zadimoghaddam, 2016;
+    HAProxy's ``hash-balance-factor``), weighted by capacity: with the new request the
+    pool holds ``total_active + 1``; the agent's fair share of them is in proportion to
+    its capacity, and it may hold ``ceil(factor x share)`` of them, so at least one.
+    The bound is on the pooled load (all requests over all capacity), not on an average
+    of per-agent loads, which a few slow hosts would dominate.
+    """
+    if total_capacity <= 0:
+        return True
+    share = (total_active + 1) * capacity / total_capacity
+    return active + 1 <= math.ceil(factor * share - 1e-9)

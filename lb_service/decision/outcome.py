@@ -1,0 +1,40 @@
+"""What a decision returns: a pick, or a refusal as a value (raised only at the edge)."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from typing import NamedTuple
+
+from lb_service.strategies import Candidate, LoadRank
+
+
+class RefusalKind(enum.Enum):
+    """Why no agent was picked; the balancer turns each into one error."""
+
+    NO_AGENTS = "no_agents"  # nothing registered and no candidates given
+    NO_ELIGIBLE_AGENT = "no_eligible_agent"  # none meets the task, or all weigh 0
+    ALL_BUSY = "all_busy"  # every eligible agent is at max_connections
+
+
+class Refusal(NamedTuple):
+    """No pick, with a message a person can act on."""
+
+    kind: RefusalKind
+    message: str
+
+
+class Decision(NamedTuple):
+    """A pick before it is committed.
+
+    ``compared`` are the candidates the strategy chose among with their load ranks
+    (empty for a rule that does not rank by load): a shared store re-ranks them on the
+    live loads at commit time. A NamedTuple: one is built per selection, in C.
+    """
+
+    choice: Candidate
+    #: The session's binding answered.
+    sticky: bool
+    #: Bind (or rebind) the session to the pick.
+    bind: bool
+    compared: Sequence[tuple[Candidate, LoadRank]] = ()

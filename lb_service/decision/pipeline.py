@@ -1,0 +1,136 @@
+"""The decision as a pipeline of named steps, each a function of the one before.
+
+    requirements -> availability -> room -> exploration -> stickiness -> strategy
+    (sampling, ranking) -> slow start -> pick
+
+1. **requirements** (``lb_service.requirements``): the agents that meet the task
+   (model, VRAM, CPU or GPU); none is a refusal naming the requirement.
+2. **candidates** (``candidates``): each with its load figures and its capacity.
+3. **availability** (``availability``): agents out by outlier ejection, unless all are.
+4. **room** (``room``): agents at ``max_connections`` are skipped; none left is a
+   refusal ("all busy"). Then **exploration**: untrusted agents take one request at a
+   time while trusted ones have room.
+5. **stickiness** (``stickiness``): a session's agent answers if it is among those left
+   and within the load bound; otherwise the request spills over and the binding stays,
+   unless the agent can no longer serve the task, when the session binds anew.
+6. **strategy** (``lb_service.strategies``): samples and ranks; none chosen (every
+   weight 0) is a refusal.
+7. **slow start** (``slow_start``): a warming agent may pass the pick on.
+
+Every step returns values; a refusal is a ``Refusal`` the balancer raises at the edge.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from lb_service.decision import availability, candidates, room, slow_start, stickiness
+from lb_service.decision.outcome import Decision, Refusal, RefusalKind
+from lb_service.errors import NoEligibleAgent
+from lb_service.model import Agent, StrategyName, Task
+from lb_service.requirements import eligible, meets
+from lb_service.store.base import AgentStats, Binding
+from lb_service.strategies import STRATEGIES, Candidate, PickContext
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionInputs:
+    """Everything one decision reads: the store's snapshot and the balancer's options."""
+
+    agents: Sequence[Agent]
+    stats: Mapping[str, AgentStats]
+    weights: Mapping[str, float]
+    ejections: Mapping[str, int]
+    strategy: StrategyName
+    sequence: int
+    now_ms: int
+    rng: random.Random
+    choice_count: int
+    peak_ewma: bool
+    balance_factor: float
+    #: The session's live binding (already checked against the session TTL), if any.
+    binding: Binding | None = None
+    slow_start_window_ms: float = 0.0
+    slow_start_min_share: float = 1.0
+
+
+def decide(inputs: DecisionInputs, task: Task, session_id: str) -> Decision | Refusal:
+    """Run the pipeline (see the module docstring)."""
+    if not inputs.agents:
+        return Refusal(RefusalKind.NO_AGENTS, "")
+    try:
+        matching = eligible(inputs.agents, task)
+    except NoEligibleAgent as error:
+        return Refusal(RefusalKind.NO_ELIGIBLE_AGENT, str(error))
+    strategy = STRATEGIES[inputs.strategy]
+    peak_ewma = inputs.peak_ewma and inputs.strategy is StrategyName.LATENCY_BASED
+    pool = availability.available(
+        candidates.build(matching, inputs.stats, inputs.weights, peak_ewma),
+        inputs.ejections,
+        inputs.now_ms,
+    )
+    free = room.with_room(pool)
+    if not free:
+        return Refusal(
+            RefusalKind.ALL_BUSY,
+            f"all {len(pool)} eligible agent(s) are at max_connections; retry later",
+        )
+    options = room.explore_bounded(free)
+    bound = _bound(inputs.binding, options, task)
+    if bound is not None and stickiness.keeps(bound, pool, inputs.balance_factor):
+        return Decision(bound, sticky=True, bind=False)
+    ctx = PickContext(
+        inputs.sequence,
+        inputs.rng,
+        choice_count=inputs.choice_count,
+        peak_ewma=peak_ewma,
+        balance_factor=inputs.balance_factor,
+    )
+    choice, compared = strategy.choose(options, task, ctx)
+    if choice is not None and inputs.slow_start_window_ms > 0:
+        others = slow_start.ramp(
+            choice,
+            options,
+            inputs.stats,
+            inputs.now_ms,
+            inputs.slow_start_window_ms,
+            inputs.slow_start_min_share,
+            inputs.rng,
+        )
+        if others:
+            again, compared_again = strategy.choose(others, task, ctx)
+            if again is not None:
+                choice, compared = again, compared_again
+    if choice is None:
+        return Refusal(
+            RefusalKind.NO_ELIGIBLE_AGENT,
+            f"every eligible agent has weight 0, so the {inputs.strategy.value} strategy "
+            "picks none; raise a weight with UpdateWeights or change strategy",
+        )
+    # A session whose agent is over its bound, full or ejected spills over and keeps its
+    # binding; one with no binding, or whose agent left or cannot serve the task, binds anew.
+    bind = bool(session_id) and (
+        inputs.binding is None or not _serves(inputs.binding.agent_id, matching)
+    )
+    ranked = []
+    for candidate in compared:
+        rank = strategy.load_rank(candidate, task, ctx)
+        if rank is not None:
+            ranked.append((candidate, rank))
+    return Decision(choice, sticky=False, bind=bind, compared=ranked)
+
+
+def _bound(binding: Binding | None, options: Sequence[Candidate], task: Task) -> Candidate | None:
+    """The session's agent as a candidate, if it is among the options left."""
+    if binding is None:
+        return None
+    for candidate in options:
+        if candidate.agent.id == binding.agent_id:
+            return candidate if meets(candidate.agent, task) else None
+    return None
+
+
+def _serves(agent_id: str, matching: Sequence[Agent]) -> bool:
+    return any(agent.id == agent_id for agent in matching)

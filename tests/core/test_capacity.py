@@ -1,0 +1,125 @@
+"""Capacity: the hardware guess, the learned figure, and how load is weighed by it."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import pytest
+
+from lb_service.capacity import (
+    TRUST_COMPLETIONS,
+    hardware_capacity,
+    learned_capacity,
+    relative_load,
+    resolve,
+    within_bound,
+)
+from lb_service.store.base import AgentStats
+from lb_service.store.feedback import close_lease, fold_end, fold_expiry, open_lease
+from tests.factories import FEEDBACK, agent
+
+
+def run(stats: AgentStats, start_ms: int, end_ms: int, failed: bool = False) -> AgentStats:
+    """One request on an otherwise idle agent, from start to end, as a store books it."""
+    stats = open_lease(stats, start_ms)
+    stats = close_lease(stats, end_ms)
+    return fold_end(stats, True, end_ms - start_ms, failed, end_ms, FEEDBACK, 0, 1)
+
+
+def test_hardware_guess_weighs_slots_and_gpu_memory() -> None:
+    """A 4-slot 80 GB GPU outweighs a 4-slot 24 GB GPU, which outweighs a 1-slot CPU host."""
+    big = hardware_capacity(agent("h100", vram_gb=80, gpu="H100"))
+    small = hardware_capacity(agent("rtx", vram_gb=24, gpu="4090"))
+    cpu = hardware_capacity(agent("cpu"))
+    assert big > small > cpu
+    assert small == 4.0
+    assert cpu == 0.1
+    # Declared max_connections is the slot count.
+    assert hardware_capacity(agent("rtx", vram_gb=24, gpu="4090", max_connections=2)) == 2.0
+
+
+def test_capacity_is_completions_per_busy_second_once_trusted() -> None:
+    """Three 500 ms requests back to back teach 2 requests/s; two are not trusted yet."""
+    stats = AgentStats()
+    for n in range(TRUST_COMPLETIONS):
+        assert learned_capacity(stats) is None
+        stats = run(stats, 1000 * n, 1000 * n + 500)
+    assert learned_capacity(stats) == 2.0
+
+
+def test_parallel_requests_count_busy_time_once() -> None:
+    """Four 1 s requests served side by side make 4 requests/s, not 1."""
+    stats = AgentStats()
+    for _ in range(4):
+        stats = open_lease(stats, 0)
+    for _ in range(4):
+        stats = fold_end(close_lease(stats, 1000), True, 1000, False, 1000, FEEDBACK, 0, 1)
+    # Equal to 4/s but for the per-completion decay of the earlier folds.
+    assert learned_capacity(stats) == pytest.approx(4.0, rel=0.06)
+
+
+def test_idle_time_is_not_busy_time() -> None:
+    """Long gaps between requests leave the estimate as it was."""
+    stats = AgentStats()
+    for n in range(5):
+        stats = run(stats, 60_000 * n, 60_000 * n + 250)
+    assert learned_capacity(stats) == 4.0
+
+
+def test_failures_and_expiries_are_not_completions() -> None:
+    """A failure or an expiry adds no completion and drops the busy time it covered."""
+    stats = AgentStats()
+    for n in range(3):
+        stats = run(stats, 1000 * n, 1000 * n + 500)
+    before = learned_capacity(stats)
+    stats = run(stats, 5000, 5010, failed=True)  # failing fast must not look fast
+    assert learned_capacity(stats) == before
+    stats = fold_expiry(close_lease(open_lease(stats, 6000), 600_000))
+    assert learned_capacity(stats) == before
+    assert stats.failed_requests == 2
+
+
+def test_estimate_follows_the_recent_requests() -> None:
+    """After a slowdown the estimate moves most of the way to the new rate within 100 requests."""
+    stats = AgentStats()
+    for n in range(50):
+        stats = run(stats, 1000 * n, 1000 * n + 100)  # 10/s
+    for n in range(50, 150):
+        stats = run(stats, 1000 * n, 1000 * n + 1000)  # 1/s
+    capacity = learned_capacity(stats)
+    assert capacity is not None
+    assert 1.0 < capacity < 1.2
+
+
+def test_untrusted_guesses_are_scaled_to_learned_units() -> None:
+    """A guess of half a trusted agent's guess gets half its learned capacity."""
+    assert resolve([4.0, 2.0], [12.0, None]) == [12.0, 6.0]
+    assert resolve([4.0, 2.0], [None, None]) == [4.0, 2.0]
+
+
+def test_relative_load_weighs_requests_by_capacity() -> None:
+    """Three requests on a 4/s agent weigh less than one on a 0.25/s agent."""
+    assert relative_load(3, 4.0) == 1.0
+    assert relative_load(1, 0.25) == 8.0
+    assert relative_load(0, 0.0) == math.inf
+
+
+def test_bound_allows_at_least_one_request_and_scales_with_capacity() -> None:
+    """An idle agent always takes one; a busy one only its factor x capacity share."""
+    # An idle small agent among big ones: share rounds up to one request.
+    assert within_bound(0, 1.0, total_active=0, total_capacity=100.0, factor=2.0)
+    assert not within_bound(1, 1.0, total_active=1, total_capacity=100.0, factor=2.0)
+    # A quarter of the capacity; with the new request 20 are open, a share of 5:
+    # factor 2 allows 10 on the agent, factor 3 allows 15.
+    assert within_bound(9, 25.0, total_active=19, total_capacity=100.0, factor=2.0)
+    assert not within_bound(10, 25.0, total_active=19, total_capacity=100.0, factor=2.0)
+    assert within_bound(14, 25.0, total_active=19, total_capacity=100.0, factor=3.0)
+
+
+def test_bookkeeping_counts_busy_time_only_while_a_lease_is_open() -> None:
+    """Open at 0, close at 100, open at 1000, close at 1300: 400 ms busy."""
+    stats = replace(AgentStats())
+    stats = close_lease(open_lease(stats, 0), 100)
+    stats = close_lease(open_lease(stats, 1000), 1300)
+    assert (stats.busy_total_ms, stats.active, stats.total_requests) == (400, 0, 2)
