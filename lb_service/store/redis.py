@@ -2,16 +2,47 @@
 
 Everything that decides a pick lives in Redis under ``<prefix>:``: the registry, weights
 and strategy, every agent's load record, leases, sticky bindings, counters and
-ejections. Each operation that changes state is one Lua script (``redis_scripts.lua``,
-run with EVALSHA), atomic on the server, so concurrent replicas never interleave inside
+ejections. State changes are made by Lua scripts (``redis_scripts.lua``, run with
+EVALSHA), each atomic on the server, so concurrent replicas never interleave inside
 one: a pick selects and counts in one step, a session binds once, a lease ends once and
 a lease expires once however many replicas sweep together.
 
+Every rule is written once, in Python. The scripts keep only what must be atomic:
+the bookkeeping of leases (counts and busy time: the few lines of
+``feedback.open_lease``/``close_lease``, mirrored in Lua and held equal by the tests),
+a compare-and-set write of figures Python computed, and the re-rank of a pick's
+contenders, one generic comparison of ranks the strategy computed (``Contender``).
+
+Request ends and expiries take two steps. First a script checks the end, closes the
+lease and books it (``end_request``; ``expire_leases`` closes every overdue lease),
+atomically, so a lease is closed exactly once however many replicas race; it returns
+the agent's record as booked, with the ejected count and population an end's fold
+needs. Then Python computes the estimates (``feedback.fold_end``, ``fold_expiry``:
+latency averages, failures, ejection, learned capacity) and writes them back with
+``write_estimates``, a compare-and-set on the record's *estimate version*, which only
+that write moves: bookkeeping meanwhile (other leases opening or closing) is kept as
+it is, while another estimate written meanwhile is a conflict, answered in the same
+reply with the record as it is now, from which Python computes again (at most
+``FOLD_ATTEMPTS`` times, then the sample is dropped with a warning). A write that
+ejects an agent also checks that the ejected count it was computed with still holds,
+so replicas folding at once never eject more than ``max_share``; it records the
+ejection in the ejections hash in the same step.
+
+Estimates are soft state. If a replica dies (or Redis fails) between the two steps,
+the lease is still closed exactly once, its bookkeeping and the latency counters are
+exact, and only that one end's estimate is lost: no latency sample, failure or
+completion is folded in for it (the busy time it took then counts towards the next
+completion, a learned capacity briefly a little low). Later ends correct the figures;
+the end itself is reported as done, never retried, so no lease is closed twice. (A
+call cancelled between the steps, its client gone, loses its estimate the same way.)
+
 Round trips: ``pick_state`` is one script call and ``commit_pick`` another, so a
-selection costs two. The registry, weights and strategy are cached in the replica and
-re-validated on every ``pick_state`` (and every read of them) against a configuration
-version that every change to them increments; when it moved, the same reply carries
-the new configuration, so even a reload costs no extra round trip.
+selection costs two. A request end costs two (one more per conflict); a sweep's
+``expire_leases`` one, or two when leases expired (one estimate write for all of them).
+The registry, weights and strategy are cached in the replica and re-validated on every
+``pick_state`` (and every read of them) against a configuration version that every
+change to them increments; when it moved, the same reply carries the new
+configuration, so even a reload costs no extra round trip.
 
 Change notification: every state change increments ``<prefix>:version`` inside its
 script and the replica keeps the highest value it has seen (``version()``). While
@@ -39,11 +70,12 @@ import math
 import os
 import secrets
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
+import structlog
 from redis import exceptions as redis_errors
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
@@ -64,10 +96,33 @@ from lb_service.store.base import (
     PickState,
     RequestEnd,
 )
-from lb_service.store.feedback import Feedback
+from lb_service.store.feedback import Feedback, fold_end, fold_expiry, is_ejected
+
+log = structlog.get_logger(__name__)
 
 #: How often one replica reads the state version while anyone waits for a change.
 POLL_INTERVAL_S = 0.2
+#: Estimate writes tried for one end or expiry before its sample is dropped (conflicts).
+FOLD_ATTEMPTS = 16
+#: AgentStats fields computed in Python and written back by ``write_estimates``, in the
+#: order the script reads them. ``last_request_at_ms``, which a lease opening sets too,
+#: is last: a lease opened between the two steps keeps its time.
+ESTIMATES = (
+    "avg_latency_ms",
+    "cost_ms",
+    "cost_at_ms",
+    "failed_requests",
+    "consecutive_failures",
+    "ejected_until_ms",
+    "times_ejected",
+    "completions",
+    "cap_done",
+    "cap_busy_ms",
+    "cap_mark_ms",
+    "last_request_at_ms",
+)
+#: AgentStats fields only the scripts write, atomically with leases and registrations.
+BOOKKEEPING = ("active", "total_requests", "joined_ms", "busy_total_ms", "activity_at_ms")
 _SCRIPT_MARK = "--- script: "
 
 
@@ -276,7 +331,7 @@ class RedisStore:
         if candidate_ids:
             for agent_id, raw in zip(candidate_ids, candidates.split("\n"), strict=True):
                 if raw:
-                    stats[agent_id] = _decode_stats(raw)[0]
+                    stats[agent_id] = _decode_record(raw).stats
         binding = None
         if session_id and bound is not None and used is not None:
             binding = Binding(bound, int(float(used)))
@@ -290,17 +345,18 @@ class RedisStore:
             session_count=int(session_count),
             lease_count=int(lease_count),
             ejections={ejections[i]: int(ejections[i + 1]) for i in range(0, len(ejections), 2)},
-            index=None,
             shared=True,
         )
 
     async def commit_pick(self, pick: Pick) -> Committed | None:
         """Record a selection atomically, re-ranking ``pick.contenders`` on current loads.
 
-        Returns None (recording nothing) when every contender is at max_connections. A
-        binding of the session made by a concurrent pick (one this replica's snapshot
-        did not show) and used since ``pick.fresh_since_ms`` wins over ``pick.bind``:
-        its agent is committed and returned with ``sticky=True``.
+        Each contender ranks ``(tier, max(floor, per_request x (active + 1) + offset))``
+        on its active count at commit (``Contender``), lowest first, ties in turn by the
+        sequence. Returns None (recording nothing) when every contender is at
+        max_connections. A binding of the session made by a concurrent pick (one this
+        replica's snapshot did not show) and used since ``pick.fresh_since_ms`` wins over
+        ``pick.bind``: its agent is committed and returned with ``sticky=True``.
         """
         seen = pick.seen
         args: list[str | int] = [
@@ -313,15 +369,15 @@ class RedisStore:
             pick.fresh_since_ms,
             seen.agent_id if seen is not None else "",
             seen.last_used_ms if seen is not None else "",
-            # The script ranks by the stored peak-EWMA estimate, as the balancer does:
-            # only samples move it (feedback.next_cost).
-            pick.rank.value,
         ]
         for contender in pick.contenders:
             args += [
                 contender.agent_id,
                 contender.max_connections,
-                repr(float(contender.fixed_rank)),
+                repr(float(contender.tier)),
+                repr(float(contender.per_request)),
+                repr(float(contender.offset)),
+                repr(float(contender.floor)),
             ]
         reply = await self._eval("commit_pick", args)
         if reply is None:
@@ -344,34 +400,70 @@ class RedisStore:
         return str(request_id)
 
     async def end_request(self, end: RequestEnd) -> EndResult:
-        """Record a request end (see EndOutcome); changes nothing unless it succeeds."""
-        outcome, lease_agent_id, version = await self._eval(
+        """Record a request end (see EndOutcome); changes nothing unless it succeeds.
+
+        Two steps (see the module docstring): the lease is closed and booked, then the
+        estimates ``feedback.fold_end`` computes from the booked record are written.
+        """
+        reply = await self._eval(
             "end_request",
-            [
-                end.request_id,
-                end.agent_id,
-                repr(float(end.latency_ms)),
-                int(end.failed),
-                end.now_ms,
-                *_feedback_args(end.feedback),
-            ],
+            [end.request_id, end.agent_id, repr(float(end.latency_ms)), end.now_ms],
         )
-        self._observed(version)
-        return EndResult(EndOutcome(outcome), lease_agent_id)
+        outcome = EndOutcome(reply[0])
+        self._observed(reply[2])
+        if len(reply) > 3:
+            agent_id, raw, ejected_now, population = reply[3:7]
+            closed = outcome is EndOutcome.CLOSED
+
+            def fold(stats: AgentStats, ejected: int, share_of: int) -> AgentStats:
+                return fold_end(
+                    stats,
+                    closed,
+                    end.latency_ms,
+                    end.failed,
+                    end.now_ms,
+                    end.feedback,
+                    ejected,
+                    share_of,
+                )
+
+            record = _decode_record(raw)
+            start = _Fold(agent_id, fold, record, int(ejected_now), int(population))
+            await self._write_estimates(end.now_ms, [start])
+        return EndResult(outcome, reply[1])
 
     async def expire_leases(
         self, started_before_ms: int, now_ms: int, feedback: Feedback
     ) -> list[Lease]:
         """Close leases started before the cutoff as failed requests; returns them.
 
-        Each counts as a failure of its agent, observed with the request timeout as its
-        latency (``now_ms - started_at_ms``), so a hung agent is ejected like a failing one.
+        Each counts as a failed request of its agent, but as lateness, not an agent
+        failure: no latency sample, no outlier ejection (``feedback.fold_expiry``). Two
+        steps (see the module docstring): the leases are closed and booked, then the
+        estimates are written, one write for all of them.
         """
-        reply = await self._eval(
-            "expire_leases", [started_before_ms, now_ms, *_feedback_args(feedback)]
-        )
+        reply = await self._eval("expire_leases", [started_before_ms, now_ms])
         self._observed(reply[0])
-        return [Lease(reply[i], reply[i + 1], int(reply[i + 2])) for i in range(1, len(reply), 3)]
+        expired: list[Lease] = []
+        folds: dict[str, _Fold] = {}
+        counts: dict[str, int] = {}
+        for i in range(1, len(reply), 4):
+            request_id, agent_id, started, raw = reply[i : i + 4]
+            expired.append(Lease(request_id, agent_id, int(started)))
+            booked = _decode_record(raw)
+            pending = folds.get(agent_id)
+            counts[agent_id] = counts.get(agent_id, 0) + 1
+            if pending is None:
+                folds[agent_id] = _Fold(agent_id, _expiries(1), booked, 0, 0)
+            else:
+                # Folded in turn on the record as each close booked it, as the memory
+                # store does (write_estimates keeps the bookkeeping of the last); after
+                # a conflict, all of them again on the record as it is then.
+                pending.result = fold_expiry(_with_estimates(booked.stats, pending.result))
+                pending.refold = _expiries(counts[agent_id])
+        if folds:
+            await self._write_estimates(now_ms, list(folds.values()))
+        return expired
 
     async def expire_ejections(self, now_ms: int) -> list[str]:
         """Bring back agents whose ejection is over; returns their ids (changes the version)."""
@@ -401,10 +493,10 @@ class RedisStore:
         """Load history of every agent id ever seen, in the order they were first seen."""
         raw = await self._call(lambda r: r.hgetall(self._key("stats")))
         decoded = sorted(
-            ((_decode_stats(text), agent_id) for agent_id, text in raw.items()),
-            key=lambda entry: entry[0][1],
+            ((_decode_record(text), agent_id) for agent_id, text in raw.items()),
+            key=lambda entry: entry[0].born,
         )
-        return MappingProxyType({agent_id: stats for (stats, _), agent_id in decoded})
+        return MappingProxyType({agent_id: record.stats for record, agent_id in decoded})
 
     async def session_count(self) -> int:
         """Sticky-session bindings held."""
@@ -556,12 +648,43 @@ class RedisStore:
             known = previous.get(agent_id)
             record = known[1] if known is not None and known[0] == raw else None
             if record is None:
-                record = _decode_stats(raw)[0]
+                record = _decode_record(raw).stats
             decoded[agent_id] = (raw, record)
             stats[agent_id] = record
         # Replaced, not updated: ids that left the registry are not kept.
         self._decoded = decoded
         return stats
+
+    async def _write_estimates(self, now_ms: int, folds: list[_Fold]) -> None:
+        """Write the folds' estimates (``write_estimates``), computing again on conflict.
+
+        A fold that still conflicts after ``FOLD_ATTEMPTS`` writes, or one Redis failed
+        to take, is dropped with a warning: estimates are soft state, and the lease it
+        came from is already closed (the module docstring).
+        """
+        pending = folds
+        try:
+            for _ in range(FOLD_ATTEMPTS):
+                args: list[str | int] = [now_ms]
+                for fold in pending:
+                    args += fold.arguments(now_ms)
+                reply = await self._eval("write_estimates", args)
+                self._observed(reply[0])
+                conflicts = []
+                for fold, i in zip(pending, range(1, len(reply), 4), strict=True):
+                    if reply[i] == "conflict":
+                        fold.again(
+                            _decode_record(reply[i + 1]), int(reply[i + 2]), int(reply[i + 3])
+                        )
+                        conflicts.append(fold)
+                pending = conflicts
+                if not pending:
+                    return
+            reason = f"{FOLD_ATTEMPTS} conflicting writes"
+        except StoreUnavailable as error:
+            reason = str(error)
+        for fold in pending:
+            log.warning("estimates_dropped", agent_id=fold.agent_id, reason=reason)
 
     def _observed(self, version: object) -> None:
         """Note a state version read from Redis; wake waiters when it is new."""
@@ -647,18 +770,91 @@ def _before_sending(error: BaseException) -> bool:
     )
 
 
-def _feedback_args(feedback: Feedback) -> list[str]:
-    """The feedback rules as the scripts read them (``read_feedback``); repr() is exact."""
-    ejection = feedback.ejection
-    return [
-        repr(float(feedback.smoothing)),
-        repr(float(feedback.decay_ms)),
-        repr(float(feedback.failure_penalty_ms)),
-        str(int(ejection.consecutive_failures)),
-        repr(float(ejection.base_ms)),
-        repr(float(ejection.max_ms)),
-        repr(float(ejection.max_share)),
-    ]
+class _Record(NamedTuple):
+    """A load record as stored: the figures, the order first seen in, the estimate version."""
+
+    stats: AgentStats
+    born: int
+    #: Moved by every estimate write (``ev`` in the scripts), not by bookkeeping.
+    estimate_version: int
+
+
+#: A fold's rule: the estimates from a record, the ejected count and the population.
+_Rule = Callable[[AgentStats, int, int], AgentStats]
+
+
+def _expiries(count: int) -> _Rule:
+    """``feedback.fold_expiry`` applied ``count`` times: one agent's leases of one sweep."""
+
+    def fold(stats: AgentStats, ejected_now: int, population: int) -> AgentStats:
+        for _ in range(count):
+            stats = fold_expiry(stats)
+        return stats
+
+    return fold
+
+
+class _Fold:
+    """One agent's estimates to write, and how to compute them again on a conflict."""
+
+    __slots__ = (
+        "agent_id",
+        "ejected_now",
+        "estimate_version",
+        "population",
+        "record",
+        "refold",
+        "result",
+    )
+
+    def __init__(
+        self, agent_id: str, refold: _Rule, record: _Record, ejected_now: int, population: int
+    ) -> None:
+        self.agent_id = agent_id
+        self.refold = refold
+        self.record = record.stats
+        self.estimate_version = record.estimate_version
+        self.ejected_now = ejected_now
+        self.population = population
+        self.result: AgentStats = refold(record.stats, ejected_now, population)
+
+    def again(self, record: _Record, ejected_now: int, population: int) -> None:
+        """Compute the estimates again from the record as it is now (after a conflict)."""
+        self.record, self.estimate_version = record.stats, record.estimate_version
+        self.ejected_now, self.population = ejected_now, population
+        self.result = self.refold(record.stats, ejected_now, population)
+
+    def arguments(self, now_ms: int) -> list[str | int]:
+        """The five ``write_estimates`` arguments of this fold."""
+        result = self.result
+        ejects = result.ejected_until_ms != self.record.ejected_until_ms and is_ejected(
+            result, now_ms
+        )
+        figures = [_number(getattr(result, name)) for name in ESTIMATES]
+        return [
+            self.agent_id,
+            self.estimate_version,
+            " ".join([*figures, str(self.record.last_request_at_ms)]),
+            result.ejected_until_ms if ejects else "",
+            self.ejected_now if ejects else "",
+        ]
+
+
+def _with_estimates(booked: AgentStats, folded: AgentStats) -> AgentStats:
+    """What ``write_estimates`` stores: ``folded``'s estimates on ``booked``'s bookkeeping.
+
+    For records booked by one script (closes set no ``last_request_at_ms``).
+    """
+    return replace(booked, **{name: getattr(folded, name) for name in ESTIMATES})
+
+
+def _number(value: float | None) -> str:
+    """A figure as the scripts read it: "-" for None, repr() for a float (exact)."""
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return repr(value)
+    return str(int(value))
 
 
 def _encode_agent(agent: Agent) -> str:
@@ -697,8 +893,14 @@ def _decode_agent(text: str) -> Agent:
     )
 
 
-def _decode_stats(text: str) -> tuple[AgentStats, int]:
-    """A load record (``encode_stats`` in the scripts) and the order it was first seen in."""
+#: Fields in a load record (``decode_stats`` in the scripts); older records have fewer.
+_RECORD_FIELDS = 20
+
+
+def _decode_record(text: str) -> _Record:
+    """A load record (``encode_stats`` in the scripts); fields it lacks read as 0."""
+    fields = text.split(" ")
+    fields += ["0"] * (_RECORD_FIELDS - len(fields))
     (
         active,
         avg,
@@ -713,8 +915,15 @@ def _decode_stats(text: str) -> tuple[AgentStats, int]:
         joined,
         _seen,
         born,
-    ) = text.split(" ")
-    return (
+        busy_total,
+        activity_at,
+        completions,
+        cap_done,
+        cap_busy,
+        cap_mark,
+        ev,
+    ) = fields[:_RECORD_FIELDS]
+    return _Record(
         AgentStats(
             active=int(active),
             avg_latency_ms=None if avg == "-" else float(avg),
@@ -727,6 +936,13 @@ def _decode_stats(text: str) -> tuple[AgentStats, int]:
             ejected_until_ms=int(ejected_until),
             times_ejected=int(times_ejected),
             joined_ms=int(joined),
+            busy_total_ms=float(busy_total),
+            activity_at_ms=int(activity_at),
+            completions=int(completions),
+            cap_done=float(cap_done),
+            cap_busy_ms=float(cap_busy),
+            cap_mark_ms=float(cap_mark),
         ),
         int(born),
+        int(ev),
     )

@@ -12,9 +12,15 @@
 -- prefix instead of declaring them in KEYS, so all of a prefix's keys must live on one
 -- Redis node (a standalone or Sentinel-managed server; on Cluster, a hash-tag prefix
 -- such as "{lb}"). Numbers travel as text: Python sends repr() of its floats and the
--- scripts write floats with %.17g, both of which round-trip a double exactly, so the
--- feedback arithmetic below gives the same bits as lb_service/store/feedback.py.
--- Counts and unix-ms times are whole numbers below 2^53, exact in Lua's doubles.
+-- scripts write floats with %.17g, both of which round-trip a double exactly. Counts
+-- and unix-ms times are whole numbers below 2^53, exact in Lua's doubles.
+--
+-- No rule of the balancer is written here. Every rule is written once, in Python:
+-- the scripts keep the bookkeeping that must be atomic with a lease (counts, busy
+-- time; the few lines of feedback.open_lease/close_lease, see book_open/book_close),
+-- write back the estimates Python computed (write_estimates, a compare-and-set), and
+-- re-rank a pick's contenders with one generic comparison whose inputs the strategy
+-- computed (commit_pick).
 --
 -- Redis >= 5 (scripts replicate their effects, so TIME may be called before a write).
 
@@ -135,8 +141,14 @@ local function config_payload()
   }
 end
 
--- Load records: the AgentStats fields, then seen (last picked, started or ended; for
--- forget_idle) and born (see counters). "-" is a latency not measured yet (None).
+-- Load records: one line of space-separated fields, in this order (redis.py
+-- _decode_record reads the same): active, avg_latency_ms, last_request_at_ms,
+-- total_requests, failed_requests, cost_ms, cost_at_ms, consecutive_failures,
+-- ejected_until_ms, times_ejected, joined_ms, seen (last picked, started or ended; for
+-- forget_idle), born (see counters), busy_total_ms, activity_at_ms, completions,
+-- cap_done, cap_busy_ms, cap_mark_ms, ev (the estimate version: write_estimates
+-- increments it, bookkeeping leaves it). "-" is a latency not measured yet (None).
+-- Fields added later go last, and a record written before them reads them as 0.
 local function decode_stats(raw)
   if not raw then return nil end
   local f = {}
@@ -147,12 +159,15 @@ local function decode_stats(raw)
     if text == '-' then return nil end
     return tonumber(text)
   end
+  local function num(i)
+    return tonumber(f[i] or '0')
+  end
   return {
-    active = tonumber(f[1]), avg = opt(f[2]), last = tonumber(f[3]),
-    total = tonumber(f[4]), failed = tonumber(f[5]), cost = opt(f[6]),
-    cost_at = tonumber(f[7]), consec = tonumber(f[8]), ejected_until = tonumber(f[9]),
-    times_ejected = tonumber(f[10]), joined = tonumber(f[11]), seen = tonumber(f[12]),
-    born = tonumber(f[13]),
+    active = num(1), avg = opt(f[2]), last = num(3), total = num(4), failed = num(5),
+    cost = opt(f[6]), cost_at = num(7), consec = num(8), ejected_until = num(9),
+    times_ejected = num(10), joined = num(11), seen = num(12), born = num(13),
+    busy = num(14), activity_at = num(15), completions = num(16), cap_done = num(17),
+    cap_busy = num(18), cap_mark = num(19), ev = num(20),
   }
 end
 
@@ -160,7 +175,8 @@ local function encode_stats(s)
   return table.concat({
     int(s.active), float(s.avg), int(s.last), int(s.total), int(s.failed), float(s.cost),
     int(s.cost_at), int(s.consec), int(s.ejected_until), int(s.times_ejected),
-    int(s.joined), int(s.seen), int(s.born),
+    int(s.joined), int(s.seen), int(s.born), float(s.busy), int(s.activity_at),
+    int(s.completions), float(s.cap_done), float(s.cap_busy), float(s.cap_mark), int(s.ev),
   }, ' ')
 end
 
@@ -174,6 +190,8 @@ local function new_stats()
     active = 0, avg = nil, last = 0, total = 0, failed = 0, cost = nil, cost_at = 0,
     consec = 0, ejected_until = 0, times_ejected = 0, joined = 0, seen = 0,
     born = redis.call('HINCRBY', K.counters, 'born', 1),
+    busy = 0, activity_at = 0, completions = 0, cap_done = 0, cap_busy = 0, cap_mark = 0,
+    ev = 0,
   }
 end
 
@@ -181,83 +199,45 @@ local function save_stats(agent_id, s)
   redis.call('HSET', K.stats, agent_id, encode_stats(s))
 end
 
--- The Feedback rules from seven ARGV values starting at i (see redis.py _feedback_args).
-local function read_feedback(i)
-  return {
-    smoothing = tonumber(ARGV[i]), decay_ms = tonumber(ARGV[i + 1]),
-    penalty_ms = tonumber(ARGV[i + 2]), consecutive = tonumber(ARGV[i + 3]),
-    base_ms = tonumber(ARGV[i + 4]), max_ms = tonumber(ARGV[i + 5]),
-    max_share = tonumber(ARGV[i + 6]),
-  }
-end
-
--- feedback.next_cost: the peak-EWMA estimate after a sample. A slower sample replaces
--- it at once; a faster one pulls it down by the time since the previous sample.
-local function next_cost(s, sample, now, decay_ms)
-  local current = s.cost
-  if current == nil or sample >= current then return sample end
-  local kept = math.exp(-math.max(now - s.cost_at, 0) / decay_ms)
-  return current * kept + sample * (1.0 - kept)
-end
-
--- feedback.observe and feedback._maybe_eject, operation for operation (same doubles).
-local function observe(s, latency, failed, now, fb, ejected_now, population, reported)
-  local previous = s.avg
-  if not reported then
-    s.avg = previous
-  elseif previous == nil then
-    s.avg = latency
-  else
-    s.avg = previous + fb.smoothing * (latency - previous)
+-- Bookkeeping, kept atomically with the lease it books. These lines mirror
+-- feedback.open_lease and feedback.close_lease (with capacity.accrue) operation for
+-- operation; tests/store/test_redis_store.py holds them equal. Nothing else about an
+-- agent's figures is computed in Lua.
+local function accrue(s, now)
+  if s.active > 0 and now > s.activity_at then
+    s.busy = s.busy + (now - s.activity_at)
   end
-  local sample = latency
-  if failed then sample = math.max(latency, fb.penalty_ms) end
-  s.cost = next_cost(s, sample, now, fb.decay_ms)
-  s.cost_at = now
+  s.activity_at = now
+end
+
+local function book_open(s, now)
+  accrue(s, now)
+  s.active = s.active + 1
+  s.total = s.total + 1
   s.last = now
-  if failed then
-    s.failed = s.failed + 1
-    s.consec = s.consec + 1
-  else
-    s.consec = 0
-  end
-  -- _maybe_eject
-  if fb.consecutive == 0 or s.consec < fb.consecutive or s.ejected_until > now then
-    return
-  end
-  if ejected_now + 1 > math.floor(fb.max_share * population) then return end
-  local quiet = s.times_ejected ~= 0 and now - s.ejected_until >= fb.max_ms
-  local times = s.times_ejected + 1
-  if quiet then times = 1 end
-  local duration = math.min(fb.base_ms * times, fb.max_ms)
-  s.consec = 0
-  s.times_ejected = times
-  s.ejected_until = now + math.ceil(duration)
 end
 
--- MemoryStore._observe: fold an end into the agent's record (creating it if need be),
--- with the ejection share taken of the registry (or of every known id for an id that
--- is not registered), and keep the ejections hash in step. seen: nil leaves it alone.
-local function record_end(agent_id, latency, failed, now, fb, closes_lease, reported, seen)
-  local s = load_stats(agent_id)
-  local population
-  if redis.call('HEXISTS', K.agents, agent_id) == 1 then
-    population = redis.call('HLEN', K.agents)
-  else
-    population = redis.call('HLEN', K.stats) -- before a new record is added, as memory
-  end
-  if not s then s = new_stats() end
-  if closes_lease then s.active = s.active - 1 end
-  local ejected_now = 0
+local function book_close(s, now)
+  accrue(s, now)
+  s.active = s.active - 1
+end
+
+-- What Python's fold of an end needs beyond the record: how many agents are ejected
+-- at `now`, and how many agents the ejection share is taken of (the registry, or for
+-- an id that is not registered every id the store knows, as MemoryStore._observe).
+local function ejected_count(now)
+  local count = 0
   for _, until_ms in ipairs(redis.call('HVALS', K.ejections)) do
-    if tonumber(until_ms) > now then ejected_now = ejected_now + 1 end
+    if tonumber(until_ms) > now then count = count + 1 end
   end
-  observe(s, latency, failed, now, fb, ejected_now, population, reported)
-  if seen ~= nil then s.seen = seen end
-  save_stats(agent_id, s)
-  if s.ejected_until > now then
-    redis.call('HSET', K.ejections, agent_id, int(s.ejected_until))
+  return count
+end
+
+local function population(agent_id)
+  if redis.call('HEXISTS', K.agents, agent_id) == 1 then
+    return redis.call('HLEN', K.agents)
   end
+  return redis.call('HLEN', K.stats)
 end
 
 -- A new request id "<epoch>-<n>". The epoch is created here if missing, from a fresh
@@ -275,9 +255,7 @@ local function open_lease(epoch_candidate, agent_id, now, s)
   redis.call('HSET', K.leases, request_id, int(now) .. ' ' .. agent_id)
   redis.call('ZADD', K.lease_order, n, request_id)
   redis.call('ZADD', agent_leases_key(agent_id), n, request_id)
-  s.active = s.active + 1
-  s.total = s.total + 1
-  s.last = now
+  book_open(s, now)
   s.seen = now
   return request_id
 end
@@ -287,7 +265,8 @@ local function parse_lease(raw)
   return tonumber(started), agent_id
 end
 
-local function close_lease(request_id, agent_id)
+-- Remove an open lease (its bookkeeping is the caller's: book_close).
+local function remove_lease(request_id, agent_id)
   redis.call('HDEL', K.leases, request_id)
   redis.call('ZREM', K.lease_order, request_id)
   redis.call('ZREM', agent_leases_key(agent_id), request_id)
@@ -416,14 +395,13 @@ return {previous, bump_version()}
 -- Record a selection, re-ranking its contenders on the loads as they are now.
 -- ARGV: prefix, epoch candidate, agent id, now, acquire (1/0), session id, bind (1/0),
 -- fresh_since_ms, the binding this replica's snapshot showed (agent id, last used; ""
--- when none), live rank (active | average | peak-ewma), then the contenders as
--- (id, max_connections, fixed_rank) triples.
+-- when none), then the contenders as (id, max_connections, tier, per_request, offset,
+-- floor) sextuples (store.base.Contender; none: commit the agent id as it is).
 -- Returns false when every contender is at max_connections (nothing recorded), else
 -- {agent id, request id or "", sticky 1/0, version}.
 local agent_id, now = ARGV[3], tonumber(ARGV[4])
 local acquire, session_id, bind = ARGV[5] == '1', ARGV[6], ARGV[7] == '1'
 local fresh_since, seen_agent, seen_used = tonumber(ARGV[8]), ARGV[9], ARGV[10]
-local rank = ARGV[11]
 local sticky = 0
 local bound = false
 if session_id ~= '' then bound = redis.call('HGET', K.bindings, session_id) end
@@ -442,28 +420,23 @@ if bind and bound then
   end
 end
 
-if not decided and #ARGV >= 14 then
-  -- Re-rank: the lowest (r1, r2) among the contenders with room; ties take turns by
-  -- the sequence, the ties[sequence % #ties] of strategies.base.rotate_lowest. The
-  -- ranks are the balancer's (LiveRank): (fixed_rank, active); unmeasured first, then
-  -- the average; unmeasured first by active, then the peak-EWMA estimate as stored
-  -- (it moves only with samples) x (active + 1).
+if not decided and #ARGV >= 16 then
+  -- The one generic comparison (strategies.base.LoadRank, computed by the strategy):
+  -- each contender with room ranks (tier, max(floor, per_request * (active + 1) +
+  -- offset)) on its active count now, compared lexicographically; the lowest wins and
+  -- ties take turns by the sequence, ties[sequence % #ties] in the contenders' order,
+  -- as strategies.base.rotate_lowest.
   local best1, best2 = nil, nil
   local ties = {}
-  for i = 12, #ARGV, 3 do
-    local id, limit, fixed = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
+  for i = 11, #ARGV, 6 do
+    local id, limit = ARGV[i], tonumber(ARGV[i + 1])
     local s = load_stats(id)
     local active = 0
     if s then active = s.active end
     if limit == 0 or active < limit then
-      local r1, r2
-      if rank == 'active' then
-        r1, r2 = fixed, active
-      elseif rank == 'average' then
-        if s == nil or s.avg == nil then r1, r2 = 0, 0 else r1, r2 = 1, s.avg end
-      else -- peak-ewma
-        if s == nil or s.cost == nil then r1, r2 = 0, active else r1, r2 = 1, s.cost * (active + 1) end
-      end
+      local r1 = tonumber(ARGV[i + 2])
+      local per_request, offset, floor = tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4]), tonumber(ARGV[i + 5])
+      local r2 = math.max(floor, per_request * (active + 1) + offset)
       if best1 == nil or r1 < best1 or (r1 == best1 and r2 < best2) then
         best1, best2 = r1, r2
         ties = {id}
@@ -503,12 +476,15 @@ save_stats(agent_id, s)
 return {request_id, bump_version()}
 
 --- script: end_request
--- Record a request end. ARGV: prefix, request id ("" = the agent's oldest lease),
--- agent id ("" = the lease's), latency_ms, failed (1/0), now, then the feedback rules
--- (seven values). Returns {outcome, lease's agent id, version or false}; outcomes as
--- EndOutcome's values. Only "closed" and "no-open-lease" change anything.
+-- The first step of recording a request end: check it, close its lease (bookkeeping)
+-- and count its latency, atomically, so a lease ends once. The estimates are Python's
+-- (feedback.fold_end), written back by write_estimates. ARGV: prefix, request id (""
+-- = the agent's oldest lease), agent id ("" = the lease's), latency_ms, now.
+-- Returns {outcome, lease's agent id, version or false, then for "closed" and
+-- "no-open-lease" (the only outcomes that change anything): the agent id, the record
+-- as booked, ejected_count, population}; outcomes as EndOutcome's values.
 local request_id, agent_id = ARGV[2], ARGV[3]
-local latency, failed, now = tonumber(ARGV[4]), ARGV[5] == '1', tonumber(ARGV[6])
+local latency, now = tonumber(ARGV[4]), tonumber(ARGV[5])
 if request_id ~= '' then
   local raw = redis.call('HGET', K.leases, request_id)
   if not raw then
@@ -522,23 +498,30 @@ else
   local oldest = redis.call('ZRANGE', agent_leases_key(agent_id), 0, 0)
   request_id = oldest[1] or ''
 end
-if request_id ~= '' then close_lease(request_id, agent_id) end
-record_end(agent_id, latency, failed, now, read_feedback(7), request_id ~= '', true, now)
+-- Counted before a new record is added, as the memory store counts.
+local share_of = population(agent_id)
+local s = load_stats(agent_id) or new_stats()
+if request_id ~= '' then
+  remove_lease(request_id, agent_id)
+  book_close(s, now)
+end
+s.seen = now
+save_stats(agent_id, s)
 local sum = tonumber(redis.call('HGET', K.counters, 'latency_sum') or 0) + latency
 redis.call('HSET', K.counters, 'latency_sum', float(sum))
 redis.call('HINCRBY', K.counters, 'samples', 1)
 local outcome = 'no-open-lease'
 if request_id ~= '' then outcome = 'closed' end
-return {outcome, '', bump_version()}
+return {outcome, '', bump_version(), agent_id, encode_stats(s), ejected_count(now), share_of}
 
 --- script: expire_leases
--- Close every lease started before the cutoff, in start order, stopping at the first
--- later one, each as a failed request observed with the time it was open and no
--- reported latency. Atomic, so replicas sweeping at once close each lease once.
--- ARGV: prefix, cutoff, now, then the feedback rules (seven values).
--- Returns {version or false, then request id, agent id, started_at per lease}.
+-- The first step of expiring leases: close every lease started before the cutoff, in
+-- start order, stopping at the first later one (bookkeeping only). Atomic, so
+-- replicas sweeping at once close each lease once. The estimates are Python's
+-- (feedback.fold_expiry), written back by write_estimates. ARGV: prefix, cutoff, now.
+-- Returns {version or false, then request id, agent id, started_at and the agent's
+-- record as booked right after closing it, per lease}.
 local cutoff, now = tonumber(ARGV[2]), tonumber(ARGV[3])
-local fb = read_feedback(4)
 local out = {false}
 local done = false
 while not done do
@@ -554,15 +537,79 @@ while not done do
         done = true
         break
       end
-      close_lease(request_id, agent_id)
-      record_end(agent_id, now - started, true, now, fb, true, false, nil)
+      remove_lease(request_id, agent_id)
+      local s = load_stats(agent_id) or new_stats()
+      book_close(s, now)
+      save_stats(agent_id, s)
       out[#out + 1] = request_id
       out[#out + 1] = agent_id
       out[#out + 1] = started
+      out[#out + 1] = encode_stats(s)
     end
   end
 end
 if #out > 1 then out[1] = bump_version() end
+return out
+
+--- script: write_estimates
+-- The second step of an end or an expiry: write the estimates Python computed from a
+-- record (feedback.fold_end, fold_expiry), if no other estimate was written to it
+-- since (compare-and-set on its estimate version ev; bookkeeping does not move ev, and
+-- is kept as it is now). last_request_at_ms, which a lease opening sets too, is
+-- written only if it is still as the record showed: a lease opened since keeps its
+-- time, as if it came after this end. ARGV: prefix, now, then per record five values:
+-- agent id, the ev the estimates were computed at, the estimate fields (one string, in
+-- redis.py ESTIMATES order, then last_request_at_ms as the record showed it), the
+-- ejected_until_ms to record in the ejections hash ("" = none: the write
+-- ejects nobody), and the ejected_count the fold was computed with, checked when it
+-- ejects, so concurrent folds through several replicas never eject more than the
+-- share allows ("" = not checked).
+-- Returns {version or false, then per record: "written", "gone" (the record was
+-- forgotten meanwhile: nothing written) or "conflict", then for a conflict the record
+-- as it is now, ejected_count, population (else "", 0, 0)}.
+local now = tonumber(ARGV[2])
+local out = {false}
+local wrote = false
+for i = 3, #ARGV, 5 do
+  local agent_id, ev, fields = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
+  local eject_until, ejected_seen = ARGV[i + 3], ARGV[i + 4]
+  local s = load_stats(agent_id)
+  local ejected_now = 0
+  if s and eject_until ~= '' then ejected_now = ejected_count(now) end
+  if not s then
+    out[#out + 1] = 'gone'
+    out[#out + 1] = ''
+    out[#out + 1] = 0
+    out[#out + 1] = 0
+  elseif s.ev ~= ev or (eject_until ~= '' and ejected_seen ~= '' and ejected_now ~= tonumber(ejected_seen)) then
+    out[#out + 1] = 'conflict'
+    out[#out + 1] = encode_stats(s)
+    out[#out + 1] = ejected_count(now)
+    out[#out + 1] = population(agent_id)
+  else
+    local e = {}
+    for part in string.gmatch(fields, '%S+') do e[#e + 1] = part end
+    local function opt(text)
+      if text == '-' then return nil end
+      return tonumber(text)
+    end
+    s.avg, s.cost, s.cost_at = opt(e[1]), opt(e[2]), tonumber(e[3])
+    s.failed, s.consec = tonumber(e[4]), tonumber(e[5])
+    s.ejected_until, s.times_ejected = tonumber(e[6]), tonumber(e[7])
+    s.completions, s.cap_done, s.cap_busy, s.cap_mark =
+      tonumber(e[8]), tonumber(e[9]), tonumber(e[10]), tonumber(e[11])
+    if s.last == tonumber(e[13]) then s.last = tonumber(e[12]) end
+    s.ev = s.ev + 1
+    save_stats(agent_id, s)
+    if eject_until ~= '' then redis.call('HSET', K.ejections, agent_id, eject_until) end
+    wrote = true
+    out[#out + 1] = 'written'
+    out[#out + 1] = ''
+    out[#out + 1] = 0
+    out[#out + 1] = 0
+  end
+end
+if wrote then out[1] = bump_version() end
 return out
 
 --- script: expire_ejections

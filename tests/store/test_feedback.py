@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 
@@ -10,6 +11,8 @@ from lb_service.store.base import AgentStats
 from lb_service.store.feedback import (
     Ejection,
     Feedback,
+    fold_end,
+    fold_expiry,
     is_ejected,
     next_cost,
     observe,
@@ -82,11 +85,36 @@ def test_a_failure_counts_as_at_least_the_penalty() -> None:
     assert stats.failed_requests == 1
 
 
-def test_an_unreported_sample_leaves_the_average_alone() -> None:
-    """An expired lease (reported=False) lifts the estimate but not the moving average."""
-    stats = observe(ok(AgentStats(), 100.0, T0), 600_000.0, True, T0 + 1, RULES, 0, 10, False)
-    assert stats.avg_latency_ms == 100.0
-    assert stats.cost_ms == 600_000.0
+def test_an_expired_lease_is_lateness_not_a_failure() -> None:
+    """fold_expiry counts a failed request and drops the busy time since the last fold.
+
+    No latency sample, no step towards ejection: the figures stay as they were.
+    """
+    before = replace(fail(ok(AgentStats(), 100.0, T0), T0 + 1), busy_total_ms=250.0)
+    after = fold_expiry(before)
+    assert after == replace(before, failed_requests=before.failed_requests + 1, cap_mark_ms=250.0)
+
+
+def test_only_a_successful_end_of_a_lease_is_a_completion() -> None:
+    """fold_end folds a completion for a success that closed a lease, never for a failure."""
+    booked = AgentStats(busy_total_ms=400.0)
+    done = fold_end(booked, True, 100.0, False, T0, RULES, 0, 10)
+    assert (done.completions, done.cap_done, done.cap_busy_ms, done.cap_mark_ms) == (
+        1,
+        1.0,
+        400.0,
+        400.0,
+    )
+    failed = fold_end(booked, True, 100.0, True, T0, RULES, 0, 10)
+    assert (failed.completions, failed.cap_done, failed.cap_busy_ms, failed.cap_mark_ms) == (
+        0,
+        0.0,
+        0.0,
+        400.0,
+    )
+    assert failed.failed_requests == 1
+    unleased = fold_end(booked, False, 100.0, False, T0, RULES, 0, 10)
+    assert (unleased.completions, unleased.cap_mark_ms) == (0, 0.0)
 
 
 def test_consecutive_failures_eject_and_a_success_resets_the_count() -> None:

@@ -1,14 +1,18 @@
 """What only the shared Redis store does, and the store factory.
 
-Re-ranking at commit, one binding per session across replicas, cache invalidation and
-change notification across replicas, outages and recovery, and prefixes that keep
-balancers apart.
+Re-ranking at commit (one generic comparison, equal to strategies.base's), the Lua
+bookkeeping (equal to feedback.open_lease/close_lease), estimates written back by
+compare-and-set across replicas, one binding per session across replicas, cache
+invalidation and change notification across replicas, outages and recovery, and
+prefixes that keep balancers apart.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import fields, replace
 from typing import Any
 
 import pytest
@@ -18,10 +22,18 @@ import redis.exceptions
 from lb_service.errors import StoreUnavailable
 from lb_service.model import StrategyName
 from lb_service.store import close_store, open_store
-from lb_service.store.base import Binding, Committed, Contender, LiveRank, Pick, RequestEnd
-from lb_service.store.feedback import Feedback
+from lb_service.store.base import AgentStats, Binding, Committed, Contender, Pick, RequestEnd
+from lb_service.store.feedback import (
+    Ejection,
+    Feedback,
+    close_lease,
+    fold_end,
+    fold_expiry,
+    open_lease,
+)
 from lb_service.store.memory import MemoryStore
-from lb_service.store.redis import RedisStore
+from lb_service.store.redis import BOOKKEEPING, ESTIMATES, RedisStore
+from lb_service.strategies.base import Candidate, LoadRank, rotate_lowest
 from tests.factories import START_MS, agent
 from tests.redis_server import PrivateRedis, unique_prefix
 from tests.store.conftest import EPOCH, drop_keys
@@ -115,46 +127,74 @@ async def test_all_contenders_full_commits_nothing(replica: Replica) -> None:
     assert (state.sequence, state.binding, state.lease_count) == (sequence, None, 2)
 
 
-async def test_capability_rank_keeps_the_smallest_fit(replica: Replica) -> None:
-    """LiveRank.ACTIVE ranks by fixed_rank first: a busier small GPU beats an idle big one."""
+async def test_the_tier_ranks_before_the_load(replica: Replica) -> None:
+    """The first rank key (capability-match's fit) decides first: a busier small GPU wins."""
     store = replica()
     await registered(store, ("small", 0), ("big", 0))
     await store.open_lease("small", START_MS)
-    contenders = (Contender("big", fixed_rank=80.0), Contender("small", fixed_rank=16.0))
+    contenders = (
+        Contender("big", tier=80.0, per_request=1.0),
+        Contender("small", tier=16.0, per_request=1.0),
+    )
     assert (await store.commit_pick(pick("big", *contenders))) == Committed("small", "test-2")
 
 
-async def test_average_rank_measures_unmeasured_agents_first(replica: Replica) -> None:
-    """LiveRank.AVERAGE puts an agent without a sample first, then the lowest average."""
-    store = replica()
-    await registered(store, ("fast", 0), ("slow", 0), ("new", 0))
-    await store.end_request(RequestEnd("fast", "", 50.0, False, START_MS, Feedback()))
-    await store.end_request(RequestEnd("slow", "", 500.0, False, START_MS, Feedback()))
-    everyone = tuple(Contender(i) for i in ("fast", "slow", "new"))
-    committed = await store.commit_pick(pick("fast", *everyone, rank=LiveRank.AVERAGE))
-    assert committed is not None
-    assert committed.agent_id == "new"
-    measured = everyone[:2]
-    committed = await store.commit_pick(pick("slow", *measured, rank=LiveRank.AVERAGE))
-    assert committed is not None
-    assert committed.agent_id == "fast"
-
-
-async def test_peak_ewma_rank_weighs_the_estimate_by_queued_work(replica: Replica) -> None:
-    """LiveRank.PEAK_EWMA ranks by estimate x (active + 1) on the loads at commit."""
+async def test_the_rank_moves_with_the_live_active_count(replica: Replica) -> None:
+    """Each rank is max(floor, per_request x (active + 1) + offset) on the count at commit."""
     store = replica()
     await registered(store, ("quick", 0), ("steady", 0))
-    await store.end_request(RequestEnd("quick", "", 100.0, False, START_MS, Feedback()))
-    await store.end_request(RequestEnd("steady", "", 250.0, False, START_MS, Feedback()))
-    contenders = (Contender("quick"), Contender("steady"))
-    rank = LiveRank.PEAK_EWMA
-    # 100 x 1 < 250 x 1, then 100 x 2 < 250, then 100 x 3 > 250 x 1.
+    # quick: 250 while the floor holds (active 0 and 1), then 300, 400; steady: 200, 300, 400.
+    contenders = (
+        Contender("quick", tier=1.0, per_request=100.0, floor=250.0),
+        Contender("steady", tier=1.0, per_request=100.0, offset=100.0),
+    )
     chosen = []
-    for _ in range(3):
-        committed = await store.commit_pick(pick("quick", *contenders, rank=rank))
+    for _ in range(5):
+        committed = await store.commit_pick(pick("quick", *contenders))
         assert committed is not None
         chosen.append(committed.agent_id)
-    assert chosen == ["quick", "quick", "steady"]
+    # The fourth is a tie at 300 (sequence 3): the second of the ties, in contenders' order.
+    assert chosen == ["steady", "quick", "quick", "steady", "quick"]
+
+
+@pytest.mark.parametrize("seed", range(4))
+async def test_the_commit_ranks_as_strategies_base(replica: Replica, seed: int) -> None:
+    """On any loads, the commit picks what rotate_lowest over LoadRank.at picks in Python."""
+    store = replica()
+    rng = random.Random(seed)
+    ids = [f"agent-{n}" for n in range(6)]
+    limits = {agent_id: rng.choice([0, 0, 2, 3]) for agent_id in ids}
+    await registered(store, *limits.items())
+    active = dict.fromkeys(ids, 0)
+    for _ in range(40):
+        drawn = rng.sample(ids, rng.randint(1, len(ids)))
+        ranks = {
+            agent_id: LoadRank(
+                float(rng.choice([0, 1, 16, 80])),
+                rng.choice([0.0, 0.25, 1 / 3, 1.0, 10.0]),
+                rng.choice([0.0, -1.0, 7.5]),
+                rng.choice([0.0, 2.0, 40.0]),
+            )
+            for agent_id in drawn
+        }
+        room = [
+            Candidate(agent(agent_id), active[agent_id], None, 1.0)
+            for agent_id in drawn
+            if not limits[agent_id] or active[agent_id] < limits[agent_id]
+        ]
+        sequence = (await store.pick_state("")).sequence
+        contenders = tuple(Contender(i, limits[i], *ranks[i]) for i in drawn)
+        acquire = rng.random() < 0.6
+        committed = await store.commit_pick(
+            Pick(drawn[0], START_MS, acquire=acquire, contenders=contenders)
+        )
+        if not room:
+            assert committed is None
+            continue
+        expected = rotate_lowest(room, lambda c, r=ranks: r[c.agent.id].at(c.active), sequence)
+        assert committed is not None
+        assert committed.agent_id == expected.agent.id
+        active[expected.agent.id] += acquire
 
 
 async def test_ties_take_turns_by_the_sequence(replica: Replica) -> None:
@@ -168,6 +208,175 @@ async def test_ties_take_turns_by_the_sequence(replica: Replica) -> None:
         assert committed is not None
         chosen.append(committed.agent_id)
     assert chosen == ["a", "b", "c", "a"]
+
+
+# Bookkeeping in Lua, estimates in Python.
+
+
+def test_every_field_is_bookkeeping_or_an_estimate() -> None:
+    """The Lua bookkeeping and the estimates written back partition AgentStats."""
+    names = [f.name for f in fields(AgentStats)]
+    assert sorted(BOOKKEEPING + ESTIMATES) == sorted(names)
+    assert not set(BOOKKEEPING) & set(ESTIMATES)
+
+
+@pytest.mark.parametrize("failed", [False, True])
+def test_folds_never_touch_the_bookkeeping(failed: bool) -> None:
+    """fold_end and fold_expiry change no bookkeeping field, so the write loses none."""
+    booked = AgentStats(
+        active=2, total_requests=9, joined_ms=5, busy_total_ms=123.5, activity_at_ms=START_MS
+    )
+    for after in (
+        fold_end(booked, True, 50.0, failed, START_MS, Feedback(), 0, 4),
+        fold_end(booked, False, 50.0, failed, START_MS, Feedback(), 0, 4),
+        fold_expiry(booked),
+    ):
+        assert {n: getattr(after, n) for n in BOOKKEEPING} == {
+            n: getattr(booked, n) for n in BOOKKEEPING
+        }
+
+
+@pytest.mark.parametrize("seed", range(3))
+async def test_lua_bookkeeping_equals_feedback_open_and_close(replica: Replica, seed: int) -> None:
+    """Every open, end and expiry books exactly what feedback.open_lease/close_lease say.
+
+    Records of every kind come up: idle and busy, several leases open, a clock that
+    goes back (another replica's), starts and ends in the same millisecond.
+    """
+    store = replica()
+    rules = Feedback(ejection=Ejection(consecutive_failures=0))
+    await registered(store, ("a", 0), ("b", 0))
+    rng = random.Random(seed)
+    now = START_MS
+    held: list[tuple[str, str]] = []
+    for _ in range(60):
+        now += rng.choice([0, 0, 1, 3, 250, 1_000, -40])
+        agent_id = rng.choice("ab")
+        before = (await store.stats())[agent_id]
+        roll = rng.random()
+        if roll < 0.45 or not held:
+            request_id = await store.open_lease(agent_id, now)
+            held.append((agent_id, request_id))
+            assert (await store.stats())[agent_id] == open_lease(before, now)
+        elif roll < 0.9:
+            agent_id, request_id = held.pop(rng.randrange(len(held)))
+            before = (await store.stats())[agent_id]
+            failed = rng.random() < 0.3
+            latency = rng.choice([1.0, 12.5, 300.0])
+            await store.end_request(RequestEnd(agent_id, request_id, latency, failed, now, rules))
+            booked = close_lease(before, now)
+            expected = fold_end(booked, True, latency, failed, now, rules, 0, 2)
+            assert (await store.stats())[agent_id] == expected
+        else:
+            stats = dict(await store.stats())
+            expired = await store.expire_leases(now + 1, now, rules)
+            for lease in expired:
+                stats[lease.agent_id] = fold_expiry(close_lease(stats[lease.agent_id], now))
+            assert dict(await store.stats()) == stats
+            gone = {lease.request_id for lease in expired}
+            held = [entry for entry in held if entry[1] not in gone]
+
+
+async def test_concurrent_ends_fold_every_sample_once(replica: Replica) -> None:
+    """Ends of one agent through three replicas at once: each estimate write lands once.
+
+    Their estimate writes conflict (each computed from the record before the others'),
+    are computed again from the record as it is then, and every sample counts.
+    """
+    stores = [replica() for _ in range(3)]
+    await registered(stores[0], ("a", 0))
+    ids = [await stores[0].open_lease("a", START_MS) for _ in range(12)]
+    rules = Feedback(ejection=Ejection(consecutive_failures=0))
+    ends = [
+        stores[n % 3].end_request(
+            RequestEnd("a", request_id, 10.0 * (n + 1), n % 4 == 0, START_MS + 100, rules)
+        )
+        for n, request_id in enumerate(ids)
+    ]
+    await asyncio.gather(*ends)
+    stats = (await stores[1].stats())["a"]
+    assert (stats.active, stats.total_requests, stats.failed_requests) == (0, 12, 3)
+    assert stats.completions == 9
+    assert stats.cost_at_ms == START_MS + 100
+    assert stats.avg_latency_ms is not None
+
+
+async def test_concurrent_ejections_never_exceed_the_share(replica: Replica) -> None:
+    """Failures on four agents through four replicas at once eject two (max_share 0.5).
+
+    Each fold saw nobody ejected; the write that ejects re-checks that count, so the
+    later ones are computed again with the ejections made meanwhile.
+    """
+    stores = [replica() for _ in range(4)]
+    await registered(stores[0], ("a", 0), ("b", 0), ("c", 0), ("d", 0))
+    rules = Feedback(ejection=Ejection(consecutive_failures=1, max_share=0.5))
+    await asyncio.gather(
+        *(
+            store.end_request(RequestEnd(agent_id, "", 5.0, True, START_MS, rules))
+            for store, agent_id in zip(stores, "abcd", strict=True)
+        )
+    )
+    ejections = (await stores[0].pick_state("")).ejections
+    assert len(ejections) == 2
+    stats = await stores[0].stats()
+    assert {i for i, s in stats.items() if s.ejected_until_ms > START_MS} == set(ejections)
+
+
+async def test_an_end_whose_estimate_write_fails_is_still_closed_once(
+    replica: Replica, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A replica that loses Redis between the two steps: the lease is closed, the sample lost.
+
+    The end reports success (it must not be retried: the lease closed), a repeat is
+    ALREADY_ENDED, and the estimates are as before; the next end folds normally.
+    """
+    store = replica()
+    await registered(store, ("a", 0))
+    first = await store.open_lease("a", START_MS)
+    second = await store.open_lease("a", START_MS)
+    script = store._scripts["write_estimates"]
+
+    async def unreachable(*args: Any, **kwargs: Any) -> Any:
+        raise redis.exceptions.ConnectionError("Connection refused")
+
+    monkeypatch.setitem(store._scripts, "write_estimates", unreachable)
+    done = await store.end_request(RequestEnd("a", first, 80.0, False, START_MS + 5, Feedback()))
+    assert done.outcome.value == "closed"
+    stats = (await store.stats())["a"]
+    assert (stats.active, stats.avg_latency_ms, stats.completions) == (1, None, 0)
+    assert (await store.counters()).latency_samples == 1  # counted with the close
+    again = await store.end_request(RequestEnd("a", first, 80.0, False, START_MS + 6, Feedback()))
+    assert again.outcome.value == "already-ended"
+
+    monkeypatch.setitem(store._scripts, "write_estimates", script)
+    await store.end_request(RequestEnd("a", second, 40.0, False, START_MS + 10, Feedback()))
+    stats = (await store.stats())["a"]
+    assert (stats.active, stats.avg_latency_ms, stats.completions) == (0, 40.0, 1)
+    # The lost completion's busy time went to the next one.
+    assert (stats.cap_busy_ms, stats.busy_total_ms) == (10.0, 10.0)
+
+
+async def test_records_written_before_the_capacity_fields_read_as_zero(
+    replica: Replica, raw: redis.asyncio.Redis
+) -> None:
+    """A record of an older release (13 fields) reads with the new fields at 0, and books on."""
+    store = replica()
+    old = f"2 150 {START_MS} 7 1 180 {START_MS} 0 0 0 {START_MS} {START_MS} 1"
+    await raw.hset(f"{store.prefix}:stats", "a", old)
+    stats = (await store.stats())["a"]
+    assert stats == replace(
+        AgentStats(),
+        active=2,
+        avg_latency_ms=150.0,
+        last_request_at_ms=START_MS,
+        total_requests=7,
+        failed_requests=1,
+        cost_ms=180.0,
+        cost_at_ms=START_MS,
+        joined_ms=START_MS,
+    )
+    await store.open_lease("a", START_MS + 10)
+    assert (await store.stats())["a"] == open_lease(stats, START_MS + 10)
 
 
 # One binding per session.
@@ -246,7 +455,7 @@ async def test_configuration_changes_reach_other_replicas_next_pick(replica: Rep
     assert state.agents["a"].hardware.vram_gb == 24.0
     assert dict(state.weights) == {"a": 2.5}
     assert state.strategy is StrategyName.WEIGHTED
-    assert (state.shared, state.index) == (True, None)
+    assert state.shared
 
     await writer.delete_agent("a")
     assert list(await reader.agents()) == ["b"]

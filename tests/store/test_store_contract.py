@@ -109,7 +109,11 @@ async def test_reput_replaces_agent_keeping_position_stats_and_weight(store: Sto
     assert list(agents) == ["a", "b", "c"]
     assert agents["b"] == replacement
     assert (await store.stats())["b"] == AgentStats(
-        active=1, last_request_at_ms=START_MS, total_requests=1, joined_ms=START_MS
+        active=1,
+        last_request_at_ms=START_MS,
+        total_requests=1,
+        joined_ms=START_MS,
+        activity_at_ms=START_MS,
     )
     assert dict(await store.weights()) == {"b": 7.0}
 
@@ -218,7 +222,11 @@ async def test_commit_pick_with_acquire_opens_a_lease(store: Store) -> None:
     committed = await select(store, Pick("a", START_MS + 5, acquire=True))
     assert committed == Committed("a", f"{EPOCH}-1")
     assert (await store.stats())["a"] == AgentStats(
-        active=1, last_request_at_ms=START_MS + 5, total_requests=1, joined_ms=START_MS
+        active=1,
+        last_request_at_ms=START_MS + 5,
+        total_requests=1,
+        joined_ms=START_MS,
+        activity_at_ms=START_MS + 5,
     )
     assert dict(await store.leases()) == {"test-1": Lease("test-1", "a", START_MS + 5)}
     assert await store.end_request(ended("a", committed.request_id)) == EndResult(EndOutcome.CLOSED)
@@ -330,7 +338,13 @@ async def test_open_lease_counts_an_active_request(store: Store) -> None:
     await store.open_lease("a", START_MS)
     await store.open_lease("a", START_MS + 10)
     assert (await store.stats())["a"] == AgentStats(
-        active=2, last_request_at_ms=START_MS + 10, total_requests=2, joined_ms=START_MS
+        active=2,
+        last_request_at_ms=START_MS + 10,
+        total_requests=2,
+        joined_ms=START_MS,
+        # Busy since the first opened: 10 ms until the second.
+        busy_total_ms=10.0,
+        activity_at_ms=START_MS + 10,
     )
 
 
@@ -383,6 +397,13 @@ async def test_end_closes_the_lease_and_records_the_sample(store: Store) -> None
         cost_ms=250.0,
         cost_at_ms=START_MS + 250,
         joined_ms=START_MS,
+        busy_total_ms=250.0,
+        activity_at_ms=START_MS + 250,
+        # A success that closed a lease: one completion of the 250 ms it was busy.
+        completions=1,
+        cap_done=1.0,
+        cap_busy_ms=250.0,
+        cap_mark_ms=250.0,
     )
     counters = await store.counters()
     assert (counters.latency_sum_ms, counters.latency_samples) == (250.0, 1)
@@ -554,14 +575,47 @@ async def test_expire_leases_closes_only_those_started_before_the_cutoff(store: 
 
 
 async def test_expire_leases_records_no_latency_sample(store: Store) -> None:
-    """Expired leases count as failures seen by peak-EWMA, but add no latency sample."""
+    """An expired lease is a failed request but lateness: no sample, no step to ejection.
+
+    Its busy time is booked and then dropped from the capacity estimate (``fold_expiry``).
+    """
     await put(store, "a")
     await store.open_lease("a", START_MS)
     await store.expire_leases(START_MS + 1, START_MS + 7_000, FEEDBACK)
-    stats = (await store.stats())["a"]
-    assert stats.avg_latency_ms is None
-    assert (stats.cost_ms, stats.cost_at_ms) == (7_000.0, START_MS + 7_000)
+    assert (await store.stats())["a"] == AgentStats(
+        last_request_at_ms=START_MS,
+        total_requests=1,
+        failed_requests=1,
+        joined_ms=START_MS,
+        busy_total_ms=7_000.0,
+        activity_at_ms=START_MS + 7_000,
+        cap_mark_ms=7_000.0,
+    )
     assert (await store.counters()).latency_samples == 0
+
+
+async def test_expired_leases_never_eject(store: Store) -> None:
+    """However many leases of one agent expire, it is not ejected (a dispatcher may have died)."""
+    await put(store, "a", "b", "c")
+    for _ in range(4):
+        await store.open_lease("a", START_MS)
+    await store.expire_leases(START_MS + 1, START_MS + 5, EJECT_FAST)
+    stats = (await store.stats())["a"]
+    assert (stats.failed_requests, stats.consecutive_failures, stats.ejected_until_ms) == (4, 0, 0)
+    assert (await store.pick_state("")).ejections == {}
+
+
+async def test_failed_ends_are_not_completions(store: Store) -> None:
+    """Only a success that closes a lease counts towards the learned capacity."""
+    await put(store, "a")
+    for failed, at in [(False, 10), (True, 30), (False, 60)]:
+        request_id = await store.open_lease("a", START_MS + at - 10)
+        await store.end_request(ended("a", request_id, failed=failed, now_ms=START_MS + at))
+    await store.end_request(ended("a", "", now_ms=START_MS + 70))  # no lease: no completion
+    stats = (await store.stats())["a"]
+    assert (stats.completions, stats.busy_total_ms, stats.cap_mark_ms) == (2, 30.0, 30.0)
+    # The failure's 10 busy ms were dropped: the estimate holds the two successes' 20.
+    assert stats.cap_busy_ms == pytest.approx(10.0 * (1 - 1 / 32) + 10.0)
 
 
 async def test_expire_leases_with_none_due_returns_nothing(store: Store) -> None:
