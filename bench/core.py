@@ -88,7 +88,7 @@ class Unindexed:
     async def pick_state(self, session_id: str, candidate_ids: Sequence[str] = ()) -> PickState:
         """The store's snapshot without its index."""
         state = await self._store.pick_state(session_id, candidate_ids)
-        return dataclasses.replace(state, index=None)
+        return dataclasses.replace(state, pool=None)
 
 
 async def _measure(sizes: Sequence[int], budget: Budget) -> CoreResults:
@@ -99,7 +99,7 @@ async def _measure(sizes: Sequence[int], budget: Budget) -> CoreResults:
     for size in sizes:
         store = MemoryStore()
         balancer = LoadBalancer(store, rng=random.Random(0))
-        scanning = LoadBalancer(Unindexed(store), rng=random.Random(0))  # type: ignore[arg-type]
+        scanning = LoadBalancer(Unindexed(store), rng=random.Random(0))
         agents = await load_fleet(balancer, size)
         # Every cell is measured in each pass and keeps its best median: a burst of load
         # from a neighbour that spans one cell's repeats does not decide its figure.

@@ -370,27 +370,37 @@ class LoadBalancer:
         self.observer.selection(state.strategy, Outcome.STICKY if sticky else Outcome.SELECTED)
         return Selection(agent, state.strategy, sticky=sticky, request_id=committed.request_id)
 
-    def _inputs(self, state: PickState, pool: Sequence[Agent], now: int) -> DecisionInputs:
-        """What the decision reads: the snapshot (or the caller's candidates) and the options."""
+    def _inputs(self, state: PickState, candidates: Sequence[Agent], now: int) -> DecisionInputs:
+        """What the decision reads: the snapshot (or the caller's candidates) and the options.
+
+        The store's index is passed on for registered agents only, and only when no
+        other replica can move the loads before the commit.
+        """
         config = self._config
         binding = state.binding
         if binding is not None and now - binding.last_used_ms >= config.session_ttl_s * 1000:
             binding = None  # idle past the TTL: the session binds anew
-        return DecisionInputs(
-            agents=pool or tuple(state.agents.values()),
-            stats=state.stats,
-            weights=state.weights,
-            ejections=state.ejections,
-            strategy=state.strategy,
-            sequence=state.sequence,
-            now_ms=now,
-            rng=self._rng,
-            choice_count=config.choice_count,
-            peak_ewma=config.peak_ewma,
-            balance_factor=config.balance_factor,
-            binding=binding,
-            slow_start_window_ms=config.slow_start_window_s * 1000,
-            slow_start_min_share=config.slow_start_min_share,
+        # Every field, in order, through tuple.__new__: the NamedTuple's generated __new__
+        # is a Python call, as costly as a tree descent, on every selection.
+        return tuple.__new__(
+            DecisionInputs,
+            (
+                candidates or state.agents.values(),
+                state.stats,
+                state.weights,
+                state.ejections,
+                state.strategy,
+                state.sequence,
+                now,
+                self._rng,
+                config.choice_count,
+                config.peak_ewma,
+                config.balance_factor,
+                binding,
+                config.slow_start_window_s * 1000,
+                config.slow_start_min_share,
+                None if candidates or state.shared else state.pool,
+            ),
         )
 
     async def _refused(self, strategy: StrategyName, refusal: NoAgentAvailable) -> None:

@@ -1,23 +1,31 @@
 """Capacity: how much work an agent can take, guessed from its hardware, then learned.
 
 Load is weighed, not counted: one request on a one-slot CPU host is a full load, one on
-a four-slot 80 GB GPU is a quarter of one at most. Every strategy that ranks by load
-ranks by **relative load**, ``(active + 1) / capacity``: the time the agent needs to
-drain what it holds plus the new request, in the fluid limit. That is Envoy's weighted
-least request (weight / (active + 1)) and NGINX ``least_conn`` with weights, with the
-weight measured instead of configured.
+a four-slot 80 GB GPU is a quarter of one. The load-ranked strategies rank by a new
+request's **expected time** (``expected_time``), ``max(slots, active + 1) / capacity``:
+with a slot free the request is served at once, in the agent's service time
+``slots / capacity``; with its slots full it also waits for the queue ahead to drain at
+``capacity``. That is shortest-expected-delay routing; with one slot it is Envoy's
+weighted least request (weight / (active + 1)) with the weight measured instead of
+configured. The stickiness bound weighs open requests by capacity too (``within_bound``).
 
-**Learned capacity** is completions per unit of busy time: the service sees every
-lease, so it knows for each agent how long it had at least one request open (*busy
-time*) and how many requests it finished meanwhile. The ratio is the rate the agent
-drains work at when it has work, in requests per second. It needs no knowledge of
-slots or request sizes, and unlike an estimate from latency and concurrency (Little's
-law) it does not lag a growing queue: a backlog raises busy time at once. Both sums are
-decayed per completion (weight ``1 - 1/CAPACITY_WINDOW`` for the older ones), so the
-estimate follows the last few dozen requests, and an idle agent keeps its estimate
-(idle time is not busy time). A lease that expired tells nothing about the agent (its
+**Learned capacity** is completions per unit of *slot-busy time*: the service sees every
+lease, so it knows for each agent how many of its parallel slots were in use and for
+how long, and how many requests it finished meanwhile. A second with ``k`` of ``slots``
+in use counts ``min(k, slots) / slots``. The ratio is the rate the agent completes
+requests with all its slots working, in requests per second, whatever the load it was
+given. (Counting plain busy time, "at least one request open", measures a multi-slot
+agent's offered load instead of its capacity when it is not saturated: the estimate
+then follows the traffic sent, so an agent that drew little traffic looks slow and
+draws less; in the simulator one 24 GB host of four was starved that way and the p99
+doubled.) Unlike an estimate from latency and concurrency (Little's law), it does not
+lag a growing queue. Both sums decay per completion (weight ``1 - 1/CAPACITY_WINDOW``
+for the older ones), so the estimate follows the last few dozen requests, and an idle
+agent keeps its estimate. A lease that expired tells nothing about the agent (its
 dispatcher may have crashed), so the busy time gathered since the last completion is
-dropped rather than charged to the agent.
+dropped rather than charged to it. The slot count is ``max_connections`` when declared,
+else a guess (``parallel_slots``); declare it (Ollama's ``OLLAMA_NUM_PARALLEL``) where
+agents differ from the guess.
 
 **Before it is trusted** (fewer than ``TRUST_COMPLETIONS`` completions: one huge first
 request must not freeze an agent out), an agent's capacity comes from its hardware:
@@ -31,7 +39,7 @@ trusted, the hardware figures are compared among themselves.
 in flight while a trusted agent with room can take the request instead, so a cold
 agent is measured without absorbing the traffic.
 
-Busy-time bookkeeping (``accrue``) runs whenever an agent's active count changes; the
+Slot-busy bookkeeping (``accrue``) runs whenever an agent's active count changes; the
 fold into the estimate (``completed``, ``expired``) when a lease closes. Every store
 applies both through these functions.
 """
@@ -44,6 +52,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from lb_service.model import Agent
+from lb_service.sumtree import tree_sum
 
 if TYPE_CHECKING:  # the stores import this module: no import of theirs at run time
     from lb_service.store.base import AgentStats
@@ -60,6 +69,11 @@ _MIN_GPU_SPEED = 0.5
 #: A completion counts at least this much busy time (a start and end in the same ms).
 _MIN_BUSY_MS = 1.0
 _KEEP = 1.0 - 1.0 / CAPACITY_WINDOW
+
+
+def parallel_slots(agent: Agent) -> int:
+    """Requests the agent serves at once: ``max_connections``, else 4 on a GPU, 1 on a CPU host."""
+    return agent.max_connections or (4 if agent.hardware.has_gpu else 1)
 
 
 def hardware_capacity(agent: Agent) -> float:
@@ -82,11 +96,25 @@ def learned_capacity(stats: AgentStats) -> float | None:
 
 
 def accrue(stats: AgentStats, now_ms: int) -> AgentStats:
-    """Bookkeeping before the active count changes: add the busy time since the last change."""
+    """Bookkeeping before the active count changes: add the slot-busy time since the last change.
+
+    Time counts in proportion to the share of the agent's slots in use, so a 4-slot
+    agent holding one request is a quarter busy (see the module docstring).
+    """
     busy = stats.busy_total_ms
     if stats.active > 0 and now_ms > stats.activity_at_ms:
-        busy += now_ms - stats.activity_at_ms
+        busy += (now_ms - stats.activity_at_ms) * min(stats.active, stats.slots) / stats.slots
     return replace(stats, busy_total_ms=busy, activity_at_ms=now_ms)
+
+
+def expected_time(active: int, slots: int, capacity: float) -> float:
+    """A new request's expected response time: ``max(slots, active + 1) / capacity``.
+
+    In the fluid limit an agent with a free slot serves the request at once, in its
+    service time ``slots / capacity``; once its slots are full the request also waits
+    for the queue ahead of it to drain at ``capacity``.
+    """
+    return max(slots, active + 1) / capacity if capacity > 0 else math.inf
 
 
 def completed(stats: AgentStats) -> AgentStats:
@@ -109,19 +137,33 @@ def expired(stats: AgentStats) -> AgentStats:
 def resolve(priors: Sequence[float], learned: Sequence[float | None]) -> list[float]:
     """Capacities for a set of agents: learned where trusted, else the scaled hardware guess.
 
-    The guess of an untrusted agent is multiplied by the trusted agents' learned total
-    over their guessed total, so it is in the same units as the learned figures.
+    The guess of an untrusted agent is multiplied by ``scale``, so it is in the same
+    units as the learned figures.
     """
-    guessed = learned_sum = 0.0
-    for prior, figure in zip(priors, learned, strict=True):
-        if figure is not None:
-            guessed += prior
-            learned_sum += figure
-    scale = learned_sum / guessed if guessed > 0 else 1.0
+    factor = scale(priors, learned)
     return [
-        figure if figure is not None else prior * scale
+        figure if figure is not None else prior * factor
         for prior, figure in zip(priors, learned, strict=True)
     ]
+
+
+def scale(priors: Sequence[float], learned: Sequence[float | None]) -> float:
+    """The trusted agents' learned total over their guessed total (1 when none is trusted).
+
+    Both totals are ``sumtree`` sums over the agents in order, so the store's index,
+    which keeps them as sum trees, reaches the very same figure without a scan.
+    """
+    return scale_of(
+        tree_sum(0.0 if figure is None else figure for figure in learned),
+        tree_sum(
+            0.0 if figure is None else prior for prior, figure in zip(priors, learned, strict=True)
+        ),
+    )
+
+
+def scale_of(learned_total: float, guessed_total: float) -> float:
+    """``scale`` from its two totals."""
+    return learned_total / guessed_total if guessed_total > 0 else 1.0
 
 
 def relative_load(active: int, capacity: float) -> float:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection
 
 from lb_service.errors import NoEligibleAgent
 from lb_service.model import Agent, Compute, Task
@@ -19,7 +19,7 @@ def meets(agent: Agent, task: Task) -> bool:
     )
 
 
-def eligible(agents: Sequence[Agent], task: Task) -> list[Agent]:
+def eligible(agents: Collection[Agent], task: Task) -> list[Agent]:
     """Return the agents that meet the task, in their given order.
 
     Raises NoEligibleAgent naming the first requirement that excluded every agent, so
@@ -31,7 +31,7 @@ def eligible(agents: Sequence[Agent], task: Task) -> list[Agent]:
     raise NoEligibleAgent(_explain(agents, task))
 
 
-def _explain(agents: Sequence[Agent], task: Task) -> str:
+def _explain(agents: Collection[Agent], task: Task) -> str:
     # Apply the filters one at a time, in the order a person reads the task, and name
     # the first that leaves nothing; the subject grows with the filters already passed.
     pool = list(agents)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from lb_service.capacity import hardware_capacity, learned_capacity, resolve
+from lb_service.capacity import hardware_capacity, learned_capacity, scale
 from lb_service.model import Agent
 from lb_service.store.base import AgentStats
 from lb_service.strategies import Candidate
@@ -17,25 +17,28 @@ def build(
     stats: Mapping[str, AgentStats],
     weights: Mapping[str, float],
     peak_ewma: bool,
-) -> list[Candidate]:
-    """One candidate per agent, with capacities in one unit (``capacity.resolve``).
+) -> tuple[list[Candidate], float]:
+    """One candidate per agent, with capacities in one unit, and the scale that took.
 
-    ``avg_latency_ms`` holds the peak-EWMA estimate when ``peak_ewma`` is set, else the
-    moving average.
+    Capacities are ``capacity.resolve``'s: learned where trusted, else the hardware
+    guess times ``capacity.scale``. ``avg_latency_ms`` holds the peak-EWMA estimate
+    when ``peak_ewma`` is set, else the moving average. ``store.index.Pool.candidate``
+    builds the same candidates from its own figures.
     """
     records = [stats.get(agent.id, _NO_STATS) for agent in agents]
     learned = [learned_capacity(record) for record in records]
-    capacities = resolve([hardware_capacity(agent) for agent in agents], learned)
-    return [
+    priors = [hardware_capacity(agent) for agent in agents]
+    factor = scale(priors, learned)
+    candidates = [
         Candidate(
             agent,
             record.active,
             record.cost_ms if peak_ewma else record.avg_latency_ms,
             weights.get(agent.id, agent.default_weight),
-            capacity,
+            prior * factor if figure is None else figure,
             figure is not None,
+            prior,
         )
-        for agent, record, figure, capacity in zip(
-            agents, records, learned, capacities, strict=True
-        )
+        for agent, record, figure, prior in zip(agents, records, learned, priors, strict=True)
     ]
+    return candidates, factor

@@ -6,7 +6,8 @@ import enum
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from lb_service.strategies import Candidate, LoadRank
+from lb_service.strategies import Candidate, LoadRank, Strategy
+from lb_service.strategies.base import Ranked
 
 
 class RefusalKind(enum.Enum):
@@ -38,3 +39,17 @@ class Decision(NamedTuple):
     #: Bind (or rebind) the session to the pick.
     bind: bool
     compared: Sequence[tuple[Candidate, LoadRank]] = ()
+
+
+def conclude(
+    strategy: Strategy, choice: Candidate | None, compared: Ranked, bind: bool
+) -> Decision | Refusal:
+    """The strategy's choice as a decision; none chosen (every weight 0) is a refusal."""
+    if choice is None:
+        return Refusal(
+            RefusalKind.NO_ELIGIBLE_AGENT,
+            f"every eligible agent has weight 0, so the {strategy.name.value} strategy "
+            "picks none; raise a weight with UpdateWeights or change strategy",
+        )
+    # tuple.__new__: the NamedTuple without its generated __new__ (a Python call).
+    return tuple.__new__(Decision, (choice, False, bind, compared))

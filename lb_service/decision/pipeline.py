@@ -18,28 +18,38 @@
 7. **slow start** (``slow_start``): a warming agent may pass the pick on.
 
 Every step returns values; a refusal is a ``Refusal`` the balancer raises at the edge.
+
+When the store keeps an index (``PickState.pool``) and steps 3 and 4 would leave every
+agent meeting the task in, the decision reads the task's pool instead of building a
+candidate per agent (``indexed``), with the very same result and random draws.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping, Sequence
+from typing import TYPE_CHECKING, NamedTuple
 
-from lb_service.decision import availability, candidates, room, slow_start, stickiness
-from lb_service.decision.outcome import Decision, Refusal, RefusalKind
+from lb_service.decision import availability, candidates, indexed, room, slow_start, stickiness
+from lb_service.decision.outcome import Decision, Refusal, RefusalKind, conclude
 from lb_service.errors import NoEligibleAgent
 from lb_service.model import Agent, StrategyName, Task
 from lb_service.requirements import eligible, meets
 from lb_service.store.base import AgentStats, Binding
 from lb_service.strategies import STRATEGIES, Candidate, PickContext
+from lb_service.strategies.sampling import capacity_trees
+
+if TYPE_CHECKING:
+    from lb_service.store.index import PoolLookup
 
 
-@dataclass(frozen=True, slots=True)
-class DecisionInputs:
-    """Everything one decision reads: the store's snapshot and the balancer's options."""
+class DecisionInputs(NamedTuple):
+    """Everything one decision reads: the store's snapshot and the balancer's options.
 
-    agents: Sequence[Agent]
+    A NamedTuple: one is built per selection, in C.
+    """
+
+    agents: Collection[Agent]
     stats: Mapping[str, AgentStats]
     weights: Mapping[str, float]
     ejections: Mapping[str, int]
@@ -54,10 +64,17 @@ class DecisionInputs:
     binding: Binding | None = None
     slow_start_window_ms: float = 0.0
     slow_start_min_share: float = 1.0
+    #: The store's index, when the decision may read it: ``agents`` are the registered
+    #: ones (no candidates passed) and no other replica moves loads before the commit.
+    pool: PoolLookup | None = None
 
 
 def decide(inputs: DecisionInputs, task: Task, session_id: str) -> Decision | Refusal:
-    """Run the pipeline (see the module docstring)."""
+    """Run the pipeline (see the module docstring), from the task's pool when it may."""
+    if inputs.pool is not None and inputs.slow_start_window_ms <= 0:
+        members = inputs.pool(task)
+        if indexed.every_member_counts(members, inputs.ejections, inputs.now_ms):
+            return indexed.decide(members, inputs, task, session_id)
     if not inputs.agents:
         return Refusal(RefusalKind.NO_AGENTS, "")
     try:
@@ -66,11 +83,8 @@ def decide(inputs: DecisionInputs, task: Task, session_id: str) -> Decision | Re
         return Refusal(RefusalKind.NO_ELIGIBLE_AGENT, str(error))
     strategy = STRATEGIES[inputs.strategy]
     peak_ewma = inputs.peak_ewma and inputs.strategy is StrategyName.LATENCY_BASED
-    pool = availability.available(
-        candidates.build(matching, inputs.stats, inputs.weights, peak_ewma),
-        inputs.ejections,
-        inputs.now_ms,
-    )
+    built, scale = candidates.build(matching, inputs.stats, inputs.weights, peak_ewma)
+    pool = availability.available(built, inputs.ejections, inputs.now_ms)
     free = room.with_room(pool)
     if not free:
         return Refusal(
@@ -79,14 +93,20 @@ def decide(inputs: DecisionInputs, task: Task, session_id: str) -> Decision | Re
         )
     options = room.explore_bounded(free)
     bound = _bound(inputs.binding, options, task)
-    if bound is not None and stickiness.keeps(bound, pool, inputs.balance_factor):
+    if bound is not None and stickiness.keeps(
+        bound,
+        sum(c.active for c in pool),
+        capacity_trees(pool, scale).total,
+        inputs.balance_factor,
+    ):
         return Decision(bound, sticky=True, bind=False)
     ctx = PickContext(
         inputs.sequence,
         inputs.rng,
-        choice_count=inputs.choice_count,
-        peak_ewma=peak_ewma,
-        balance_factor=inputs.balance_factor,
+        inputs.choice_count,
+        peak_ewma,
+        inputs.balance_factor,
+        scale,
     )
     choice, compared = strategy.choose(options, task, ctx)
     if choice is not None and inputs.slow_start_window_ms > 0:
@@ -103,23 +123,12 @@ def decide(inputs: DecisionInputs, task: Task, session_id: str) -> Decision | Re
             again, compared_again = strategy.choose(others, task, ctx)
             if again is not None:
                 choice, compared = again, compared_again
-    if choice is None:
-        return Refusal(
-            RefusalKind.NO_ELIGIBLE_AGENT,
-            f"every eligible agent has weight 0, so the {inputs.strategy.value} strategy "
-            "picks none; raise a weight with UpdateWeights or change strategy",
-        )
     # A session whose agent is over its bound, full or ejected spills over and keeps its
     # binding; one with no binding, or whose agent left or cannot serve the task, binds anew.
     bind = bool(session_id) and (
         inputs.binding is None or not _serves(inputs.binding.agent_id, matching)
     )
-    ranked = []
-    for candidate in compared:
-        rank = strategy.load_rank(candidate, task, ctx)
-        if rank is not None:
-            ranked.append((candidate, rank))
-    return Decision(choice, sticky=False, bind=bind, compared=ranked)
+    return conclude(strategy, choice, compared, bind)
 
 
 def _bound(binding: Binding | None, options: Sequence[Candidate], task: Task) -> Candidate | None:

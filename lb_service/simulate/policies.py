@@ -78,26 +78,19 @@ def _text(value: Any) -> str:
 #: What runs when a scenario lists no policies, in table order.
 DEFAULT_POLICIES: tuple[PolicySpec, ...] = (
     PolicySpec(DEFAULT, SERVE_STRATEGY, serve_defaults=True),
+    # Named after a strategy: that strategy with the balancer's defaults.
     PolicySpec("round-robin", StrategyName.ROUND_ROBIN),
-    PolicySpec("least-connections", StrategyName.LEAST_CONNECTIONS, options={"choice_count": 0}),
+    PolicySpec("least-connections", StrategyName.LEAST_CONNECTIONS),
     PolicySpec(
-        "least-connections-p2c", StrategyName.LEAST_CONNECTIONS, options={"choice_count": 2}
+        "least-connections-full", StrategyName.LEAST_CONNECTIONS, options={"choice_count": 0}
     ),
     PolicySpec("weighted", StrategyName.WEIGHTED),
+    PolicySpec("latency-based", StrategyName.LATENCY_BASED),
+    PolicySpec("latency-based-full", StrategyName.LATENCY_BASED, options={"choice_count": 0}),
     PolicySpec(
         "latency-average",
         StrategyName.LATENCY_BASED,
         options={"peak_ewma": False, "choice_count": 0},
-    ),
-    PolicySpec(
-        "latency-peak-ewma",
-        StrategyName.LATENCY_BASED,
-        options={"peak_ewma": True, "choice_count": 0},
-    ),
-    PolicySpec(
-        "latency-peak-ewma-p2c",
-        StrategyName.LATENCY_BASED,
-        options={"peak_ewma": True, "choice_count": 2},
     ),
     PolicySpec("capability-match", StrategyName.CAPABILITY_MATCH),
     PolicySpec(RANDOM, reference=RANDOM),

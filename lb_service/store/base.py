@@ -20,6 +20,7 @@ from lb_service.model import Agent, StrategyName
 
 if TYPE_CHECKING:
     from lb_service.store.feedback import Feedback
+    from lb_service.store.index import PoolLookup
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +50,9 @@ class AgentStats:
     # least one open lease, and when its active count last changed.
     busy_total_ms: float = 0.0
     activity_at_ms: int = 0
+    #: The agent's parallel slots (``capacity.parallel_slots``, stamped when it registers;
+    #: 1 for a candidate never registered): busy time counts the share of them in use.
+    slots: int = 1
     #: Leases closed by a reported end (the estimate is trusted after a few).
     completions: int = 0
     #: The estimate: decayed completions and the busy time they took, and the
@@ -93,6 +97,9 @@ class PickState:
     #: Whether loads may change between this read and the commit (other replicas write
     #: the same store): the balancer then passes its contenders to ``commit_pick``.
     shared: bool = False
+    #: The store's index, if it keeps one (``store.index``): the pool of the registered
+    #: agents meeting a task, which a decision reads instead of scanning the registry.
+    pool: PoolLookup | None = None
 
 
 class Contender(NamedTuple):

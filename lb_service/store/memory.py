@@ -2,6 +2,8 @@
 
 Its registry, weights, strategy and sessions can be exported and imported
 (``export_state``/``import_state``) so that ``store.snapshot`` can keep them in a file.
+It keeps an index of its registry for picking (``store.index``), told of every change
+here, and hands it out with each ``pick_state``.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from types import MappingProxyType
 
+from lb_service.capacity import accrue, parallel_slots
 from lb_service.model import Agent, StrategyName
 from lb_service.store.base import (
     AgentStats,
@@ -34,6 +37,7 @@ from lb_service.store.feedback import (
     is_ejected,
     open_lease,
 )
+from lb_service.store.index import AgentIndex
 from lb_service.store.snapshot import StoreState
 
 
@@ -73,6 +77,7 @@ class MemoryStore:
         self._ejections_view = MappingProxyType(self._ejections)
         self._version = 0
         self._changed = asyncio.Event()
+        self._index = AgentIndex(self._agents, self._stats, self._weights)
 
     # Registry, weights and strategy.
     async def put_agent(self, agent: Agent, now_ms: int) -> None:
@@ -82,7 +87,14 @@ class MemoryStore:
         """
         stats = self._stats.get(agent.id, AgentStats())
         if agent.id not in self._agents:
-            self._stats[agent.id] = replace(stats, joined_ms=now_ms)
+            stats = replace(stats, joined_ms=now_ms)
+        slots = parallel_slots(agent)
+        if stats.slots != slots:
+            # Busy time so far counts against the old slot count.
+            stats = replace(accrue(stats, now_ms), slots=slots)
+        self._stats[agent.id] = stats
+        if self._agents.get(agent.id) != agent:
+            self._index.registry_changed()
         self._agents[agent.id] = agent
         self._bump()
 
@@ -91,6 +103,7 @@ class MemoryStore:
         if self._agents.pop(agent_id, None) is None:
             return False
         self._weights.pop(agent_id, None)
+        self._index.registry_changed()
         self._bump()
         return True
 
@@ -105,12 +118,14 @@ class MemoryStore:
     async def set_weights(self, weights: Mapping[str, float]) -> None:
         """Apply all the overrides at once."""
         self._weights.update(weights)
+        self._index.weights_changed()
         self._bump()
 
     async def clear_weights(self, agent_ids: Iterable[str]) -> None:
         """Drop the overrides of these agents."""
         for agent_id in agent_ids:
             self._weights.pop(agent_id, None)
+        self._index.weights_changed()
         self._bump()
 
     async def strategy(self) -> StrategyName:
@@ -136,6 +151,7 @@ class MemoryStore:
             session_count=len(self._bindings),
             lease_count=len(self._leases),
             ejections=self._ejections_view,
+            pool=self._index.pool,
         )
 
     async def commit_pick(self, pick: Pick) -> Committed | None:
@@ -208,6 +224,7 @@ class MemoryStore:
             self._close(lease.request_id)
             stats = close_lease(self._stats.get(lease.agent_id, AgentStats()), now_ms)
             self._stats[lease.agent_id] = fold_expiry(stats)
+            self._index.load_changed(lease.agent_id)
             expired.append(lease)
         if expired:
             self._bump()
@@ -320,6 +337,7 @@ class MemoryStore:
             self._stats.setdefault(agent_id, AgentStats())
         self._weights = dict(state.weights)
         self._bindings = dict(state.bindings)
+        self._index = AgentIndex(self._agents, self._stats, self._weights)
         self._bump()
 
     # Internals.
@@ -330,6 +348,7 @@ class MemoryStore:
         self._agent_leases.setdefault(agent_id, OrderedDict())[request_id] = None
         self._last_seen[agent_id] = now_ms
         self._stats[agent_id] = open_lease(self._stats.get(agent_id, AgentStats()), now_ms)
+        self._index.load_changed(agent_id)
         self._bump()
         return request_id
 
@@ -353,6 +372,7 @@ class MemoryStore:
             stats, closes_lease, latency_ms, failed, now_ms, feedback, ejected_now, population
         )
         self._stats[agent_id] = updated
+        self._index.load_changed(agent_id)
         if is_ejected(updated, now_ms):
             self._ejections[agent_id] = updated.ejected_until_ms
 

@@ -82,6 +82,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.commands.core import AsyncScript
 
+from lb_service.capacity import parallel_slots
 from lb_service.errors import StoreUnavailable
 from lb_service.model import Agent, Hardware, StrategyName
 from lb_service.store.base import (
@@ -122,7 +123,14 @@ ESTIMATES = (
     "last_request_at_ms",
 )
 #: AgentStats fields only the scripts write, atomically with leases and registrations.
-BOOKKEEPING = ("active", "total_requests", "joined_ms", "busy_total_ms", "activity_at_ms")
+BOOKKEEPING = (
+    "active",
+    "total_requests",
+    "joined_ms",
+    "busy_total_ms",
+    "activity_at_ms",
+    "slots",
+)
 _SCRIPT_MARK = "--- script: "
 
 
@@ -255,7 +263,9 @@ class RedisStore:
 
         An agent not registered until now is stamped ``joined_ms = now_ms`` (slow start).
         """
-        version = await self._eval("put_agent", [agent.id, _encode_agent(agent), now_ms])
+        version = await self._eval(
+            "put_agent", [agent.id, _encode_agent(agent), now_ms, parallel_slots(agent)]
+        )
         self._observed(version)
 
     async def delete_agent(self, agent_id: str) -> bool:
@@ -894,7 +904,7 @@ def _decode_agent(text: str) -> Agent:
 
 
 #: Fields in a load record (``decode_stats`` in the scripts); older records have fewer.
-_RECORD_FIELDS = 20
+_RECORD_FIELDS = 21
 
 
 def _decode_record(text: str) -> _Record:
@@ -922,6 +932,7 @@ def _decode_record(text: str) -> _Record:
         cap_busy,
         cap_mark,
         ev,
+        slots,
     ) = fields[:_RECORD_FIELDS]
     return _Record(
         AgentStats(
@@ -942,6 +953,7 @@ def _decode_record(text: str) -> _Record:
             cap_done=float(cap_done),
             cap_busy_ms=float(cap_busy),
             cap_mark_ms=float(cap_mark),
+            slots=max(int(slots), 1),
         ),
         int(born),
         int(ev),

@@ -147,7 +147,8 @@ end
 -- ejected_until_ms, times_ejected, joined_ms, seen (last picked, started or ended; for
 -- forget_idle), born (see counters), busy_total_ms, activity_at_ms, completions,
 -- cap_done, cap_busy_ms, cap_mark_ms, ev (the estimate version: write_estimates
--- increments it, bookkeeping leaves it). "-" is a latency not measured yet (None).
+-- increments it, bookkeeping leaves it), slots (capacity.parallel_slots, stamped by
+-- put_agent; 1 when unknown). "-" is a latency not measured yet (None).
 -- Fields added later go last, and a record written before them reads them as 0.
 local function decode_stats(raw)
   if not raw then return nil end
@@ -167,7 +168,7 @@ local function decode_stats(raw)
     cost = opt(f[6]), cost_at = num(7), consec = num(8), ejected_until = num(9),
     times_ejected = num(10), joined = num(11), seen = num(12), born = num(13),
     busy = num(14), activity_at = num(15), completions = num(16), cap_done = num(17),
-    cap_busy = num(18), cap_mark = num(19), ev = num(20),
+    cap_busy = num(18), cap_mark = num(19), ev = num(20), slots = math.max(num(21), 1),
   }
 end
 
@@ -177,6 +178,7 @@ local function encode_stats(s)
     int(s.cost_at), int(s.consec), int(s.ejected_until), int(s.times_ejected),
     int(s.joined), int(s.seen), int(s.born), float(s.busy), int(s.activity_at),
     int(s.completions), float(s.cap_done), float(s.cap_busy), float(s.cap_mark), int(s.ev),
+    int(s.slots),
   }, ' ')
 end
 
@@ -191,7 +193,7 @@ local function new_stats()
     consec = 0, ejected_until = 0, times_ejected = 0, joined = 0, seen = 0,
     born = redis.call('HINCRBY', K.counters, 'born', 1),
     busy = 0, activity_at = 0, completions = 0, cap_done = 0, cap_busy = 0, cap_mark = 0,
-    ev = 0,
+    ev = 0, slots = 1,
   }
 end
 
@@ -205,7 +207,7 @@ end
 -- agent's figures is computed in Lua.
 local function accrue(s, now)
   if s.active > 0 and now > s.activity_at then
-    s.busy = s.busy + (now - s.activity_at)
+    s.busy = s.busy + (now - s.activity_at) * math.min(s.active, s.slots) / s.slots
   end
   s.activity_at = now
 end
@@ -339,18 +341,28 @@ return {
 }
 
 --- script: put_agent
--- Add or replace an agent. ARGV: prefix, id, agent JSON, now. A new registration gets
--- the next registration number and joined = now (slow start) in its load record; an
--- unchanged re-registration (dispatchers re-register on every start) leaves the
--- configuration version alone, so no replica reloads its cached registry for it.
-local agent_id, json, now = ARGV[2], ARGV[3], tonumber(ARGV[4])
+-- Add or replace an agent. ARGV: prefix, id, agent JSON, now, parallel slots. A new
+-- registration gets the next registration number and joined = now (slow start) in its
+-- load record; a changed slot count is booked as MemoryStore.put_agent books it (busy
+-- time so far at the old count). An unchanged re-registration (dispatchers re-register
+-- on every start) leaves the configuration version alone, so no replica reloads its
+-- cached registry for it.
+local agent_id, json, now, slots = ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
 local previous = redis.call('HGET', K.agents, agent_id)
+local s = load_stats(agent_id)
+local changed = false
+if not s then s, changed = new_stats(), true end
 if not previous then
-  local s = load_stats(agent_id) or new_stats()
   s.joined = now
-  save_stats(agent_id, s)
+  changed = true
   redis.call('ZADD', K.order, redis.call('HINCRBY', K.counters, 'registered', 1), agent_id)
 end
+if s.slots ~= slots then
+  accrue(s, now)
+  s.slots = slots
+  changed = true
+end
+if changed then save_stats(agent_id, s) end
 if previous ~= json then
   redis.call('HSET', K.agents, agent_id, json)
   bump_config()

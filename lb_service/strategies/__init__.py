@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 
 from lb_service.model import StrategyName
-from lb_service.strategies.base import Candidate, LoadRank, PickContext, Strategy
+from lb_service.strategies.base import Candidate, IndexedPool, LoadRank, PickContext, Strategy
 from lb_service.strategies.capability_match import CapabilityMatch
 from lb_service.strategies.latency_based import LatencyBased
 from lb_service.strategies.least_connections import LeastConnections
@@ -17,6 +17,7 @@ __all__ = [
     "STRATEGIES",
     "Candidate",
     "CapabilityMatch",
+    "IndexedPool",
     "LatencyBased",
     "LeastConnections",
     "LoadRank",

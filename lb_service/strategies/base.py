@@ -1,15 +1,22 @@
-"""The strategy interface: what every selection rule receives, samples and ranks."""
+"""The strategy interface: what every selection rule receives, samples and ranks.
+
+A rule chooses among candidates (``Strategy.choose``, its definition) or, when the
+store's index holds the eligible agents and every one of them is a candidate, straight
+from the index (``Strategy.choose_from_pool``): the same choice, the same candidates
+compared and the same random numbers drawn, built for the few agents it looks at
+instead of for every eligible one.
+"""
 
 from __future__ import annotations
 
-import bisect
-import itertools
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from lb_service.model import Agent, StrategyName, Task
+
+if TYPE_CHECKING:
+    from lb_service.strategies.sampling import CapacityTrees
 
 
 class Candidate(NamedTuple):
@@ -18,7 +25,9 @@ class Candidate(NamedTuple):
     ``avg_latency_ms`` is None until the agent's first latency sample (it holds the
     peak-EWMA estimate when the balancer ranks by it). ``capacity`` is what the agent
     can take, learned or guessed (``lb_service.capacity``), in the same units for every
-    candidate of one decision; ``trusted`` says it was learned. A NamedTuple: candidates
+    candidate of one decision; ``trusted`` says it was learned, and ``prior`` is the
+    hardware guess (``capacity.hardware_capacity``), which an untrusted candidate's
+    capacity is, times the decision's ``PickContext.scale``. A NamedTuple: candidates
     are built on every pick, and a tuple is built in C.
     """
 
@@ -28,6 +37,7 @@ class Candidate(NamedTuple):
     weight: float
     capacity: float = 1.0
     trusted: bool = False
+    prior: float = 1.0
 
     @property
     def relative_load(self) -> float:
@@ -35,8 +45,7 @@ class Candidate(NamedTuple):
         return (self.active + 1) / self.capacity
 
 
-@dataclass(frozen=True, slots=True)
-class PickContext:
+class PickContext(NamedTuple):
     """What a strategy may use beyond the candidates.
 
     ``sequence`` grows by one with every decision the balancer commits; rules that
@@ -46,7 +55,9 @@ class PickContext:
     ``choice_count`` is how many candidates the load-ranked strategies draw before
     ranking (0: rank them all). ``peak_ewma`` tells latency-based that
     ``avg_latency_ms`` holds the peak-EWMA estimate. ``balance_factor`` is the load
-    bound (``capacity.within_bound``) capability-match counts as "room".
+    bound (``capacity.within_bound``) capability-match counts as "room". ``scale`` is
+    what untrusted candidates' hardware guesses are multiplied by (``capacity.scale``).
+    A NamedTuple: one is built per decision, in C.
     """
 
     sequence: int
@@ -54,6 +65,7 @@ class PickContext:
     choice_count: int = 0
     peak_ewma: bool = False
     balance_factor: float = 2.0
+    scale: float = 1.0
 
 
 Rank = tuple[float, ...]
@@ -79,6 +91,39 @@ class LoadRank(NamedTuple):
         return (self.tier, max(self.floor, self.per_request * (active + 1) + self.offset))
 
 
+#: The candidates a rule compared, each with its load rank (none for a rule that does not
+#: rank by load): what a shared store re-ranks on fresher loads at commit time.
+Ranked = Sequence[tuple[Candidate, LoadRank]]
+
+
+class IndexedPool(Protocol):
+    """The eligible registered agents as the store's index keeps them (``store.index.Pool``).
+
+    Members are in registration order; ``candidate(n)`` is the candidate a scan builds
+    for the n-th, with the latency figure ``peak_ewma`` asks for.
+    """
+
+    def __len__(self) -> int:
+        """The number of members."""
+        ...
+
+    def candidate(self, position: int, peak_ewma: bool) -> Candidate:
+        """The member at ``position`` as a candidate."""
+        ...
+
+    def candidates(self, peak_ewma: bool) -> Sequence[Candidate]:
+        """Every member as a candidate, in order (O(n): for rules that look at them all)."""
+        ...
+
+    def capacities(self) -> CapacityTrees:
+        """The members' capacities as sum trees, for draws in proportion to capacity."""
+        ...
+
+    def weight_bounds(self) -> tuple[Sequence[int], Sequence[float]]:
+        """The positions of the members weighing more than 0, and their running weight sum."""
+        ...
+
+
 class Strategy(Protocol):
     """A selection rule: samples and ranks the candidates, and picks one or none.
 
@@ -93,8 +138,18 @@ class Strategy(Protocol):
 
     def choose(
         self, candidates: Sequence[Candidate], task: Task, ctx: PickContext
-    ) -> tuple[Candidate | None, Sequence[Candidate]]:
-        """Return the chosen candidate (None if the rule excludes them all) and those compared."""
+    ) -> tuple[Candidate | None, Ranked]:
+        """Return the chosen candidate (None if the rule excludes them all) and those compared.
+
+        The compared candidates come with their ``load_rank``s, computed once while
+        choosing; a rule that does not rank by load compares none.
+        """
+        ...
+
+    def choose_from_pool(
+        self, pool: IndexedPool, task: Task, ctx: PickContext
+    ) -> tuple[Candidate | None, Ranked]:
+        """``choose`` over every member of ``pool``: the same answer and random draws."""
         ...
 
     def load_rank(self, candidate: Candidate, task: Task, ctx: PickContext) -> LoadRank | None:
@@ -106,9 +161,24 @@ def lowest_by_load(
     candidates: Sequence[Candidate],
     rank: Callable[[Candidate], LoadRank],
     sequence: int,
-) -> Candidate:
-    """``rotate_lowest`` over the candidates' load ranks at their current active counts."""
-    return rotate_lowest(candidates, lambda c: rank(c).at(c.active), sequence)
+) -> tuple[Candidate, list[tuple[Candidate, LoadRank]]]:
+    """``rotate_lowest`` over the candidates' load ranks at their active counts, and the ranks.
+
+    One pass, as it runs on every pick: the lowest key so far and the candidates tied
+    at it, in order, are what ``rotate_lowest`` finds with ``min`` and a filter.
+    """
+    ranked = []
+    ties: list[Candidate] = []
+    best: Rank = ()
+    for candidate in candidates:
+        load_rank = rank(candidate)
+        ranked.append((candidate, load_rank))
+        key = load_rank.at(candidate.active)
+        if not ties or key < best:
+            best, ties = key, [candidate]
+        elif key == best:
+            ties.append(candidate)
+    return ties[sequence % len(ties)], ranked
 
 
 def rotate_lowest(
@@ -123,31 +193,3 @@ def rotate_lowest(
     best = min(ranks)
     ties = [c for c, rank in zip(candidates, ranks, strict=True) if rank == best]
     return ties[sequence % len(ties)]
-
-
-def sample_by_capacity(
-    candidates: Sequence[Candidate], count: int, rng: random.Random
-) -> Sequence[Candidate]:
-    """``count`` distinct candidates drawn with probability in proportion to capacity.
-
-    The power of two choices, weighted: on equal hardware it is the uniform draw of
-    Mitzenmacher's model; on uneven hardware two uniform draws land on two slow hosts
-    as often as those are numerous, whatever share of the capacity they hold, and
-    their queues then grow. Drawn in proportion to capacity, a host is compared as
-    often as it could serve. All candidates are returned when there are no more.
-    """
-    if count <= 0 or len(candidates) <= count:
-        return candidates
-    pool = list(candidates)
-    bounds = list(itertools.accumulate(c.capacity for c in pool))
-    chosen: list[Candidate] = []
-    for _ in range(count):
-        total = bounds[-1]
-        if total <= 0:
-            index = int(rng.random() * len(pool))
-        else:
-            index = min(bisect.bisect_right(bounds, rng.random() * total), len(pool) - 1)
-        chosen.append(pool.pop(index))
-        if len(chosen) < count:
-            bounds = list(itertools.accumulate(c.capacity for c in pool))
-    return chosen

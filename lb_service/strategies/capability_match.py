@@ -4,9 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from lb_service.capacity import within_bound
+from lb_service.capacity import parallel_slots, within_bound
 from lb_service.model import Compute, StrategyName, Task
-from lb_service.strategies.base import Candidate, LoadRank, PickContext, lowest_by_load
+from lb_service.strategies.base import (
+    Candidate,
+    IndexedPool,
+    LoadRank,
+    PickContext,
+    Ranked,
+    lowest_by_load,
+)
 
 
 def fit(candidate: Candidate, task: Task) -> float:
@@ -17,14 +24,14 @@ def fit(candidate: Candidate, task: Task) -> float:
 
 
 class CapabilityMatch:
-    """Best fit among the agents with room, then lowest relative load.
+    """Best fit among the agents with room, then the shortest expected time.
 
     A task that needs a GPU or VRAM goes to the smallest VRAM that satisfies it, so an
     80 GB GPU stays free for the 70B model that needs it instead of serving a request
     a 24 GB card could take. "With room" means within the load bound that sticky
     sessions also obey (``capacity.within_bound``): the smallest fit takes
     requests until it holds more than its fair share, then the next size does. A task
-    that needs no GPU has no fit to respect, so it goes by relative load alone and is
+    that needs no GPU has no fit to respect, so it goes by expected time alone and is
     never sent to a CPU-only host just because that host has the least VRAM.
     """
 
@@ -32,7 +39,7 @@ class CapabilityMatch:
 
     def choose(
         self, candidates: Sequence[Candidate], task: Task, ctx: PickContext
-    ) -> tuple[Candidate | None, Sequence[Candidate]]:
+    ) -> tuple[Candidate | None, Ranked]:
         """Return the best fit among candidates under the bound (all, when none is)."""
         total_active = sum(c.active for c in candidates)
         total_capacity = sum(c.capacity for c in candidates)
@@ -42,8 +49,20 @@ class CapabilityMatch:
             if within_bound(c.active, c.capacity, total_active, total_capacity, ctx.balance_factor)
         ] or list(candidates)
 
-        return lowest_by_load(roomy, lambda c: self.load_rank(c, task, ctx), ctx.sequence), roomy
+        return lowest_by_load(roomy, lambda c: self.load_rank(c, task, ctx), ctx.sequence)
+
+    def choose_from_pool(
+        self, pool: IndexedPool, task: Task, ctx: PickContext
+    ) -> tuple[Candidate | None, Ranked]:
+        """``choose`` over every member: O(n), as the bound is on each member's load share.
+
+        Every member within the bound is compared (and ranked for a shared store), so
+        the index only spares the scan its eligibility checks and capacity figures.
+        """
+        return self.choose(pool.candidates(ctx.peak_ewma), task, ctx)
 
     def load_rank(self, candidate: Candidate, task: Task, ctx: PickContext) -> LoadRank:
-        """(fit, relative load)."""
-        return LoadRank(fit(candidate, task), 1.0 / candidate.capacity)
+        """(fit, expected time): the tightest fit, then ``capacity.expected_time``."""
+        capacity = candidate.capacity
+        slots = parallel_slots(candidate.agent)
+        return LoadRank(fit(candidate, task), 1.0 / capacity, floor=slots / capacity)

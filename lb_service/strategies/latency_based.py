@@ -7,11 +7,13 @@ from collections.abc import Sequence
 from lb_service.model import StrategyName, Task
 from lb_service.strategies.base import (
     Candidate,
+    IndexedPool,
     LoadRank,
     PickContext,
+    Ranked,
     lowest_by_load,
-    sample_by_capacity,
 )
+from lb_service.strategies.sampling import sample_by_capacity, sample_pool
 
 
 def _average(candidate: Candidate) -> LoadRank:
@@ -50,10 +52,17 @@ class LatencyBased:
 
     def choose(
         self, candidates: Sequence[Candidate], task: Task, ctx: PickContext
-    ) -> tuple[Candidate | None, Sequence[Candidate]]:
+    ) -> tuple[Candidate | None, Ranked]:
         """Return the cheapest of the drawn candidates, and the drawn ones."""
-        drawn = sample_by_capacity(candidates, ctx.choice_count, ctx.rng)
-        return lowest_by_load(drawn, _peak_ewma if ctx.peak_ewma else _average, ctx.sequence), drawn
+        drawn = sample_by_capacity(candidates, ctx)
+        return lowest_by_load(drawn, _peak_ewma if ctx.peak_ewma else _average, ctx.sequence)
+
+    def choose_from_pool(
+        self, pool: IndexedPool, task: Task, ctx: PickContext
+    ) -> tuple[Candidate | None, Ranked]:
+        """``choose`` over the pool's members, drawing from its trees (O(log n) a draw)."""
+        drawn = sample_pool(pool, ctx)
+        return lowest_by_load(drawn, _peak_ewma if ctx.peak_ewma else _average, ctx.sequence)
 
     def load_rank(self, candidate: Candidate, task: Task, ctx: PickContext) -> LoadRank:
         """The peak-EWMA cost, or the moving average."""

@@ -1,41 +1,53 @@
-"""Least-connections: the agent with the lowest load relative to its capacity."""
+"""Least-connections: the agent whose open requests, weighed by its capacity, clear soonest."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from lb_service.capacity import parallel_slots
 from lb_service.model import StrategyName, Task
 from lb_service.strategies.base import (
     Candidate,
+    IndexedPool,
     LoadRank,
     PickContext,
+    Ranked,
     lowest_by_load,
-    sample_by_capacity,
 )
+from lb_service.strategies.sampling import sample_by_capacity, sample_pool
 
 
 def _rank(candidate: Candidate) -> LoadRank:
-    # (active + 1) / capacity: a 4-slot GPU holding 3 requests beats an idle CPU host.
-    return LoadRank(0.0, 1.0 / candidate.capacity)
+    # capacity.expected_time, max(slots, active + 1) / capacity, in linear form.
+    capacity = candidate.capacity
+    return LoadRank(0.0, 1.0 / capacity, floor=parallel_slots(candidate.agent) / capacity)
 
 
 class LeastConnections:
-    """Lowest relative load among ``choice_count`` drawn by capacity (all when 0); ties rotate.
+    """Shortest expected time among ``choice_count`` drawn by capacity (all when 0); ties rotate.
 
     The default strategy: LLM requests vary by orders of magnitude in length, so the
-    agent's open requests follow its real load where turns do not; weighing them by
-    capacity (``lb_service.capacity``) makes one request on a one-slot CPU host count
-    as the full load it is.
+    agent's open requests follow its real load where turns do not. Weighing them by
+    capacity (``capacity.expected_time``: ``max(slots, active + 1) / capacity``) makes
+    one request on a one-slot CPU host the full load it is, and a 4-slot GPU holding
+    three requests still the faster choice: its free slot serves at once.
     """
 
     name = StrategyName.LEAST_CONNECTIONS
 
     def choose(
         self, candidates: Sequence[Candidate], task: Task, ctx: PickContext
-    ) -> tuple[Candidate | None, Sequence[Candidate]]:
-        """Return the least loaded of the drawn candidates, and the drawn ones."""
-        drawn = sample_by_capacity(candidates, ctx.choice_count, ctx.rng)
-        return lowest_by_load(drawn, _rank, ctx.sequence), drawn
+    ) -> tuple[Candidate | None, Ranked]:
+        """Return the drawn candidate expected to finish a new request first, and the drawn ones."""
+        drawn = sample_by_capacity(candidates, ctx)
+        return lowest_by_load(drawn, _rank, ctx.sequence)
+
+    def choose_from_pool(
+        self, pool: IndexedPool, task: Task, ctx: PickContext
+    ) -> tuple[Candidate | None, Ranked]:
+        """``choose`` over the pool's members, drawing from its trees (O(log n) a draw)."""
+        drawn = sample_pool(pool, ctx)
+        return lowest_by_load(drawn, _rank, ctx.sequence)
 
     def load_rank(self, candidate: Candidate, task: Task, ctx: PickContext) -> LoadRank:
         """``(active + 1) / capacity``."""

@@ -52,10 +52,10 @@ async def test_learned_capacity_replaces_the_hardware_guess() -> None:
     lb = balancer(clock)
     await lb.register(gpu("gpu"))
     await lb.register(agent("cpu"))
-    await teach(lb, clock, "gpu", 3, 10_000)  # 0.1 requests/s
-    await teach(lb, clock, "cpu", 3, 1_000)  # 1 request/s
+    await teach(lb, clock, "gpu", 3, 10_000)  # 10 s per request on each of 4 slots
+    await teach(lb, clock, "cpu", 3, 1_000)  # 1 s per request on its one slot
     loads = {load.agent_id: load.capacity_rps for load in await lb.loads()}
-    assert loads == {"gpu": 0.1, "cpu": 1.0}
+    assert loads == {"gpu": 0.4, "cpu": 1.0}
     assert (await lb.select()).agent.id == "cpu"
 
 

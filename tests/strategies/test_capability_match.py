@@ -48,10 +48,12 @@ def test_vram_outranks_active_count() -> None:
     )
 
 
-def test_fewest_active_breaks_equal_vram() -> None:
-    """Among cards with equal VRAM the one with the fewest active requests wins."""
-    pool = [gpu("a", 24.0, active=3), gpu("b", 24.0, active=1), gpu("c", 80.0, active=0)]
+def test_shorter_queue_breaks_equal_vram() -> None:
+    """Among equal cards past their 4 slots the shorter queue wins; with slots free they tie."""
+    pool = [gpu("a", 24.0, active=5), gpu("b", 24.0, active=4), gpu("c", 80.0, active=0)]
     assert [pick(pool, seq) for seq in range(3)] == ["b", "b", "b"]
+    free = [gpu("a", 24.0, active=3), gpu("b", 24.0, active=1), gpu("c", 80.0, active=0)]
+    assert [pick(free, seq) for seq in range(3)] == ["a", "b", "a"]
 
 
 def test_ties_on_vram_and_active_rotate() -> None:

@@ -1,0 +1,76 @@
+"""The decision from the store's index, when every agent meeting the task is a candidate.
+
+When no member of the task's pool (``store.index.Pool``) is ejected, none is at
+``max_connections`` and bounded exploration holds none back, the availability and room
+steps leave every member in, in registration order: the candidates a scan would build
+are exactly the pool's members. The remaining steps then read the pool instead of the
+candidates: the session's agent by its position, the stickiness bound from the pool's
+sums, and the strategy through ``choose_from_pool``, which builds candidates only for
+the members it compares (two, at the default ``choice_count``). So a decision costs
+O(log n) instead of O(n) for every strategy but capability-match, whose load bound
+compares every member, and a rule set to rank them all (``choice_count`` 0).
+
+The answer, the candidates compared and the random numbers drawn are the scan's, bit
+for bit: the pool keeps its capacities in the sum trees a scan builds
+(``strategies.sampling``), so a seeded run is the same with or without the index
+(tests/core/test_indexed_picks.py). Anything else takes the scan: candidates passed by
+the caller, a shared store, slow start (it re-draws among the others), a pool with a
+member out, and an empty pool (the scan names the requirement no agent meets).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from lb_service.decision import stickiness
+from lb_service.decision.outcome import Decision, Refusal, conclude
+from lb_service.model import StrategyName, Task
+from lb_service.strategies import STRATEGIES, PickContext
+
+if TYPE_CHECKING:
+    from lb_service.decision.pipeline import DecisionInputs
+    from lb_service.store.index import Pool
+
+
+def every_member_counts(pool: Pool, ejections: Mapping[str, int], now_ms: int) -> bool:
+    """Whether availability and room leave every member of a non-empty ``pool`` in.
+
+    Exploration holds untrusted members back only while some members are trusted and
+    some are not (``room.explore_bounded``).
+    """
+    return (
+        len(pool) > 0
+        and not pool.full
+        and not (pool.exploring and 0 < pool.trusted < len(pool))
+        and not (ejections and pool.holds_ejected(ejections, now_ms))
+    )
+
+
+def decide(pool: Pool, inputs: DecisionInputs, task: Task, session_id: str) -> Decision | Refusal:
+    """The pipeline's stickiness and strategy steps over every member of ``pool``."""
+    strategy = STRATEGIES[inputs.strategy]
+    peak_ewma = inputs.peak_ewma and inputs.strategy is StrategyName.LATENCY_BASED
+    trees = pool.capacities()
+    binding = inputs.binding
+    # Every member meets the task and is an option: the session's agent is one if it
+    # is a member, and binds anew if it is not.
+    position = None if binding is None else pool.position(binding.agent_id)
+    if position is not None:
+        bound = pool.candidate(position, peak_ewma)
+        if stickiness.keeps(bound, pool.active, trees.total, inputs.balance_factor):
+            return Decision(bound, sticky=True, bind=False)
+    # tuple.__new__: the NamedTuple without its generated __new__ (a Python call).
+    ctx = tuple.__new__(
+        PickContext,
+        (
+            inputs.sequence,
+            inputs.rng,
+            inputs.choice_count,
+            peak_ewma,
+            inputs.balance_factor,
+            trees.scale,
+        ),
+    )
+    choice, compared = strategy.choose_from_pool(pool, task, ctx)
+    return conclude(strategy, choice, compared, bool(session_id) and position is None)

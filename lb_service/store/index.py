@@ -1,0 +1,226 @@
+"""The registry indexed for picking, so a decision need not build a candidate per agent.
+
+For each task shape asked for, a ``Pool`` holds the registered agents that meet it, in
+registration order, with what the decision pipeline reads about them kept up to date:
+per member its hardware guess, learned capacity (None until trusted), weight and load
+record; over the pool the open requests, the members at ``max_connections``, the
+trusted members, and the untrusted ones holding ``EXPLORE_LIMIT`` requests; and the
+capacities as sum trees (``strategies.sampling.CapacityTrees``), from which a
+capacity-weighted draw descends in O(log n) and ``capacity.scale`` is read off the
+roots. ``lb_service.decision.indexed`` decides from a pool when every member is a
+candidate (none full, ejected or held back by exploration), with exactly the answer,
+the compared candidates and the random draws a scan of the registry makes.
+
+The memory store owns one ``AgentIndex`` over its own dicts and tells it what changed:
+a registry or weight change drops every pool (both are rare; a pool is rebuilt with one
+scan the next time its task is asked for); a load change (a lease opened or closed, a
+request ended, a lease expired) updates, in place, each pool holding the agent: O(1)
+for its counts and O(log n) for each tree a new capacity touches. Pools are built
+lazily and at most ``max_pools`` are kept, so tasks with ever-new requirements cost a
+scan each, as they would without the index.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Mapping, Sequence
+
+from lb_service.capacity import EXPLORE_LIMIT, hardware_capacity, learned_capacity, scale_of
+from lb_service.model import Agent, Task
+from lb_service.requirements import meets
+from lb_service.store.base import AgentStats
+from lb_service.strategies.base import Candidate
+from lb_service.strategies.sampling import CapacityTrees
+from lb_service.sumtree import SumTree
+
+_NO_STATS = AgentStats()
+_new_tuple = tuple.__new__
+
+#: What a store hands out in ``PickState.pool``: the pool of the agents meeting a task.
+PoolLookup = Callable[[Task], "Pool"]
+
+
+class AgentIndex:
+    """Pools of eligible agents per task over a store's registry, loads and weight overrides."""
+
+    def __init__(
+        self,
+        agents: Mapping[str, Agent],
+        stats: Mapping[str, AgentStats],
+        weights: Mapping[str, float],
+        max_pools: int = 64,
+    ) -> None:
+        """Index the given live mappings (the store's own, which it keeps up to date)."""
+        self._agents = agents
+        self._stats = stats
+        self._weights = weights
+        self._max_pools = max_pools
+        self._pools: dict[Task, Pool] = {}
+
+    def pool(self, task: Task) -> Pool:
+        """The registered agents that meet ``task``, in registration order (may be empty)."""
+        pool = self._pools.get(task)
+        if pool is None:
+            if len(self._pools) >= self._max_pools:
+                # Forget the oldest pool: requirements that keep changing get no index,
+                # only the scan they would have had anyway.
+                del self._pools[next(iter(self._pools))]
+            members = [agent for agent in self._agents.values() if meets(agent, task)]
+            pool = self._pools[task] = Pool(members, self._stats, self._weights)
+        return pool
+
+    def registry_changed(self) -> None:
+        """An agent was added, replaced or removed: every pool may have changed."""
+        self._pools.clear()
+
+    def weights_changed(self) -> None:
+        """Weight overrides changed: the members' weights and running weight sums are stale."""
+        self._pools.clear()
+
+    def load_changed(self, agent_id: str) -> None:
+        """An agent's load record changed: update it in every pool that holds it."""
+        if self._pools and agent_id in self._agents:
+            record = self._stats.get(agent_id, _NO_STATS)
+            for pool in self._pools.values():
+                pool.update(agent_id, record)
+
+
+class Pool:
+    """The agents that meet one task, in registration order, with what a decision reads.
+
+    Strategies read it as a ``strategies.IndexedPool``; the pipeline also reads the
+    counts below to tell whether every member is a candidate.
+    """
+
+    def __init__(
+        self,
+        agents: Sequence[Agent],
+        stats: Mapping[str, AgentStats],
+        weights: Mapping[str, float],
+    ) -> None:
+        """Index ``agents`` with their current records and weights."""
+        self.agents = tuple(agents)
+        self._position = {agent.id: n for n, agent in enumerate(agents)}
+        self._records = [stats.get(agent.id, _NO_STATS) for agent in agents]
+        self._priors = [hardware_capacity(agent) for agent in agents]
+        self._learned = [learned_capacity(record) for record in self._records]
+        self._weights = [weights.get(agent.id, agent.default_weight) for agent in agents]
+        self._limits = [agent.max_connections for agent in agents]
+        #: Open requests over the members (the stickiness bound shares them out).
+        self.active = sum(record.active for record in self._records)
+        #: Members at max_connections.
+        self.full = sum(map(_full, self._limits, self._records))
+        #: Members whose capacity is learned.
+        self.trusted = sum(figure is not None for figure in self._learned)
+        #: Untrusted members holding EXPLORE_LIMIT requests or more.
+        self.exploring = sum(map(_exploring, self._learned, self._records))
+        # The learned figures of trusted members, and the guesses of the trusted ones
+        # (the two totals of capacity.scale) and of the untrusted ones (their capacity
+        # before scaling), each 0 for the other members.
+        self._learned_tree = SumTree(0.0 if f is None else f for f in self._learned)
+        self._trusted_guesses = SumTree(
+            0.0 if f is None else p for p, f in zip(self._priors, self._learned, strict=True)
+        )
+        self._untrusted_guesses = SumTree(
+            p if f is None else 0.0 for p, f in zip(self._priors, self._learned, strict=True)
+        )
+        self._trees = self._capacity_trees()
+        self._bounds: tuple[tuple[int, ...], list[float]] | None = None
+        # Every member as a candidate, per latency figure, while in use: kept up to date
+        # as loads change, dropped when the scale does.
+        self._candidates: dict[bool, list[Candidate]] = {}
+
+    def __len__(self) -> int:
+        """The number of members."""
+        return len(self.agents)
+
+    def position(self, agent_id: str) -> int | None:
+        """The member's position in registration order; None for an agent not a member."""
+        return self._position.get(agent_id)
+
+    def holds_ejected(self, ejections: Mapping[str, int], now_ms: int) -> bool:
+        """Whether a member is ejected at ``now_ms`` (``ejections``: until when, by id)."""
+        position = self._position
+        return any(until > now_ms and i in position for i, until in ejections.items())
+
+    def capacities(self) -> CapacityTrees:
+        """The members' capacities as sum trees, with ``capacity.scale`` over the members."""
+        return self._trees
+
+    def candidate(self, position: int, peak_ewma: bool) -> Candidate:
+        """The member at ``position`` as ``decision.candidates.build`` makes it."""
+        record = self._records[position]
+        figure = self._learned[position]
+        prior = self._priors[position]
+        # tuple.__new__: the same Candidate without the generated __new__, a Python
+        # call that costs as much again as the rest of this method, on every pick.
+        return _new_tuple(
+            Candidate,
+            (
+                self.agents[position],
+                record.active,
+                record.cost_ms if peak_ewma else record.avg_latency_ms,
+                self._weights[position],
+                prior * self._trees.scale if figure is None else figure,
+                figure is not None,
+                prior,
+            ),
+        )
+
+    def candidates(self, peak_ewma: bool) -> tuple[Candidate, ...]:
+        """Every member as a candidate, in order: O(n) to copy, kept between changes."""
+        built = self._candidates.get(peak_ewma)
+        if built is None:
+            built = self._candidates[peak_ewma] = [
+                self.candidate(n, peak_ewma) for n in range(len(self.agents))
+            ]
+        return tuple(built)
+
+    def weight_bounds(self) -> tuple[tuple[int, ...], list[float]]:
+        """The positions of the members weighing more than 0, and their running weight sum."""
+        if self._bounds is None:
+            weights = self._weights
+            positive = tuple(n for n, weight in enumerate(weights) if weight > 0)
+            self._bounds = positive, list(itertools.accumulate(weights[n] for n in positive))
+        return self._bounds
+
+    def update(self, agent_id: str, record: AgentStats) -> None:
+        """Take in one agent's new load record (a no-op for an agent that is not a member)."""
+        position = self._position.get(agent_id)
+        if position is None:
+            return
+        old = self._records[position]
+        self._records[position] = record
+        figure = learned_capacity(record)
+        was = self._learned[position]
+        self.active += record.active - old.active
+        limit = self._limits[position]
+        if limit:
+            self.full += _full(limit, record) - _full(limit, old)
+        self.exploring += _exploring(figure, record) - _exploring(was, old)
+        if figure != was:
+            self._learned[position] = figure
+            self._learned_tree[position] = 0.0 if figure is None else figure
+            if (figure is None) != (was is None):
+                prior = self._priors[position]
+                self.trusted += 1 if was is None else -1
+                self._trusted_guesses[position] = 0.0 if figure is None else prior
+                self._untrusted_guesses[position] = prior if figure is None else 0.0
+            # The scale moved, and with it every untrusted member's capacity.
+            self._trees = self._capacity_trees()
+            self._candidates.clear()
+        else:
+            for peak_ewma, built in self._candidates.items():
+                built[position] = self.candidate(position, peak_ewma)
+
+    def _capacity_trees(self) -> CapacityTrees:
+        scale = scale_of(self._learned_tree.total, self._trusted_guesses.total)
+        return CapacityTrees(self._learned_tree, self._untrusted_guesses, scale)
+
+
+def _full(limit: int, record: AgentStats) -> bool:
+    return limit > 0 and record.active >= limit
+
+
+def _exploring(figure: float | None, record: AgentStats) -> bool:
+    return figure is None and record.active >= EXPLORE_LIMIT

@@ -1,0 +1,254 @@
+"""The registry index: pools per task, whose sums and trees follow every change in the store.
+
+The reference for a pool is the pool built afresh over the store's state now: after any
+change, the one kept up to date must equal it field by field, the sum trees to the last
+bit (floats summed in another order would differ there), and its candidates and sums
+must be the ones a scan of the registry computes.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import pytest
+
+from lb_service.capacity import TRUST_COMPLETIONS
+from lb_service.decision import candidates as scan
+from lb_service.model import Agent, Compute, StrategyName, Task
+from lb_service.requirements import eligible
+from lb_service.store.base import Pick, RequestEnd
+from lb_service.store.index import AgentIndex, Pool
+from lb_service.store.memory import MemoryStore
+from lb_service.strategies.sampling import capacity_trees
+from tests.factories import FEEDBACK, START_MS, agent
+
+ANY = Task()
+GPU = Task(compute=Compute.GPU)
+
+
+async def _store(*agents: Agent) -> MemoryStore:
+    store = MemoryStore(epoch="test")
+    for new in agents:
+        await store.put_agent(new, START_MS)
+    return store
+
+
+async def _pool(store: MemoryStore, task: Task = ANY) -> Pool:
+    """The pool ``pick_state`` hands out for ``task``."""
+    lookup = (await store.pick_state("")).pool
+    assert lookup is not None
+    return lookup(task)
+
+
+def _figures(pool: Pool) -> dict[str, Any]:
+    """Everything a pool keeps, comparable with ==."""
+    trees = pool.capacities()
+    return {
+        "agents": pool.agents,
+        "active": pool.active,
+        "full": pool.full,
+        "trusted": pool.trusted,
+        "exploring": pool.exploring,
+        "learned": (trees.learned.totals, trees.learned.sums),
+        "guessed": (trees.guessed.totals, trees.guessed.sums),
+        "scale": trees.scale,
+        "total": trees.total,
+        "weights": pool.weight_bounds(),
+        "candidates": (pool.candidates(False), pool.candidates(True)),
+    }
+
+
+async def _check(store: MemoryStore, pool: Pool, task: Task = ANY) -> None:
+    """The kept pool equals a fresh one, and its candidates and sums are the scan's."""
+    stats, weights = await store.stats(), await store.weights()
+    members = [a for a in (await store.agents()).values() if a.id in {m.id for m in pool.agents}]
+    assert _figures(pool) == _figures(Pool(members, stats, weights))
+    for peak_ewma in (False, True):
+        built, scale = scan.build(
+            eligible(tuple((await store.agents()).values()), task), stats, weights, peak_ewma
+        )
+        assert list(pool.candidates(peak_ewma)) == built
+        assert [pool.candidate(n, peak_ewma) for n in range(len(pool))] == built
+        assert pool.capacities().scale == scale
+        assert pool.capacities().total == capacity_trees(built, scale).total
+        assert pool.active == sum(c.active for c in built)
+
+
+async def _complete(store: MemoryStore, agent_id: str, ms: int, failed: bool = False) -> None:
+    """One request on the agent, ``ms`` long, ended with its request id."""
+    request_id = await store.open_lease(agent_id, START_MS)
+    end = RequestEnd(agent_id, request_id, float(ms), failed, START_MS + ms, FEEDBACK)
+    await store.end_request(end)
+
+
+async def test_a_pool_holds_the_agents_meeting_the_task_in_registration_order() -> None:
+    """pool(task) lists exactly the eligible agents, in the order they registered."""
+    store = await _store(
+        agent("c", vram_gb=24.0, models=("x", "y")), agent("a", models=("y",)), agent("b")
+    )
+
+    assert [a.id for a in (await _pool(store, Task(model="y"))).agents] == ["c", "a"]
+    assert [a.id for a in (await _pool(store)).agents] == ["c", "a", "b"]
+    assert len(await _pool(store, Task(model="z"))) == 0
+
+
+async def test_registry_and_weight_changes_drop_pools_but_loads_and_strategy_do_not() -> None:
+    """A changed registry or weights rebuild pools; an as-is upsert, strategy or lease do not."""
+    store = await _store(agent("a"), agent("b"))
+    pool = await _pool(store)
+
+    await store.put_agent(agent("a"), START_MS)  # equal to the registered one
+    await store.set_strategy(StrategyName.WEIGHTED)
+    await store.open_lease("a", START_MS)
+    assert await _pool(store) is pool
+
+    for change in (
+        store.put_agent(agent("a", port=8080), START_MS),
+        store.delete_agent("b"),
+        store.set_weights({"a": 2.0}),
+        store.clear_weights(["a"]),
+    ):
+        await change
+        assert await _pool(store) is not pool
+        pool = await _pool(store)
+    assert [x.port for x in pool.agents] == [8080]
+
+
+async def test_pools_beyond_the_limit_forget_the_oldest() -> None:
+    """At most max_pools pools are kept; asking for one more drops the oldest."""
+    index = AgentIndex({"a": agent("a")}, {}, {}, max_pools=2)
+    first = index.pool(Task(min_vram_gb=0.0))
+    index.pool(Task(min_vram_gb=0.5))
+    index.pool(Task(min_vram_gb=1.0))
+
+    assert index.pool(Task(min_vram_gb=0.0)) is not first
+
+
+async def test_every_kind_of_load_change_leaves_the_pool_as_built_afresh() -> None:
+    """Leases opening, ends (success, failure, by id or not) and expiry keep every sum exact."""
+    fleet = [
+        agent("cpu"),
+        agent("gpu-8", vram_gb=8.0, gpu="RTX 3070"),
+        agent("gpu-24", vram_gb=24.0, gpu="RTX 4090", max_connections=2),
+        agent("gpu-80", vram_gb=80.0, gpu="A100"),
+        agent("gpu-48", vram_gb=48.0, gpu="A6000", max_connections=1),
+    ]
+    store = await _store(*fleet)
+    pools = {task: await _pool(store, task) for task in (Task(), GPU)}
+    durations = itertools.cycle((250, 900, 40, 4_000, 1_300))
+
+    async def check() -> None:
+        for task, pool in pools.items():
+            await _check(store, pool, task)
+
+    await check()
+    # Completions, until every GPU is trusted: guesses give way to learned figures,
+    # and the scale of the untrusted ones moves with every one of them.
+    for _ in range(TRUST_COMPLETIONS + 1):
+        for member in fleet[1:]:
+            await _complete(store, member.id, next(durations))
+            await check()
+    assert pools[GPU].trusted == 4
+    assert pools[Task()].trusted == 4
+    # A failure is no completion; an end without a request id closes the oldest lease.
+    await _complete(store, "gpu-80", 10, failed=True)
+    await store.open_lease("gpu-24", START_MS)
+    await store.end_request(RequestEnd("gpu-24", "", 700.0, False, START_MS + 700, FEEDBACK))
+    await store.end_request(RequestEnd("cpu", "", 700.0, False, START_MS + 700, FEEDBACK))
+    await check()
+    # Leases held, some up to max_connections, then expired.
+    for agent_id in ("cpu", "gpu-24", "gpu-24", "gpu-48", "gpu-80"):
+        await store.open_lease(agent_id, START_MS + 1_000)
+        await check()
+    assert (pools[Task()].full, pools[Task()].exploring) == (2, 1)
+    await store.expire_leases(START_MS + 1_001, START_MS + 9_000, FEEDBACK)
+    await check()
+    assert (pools[Task()].active, pools[Task()].full, pools[Task()].exploring) == (0, 0, 0)
+
+
+async def test_pools_of_many_nodes_stay_exact() -> None:
+    """Over 70 members (three nodes of running sums below the root), updates stay exact."""
+    fleet = [agent(f"a{n:02d}", vram_gb=(0.0, 8.0, 24.0, 80.0)[n % 4], gpu="g") for n in range(70)]
+    store = await _store(*fleet)
+    pool = await _pool(store)
+    durations = itertools.cycle((250, 900, 40, 4_000, 1_300, 77))
+
+    for n, member in enumerate(fleet * (TRUST_COMPLETIONS + 1)):
+        if n % 3:
+            await _complete(store, member.id, next(durations))
+        else:
+            await store.open_lease(member.id, START_MS)
+        if n % 23 == 0:
+            await _check(store, pool)
+    await _check(store, pool)
+    assert 0 < pool.trusted < len(pool)
+    assert len(pool.capacities().learned.sums) == 2
+
+
+async def test_a_pick_with_acquire_updates_the_pool() -> None:
+    """A lease opened by commit_pick counts in the pool like one opened by open_lease."""
+    store = await _store(agent("a", max_connections=1), agent("b"))
+    pool = await _pool(store)
+
+    await store.commit_pick(Pick("a", START_MS, acquire=True))
+
+    assert (pool.active, pool.full, pool.exploring) == (1, 1, 1)
+    await _check(store, pool)
+
+
+async def test_exploring_counts_untrusted_members_holding_a_request() -> None:
+    """An untrusted member with a lease explores; once trusted it no longer counts."""
+    store = await _store(agent("a", vram_gb=24.0, gpu="4090"), agent("b"))
+    pool = await _pool(store)
+
+    await store.open_lease("a", START_MS)
+    assert (pool.trusted, pool.exploring) == (0, 1)
+    for _ in range(TRUST_COMPLETIONS):
+        await _complete(store, "a", 500)
+    assert (pool.trusted, pool.exploring) == (1, 0)
+    await _check(store, pool)
+
+
+async def test_weight_bounds_skip_zero_weights_and_sum_in_order() -> None:
+    """weight_bounds holds the positive weights' positions and running sum."""
+    store = await _store(agent("a", vram_gb=16.0), agent("b"), agent("c", vram_gb=24.0))
+    await store.set_weights({"b": 0.0})
+
+    assert (await _pool(store)).weight_bounds() == ((0, 2), [16.0, 40.0])
+    await store.set_weights({"a": 0.0, "c": 0.0})
+    assert (await _pool(store)).weight_bounds() == ((), [])
+
+
+@pytest.mark.parametrize("agent_id", ["candidate", "a"])
+async def test_load_changes_of_ids_outside_a_pool_are_ignored(agent_id: str) -> None:
+    """A lease on a candidate id, or on an agent not meeting the task, changes no pool."""
+    store = await _store(agent("a"))
+    await store.open_lease(agent_id, START_MS)
+    pool = await _pool(store, Task(model="llama3:70b"))
+    await store.open_lease("candidate", START_MS)
+    await store.open_lease("a", START_MS)
+
+    assert (len(pool), pool.active) == (0, 0)
+
+
+async def test_an_imported_state_gets_a_fresh_index() -> None:
+    """import_state replaces the registry, and the pools handed out then are over the new one."""
+    source = await _store(agent("x"), agent("y"))
+    store = await _store(agent("a"))
+    await _pool(store)
+
+    store.import_state(source.export_state())
+
+    assert [a.id for a in (await _pool(store)).agents] == ["x", "y"]
+
+
+async def test_ejections_are_seen_through_holds_ejected() -> None:
+    """holds_ejected tells whether a member is out at a time, ignoring others and past ones."""
+    store = await _store(agent("a"), agent("b", models=("other",)))
+    pool = await _pool(store, Task(model="llama3:8b"))
+
+    assert not pool.holds_ejected({}, START_MS)
+    assert not pool.holds_ejected({"b": START_MS + 5}, START_MS)  # not a member
+    assert pool.holds_ejected({"a": START_MS + 5}, START_MS)
+    assert not pool.holds_ejected({"a": START_MS + 5}, START_MS + 5)  # its time is up
