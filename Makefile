@@ -40,11 +40,23 @@ bench: $(STAMP) ## run the benchmarks (about 3½ min on 2 cores): writes BENCHMA
 bench-cluster: $(STAMP) ## decisions/s with 1, 2, 3 replicas on one Redis vs memory (~1½ min): bench/cluster.md
 	$(PY) -m bench.cluster --output bench/cluster.md
 
-simulate: $(STAMP) ## the four simulator scenarios (~30 s): tables, targets, JSON and plots in docs/simulation/
-	@for s in equal heterogeneous degrading stale-reports; do \
-		$(BIN)/lb-service simulate scenarios/$$s.yaml --check-targets \
-			--plots docs/simulation/$$s --json docs/simulation/$$s/results.json || exit 1; \
-	done
+#: Seeds every simulator target is checked on; uneven fleets run at both loads.
+SIM_SEEDS ?= 1-5
+SIM_UNEVEN := uneven-tiers mixed-fleet heterogeneous
+SIM_OTHER := equal stale-reports degrading
+
+simulate: $(addprefix simulate-,$(SIM_UNEVEN) $(SIM_OTHER)) ## every shipped scenario on seeds 1-5, uneven fleets at 60% and 85% (~25 min; make -j2 halves it): docs/simulation/
+
+# One scenario: the targets on every seed (report.txt, results.json), plots of seed 1.
+simulate-%: $(STAMP)
+	@mkdir -p docs/simulation/$*
+	@loads=""; case " $(SIM_UNEVEN) " in *" $* "*) loads="--utilisation 0.6 --utilisation 0.85";; esac; \
+	$(BIN)/lb-service simulate scenarios/$*.yaml --seeds $(SIM_SEEDS) $$loads --check-targets \
+		--json docs/simulation/$*/results.json > docs/simulation/$*/report.txt 2>/dev/null; \
+	status=$$?; sed -n '/^Targets at/,/^$$/p' docs/simulation/$*/report.txt | sed 's/^/$*: /'; \
+	$(BIN)/lb-service simulate scenarios/$*.yaml --seeds 1 $$loads --quiet --plots docs/simulation/$* \
+		|| exit 1; \
+	[ $$status -eq 0 ] || { echo "$*: targets missed (docs/simulation/$*/report.txt)"; exit 1; }
 
 lint: $(STAMP) check-protos ## ruff, mypy --strict on lb_service/, buf lint, generated-code freshness
 	$(BIN)/buf lint

@@ -187,7 +187,7 @@ def test_same_seed_gives_identical_json_and_another_seed_does_not() -> None:
             "sessions": {"share": 0.3, "pool": 5},
             "dispatchers": [{"count": 2, "report_delay_ms": 50}],
         },
-        policies=["weighted", "least-connections-p2c", "random", "oracle"],
+        policies=["weighted", "least-connections", "random", "oracle"],
         targets=[{"kind": "p99-vs-oracle", "threshold": 1.3}],
     )
     policies = sim.policies or ()
@@ -324,6 +324,6 @@ async def test_default_policy_ignores_the_scenario_balancer_section() -> None:
     sim = scenario(balancer={"sticky_sessions": False, "choice_count": 0})
     stream = requests([(0, 10)])
     assert (await run(sim, stream, "default")).config == BalancerConfig()
-    assert (await run(sim, stream, "least-connections-p2c")).config == BalancerConfig(
-        sticky_sessions=False
+    assert (await run(sim, stream, "least-connections-full")).config == BalancerConfig(
+        sticky_sessions=False, choice_count=0
     )

@@ -202,7 +202,7 @@ def test_never_ejected_or_never_shifted_is_missed() -> None:
 
 def test_describe_names_strategy_and_options() -> None:
     """A policy is shown as its strategy and options, a reference as such."""
-    assert policy("least-connections-p2c").describe() == "least-connections (choice_count=2)"
+    assert policy("least-connections-full").describe() == "least-connections (choice_count=0)"
     assert policy("oracle").describe() == "reference: oracle"
     assert PolicySpec("x", reference="random").config({}).choice_count == 2
 
