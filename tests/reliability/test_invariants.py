@@ -27,7 +27,14 @@ from hypothesis.stateful import (
 )
 
 from lb_service.balancer import BalancerConfig, LoadBalancer
-from lb_service.capacity import EXPLORE_LIMIT, hardware_capacity, learned_capacity, resolve
+from lb_service.capacity import (
+    EXPLORE_LIMIT,
+    expected_time,
+    hardware_capacity,
+    learned_capacity,
+    parallel_slots,
+    resolve,
+)
 from lb_service.errors import (
     AgentNotFound,
     AllAgentsBusy,
@@ -135,7 +142,7 @@ class BalancerMachine(RuleBasedStateMachine):
         return {agent_id: s.active for agent_id, s in self.run(self.store.stats()).items()}
 
     def relative_loads(self, free: Sequence[Agent]) -> dict[str, float]:
-        """(open + 1) / capacity of the agents a full-scan pick compares, as the README says.
+        """The expected time (``capacity.expected_time``) on the agents a full scan compares.
 
         Capacities are learned where trusted and scaled hardware guesses elsewhere;
         untrusted agents already holding a request are left out while a trusted one
@@ -146,7 +153,7 @@ class BalancerMachine(RuleBasedStateMachine):
         capacities = resolve([hardware_capacity(a) for a in free], learned)
         trusted = [figure is not None for figure in learned]
         loads = {
-            a.id: (self.open_count(a.id) + 1) / capacity
+            a.id: expected_time(self.open_count(a.id), parallel_slots(a), capacity)
             for a, capacity, sure in zip(free, capacities, trusted, strict=True)
             if sure or not any(trusted) or self.open_count(a.id) < EXPLORE_LIMIT
         }
