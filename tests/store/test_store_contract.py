@@ -97,7 +97,11 @@ async def test_agents_are_listed_in_registration_order(store: Store) -> None:
 
 
 async def test_reput_replaces_agent_keeping_position_stats_and_weight(store: Store) -> None:
-    """Re-putting an agent swaps its record but keeps its position, stats and weight override."""
+    """Re-putting an agent swaps its record but keeps its position, stats and weight override.
+
+    Its slot count follows the new record (a CPU host becomes a 4-slot GPU), the busy
+    time so far booked at the old count.
+    """
     await put(store, "a", "b", "c")
     await store.set_weights({"b": 7.0})
     await store.open_lease("b", START_MS)
@@ -113,7 +117,9 @@ async def test_reput_replaces_agent_keeping_position_stats_and_weight(store: Sto
         last_request_at_ms=START_MS,
         total_requests=1,
         joined_ms=START_MS,
-        activity_at_ms=START_MS,
+        activity_at_ms=START_MS + 5,
+        busy_total_ms=5.0,
+        slots=4,
     )
     assert dict(await store.weights()) == {"b": 7.0}
 
