@@ -400,6 +400,7 @@ class LoadBalancer:
                 config.slow_start_window_s * 1000,
                 config.slow_start_min_share,
                 None if candidates or state.shared else state.pool,
+                config.ewma_decay_s * 1000,
             ),
         )
 

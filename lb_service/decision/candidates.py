@@ -38,6 +38,7 @@ def build(
             prior * factor if figure is None else figure,
             figure is not None,
             prior,
+            record.cost_at_ms,
         )
         for agent, record, figure, prior in zip(agents, records, learned, priors, strict=True)
     ]

@@ -70,6 +70,8 @@ def decide(pool: Pool, inputs: DecisionInputs, task: Task, session_id: str) -> D
             peak_ewma,
             inputs.balance_factor,
             trees.scale,
+            inputs.now_ms,
+            inputs.decay_ms,
         ),
     )
     choice, compared = strategy.choose_from_pool(pool, task, ctx)

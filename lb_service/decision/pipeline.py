@@ -67,6 +67,8 @@ class DecisionInputs(NamedTuple):
     #: The store's index, when the decision may read it: ``agents`` are the registered
     #: ones (no candidates passed) and no other replica moves loads before the commit.
     pool: PoolLookup | None = None
+    #: Time constant of the peak-EWMA estimate's decay (latency-based).
+    decay_ms: float = 10_000.0
 
 
 def decide(inputs: DecisionInputs, task: Task, session_id: str) -> Decision | Refusal:
@@ -107,6 +109,8 @@ def decide(inputs: DecisionInputs, task: Task, session_id: str) -> Decision | Re
         peak_ewma,
         inputs.balance_factor,
         scale,
+        inputs.now_ms,
+        inputs.decay_ms,
     )
     choice, compared = strategy.choose(options, task, ctx)
     if choice is not None and inputs.slow_start_window_ms > 0:

@@ -11,13 +11,14 @@ back by the store; no store writes these rules again.
 - **Peak-EWMA** (``cost_ms``, after Finagle/Linkerd): a sample slower than the current
   estimate replaces it at once; a faster one pulls it down with weight ``1 - exp(-dt /
   decay_ms)``, ``dt`` being the time since the previous sample, so the estimate decays
-  towards newer samples over ``decay_ms`` however often they come. Without samples it
-  stays: an agent is judged by what it last did (a 10 s request on a CPU host must not
-  look cheap again while it is still running). A failed request is observed as at least
-  ``failure_penalty_ms``, so an agent that fails fast never looks fast. The
-  latency-based strategy ranks by estimate x (active + 1), so queued work counts too,
-  and that factor is what sends traffic back to an agent whose estimate is stale: the
-  busier its rivals, the sooner it wins a comparison and is measured again.
+  towards newer samples over ``decay_ms`` however often they come. The stored figure
+  changes only with samples; the latency-based strategy fades it with time, over the
+  same ``decay_ms``, towards the agent's service time by its capacity (not towards
+  zero: a slow host keeps looking slow), so one long request of a heavy-tailed
+  workload keeps an agent out of comparisons for seconds, not until a sample it can no
+  longer get. A failed request is observed as at least ``failure_penalty_ms``, so an
+  agent that fails fast never looks fast. Queued work counts too: latency-based ranks
+  by the larger of the faded estimate and the drain time ``(active + 1) / capacity``.
 - **Outlier ejection** (after Envoy): ``consecutive_failures`` failures in a row eject
   the agent for ``base_ms`` x times ejected (capped at ``max_ms``), never more than
   ``max_share`` of the known agents at once. The multiplier starts over once the agent

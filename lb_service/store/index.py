@@ -164,6 +164,7 @@ class Pool:
                 prior * self._trees.scale if figure is None else figure,
                 figure is not None,
                 prior,
+                record.cost_at_ms,
             ),
         )
 

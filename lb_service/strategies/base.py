@@ -38,6 +38,8 @@ class Candidate(NamedTuple):
     capacity: float = 1.0
     trusted: bool = False
     prior: float = 1.0
+    #: When the latency figure took its last sample (unix ms; 0 = never).
+    latency_at_ms: int = 0
 
     @property
     def relative_load(self) -> float:
@@ -57,6 +59,8 @@ class PickContext(NamedTuple):
     ``avg_latency_ms`` holds the peak-EWMA estimate. ``balance_factor`` is the load
     bound (``capacity.within_bound``) capability-match counts as "room". ``scale`` is
     what untrusted candidates' hardware guesses are multiplied by (``capacity.scale``).
+    ``now_ms`` is the decision's time and ``decay_ms`` the peak-EWMA time constant,
+    with which latency-based fades an old latency estimate.
     A NamedTuple: one is built per decision, in C.
     """
 
@@ -66,6 +70,8 @@ class PickContext(NamedTuple):
     peak_ewma: bool = False
     balance_factor: float = 2.0
     scale: float = 1.0
+    now_ms: int = 0
+    decay_ms: float = 10_000.0
 
 
 Rank = tuple[float, ...]

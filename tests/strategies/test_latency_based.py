@@ -69,3 +69,42 @@ def test_ignores_active_count() -> None:
         Candidate(agent("busy-fast"), 9, 40.0, 1.0),
     ]
     assert pick(pool) == "busy-fast"
+
+
+def peak_pick(pool: list[Candidate], now_ms: int) -> str:
+    """The id latency-based picks by its peak-EWMA cost at ``now_ms`` (10 s time constant)."""
+    ctx = PickContext(0, random.Random(0), peak_ewma=True, now_ms=now_ms, decay_ms=10_000.0)
+    choice = LatencyBased().choose(pool, Task(), ctx)[0]
+    assert choice is not None
+    return choice.agent.id
+
+
+def test_a_peaked_estimate_fades_with_time_towards_the_service_time() -> None:
+    """One long request keeps an agent out only for a while: its estimate fades without new samples.
+
+    Both agents serve at the same capacity (2 req/s on 1 slot: 500 ms a request); one
+    sampled a 30 s request at t = 0, the other samples 800 ms requests all along. The
+    first loses at once, and wins its turn back once its faded estimate (500 + 29,500 x
+    e^(-t / 10 s)) drops under 800 ms.
+    """
+
+    def pool(now_ms: int) -> list[Candidate]:
+        return [
+            Candidate(agent("peaked"), 0, 30_000.0, 1.0, 2.0, True, 1.0, latency_at_ms=0),
+            Candidate(agent("steady"), 0, 800.0, 1.0, 2.0, True, 1.0, latency_at_ms=now_ms),
+        ]
+
+    assert peak_pick(pool(1_000), now_ms=1_000) == "steady"
+    assert peak_pick(pool(40_000), now_ms=40_000) == "steady"  # 500 + 29,500 x e^-4: 1,040 ms
+    assert peak_pick(pool(60_000), now_ms=60_000) == "peaked"  # 500 + 29,500 x e^-6: 573 ms
+
+
+def test_a_slow_agent_fades_towards_its_own_slow_service_time() -> None:
+    """Fading never makes a slow host look fast: it ends at slots / capacity, not at zero."""
+    pool = [
+        Candidate(agent("slow-host"), 0, 9_000.0, 1.0, 0.2, True, 1.0, latency_at_ms=0),
+        Candidate(agent("fast-busy"), 3, 900.0, 1.0, 2.0, True, 1.0, latency_at_ms=0),
+    ]
+    # Hours later the slow host still costs 1 / 0.2 req/s = 5 s; the fast one, with three
+    # requests queued, (3 + 1) / 2 req/s = 2 s.
+    assert peak_pick(pool, now_ms=3_600_000) == "fast-busy"
