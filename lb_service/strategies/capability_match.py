@@ -14,13 +14,21 @@ from lb_service.strategies.base import (
     Ranked,
     lowest_by_load,
 )
+from lb_service.strategies.least_connections import LeastConnections
+
+
+def needs_gpu(task: Task) -> bool:
+    """Whether the task asks for VRAM or a GPU: only then does the fit of a GPU matter."""
+    return task.min_vram_gb > 0 or task.compute is Compute.GPU
 
 
 def fit(candidate: Candidate, task: Task) -> float:
     """How much more GPU the agent has than the task needs (0 when the task needs none)."""
-    if task.min_vram_gb > 0 or task.compute is Compute.GPU:
-        return candidate.agent.hardware.vram_gb
-    return 0.0
+    return candidate.agent.hardware.vram_gb if needs_gpu(task) else 0.0
+
+
+#: How a task with no GPU need is decided.
+_BY_EXPECTED_TIME = LeastConnections()
 
 
 class CapabilityMatch:
@@ -31,8 +39,10 @@ class CapabilityMatch:
     a 24 GB card could take. "With room" means within the load bound that sticky
     sessions also obey (``capacity.within_bound``): the smallest fit takes
     requests until it holds more than its fair share, then the next size does. A task
-    that needs no GPU has no fit to respect, so it goes by expected time alone and is
-    never sent to a CPU-only host just because that host has the least VRAM.
+    that needs no GPU has no fit to respect: it is decided as least-connections decides
+    every task (the shortest expected time among ``choice_count`` drawn by capacity), so
+    it is never sent to a CPU-only host just because that host has the least VRAM, and
+    it costs O(log n) from the store's index rather than a scan.
     """
 
     name = StrategyName.CAPABILITY_MATCH
@@ -41,6 +51,8 @@ class CapabilityMatch:
         self, candidates: Sequence[Candidate], task: Task, ctx: PickContext
     ) -> tuple[Candidate | None, Ranked]:
         """Return the best fit among candidates under the bound (all, when none is)."""
+        if not needs_gpu(task):
+            return _BY_EXPECTED_TIME.choose(candidates, task, ctx)
         total_active = sum(c.active for c in candidates)
         total_capacity = sum(c.capacity for c in candidates)
         roomy = [
@@ -54,11 +66,14 @@ class CapabilityMatch:
     def choose_from_pool(
         self, pool: IndexedPool, task: Task, ctx: PickContext
     ) -> tuple[Candidate | None, Ranked]:
-        """``choose`` over every member: O(n), as the bound is on each member's load share.
+        """``choose`` over the pool: O(log n) with no GPU need, else O(n).
 
-        Every member within the bound is compared (and ranked for a shared store), so
-        the index only spares the scan its eligibility checks and capacity figures.
+        For a GPU task every member within the bound is compared (and ranked for a
+        shared store), as the bound is on each member's load share, so the index only
+        spares the scan its eligibility checks and capacity figures.
         """
+        if not needs_gpu(task):
+            return _BY_EXPECTED_TIME.choose_from_pool(pool, task, ctx)
         return self.choose(pool.candidates(ctx.peak_ewma), task, ctx)
 
     def load_rank(self, candidate: Candidate, task: Task, ctx: PickContext) -> LoadRank:

@@ -1,4 +1,4 @@
-"""Capability-match: smallest VRAM that fits, then fewest active; ties rotate."""
+"""Capability-match: smallest VRAM that fits, then fewest active; no GPU need: least-connections."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import random
 import pytest
 
 from lb_service.model import Task
-from lb_service.strategies import Candidate, CapabilityMatch, PickContext
+from lb_service.strategies import Candidate, CapabilityMatch, LeastConnections, PickContext
 from tests.factories import agent
 
 #: A task that 16, 24 and 80 GB cards all satisfy.
@@ -60,3 +60,30 @@ def test_ties_on_vram_and_active_rotate() -> None:
     """Cards equal on VRAM and active take turns by sequence, skipping worse-ranked ones."""
     pool = [gpu("a", 16.0), gpu("busy", 16.0, active=2), gpu("b", 16.0), gpu("big", 80.0)]
     assert [pick(pool, seq) for seq in range(4)] == ["a", "b", "a", "b"]
+
+
+def test_a_task_needing_no_gpu_is_decided_as_least_connections_decides_it() -> None:
+    """With no VRAM or GPU need there is no fit: the same draws give least-connections' pick.
+
+    Over an uneven pool (a CPU host with the least VRAM, 0 GB, among GPUs) and many seeds,
+    both strategies draw two by capacity and pick the same agent, and the CPU host is not
+    favoured for its VRAM.
+    """
+    pool = [
+        Candidate(agent("cpu", vram_gb=0.0), 0, None, 1.0, 0.25, True, 0.1),
+        gpu("a10", 24.0, active=1)._replace(capacity=2.0, trusted=True),
+        gpu("h100", 80.0, active=3)._replace(capacity=8.0, trusted=True),
+        gpu("l4", 24.0)._replace(capacity=2.0, trusted=True),
+    ]
+    plain = Task(model="llama3:8b")
+    picks = []
+    for seed in range(200):
+        ctx = PickContext(seed, random.Random(seed), choice_count=2)
+        mine = CapabilityMatch().choose(pool, plain, ctx)[0]
+        ctx = PickContext(seed, random.Random(seed), choice_count=2)
+        theirs = LeastConnections().choose(pool, plain, ctx)[0]
+        assert mine is not None
+        assert theirs is not None
+        assert mine.agent.id == theirs.agent.id
+        picks.append(mine.agent.id)
+    assert picks.count("cpu") < picks.count("h100")
