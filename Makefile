@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 LISTEN ?= 127.0.0.1:50051
 
 .DEFAULT_GOAL := help
-.PHONY: help install run cluster test lint protos check-protos fmt clean bench bench-cluster soak simulate
+.PHONY: help install run cluster test lint lint-deploy protos check-protos fmt clean bench bench-cluster soak simulate
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -58,11 +58,15 @@ simulate-%: $(STAMP)
 		|| exit 1; \
 	[ $$status -eq 0 ] || { echo "$*: targets missed (docs/simulation/$*/report.txt)"; exit 1; }
 
-lint: $(STAMP) check-protos ## ruff, mypy --strict on lb_service/, buf lint, generated-code freshness
+lint: $(STAMP) check-protos lint-deploy ## ruff, mypy --strict on lb_service/, buf lint, generated-code freshness, deploy files
 	$(BIN)/buf lint
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+# Offline, and without building the image: no Docker daemon is needed.
+lint-deploy: $(STAMP) ## hadolint on the Dockerfile
+	$(BIN)/hadolint Dockerfile
 
 fmt: $(STAMP) ## format and auto-fix
 	$(BIN)/ruff format .
