@@ -64,9 +64,11 @@ lint: $(STAMP) check-protos lint-deploy ## ruff, mypy --strict on lb_service/, b
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-# Offline, and without building the image: no Docker daemon is needed.
-lint-deploy: $(STAMP) ## hadolint on the Dockerfile
+# Offline: no image is built, no cluster is reached. --strict rejects unknown fields,
+# so a misspelt key fails instead of being silently dropped by the API server.
+lint-deploy: $(STAMP) ## hadolint on the Dockerfile; deploy/kubernetes/ against the Kubernetes schemas
 	$(BIN)/hadolint Dockerfile
+	$(BIN)/kubernetes-validate --strict --quiet deploy/kubernetes/*.yaml
 
 fmt: $(STAMP) ## format and auto-fix
 	$(BIN)/ruff format .
