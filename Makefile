@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 LISTEN ?= 127.0.0.1:50051
 
 .DEFAULT_GOAL := help
-.PHONY: help install run cluster test lint protos check-protos fmt clean bench bench-cluster soak simulate
+.PHONY: help install run cluster test lint lint-deploy protos check-protos fmt clean bench bench-cluster soak simulate
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -58,11 +58,17 @@ simulate-%: $(STAMP)
 		|| exit 1; \
 	[ $$status -eq 0 ] || { echo "$*: targets missed (docs/simulation/$*/report.txt)"; exit 1; }
 
-lint: $(STAMP) check-protos ## ruff, mypy --strict on lb_service/, buf lint, generated-code freshness
+lint: $(STAMP) check-protos lint-deploy ## ruff, mypy --strict on lb_service/, buf lint, generated-code freshness, deploy files
 	$(BIN)/buf lint
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+# Offline: no image is built, no cluster is reached. --strict rejects unknown fields,
+# so a misspelt key fails instead of being silently dropped by the API server.
+lint-deploy: $(STAMP) ## hadolint on the Dockerfile; deploy/kubernetes/ against the Kubernetes schemas
+	$(BIN)/hadolint Dockerfile
+	$(BIN)/kubernetes-validate --strict --quiet deploy/kubernetes/*.yaml
 
 fmt: $(STAMP) ## format and auto-fix
 	$(BIN)/ruff format .

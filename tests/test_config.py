@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from lb_service import config as cfg
 from lb_service.model import StrategyName
@@ -113,14 +114,42 @@ def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
         cfg.load({}, environ={}, config_path=tmp_path / "absent.yaml")
 
 
+EXAMPLE = REPO / "examples" / "lb-service.yaml"
+
+
 def test_example_config_loads() -> None:
     """The shipped examples/lb-service.yaml is valid and declares its three agents."""
-    config = cfg.load({}, environ={}, config_path=REPO / "examples" / "lb-service.yaml")
+    config = cfg.load({}, environ={}, config_path=EXAMPLE)
     assert [a.id for a in config.declared.agents] == ["cpu-1", "gpu-24g", "gpu-80g"]
     assert config.declared.weights == {"cpu-1": 4.0}
     gpu = config.declared.agents[2]
     assert (gpu.hardware.vram_gb, gpu.max_connections) == (80.0, 16)
     assert gpu.models[-1] == "mixtral:8x22b"
+
+
+def test_example_config_shows_every_option() -> None:
+    """The example sets every key of the option table, so none goes undocumented there."""
+    keys = set(yaml.safe_load(EXAMPLE.read_text())) - set(cfg.DECLARED_KEYS)
+    assert sorted({option.key for option in cfg.OPTIONS} - keys) == []
+
+
+def test_example_config_sets_every_option_to_its_default() -> None:
+    """Copying the example changes nothing, and its values agree with the documented defaults."""
+    config = cfg.load({}, environ={}, config_path=EXAMPLE)
+    differ = {o.key: config[o.key] for o in cfg.OPTIONS if config[o.key] != o.default}
+    assert differ == {}
+    assert set(config.sources.values()) == {"file"}
+
+
+def test_example_config_comments_every_option() -> None:
+    """Each option line of the example carries a comment saying what the key does."""
+    keys = {option.key for option in cfg.OPTIONS}
+    bare = [
+        line
+        for line in EXAMPLE.read_text().splitlines()
+        if line.split(":", 1)[0] in keys and "#" not in line
+    ]
+    assert bare == []
 
 
 def test_admin_token_from_file_or_environment(tmp_path: Path) -> None:
