@@ -41,6 +41,7 @@ from lb_service.store.base import (
     AgentStats,
     Contender,
     EndOutcome,
+    Limit,
     Pick,
     PickState,
     RequestEnd,
@@ -270,14 +271,11 @@ class LoadBalancer:
     async def register(self, agent: Agent) -> None:
         """Add or replace an agent; its load history survives a re-register."""
         check_agent(agent)
-        agents = await self._store.agents()
-        limit = self._config.max_agents
-        if agent.id not in agents and len(agents) >= limit:
-            raise LimitExceeded(
-                f"{limit} agents are registered, the most allowed (max_agents); "
-                "deregister unused agents or raise --max-agents"
-            )
-        await self._store.put_agent(agent, self._clock())
+        # The store checks the limit in the step that adds the agent, so it holds
+        # across replicas sharing the store.
+        refused = await self._store.put_agent(agent, self._clock(), self._config.max_agents)
+        if refused is not None:
+            raise self._limit_error(refused)
 
     async def deregister(self, agent_id: str) -> None:
         """Remove an agent; its sessions move on their next request."""
@@ -329,20 +327,6 @@ class LoadBalancer:
             refusal = _refusal_error(outcome)
             await self._refused(state.strategy, refusal)
             raise refusal
-        # Limits are checked once a pick is possible, so a refusal for want of an agent
-        # keeps its own code; either way nothing is committed.
-        if (
-            outcome.bind
-            and state.binding is None
-            and state.session_count >= self._config.max_sessions
-        ):
-            raise LimitExceeded(
-                f"{state.session_count} sticky sessions are held, the most allowed "
-                "(max_sessions); retry without session_id, wait for idle sessions to "
-                "expire (session_ttl_s) or raise --max-sessions"
-            )
-        if acquire:
-            self._check_lease_room(state.lease_count)
         choice = outcome.choice.agent
         committed = await self._store.commit_pick(
             Pick(
@@ -354,8 +338,14 @@ class LoadBalancer:
                 contenders=_contenders(outcome) if state.shared else (),
                 fresh_since_ms=now - int(self._config.session_ttl_s * 1000) if session_id else 0,
                 seen=state.binding,
+                # Checked in the commit's atomic step, after a pick was possible: a
+                # refusal for want of an agent keeps its own code.
+                max_leases=self._config.max_leases,
+                max_sessions=self._config.max_sessions,
             )
         )
+        if isinstance(committed, Limit):
+            raise self._limit_error(committed)
         if committed is None:
             # Only a shared store: other replicas filled every contender meanwhile.
             busy = AllAgentsBusy("every agent chosen among reached max_connections; retry later")
@@ -413,16 +403,30 @@ class LoadBalancer:
     async def start(self, agent_id: str) -> str:
         """Record that a request went to the agent; return its lease's request_id."""
         await self._require_known(require_id(agent_id))
-        self._check_lease_room(await self._store.lease_count())
-        return await self._store.open_lease(agent_id, self._clock())
+        opened = await self._store.open_lease(agent_id, self._clock(), self._config.max_leases)
+        if isinstance(opened, Limit):
+            raise self._limit_error(opened)
+        return opened
 
-    def _check_lease_room(self, open_leases: int) -> None:
-        if open_leases >= self._config.max_leases:
-            raise LimitExceeded(
-                f"{open_leases} leases are open, the most allowed (max_leases); end "
-                "requests with RecordRequestEnd (leases never ended expire after "
-                "request_timeout_s) or raise --max-leases"
+    def _limit_error(self, limit: Limit) -> LimitExceeded:
+        """The error for a limit a store operation refused to go past."""
+        config = self._config
+        if limit is Limit.AGENTS:
+            return LimitExceeded(
+                f"{config.max_agents} agents are registered, the most allowed (max_agents); "
+                "deregister unused agents or raise --max-agents"
             )
+        if limit is Limit.SESSIONS:
+            return LimitExceeded(
+                f"{config.max_sessions} sticky sessions are held, the most allowed "
+                "(max_sessions); retry without session_id, wait for idle sessions to "
+                "expire (session_ttl_s) or raise --max-sessions"
+            )
+        return LimitExceeded(
+            f"{config.max_leases} leases are open, the most allowed (max_leases); end "
+            "requests with RecordRequestEnd (leases never ended expire after "
+            "request_timeout_s) or raise --max-leases"
+        )
 
     async def end(
         self, agent_id: str, latency_ms: float, request_id: str = "", failed: bool = False

@@ -102,6 +102,18 @@ class PickState:
     pool: PoolLookup | None = None
 
 
+class Limit(enum.Enum):
+    """A limit a store operation refused to go past; the operation changed nothing.
+
+    Each operation that could grow the state checks its limit in the same atomic step
+    that grows it, so the limit holds however many replicas share the store.
+    """
+
+    AGENTS = "max_agents"  # registered agents (put_agent of a new id)
+    LEASES = "max_leases"  # open leases (open_lease, commit_pick with acquire)
+    SESSIONS = "max_sessions"  # sticky-session bindings (commit_pick binding a new session)
+
+
 class Contender(NamedTuple):
     """An agent a shared store may commit instead of the chosen one, if it ranks better then.
 
@@ -145,6 +157,10 @@ class Pick:
     #: The session's binding as ``pick_state`` showed it: the one the balancer chose to
     #: replace, which a shared store must tell apart from one made meanwhile.
     seen: Binding | None = None
+    #: Limits checked in the commit's atomic step (0 = none): with ``acquire``, the open
+    #: leases; when binding a session that holds no binding, the bindings held.
+    max_leases: int = 0
+    max_sessions: int = 0
 
 
 class Committed(NamedTuple):
@@ -206,10 +222,12 @@ class Store(Protocol):
     """All mutable state of the balancer; every operation is atomic."""
 
     # Registry, weights and strategy.
-    async def put_agent(self, agent: Agent, now_ms: int) -> None:
+    async def put_agent(self, agent: Agent, now_ms: int, max_agents: int = 0) -> Limit | None:
         """Add or replace an agent, keeping its position, history and weight override.
 
         An agent not registered until now is stamped ``joined_ms = now_ms`` (slow start).
+        A new id when ``max_agents`` (0 = no limit) are registered changes nothing and
+        returns ``Limit.AGENTS``; a replacement always succeeds.
         """
         ...
 
@@ -250,11 +268,13 @@ class Store(Protocol):
         """
         ...
 
-    async def commit_pick(self, pick: Pick) -> Committed | None:
+    async def commit_pick(self, pick: Pick) -> Committed | Limit | None:
         """Record a selection (opening a lease when acquiring).
 
-        None only from a shared store, when every contender reached max_connections
-        between the read and the commit; nothing is recorded then.
+        A ``Limit`` when the pick would open a lease past ``pick.max_leases`` or bind a
+        new session past ``pick.max_sessions``; None only from a shared store, when
+        every contender reached max_connections between the read and the commit.
+        Nothing is recorded in either case.
         """
         ...
 
@@ -263,8 +283,12 @@ class Store(Protocol):
         ...
 
     # Requests and leases.
-    async def open_lease(self, agent_id: str, now_ms: int) -> str:
-        """Record a request start on the agent; returns the new lease's request_id."""
+    async def open_lease(self, agent_id: str, now_ms: int, max_leases: int = 0) -> str | Limit:
+        """Record a request start on the agent; returns the new lease's request_id.
+
+        With ``max_leases`` (0 = no limit) leases open it changes nothing and returns
+        ``Limit.LEASES``.
+        """
         ...
 
     async def end_request(self, end: RequestEnd) -> EndResult:

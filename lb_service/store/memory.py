@@ -25,6 +25,7 @@ from lb_service.store.base import (
     EndOutcome,
     EndResult,
     Lease,
+    Limit,
     Pick,
     PickState,
     RequestEnd,
@@ -80,11 +81,14 @@ class MemoryStore:
         self._index = AgentIndex(self._agents, self._stats, self._weights)
 
     # Registry, weights and strategy.
-    async def put_agent(self, agent: Agent, now_ms: int) -> None:
+    async def put_agent(self, agent: Agent, now_ms: int, max_agents: int = 0) -> Limit | None:
         """Add or replace an agent, keeping its position, history and weight override.
 
         An agent not registered until now is stamped ``joined_ms = now_ms`` (slow start).
+        A new id when ``max_agents`` (0 = no limit) are registered returns ``Limit.AGENTS``.
         """
+        if agent.id not in self._agents and 0 < max_agents <= len(self._agents):
+            return Limit.AGENTS
         stats = self._stats.get(agent.id, AgentStats())
         if agent.id not in self._agents:
             stats = replace(stats, joined_ms=now_ms)
@@ -97,6 +101,7 @@ class MemoryStore:
             self._index.registry_changed()
         self._agents[agent.id] = agent
         self._bump()
+        return None
 
     async def delete_agent(self, agent_id: str) -> bool:
         """Remove an agent and its weight override; False if it was not registered."""
@@ -154,12 +159,21 @@ class MemoryStore:
             pool=self._index.pool,
         )
 
-    async def commit_pick(self, pick: Pick) -> Committed | None:
-        """Record a selection (opening a lease when acquiring).
+    async def commit_pick(self, pick: Pick) -> Committed | Limit | None:
+        """Record a selection (opening a lease when acquiring), within the pick's limits.
 
         Nothing runs between ``pick_state`` and this call, so the chosen agent is still
         the best of its contenders: they are ignored and the result is never None.
         """
+        if pick.acquire and 0 < pick.max_leases <= len(self._leases):
+            return Limit.LEASES
+        if (
+            pick.session_id
+            and pick.bind
+            and pick.session_id not in self._bindings
+            and 0 < pick.max_sessions <= len(self._bindings)
+        ):
+            return Limit.SESSIONS
         self._sequence += 1
         self._total_selections += 1
         self._selections_by_agent[pick.agent_id] += 1
@@ -180,8 +194,13 @@ class MemoryStore:
         self._failed_selections += 1
 
     # Requests and leases.
-    async def open_lease(self, agent_id: str, now_ms: int) -> str:
-        """Record a request start on the agent; returns the new lease's request_id."""
+    async def open_lease(self, agent_id: str, now_ms: int, max_leases: int = 0) -> str | Limit:
+        """Record a request start on the agent; returns the new lease's request_id.
+
+        With ``max_leases`` (0 = no limit) leases open it returns ``Limit.LEASES``.
+        """
+        if 0 < max_leases <= len(self._leases):
+            return Limit.LEASES
         return self._open(agent_id, now_ms)
 
     async def end_request(self, end: RequestEnd) -> EndResult:

@@ -93,6 +93,7 @@ from lb_service.store.base import (
     EndOutcome,
     EndResult,
     Lease,
+    Limit,
     Pick,
     PickState,
     RequestEnd,
@@ -258,15 +259,21 @@ class RedisStore:
         await self._redis.aclose()
 
     # Registry, weights and strategy.
-    async def put_agent(self, agent: Agent, now_ms: int) -> None:
+    async def put_agent(self, agent: Agent, now_ms: int, max_agents: int = 0) -> Limit | None:
         """Add or replace an agent, keeping its position, history and weight override.
 
         An agent not registered until now is stamped ``joined_ms = now_ms`` (slow start).
+        A new id when ``max_agents`` (0 = no limit) are registered returns ``Limit.AGENTS``,
+        checked in the same script that would add it.
         """
-        version = await self._eval(
-            "put_agent", [agent.id, _encode_agent(agent), now_ms, parallel_slots(agent)]
+        reply = await self._eval(
+            "put_agent",
+            [agent.id, _encode_agent(agent), now_ms, parallel_slots(agent), max_agents],
         )
-        self._observed(version)
+        if isinstance(reply, str):
+            return Limit(reply)
+        self._observed(reply)
+        return None
 
     async def delete_agent(self, agent_id: str) -> bool:
         """Remove an agent and its weight override; False if it was not registered."""
@@ -358,15 +365,17 @@ class RedisStore:
             shared=True,
         )
 
-    async def commit_pick(self, pick: Pick) -> Committed | None:
+    async def commit_pick(self, pick: Pick) -> Committed | Limit | None:
         """Record a selection atomically, re-ranking ``pick.contenders`` on current loads.
 
         Each contender ranks ``(tier, max(floor, per_request x (active + 1) + offset))``
         on its active count at commit (``Contender``), lowest first, ties in turn by the
         sequence. Returns None (recording nothing) when every contender is at
-        max_connections. A binding of the session made by a concurrent pick (one this
-        replica's snapshot did not show) and used since ``pick.fresh_since_ms`` wins over
-        ``pick.bind``: its agent is committed and returned with ``sticky=True``.
+        max_connections, and a ``Limit`` (recording nothing) when the pick would open a
+        lease past ``pick.max_leases`` or bind a new session past ``pick.max_sessions``.
+        A binding of the session made by a concurrent pick (one this replica's snapshot
+        did not show) and used since ``pick.fresh_since_ms`` wins over ``pick.bind``: its
+        agent is committed and returned with ``sticky=True``.
         """
         seen = pick.seen
         args: list[str | int] = [
@@ -379,6 +388,8 @@ class RedisStore:
             pick.fresh_since_ms,
             seen.agent_id if seen is not None else "",
             seen.last_used_ms if seen is not None else "",
+            pick.max_leases,
+            pick.max_sessions,
         ]
         for contender in pick.contenders:
             args += [
@@ -392,6 +403,8 @@ class RedisStore:
         reply = await self._eval("commit_pick", args)
         if reply is None:
             return None
+        if isinstance(reply, str):
+            return Limit(reply)
         agent_id, request_id, sticky, version = reply
         self._observed(version)
         return Committed(agent_id, request_id, sticky=bool(sticky))
@@ -401,11 +414,18 @@ class RedisStore:
         await self._call(lambda r: r.hincrby(self._key("counters"), "failed", 1), writes=True)
 
     # Requests and leases.
-    async def open_lease(self, agent_id: str, now_ms: int) -> str:
-        """Record a request start on the agent; returns the new lease's request_id."""
-        request_id, version = await self._eval(
-            "open_lease", [self._epoch_candidate(), agent_id, now_ms]
+    async def open_lease(self, agent_id: str, now_ms: int, max_leases: int = 0) -> str | Limit:
+        """Record a request start on the agent; returns the new lease's request_id.
+
+        With ``max_leases`` (0 = no limit) leases open it returns ``Limit.LEASES``,
+        checked in the same script that would open it.
+        """
+        reply = await self._eval(
+            "open_lease", [self._epoch_candidate(), agent_id, now_ms, max_leases]
         )
+        if isinstance(reply, str):
+            return Limit(reply)
+        request_id, version = reply
         self._observed(version)
         return str(request_id)
 

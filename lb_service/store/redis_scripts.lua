@@ -341,14 +341,19 @@ return {
 }
 
 --- script: put_agent
--- Add or replace an agent. ARGV: prefix, id, agent JSON, now, parallel slots. A new
--- registration gets the next registration number and joined = now (slow start) in its
--- load record; a changed slot count is booked as MemoryStore.put_agent books it (busy
--- time so far at the old count). An unchanged re-registration (dispatchers re-register
--- on every start) leaves the configuration version alone, so no replica reloads its
--- cached registry for it.
+-- Add or replace an agent. ARGV: prefix, id, agent JSON, now, parallel slots,
+-- max_agents (0 = no limit). A new id while max_agents are registered changes nothing
+-- and returns 'max_agents' (store.base.Limit). A new registration gets the next
+-- registration number and joined = now (slow start) in its load record; a changed slot
+-- count is booked as MemoryStore.put_agent books it (busy time so far at the old
+-- count). An unchanged re-registration (dispatchers re-register on every start) leaves
+-- the configuration version alone, so no replica reloads its cached registry for it.
 local agent_id, json, now, slots = ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+local max_agents = tonumber(ARGV[6])
 local previous = redis.call('HGET', K.agents, agent_id)
+if not previous and max_agents > 0 and redis.call('HLEN', K.agents) >= max_agents then
+  return 'max_agents'
+end
 local s = load_stats(agent_id)
 local changed = false
 if not s then s, changed = new_stats(), true end
@@ -407,13 +412,15 @@ return {previous, bump_version()}
 -- Record a selection, re-ranking its contenders on the loads as they are now.
 -- ARGV: prefix, epoch candidate, agent id, now, acquire (1/0), session id, bind (1/0),
 -- fresh_since_ms, the binding this replica's snapshot showed (agent id, last used; ""
--- when none), then the contenders as (id, max_connections, tier, per_request, offset,
--- floor) sextuples (store.base.Contender; none: commit the agent id as it is).
--- Returns false when every contender is at max_connections (nothing recorded), else
--- {agent id, request id or "", sticky 1/0, version}.
+-- when none), max_leases, max_sessions (0 = no limit), then the contenders as (id,
+-- max_connections, tier, per_request, offset, floor) sextuples (store.base.Contender;
+-- none: commit the agent id as it is). Returns 'max_leases' or 'max_sessions' when the
+-- pick would go past that limit, false when every contender is at max_connections
+-- (nothing recorded either way), else {agent id, request id or "", sticky 1/0, version}.
 local agent_id, now = ARGV[3], tonumber(ARGV[4])
 local acquire, session_id, bind = ARGV[5] == '1', ARGV[6], ARGV[7] == '1'
 local fresh_since, seen_agent, seen_used = tonumber(ARGV[8]), ARGV[9], ARGV[10]
+local max_leases, max_sessions = tonumber(ARGV[11]), tonumber(ARGV[12])
 local sticky = 0
 local bound = false
 if session_id ~= '' then bound = redis.call('HGET', K.bindings, session_id) end
@@ -432,7 +439,7 @@ if bind and bound then
   end
 end
 
-if not decided and #ARGV >= 16 then
+if not decided and #ARGV >= 18 then
   -- The one generic comparison (strategies.base.LoadRank, computed by the strategy):
   -- each contender with room ranks (tier, max(floor, per_request * (active + 1) +
   -- offset)) on its active count now, compared lexicographically; the lowest wins and
@@ -440,7 +447,7 @@ if not decided and #ARGV >= 16 then
   -- as strategies.base.rotate_lowest.
   local best1, best2 = nil, nil
   local ties = {}
-  for i = 11, #ARGV, 6 do
+  for i = 13, #ARGV, 6 do
     local id, limit = ARGV[i], tonumber(ARGV[i + 1])
     local s = load_stats(id)
     local active = 0
@@ -462,6 +469,16 @@ if not decided and #ARGV >= 16 then
   agent_id = ties[(sequence % #ties) + 1]
 end
 
+-- The limits, in the same atomic step that would go past them: a lease to open, a
+-- session bound for the first time (a rebinding or a concurrent binding adds none).
+if acquire and max_leases > 0 and redis.call('HLEN', K.leases) >= max_leases then
+  return 'max_leases'
+end
+if bind and not bound and max_sessions > 0
+    and redis.call('HLEN', K.bindings) >= max_sessions then
+  return 'max_sessions'
+end
+
 redis.call('HINCRBY', K.counters, 'sequence', 1)
 redis.call('HINCRBY', K.counters, 'selections', 1)
 redis.call('HINCRBY', K.selections, agent_id, 1)
@@ -479,9 +496,14 @@ save_stats(agent_id, s)
 return {agent_id, request_id, sticky, bump_version()}
 
 --- script: open_lease
--- Record a request start. ARGV: prefix, epoch candidate, agent id, now.
--- Returns {request id, version}.
+-- Record a request start. ARGV: prefix, epoch candidate, agent id, now, max_leases (0 =
+-- no limit). Returns 'max_leases' (nothing recorded) when that many leases are open,
+-- else {request id, version}.
 local agent_id, now = ARGV[3], tonumber(ARGV[4])
+local max_leases = tonumber(ARGV[5])
+if max_leases > 0 and redis.call('HLEN', K.leases) >= max_leases then
+  return 'max_leases'
+end
 local s = load_stats(agent_id) or new_stats()
 local request_id = open_lease(ARGV[2], agent_id, now, s)
 save_stats(agent_id, s)

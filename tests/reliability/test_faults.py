@@ -21,9 +21,9 @@ from lb.v1 import load_balancer_pb2 as pb
 from lb.v1 import load_balancer_pb2_grpc as pb_grpc
 
 from lb_service.balancer import BalancerConfig, LoadBalancer
-from lb_service.model import StrategyName
+from lb_service.model import Agent, StrategyName
 from lb_service.service.server import LoadBalancerServer, ServerOptions
-from lb_service.store.base import Counters, PickState
+from lb_service.store.base import Counters, Limit, PickState
 from lb_service.store.memory import MemoryStore
 from tests.reliability.server_process import ServerProcess
 
@@ -34,7 +34,7 @@ SLOW_S = 0.2
 
 
 class SlowStore(MemoryStore):
-    """A memory store whose reads suspend, so RPCs can be cancelled part-way through."""
+    """A memory store whose reads (and registrations) suspend, so RPCs can be cancelled mid-way."""
 
     slow = False
     pause_s = SLOW_S
@@ -68,6 +68,11 @@ class SlowStore(MemoryStore):
     async def delete_agent(self, agent_id: str) -> bool:
         await self._pause()
         return await super().delete_agent(agent_id)
+
+    async def put_agent(self, agent: Agent, now_ms: int, max_agents: int = 0) -> Limit | None:
+        # Registration is one store step (it checks max_agents itself): hold it before it.
+        await self._pause()
+        return await super().put_agent(agent, now_ms, max_agents)
 
 
 class InProcess:
