@@ -159,8 +159,11 @@ def _add_agents(commands: Any, common: argparse.ArgumentParser) -> None:
     text = "register an agent (replacing any with the same id)"
     add = _command(actions, "add", _agents_add, text, common)
     add.add_argument("id", metavar="ID")
-    add.add_argument("--host", default="", help="host name or address dispatchers connect to")
-    add.add_argument("--port", type=_count, default=0, help="port dispatchers connect to")
+    # Required here as on the server, so a missing address is a usage error before any call.
+    add.add_argument("--host", required=True, help="host name or address dispatchers connect to")
+    add.add_argument(
+        "--port", type=_count, required=True, help="port dispatchers connect to (1-65535)"
+    )
     add.add_argument(
         "--model",
         dest="models",

@@ -13,6 +13,9 @@ import structlog
 from lb_service.cli import main
 from tests.client.serving import ThreadServer, refusing_target
 
+#: The address flags every `agents add` needs (the server refuses an agent without one).
+ADDRESS = ("--host", "10.0.0.1", "--port", "11434")
+
 
 @dataclass(frozen=True)
 class Outcome:

@@ -10,8 +10,20 @@ from tests.cli.conftest import Cli
 @pytest.fixture
 def fleet(lb: Cli) -> Cli:
     """Two agents, two picks of the GPU agent, one refused pick, and one 30 ms request."""
-    lb("agents", "add", "cpu-1")
-    lb("agents", "add", "gpu-1", "--vram-gb", "24", "--model", "llama3:70b")
+    lb("agents", "add", "cpu-1", "--host", "10.0.0.11", "--port", "11434")
+    lb(
+        "agents",
+        "add",
+        "gpu-1",
+        "--host",
+        "10.0.0.21",
+        "--port",
+        "11434",
+        "--vram-gb",
+        "24",
+        "--model",
+        "llama3:70b",
+    )
     lb("select", "--model", "llama3:70b")
     lb("select", "--model", "llama3:70b", "--acquire")
     lb("select", "--model", "mixtral")

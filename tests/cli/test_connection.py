@@ -9,7 +9,7 @@ import pytest
 
 from lb_service.service.server import ServerOptions, TlsFiles
 from tests.certs import Pki
-from tests.cli.conftest import Cli
+from tests.cli.conftest import ADDRESS, Cli
 from tests.client.serving import ThreadServer
 
 
@@ -39,7 +39,7 @@ def mutual_tls(capsys: pytest.CaptureFixture[str], pki: Pki) -> Iterator[Cli]:
 def test_token_from_the_environment(secured: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
     """LB_ADMIN_TOKEN authorizes admin commands."""
     monkeypatch.setenv("LB_ADMIN_TOKEN", "s3cret")
-    assert secured("agents", "add", "a").code == 0
+    assert secured("agents", "add", "a", *ADDRESS).code == 0
     assert secured("agents", "list", "--json").json()[0]["id"] == "a"
 
 
@@ -54,7 +54,7 @@ def test_token_from_a_file(secured: Cli, tmp_path: Path, monkeypatch: pytest.Mon
 def test_missing_token_exits_unauthenticated(secured: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
     """Without a token an admin command exits 16 with one line on stderr."""
     monkeypatch.delenv("LB_ADMIN_TOKEN", raising=False)
-    outcome = secured("agents", "add", "a")
+    outcome = secured("agents", "add", "a", *ADDRESS)
     assert outcome.code == 16
     assert outcome.err.startswith("lb-service: UNAUTHENTICATED: ")
     assert outcome.err.count("\n") == 1

@@ -16,8 +16,8 @@ from tests.cli.conftest import Cli
 @pytest.fixture
 def fleet(lb: Cli) -> Cli:
     """Two agents, one with an open lease and a 24 GB default weight."""
-    lb("agents", "add", "cpu-1")
-    lb("agents", "add", "gpu-1", "--vram-gb", "24")
+    lb("agents", "add", "cpu-1", "--host", "10.0.0.11", "--port", "11434")
+    lb("agents", "add", "gpu-1", "--host", "10.0.0.21", "--port", "11434", "--vram-gb", "24")
     lb("select", "--model", "", "--min-vram", "1", "--acquire")
     return lb
 

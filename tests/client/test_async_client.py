@@ -44,7 +44,7 @@ async def test_every_method_round_trips(server: ThreadServer) -> None:
     async with AsyncLoadBalancerClient(server.target) as client:
         await client.register(CPU)
         await client.register(GPU)
-        await client.register(Agent("spare"))
+        await client.register(Agent("spare", host="10.0.0.1", port=11434))
         await client.deregister("spare")
         assert await client.agents() == [CPU, GPU]
         assert await client.select(model="llama3:70b", compute=Compute.GPU) == Selection(

@@ -29,7 +29,9 @@ def test_serves_and_stops_on_sigterm(process: subprocess.Popen[str]) -> None:
     port = processes.port(process)
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = pb_grpc.LoadBalancerStub(channel)
-        stub.RegisterAgent(pb.RegisterAgentRequest(agent=pb.Agent(id="a", port=11434)))
+        stub.RegisterAgent(
+            pb.RegisterAgentRequest(agent=pb.Agent(id="a", host="10.0.0.1", port=11434))
+        )
         reply = stub.SelectAgent(pb.SelectAgentRequest(), timeout=HANG_GUARD_S)
     assert (reply.agent.id, reply.strategy) == ("a", pb.STRATEGY_ROUND_ROBIN)
     process.send_signal(signal.SIGTERM)

@@ -89,7 +89,10 @@ def _valid() -> dict[str, object]:
         ({"strategy": "fastest"}, "strategy: unknown 'fastest'"),
         ({"agents": {}}, "agents: must be a list"),
         ({"agents": [{"id": ""}]}, "agents[0].id must not be empty"),
-        ({"agents": [{"id": "a", "port": 70000}]}, "port must be at most 65535"),
+        (
+            {"agents": [{"id": "a", "port": 70000}]},
+            "agents[0].port: must be at most 65535, got 70000",
+        ),
         ({"agents": [{"id": "a", "port": -1}]}, "agents[0].port: must be >= 0"),
         ({"agents": [{"id": "a", "port": True}]}, "agents[0].port: must be a int"),
         ({"agents": [{"id": "a", "models": [1]}]}, "models: must be a list of strings"),
