@@ -226,3 +226,10 @@ async def test_a_failed_save_is_retried(tmp_path: Path) -> None:
         await state_file.save()
     directory.mkdir()
     assert await state_file.save() is True
+
+
+def test_decode_keeps_an_agent_an_older_release_accepted_without_an_address() -> None:
+    """A state file whose agent has no host or port restores it: the fleet is not set aside."""
+    document = {**_valid(), "agents": [{"id": "old", "port": 0}], "weights": {}, "sessions": {}}
+    state = decode(json.dumps(document).encode())
+    assert [(a.id, a.host, a.port) for a in state.agents] == [("old", "", 0)]
