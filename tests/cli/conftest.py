@@ -39,8 +39,12 @@ class Cli:
 
     def __call__(self, *argv: str) -> Outcome:
         """Run ``lb-service ARGV --target TARGET``; argparse's own exits count as exit codes."""
+        return self.raw(*argv, "--target", self.target)
+
+    def raw(self, *argv: str) -> Outcome:
+        """Run ``lb-service ARGV`` exactly as given (no --target added)."""
         try:
-            code = main([*argv, "--target", self.target])
+            code = main(list(argv))
         except SystemExit as exit_:
             code = int(exit_.code or 0)
         captured = self._capsys.readouterr()

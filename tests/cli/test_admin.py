@@ -67,6 +67,13 @@ def test_weights_set(fleet: Cli) -> None:
     assert fleet("weights", "set", "cpu-1=3", "--json").json() == {"cpu-1": 3.0, "gpu-1": 0.0}
 
 
+def test_weights_get(fleet: Cli) -> None:
+    """`weights get` prints every agent's effective weight, defaults and overrides alike."""
+    assert fleet("weights", "get").out.splitlines() == ["AGENT  WEIGHT", "cpu-1  1", "gpu-1  24"]
+    fleet("weights", "set", "cpu-1=2.5")
+    assert fleet("weights", "get", "--json").json() == {"cpu-1": 2.5, "gpu-1": 24.0}
+
+
 def test_weights_errors(fleet: Cli) -> None:
     """A pair without '=' or a number exits 2; an unknown agent exits 5 and changes nothing."""
     assert fleet("weights", "set", "cpu-1").code == 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 from collections.abc import Iterator
+from importlib import metadata
 
 import grpc
 import pytest
@@ -70,3 +71,9 @@ def test_port_in_use_exits_1(process: subprocess.Popen[str]) -> None:
     assert done.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_start_up_line_names_the_version(process: subprocess.Popen[str]) -> None:
+    """The `starting` log line carries the installed version, as `--version` prints it."""
+    starting = processes.wait_for(process, "starting")
+    assert starting["version"] == metadata.version("lb-service")
