@@ -389,7 +389,10 @@ def _describe(error: ClientError, options: argparse.Namespace) -> str:
             )
         if error.reason:
             return f"UNAVAILABLE: the server at {options.target} answered: {message}"
-        return f"UNAVAILABLE: no server reachable at {options.target} (after retries): {message}"
+        return (
+            f"UNAVAILABLE: no server answered at {options.target} "
+            f"(connection or TLS handshake failed, after retries): {message}"
+        )
     return f"{error.code.name}: {message}"
 
 

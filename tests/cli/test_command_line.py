@@ -43,7 +43,7 @@ def test_lb_target_pointing_nowhere_says_where_it_looked(
     monkeypatch.setenv("LB_TARGET", dead_target)
     outcome = lb.raw("stats", "--timeout", "1")
     assert outcome.code == 14
-    assert outcome.err.startswith(f"lb-service: UNAVAILABLE: no server reachable at {dead_target}")
+    assert outcome.err.startswith(f"lb-service: UNAVAILABLE: no server answered at {dead_target}")
 
 
 def test_an_empty_target_is_a_usage_error(lb: Cli) -> None:

@@ -162,7 +162,8 @@ def test_no_agents_and_no_server_say_which(lb: Cli, dead_target: str) -> None:
     missing = lb.raw("select", "--target", dead_target, "--timeout", "1")
     assert missing.code == 14
     assert missing.err.startswith(
-        f"lb-service: UNAVAILABLE: no server reachable at {dead_target} (after retries): "
+        f"lb-service: UNAVAILABLE: no server answered at {dead_target} "
+        "(connection or TLS handshake failed, after retries): "
     )
     assert missing.err.count("\n") == 1
 
@@ -188,7 +189,7 @@ def test_health_without_a_server_exits_1(
     outcome = Cli(capsys, dead_target)("health", "--timeout", "1")
     assert outcome.code == 1
     assert outcome.err.startswith(
-        f"lb-service: not healthy: UNAVAILABLE: no server reachable at {dead_target}"
+        f"lb-service: not healthy: UNAVAILABLE: no server answered at {dead_target}"
     )
     assert outcome.err.count("\n") == 1
 
