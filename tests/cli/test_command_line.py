@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 from importlib import metadata
+from pathlib import Path
 
 import pytest
 
+from lb_service.cli import _parser
 from tests.cli.conftest import ADDRESS, Cli
 
 
@@ -87,3 +90,23 @@ def test_version_prints_the_installed_version(lb: Cli) -> None:
     """`lb-service --version` prints the package metadata's version and exits 0."""
     outcome = lb.raw("--version")
     assert (outcome.code, outcome.out) == (0, f"lb-service {metadata.version('lb-service')}\n")
+
+
+def test_readme_documents_every_client_command() -> None:
+    """Each client command (and each action of a command group) has a row in the README."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    choices = _subcommands(_parser())
+    client = [name for name in choices if name.split()[0] not in {"serve", "simulate"}]
+    assert [
+        name for name in client if f"| `{name}" not in readme and f", `{name}" not in readme
+    ] == []
+
+
+def _subcommands(parser: argparse.ArgumentParser, prefix: str = "") -> list[str]:
+    names = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                nested = _subcommands(sub, f"{prefix}{name} ")
+                names += nested or [f"{prefix}{name}"]
+    return names
