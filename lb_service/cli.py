@@ -23,6 +23,7 @@ from lb_service.simulate import command as simulate_command
 from lb_service.store import MemoryStore, close_store, open_store
 from lb_service.store.base import Store
 from lb_service.store.snapshot import StateFile
+from lb_service.version import version
 
 log = structlog.get_logger(__name__)
 
@@ -69,6 +70,7 @@ def _add_serve(commands: Any) -> None:
         help="run the lb.v1 LoadBalancer server",
         description="Serve lb.v1. Precedence: flags > LB_* environment > config file > defaults.",
     )
+    run.set_defaults(parser=run)
     run.add_argument(
         "--config", type=Path, metavar="PATH", help="YAML config file (or set LB_CONFIG)"
     )
@@ -98,21 +100,36 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lb-service", description="Pick which agent takes each request, over gRPC."
     )
+    parser.add_argument(
+        "--version", action="version", version=f"lb-service {version()}", help="print the version"
+    )
+    # Also accepted after the client command; the one given last wins.
+    client_commands.add_target(parser)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_serve(commands)
     client_commands.add_commands(commands)
     simulate_command.add_command(commands)
+    simulate = commands.choices["simulate"]
+    simulate.set_defaults(parser=simulate)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the process exit status."""
-    args = vars(_parser().parse_args(argv))
+    parser = _parser()
+    namespace, extra = parser.parse_known_args(argv)
+    args = vars(namespace)
+    # argparse leaves a subcommand's unknown options to the top-level parser, which
+    # would print the top-level usage; the command's own usage is the useful one.
+    command_parser: argparse.ArgumentParser = args.get("parser", parser)
+    if extra:
+        command_parser.error(f"unrecognized arguments: {' '.join(extra)}")
     command = args.pop("command")
-    if command == "serve":
-        return _serve(args)
-    if command == "simulate":
-        return simulate_command.run(args)
+    if command in {"serve", "simulate"}:
+        if "target" in args:
+            command_parser.error(f"--target is for the client commands, not {command}")
+        del args["parser"]
+        return _serve(args) if command == "serve" else simulate_command.run(args)
     return client_commands.run(args)
 
 
@@ -163,7 +180,12 @@ def _serve(args: dict[str, Any]) -> int:
         max_message_bytes=config["max_message_bytes"],
         state_interval_s=config["state_interval_s"],
     )
-    log.info("starting", config_file=str(config.config_path or ""), **config.describe())
+    log.info(
+        "starting",
+        version=version(),
+        config_file=str(config.config_path or ""),
+        **config.describe(),
+    )
     try:
         asyncio.run(_run(balancer, options, config, metrics, state, store))
     except ListenError as error:

@@ -1,10 +1,12 @@
-"""The client commands of ``lb-service``: agents, select, loads, stats, weights, strategy.
+"""The client commands of ``lb-service``: agents, leases, loads, weights, strategy, health.
 
 Each command makes its calls through LoadBalancerClient and prints an aligned table,
 or with ``--json`` one JSON document (one JSON line per update for ``loads --watch``).
 Exit status: 0 on success, the gRPC status code of a failed call otherwise (9
-FAILED_PRECONDITION, 14 UNAVAILABLE, 16 UNAUTHENTICATED, ...), 2 for usage errors,
-130 when interrupted (except ``loads --watch``, which Ctrl-C ends normally).
+FAILED_PRECONDITION, 14 UNAVAILABLE, 16 UNAUTHENTICATED, 4 DEADLINE_EXCEEDED when
+``loads --watch --count`` runs out of time, ...), 2 for usage errors (with the command's
+own usage), 1 from ``health`` when the server is not serving, 130 when interrupted
+(except ``loads --watch``, which Ctrl-C ends normally).
 """
 
 from __future__ import annotations
@@ -16,10 +18,13 @@ import datetime
 import enum
 import json
 import os
+import shlex
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import grpc
 
 from lb_service.client import DEFAULT_TARGET, DEFAULT_TIMEOUT_S, ClientError, LoadBalancerClient
 from lb_service.model import (
@@ -35,11 +40,20 @@ from lb_service.model import (
 
 #: Where the bearer token comes from when --token-file is not given (as for the server).
 TOKEN_ENV = "LB_ADMIN_TOKEN"
+#: Where the server address comes from when --target is not given.
+TARGET_ENV = "LB_TARGET"
+#: Seconds ``loads --watch --count N`` waits for its N updates unless --timeout says.
+WATCH_COUNT_TIMEOUT_S = 30.0
+#: Exit status of ``health`` when the server is not SERVING (or cannot be asked).
+NOT_HEALTHY = 1
+#: The ErrorInfo reason of the server's own UNAVAILABLE when nothing is registered.
+NO_AGENTS_REASON = "NO_AGENTS_REGISTERED"
 #: Home the cursor and clear the screen: how a terminal table redraws in place.
 _REDRAW = "\x1b[H\x1b[2J"
 _UINT32_MAX = 2**32 - 1
 
-_Handler = Callable[[LoadBalancerClient, argparse.Namespace], None]
+#: A command: makes its calls and prints; returns its exit status (None: 0).
+_Handler = Callable[[LoadBalancerClient, argparse.Namespace], int | None]
 
 
 class UsageError(Exception):
@@ -57,6 +71,16 @@ def _count(text: str) -> int:
         raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
     if not 0 <= value <= _UINT32_MAX:
         raise argparse.ArgumentTypeError(f"must be from 0 to {_UINT32_MAX}, got {text!r}")
+    return value
+
+
+def _latency(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of ms >= 0, got {text!r}")
     return value
 
 
@@ -95,16 +119,25 @@ def _weight(text: str) -> tuple[str, float]:
 # --- parser -------------------------------------------------------------------------
 
 
+def add_target(parser: argparse.ArgumentParser | Any) -> None:
+    """Add ``--target`` to ``parser``; it may be given before the command or after it.
+
+    Both places leave it unset unless given, so the one given last wins and ``run``
+    can fall back to LB_TARGET, then the default.
+    """
+    parser.add_argument(
+        "--target",
+        default=argparse.SUPPRESS,
+        metavar="HOST:PORT",
+        help=f"server address (default: ${TARGET_ENV}, else {DEFAULT_TARGET}); several "
+        "replicas: ipv4:HOST:PORT,HOST:PORT,... (calls go round robin)",
+    )
+
+
 def _common_options() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     server = common.add_argument_group("server connection")
-    server.add_argument(
-        "--target",
-        default=DEFAULT_TARGET,
-        metavar="HOST:PORT",
-        help=f"server address (default: {DEFAULT_TARGET}); several replicas: "
-        "ipv4:HOST:PORT,HOST:PORT,... (calls go round robin)",
-    )
+    add_target(server)
     server.add_argument(
         "--tls", action="store_true", help="use TLS, verifying the server with the system's CAs"
     )
@@ -125,9 +158,11 @@ def _common_options() -> argparse.ArgumentParser:
     server.add_argument(
         "--timeout",
         type=_seconds,
-        default=DEFAULT_TIMEOUT_S,
+        default=None,
         metavar="SECONDS",
-        help=f"deadline of each call, retries included (default: {DEFAULT_TIMEOUT_S:g})",
+        help=f"deadline of each call, retries included (default: {DEFAULT_TIMEOUT_S:g}); "
+        f"with loads --watch --count: the time for all N updates "
+        f"(default: {WATCH_COUNT_TIMEOUT_S:g})",
     )
     common.add_argument("--json", action="store_true", help="print JSON for scripts")
     return common
@@ -138,8 +173,17 @@ def add_commands(commands: Any) -> None:
     common = _common_options()
     _add_agents(commands, common)
     _add_select(commands, common)
+    _add_leases(commands, common)
     _add_loads(commands, common)
     _add_admin(commands, common)
+    _command(
+        commands,
+        "health",
+        _health,
+        "check the server's grpc.health.v1 status: exit 0 when SERVING, 1 otherwise "
+        "(for container health checks)",
+        common,
+    )
 
 
 def _command(
@@ -148,7 +192,9 @@ def _command(
     parser: argparse.ArgumentParser = parent.add_parser(
         name, parents=[common], help=text, description=text
     )
-    parser.set_defaults(handler=handler)
+    # The parser travels with the arguments so a usage error found later prints this
+    # command's usage, not the top-level one.
+    parser.set_defaults(handler=handler, parser=parser)
     return parser
 
 
@@ -159,8 +205,11 @@ def _add_agents(commands: Any, common: argparse.ArgumentParser) -> None:
     text = "register an agent (replacing any with the same id)"
     add = _command(actions, "add", _agents_add, text, common)
     add.add_argument("id", metavar="ID")
-    add.add_argument("--host", default="", help="host name or address dispatchers connect to")
-    add.add_argument("--port", type=_count, default=0, help="port dispatchers connect to")
+    # Required here as on the server, so a missing address is a usage error before any call.
+    add.add_argument("--host", required=True, help="host name or address dispatchers connect to")
+    add.add_argument(
+        "--port", type=_count, required=True, help="port dispatchers connect to (1-65535)"
+    )
     add.add_argument(
         "--model",
         dest="models",
@@ -217,9 +266,33 @@ def _add_select(commands: Any, common: argparse.ArgumentParser) -> None:
     select.add_argument(
         "--acquire",
         action="store_true",
-        help="also open a lease and print its request id; it stays open until a "
-        "dispatcher ends it or it expires on the server",
+        help="also open a lease and print its request id, and on stderr the "
+        "'lb-service end' command that ends it (else it expires on the server)",
     )
+
+
+def _add_leases(commands: Any, common: argparse.ArgumentParser) -> None:
+    text = "open a lease on an agent (RecordRequestStart) and print its request id"
+    start = _command(commands, "start", _start, text, common)
+    start.add_argument("agent", metavar="AGENT", help="id of the agent the request went to")
+    text = "end a lease (RecordRequestEnd) with the request's latency; repeating it is harmless"
+    end = _command(commands, "end", _end, text, common)
+    end.add_argument("request_id", metavar="REQUEST_ID", help="the lease's request id")
+    end.add_argument(
+        "--agent",
+        required=True,
+        metavar="AGENT",
+        help="the agent the lease is on (the server checks the lease belongs to it)",
+    )
+    # Required: without it 0 ms would be recorded, and the agent would look fast.
+    end.add_argument(
+        "--latency-ms",
+        type=_latency,
+        required=True,
+        metavar="MS",
+        help="how long the request took, in ms",
+    )
+    end.add_argument("--failed", action="store_true", help="the request failed")
 
 
 def _add_loads(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -246,6 +319,7 @@ def _add_admin(commands: Any, common: argparse.ArgumentParser) -> None:
 
     weights = commands.add_parser("weights", help="override agent weights")
     actions = weights.add_subparsers(dest="action", required=True, metavar="ACTION")
+    _command(actions, "get", _weights_get, "show every agent's effective weight", common)
     text = "override weights, all or none"
     set_weights = _command(actions, "set", _weights_set, text, common)
     set_weights.add_argument("weights", nargs="+", type=_weight, metavar="ID=WEIGHT")
@@ -267,14 +341,17 @@ def run(args: Mapping[str, Any]) -> int:
     """Run the client command ``args`` holds (as parsed); return the exit status."""
     options = argparse.Namespace(**args)
     try:
+        options.target = _target(options)
         with _client(options) as client:
-            options.handler(client, options)
+            status = options.handler(client, options)
     except UsageError as error:
-        print(f"lb-service: error: {error}", file=sys.stderr)
+        parser: argparse.ArgumentParser = options.parser
+        parser.print_usage(sys.stderr)
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 2
     except ClientError as error:
         # One line, never a traceback: the code names the kind, the message the cause.
-        print(f"lb-service: {' '.join(str(error).splitlines())}", file=sys.stderr)
+        print(f"lb-service: {_describe(error, options)}", file=sys.stderr)
         return int(error.code.value[0])
     except KeyboardInterrupt:
         return 130
@@ -283,7 +360,40 @@ def run(args: Mapping[str, Any]) -> int:
         # from failing again when it flushes stdout at exit.
         with contextlib.suppress(OSError, ValueError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    return 0
+    return status or 0
+
+
+def _target(options: argparse.Namespace) -> str:
+    """The flag (before or after the command), else LB_TARGET, else the default."""
+    given = getattr(options, "target", None)
+    if given is not None:
+        if not given.strip():
+            raise UsageError("--target must not be empty")
+        return str(given)
+    return os.environ.get(TARGET_ENV, "").strip() or DEFAULT_TARGET
+
+
+def _describe(error: ClientError, options: argparse.Namespace) -> str:
+    """The error on one line; for UNAVAILABLE, whether the server was reached at all.
+
+    Exit status 14 means either no server answered or the server answered that it
+    cannot serve (no agents registered, its store unreachable): a reason is only ever
+    set by lb-service itself, so its presence tells the two apart.
+    """
+    message = " ".join(error.message.splitlines())
+    if error.code is grpc.StatusCode.UNAVAILABLE:
+        if error.reason == NO_AGENTS_REASON:
+            return (
+                f"UNAVAILABLE: the server at {options.target} answered, but has no agents: "
+                f"{message} (lb-service agents add ID --host H --port P)"
+            )
+        if error.reason:
+            return f"UNAVAILABLE: the server at {options.target} answered: {message}"
+        return (
+            f"UNAVAILABLE: no server answered at {options.target} "
+            f"(connection or TLS handshake failed, after retries): {message}"
+        )
+    return f"{error.code.name}: {message}"
 
 
 def _client(options: argparse.Namespace) -> LoadBalancerClient:
@@ -297,7 +407,7 @@ def _client(options: argparse.Namespace) -> LoadBalancerClient:
             private_key=_read(options.tls_key, "--tls-key"),
             tls=options.tls,
             token=_token(options.token_file),
-            timeout=options.timeout,
+            timeout=options.timeout or DEFAULT_TIMEOUT_S,
         )
     except ValueError as error:
         raise UsageError(str(error)) from None
@@ -362,6 +472,49 @@ def _select(client: LoadBalancerClient, args: argparse.Namespace) -> None:
         acquire=args.acquire,
     )
     _emit(args, selection, lambda: _selection_table(selection))
+    if selection.request_id:
+        _print_end_hint(args, selection.request_id, selection.agent.id)
+
+
+def _start(client: LoadBalancerClient, args: argparse.Namespace) -> None:
+    request_id = client.start(args.agent)
+    document = {"request_id": request_id, "agent_id": args.agent}
+    # The id alone on stdout, so `REQ=$(lb-service start gpu-1)` works.
+    _emit(args, document, lambda: request_id)
+    _print_end_hint(args, request_id, args.agent)
+
+
+def _end(client: LoadBalancerClient, args: argparse.Namespace) -> None:
+    client.end(args.request_id, latency_ms=args.latency_ms, agent_id=args.agent, failed=args.failed)
+    outcome = "failed" if args.failed else "done"
+    document = {"ended": args.request_id, "agent_id": args.agent, "failed": args.failed}
+    _emit(args, document, lambda: f"ended {args.request_id} on {args.agent} ({outcome})")
+
+
+def _print_end_hint(args: argparse.Namespace, request_id: str, agent_id: str) -> None:
+    """Print, on stderr so stdout stays parseable, the command that ends the lease."""
+    command = ["lb-service", "end", request_id, "--agent", agent_id, "--latency-ms", "MS"]
+    print(
+        f"lease {request_id} stays open until ended (or it expires on the server); end it "
+        f"with: {shlex.join([*command, *_connection_flags(args)])} [--failed]",
+        file=sys.stderr,
+    )
+
+
+def _connection_flags(args: argparse.Namespace) -> list[str]:
+    """The connection flags this run was given, so a printed command reaches the same server."""
+    flags = [] if args.target == DEFAULT_TARGET else ["--target", args.target]
+    if args.tls:
+        flags.append("--tls")
+    for flag, path in (
+        ("--tls-ca", args.tls_ca),
+        ("--tls-cert", args.tls_cert),
+        ("--tls-key", args.tls_key),
+        ("--token-file", args.token_file),
+    ):
+        if path is not None:
+            flags += [flag, str(path)]
+    return flags
 
 
 def _loads(client: LoadBalancerClient, args: argparse.Namespace) -> None:
@@ -375,15 +528,31 @@ def _loads(client: LoadBalancerClient, args: argparse.Namespace) -> None:
 
 
 def _watch(client: LoadBalancerClient, args: argparse.Namespace) -> None:
+    if args.count is None and args.timeout is not None:
+        # Without --count a watch is meant to run until Ctrl-C: a limit there is a mistake.
+        raise UsageError("--timeout with --watch needs --count (a watch runs until Ctrl-C)")
+    # With --count a script waits for N updates: it must not wait forever when they
+    # never come (a stalled server, an agent set that never changes).
+    limit = (args.timeout or WATCH_COUNT_TIMEOUT_S) if args.count is not None else None
     show = _watch_renderer(args.json, sys.stdout.isatty())
-    updates = client.watch(args.ids, min_interval_ms=args.interval_ms)
+    updates = client.watch(args.ids, min_interval_ms=args.interval_ms, timeout=limit)
+    shown = 0
     try:
-        for shown, snapshot in enumerate(updates, start=1):
+        for snapshot in updates:
             show(snapshot)
+            shown += 1
             if shown == args.count:
                 break
     except KeyboardInterrupt:
         pass  # Ctrl-C is how a person stops watching: a normal end, status 0
+    except ClientError as error:
+        if error.code is not grpc.StatusCode.DEADLINE_EXCEEDED:
+            raise
+        raise ClientError(
+            error.code,
+            f"loads --watch got {shown} of {args.count} updates in {limit:g} s; loads "
+            "only update when they change: raise --timeout or lower --count",
+        ) from error
     finally:
         updates.close()
 
@@ -409,10 +578,31 @@ def _stats(client: LoadBalancerClient, args: argparse.Namespace) -> None:
     _emit(args, stats, lambda: _stats_text(stats))
 
 
+def _weights_get(client: LoadBalancerClient, args: argparse.Namespace) -> None:
+    # GetLoads, not an empty UpdateWeights: reading must not need the admin token.
+    weights = {load.agent_id: load.weight for load in client.loads()}
+    _emit_weights(args, weights)
+
+
 def _weights_set(client: LoadBalancerClient, args: argparse.Namespace) -> None:
-    weights = client.update_weights(dict(args.weights))
+    _emit_weights(args, client.update_weights(dict(args.weights)))
+
+
+def _emit_weights(args: argparse.Namespace, weights: Mapping[str, float]) -> None:
     rows = [(agent_id, _number(weight)) for agent_id, weight in sorted(weights.items())]
     _emit(args, weights, lambda: _table(("AGENT", "WEIGHT"), rows))
+
+
+def _health(client: LoadBalancerClient, args: argparse.Namespace) -> int:
+    try:
+        status = client.health()
+    except ClientError as error:
+        # A probe needs one answer, healthy or not: every failure is "not healthy" (1).
+        print(f"lb-service: not healthy: {_describe(error, args)}", file=sys.stderr)
+        return NOT_HEALTHY
+    serving = status == "SERVING"
+    _emit(args, {"status": status}, lambda: f"{args.target}: {status}")
+    return 0 if serving else NOT_HEALTHY
 
 
 def _strategy_get(client: LoadBalancerClient, args: argparse.Namespace) -> None:

@@ -40,13 +40,18 @@ def require_amount(value: float, what: str) -> float:
     return value
 
 
-def check_agent(agent: Agent, where: str = "agent") -> Agent:
-    """Return ``agent`` if every field is well formed, else raise InvalidArgument."""
+def check_agent(agent: Agent, where: str = "agent", *, address: bool = True) -> Agent:
+    """Return ``agent`` if every field is well formed, else raise InvalidArgument.
+
+    Every path an agent enters by (RegisterAgent, candidates, the config file) calls
+    this, so they share one rule set. ``address=False`` skips only the address rule:
+    a state file restores what an older release accepted, and must not lose a fleet.
+    """
     require_id(agent.id, f"{where}.id")
-    if agent.port > MAX_PORT:
-        raise InvalidArgument(
-            f"{where} {agent.id!r}: port must be at most {MAX_PORT}, got {agent.port}"
-        )
+    if address:
+        check_address(agent, where)
+    elif agent.port > MAX_PORT:
+        raise InvalidArgument(f"{where}.port: must be at most {MAX_PORT}, got {agent.port}")
     require_amount(agent.hardware.vram_gb, f"{where} {agent.id!r}: hardware.vram_gb")
     require_amount(agent.hardware.ram_gb, f"{where} {agent.id!r}: hardware.ram_gb")
     if any(not model for model in agent.models):
@@ -58,6 +63,23 @@ def check_agent(agent: Agent, where: str = "agent") -> Agent:
             f"{MAX_AGENT_TEXT} characters together, got {text}"
         )
     return agent
+
+
+def check_address(agent: Agent, where: str = "agent") -> None:
+    """Raise InvalidArgument unless the agent has a host and a port from 1 to MAX_PORT.
+
+    A pick is only useful if the dispatcher can connect to it: an agent without an
+    address would be handed out and every request sent to it would fail.
+    """
+    if not agent.host.strip():
+        raise InvalidArgument(
+            f"{where}.host: required: the host name or address dispatchers connect to "
+            f"(agent {agent.id!r})"
+        )
+    if not 1 <= agent.port <= MAX_PORT:
+        raise InvalidArgument(
+            f"{where}.port: must be from 1 to {MAX_PORT}, got {agent.port} (agent {agent.id!r})"
+        )
 
 
 def _text_size(agent: Agent) -> int:
@@ -83,7 +105,7 @@ def check_candidates(candidates: Iterable[Agent], limit: int) -> tuple[Agent, ..
                 f"at most {limit} candidates may be passed per request (max_candidates), "
                 "got more; register the agents with RegisterAgent instead"
             )
-        check_agent(agent, "candidate")
+        check_agent(agent, f"candidates[{len(checked)}]")
         if agent.id in seen:
             raise InvalidArgument(f"candidate id {agent.id!r} appears more than once")
         seen.add(agent.id)

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from lb_service import config as cfg
+from lb_service.cli import main
 from lb_service.model import StrategyName
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,12 +64,33 @@ def test_lb_config_names_the_file(tmp_path: Path) -> None:
         ("sesion_ttl_s: 5\n", "unknown option(s) 'sesion_ttl_s'"),
         ("- just\n- a list\n", "must hold a mapping of options"),
         ("listen: [unclosed\n", "is not valid YAML"),
-        ("agents:\n  - {id: a, port: 70000}\n", "port must be at most 65535, got 70000"),
-        ("agents:\n  - {id: a, hardware: {vram_gb: -1}}\n", "hardware.vram_gb must be a finite"),
-        ("agents:\n  - {id: a}\n  - {id: a}\n", "id 'a' is declared more than once"),
+        (
+            "agents:\n  - {id: a, host: h, port: 70000}\n",
+            "agents[0].port: must be from 1 to 65535, got 70000",
+        ),
+        (
+            "agents:\n  - {id: a, host: h, port: 0}\n",
+            "agents[0].port: must be from 1 to 65535, got 0",
+        ),
+        ("agents:\n  - {id: a, port: 11434}\n", "agents[0].host: required"),
+        ("agents:\n  - {id: a, host: ' ', port: 11434}\n", "agents[0].host: required"),
+        (
+            "agents:\n  - {id: a, host: h, port: 1, hardware: {vram_gb: -1}}\n",
+            "hardware.vram_gb must be a finite",
+        ),
+        (
+            "agents:\n  - {id: a, host: h, port: 1}\n  - {id: a, host: h, port: 1}\n",
+            "id 'a' is declared more than once",
+        ),
         ("agents:\n  - {id: a, colour: red}\n", "unknown field(s) ['colour']"),
-        ("agents:\n  - {id: a}\nweights: {b: 2}\n", "weights name agents not declared"),
-        ("agents:\n  - {id: a}\nweights: {a: -2}\n", "weight of 'a' must be a finite number"),
+        (
+            "agents:\n  - {id: a, host: h, port: 1}\nweights: {b: 2}\n",
+            "weights name agents not declared",
+        ),
+        (
+            "agents:\n  - {id: a, host: h, port: 1}\nweights: {a: -2}\n",
+            "weight of 'a' must be a finite number",
+        ),
         ("agents:\n  - {id: a, max_connections: -1}\n", "max_connections: must be a whole"),
         ("tls_cert: /nonexistent.crt\ntls_key: /nonexistent.key\n", "tls_cert: no such file"),
         ("tls_cert: /etc/hostname\n", "tls_cert and tls_key must be given together"),
@@ -186,3 +208,16 @@ def test_readme_documents_every_option() -> None:
         if f"`{name}`" not in readme
     ]
     assert missing == []
+
+
+def test_serve_exits_2_on_an_agent_without_an_address(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`serve` refuses a declared agent without a host before it binds: one line, status 2."""
+    path = tmp_path / "lb.yaml"
+    path.write_text("agents:\n  - {id: a, port: 11434}\n")
+    assert main(["serve", "--config", str(path)]) == 2
+    assert capsys.readouterr().err == (
+        f"lb-service: config error: {path}: agents[0].host: required: the host name or "
+        "address dispatchers connect to (agent 'a')\n"
+    )

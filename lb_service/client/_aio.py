@@ -10,6 +10,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 from typing import Any, TypeVar
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from lb.v1 import load_balancer_pb2 as pb
 from lb.v1 import load_balancer_pb2_grpc as pb_grpc
 
@@ -18,6 +19,7 @@ from lb_service.client._channel import (
     CHANNEL_OPTIONS,
     DEFAULT_TARGET,
     DEFAULT_TIMEOUT_S,
+    HEALTH_SERVICE,
     check_timeout,
     connection,
 )
@@ -97,6 +99,7 @@ class AsyncLoadBalancerClient:
         )
         self._channel = channel
         self._stub = pb_grpc.LoadBalancerStub(channel)
+        self._health = health_pb2_grpc.HealthStub(channel)
 
     def __repr__(self) -> str:
         secure = "tls" if self._connection.credentials is not None else "plaintext"
@@ -254,17 +257,30 @@ class AsyncLoadBalancerClient:
         return convert.statistics_from_pb(response)
 
     def watch(
-        self, agent_ids: Sequence[str] = (), *, min_interval_ms: int = 0
+        self,
+        agent_ids: Sequence[str] = (),
+        *,
+        min_interval_ms: int = 0,
+        timeout: float | None = None,
     ) -> AsyncGenerator[LoadSnapshot, None]:
         """Stream load snapshots: the current one at once, then one per change.
 
-        The stream has no deadline and is not retried; ``aclose()`` on the returned
-        generator cancels it. Errors (e.g. NOT_FOUND for an unknown id) are raised as
-        ClientError when iterating; every snapshot is complete, so watching again
-        after one loses nothing.
+        The stream is not retried and has no deadline unless ``timeout`` (seconds) gives
+        one, after which iterating raises ClientError DEADLINE_EXCEEDED; ``aclose()`` on
+        the returned generator cancels it. Errors (e.g. NOT_FOUND for an unknown id) are
+        raised as ClientError when iterating; every snapshot is complete, so watching
+        again after one loses nothing.
         """
         request = pb.WatchLoadsRequest(agent_ids=agent_ids, min_interval_ms=min_interval_ms)
-        return self._stream(request)
+        return self._stream(request, None if timeout is None else check_timeout(timeout))
+
+    async def health(self, *, timeout: float | None = None) -> str:
+        """The server's grpc.health.v1 status for lb.v1.LoadBalancer, e.g. ``"SERVING"``."""
+        request = health_pb2.HealthCheckRequest(service=HEALTH_SERVICE)
+        response: health_pb2.HealthCheckResponse = await self._call(
+            self._health.Check, request, timeout
+        )
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
 
     async def update_weights(
         self, weights: Mapping[str, float], *, timeout: float | None = None
@@ -307,8 +323,10 @@ class AsyncLoadBalancerClient:
                     raise error from rpc_error
             await self._sleep(wait)
 
-    async def _stream(self, request: pb.WatchLoadsRequest) -> AsyncGenerator[LoadSnapshot, None]:
-        call = self._stub.WatchLoads(request, metadata=self._connection.metadata)
+    async def _stream(
+        self, request: pb.WatchLoadsRequest, timeout: float | None
+    ) -> AsyncGenerator[LoadSnapshot, None]:
+        call = self._stub.WatchLoads(request, timeout=timeout, metadata=self._connection.metadata)
         try:
             async for message in call:
                 yield convert.snapshot_from_pb(message)

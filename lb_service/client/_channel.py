@@ -11,6 +11,8 @@ import grpc
 DEFAULT_TARGET = "127.0.0.1:50051"
 #: Seconds a unary call may take, retries and their waits included.
 DEFAULT_TIMEOUT_S = 5.0
+#: The grpc.health.v1 service name the server reports lb.v1's status under.
+HEALTH_SERVICE = "lb.v1.LoadBalancer"
 #: Channel options of both clients. Round robin spreads calls over every address the
 #: target names or resolves to (``ipv4:127.0.0.1:50061,127.0.0.1:50062``, a DNS name
 #: with several records), so one client uses every replica sharing a Redis store; with

@@ -9,6 +9,7 @@ from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from lb.v1 import load_balancer_pb2 as pb
 from lb.v1 import load_balancer_pb2_grpc as pb_grpc
 
@@ -17,6 +18,7 @@ from lb_service.client._channel import (
     CHANNEL_OPTIONS,
     DEFAULT_TARGET,
     DEFAULT_TIMEOUT_S,
+    HEALTH_SERVICE,
     check_timeout,
     connection,
 )
@@ -94,6 +96,7 @@ class LoadBalancerClient:
         )
         self._channel = grpc.intercept_channel(channel, *interceptors) if interceptors else channel
         self._stub = pb_grpc.LoadBalancerStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
 
     def __repr__(self) -> str:
         secure = "tls" if self._connection.credentials is not None else "plaintext"
@@ -251,17 +254,28 @@ class LoadBalancerClient:
         return convert.statistics_from_pb(response)
 
     def watch(
-        self, agent_ids: Sequence[str] = (), *, min_interval_ms: int = 0
+        self,
+        agent_ids: Sequence[str] = (),
+        *,
+        min_interval_ms: int = 0,
+        timeout: float | None = None,
     ) -> Generator[LoadSnapshot, None, None]:
         """Stream load snapshots: the current one at once, then one per change.
 
-        The stream has no deadline and is not retried; ``close()`` on the returned
-        generator cancels it (``with contextlib.closing(client.watch()) as updates:``).
+        The stream is not retried and has no deadline unless ``timeout`` (seconds) gives
+        one, after which iterating raises ClientError DEADLINE_EXCEEDED; ``close()`` on
+        the returned generator cancels it (``with contextlib.closing(client.watch())``).
         Errors (e.g. NOT_FOUND for an unknown id) are raised as ClientError when
         iterating; every snapshot is complete, so watching again after one loses nothing.
         """
         request = pb.WatchLoadsRequest(agent_ids=agent_ids, min_interval_ms=min_interval_ms)
-        return self._stream(request)
+        return self._stream(request, None if timeout is None else check_timeout(timeout))
+
+    def health(self, *, timeout: float | None = None) -> str:
+        """The server's grpc.health.v1 status for lb.v1.LoadBalancer, e.g. ``"SERVING"``."""
+        request = health_pb2.HealthCheckRequest(service=HEALTH_SERVICE)
+        response: health_pb2.HealthCheckResponse = self._call(self._health.Check, request, timeout)
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
 
     def update_weights(
         self, weights: Mapping[str, float], *, timeout: float | None = None
@@ -298,8 +312,10 @@ class LoadBalancerClient:
                     raise error from rpc_error
             self._sleep(wait)
 
-    def _stream(self, request: pb.WatchLoadsRequest) -> Generator[LoadSnapshot, None, None]:
-        call = self._stub.WatchLoads(request, metadata=self._connection.metadata)
+    def _stream(
+        self, request: pb.WatchLoadsRequest, timeout: float | None
+    ) -> Generator[LoadSnapshot, None, None]:
+        call = self._stub.WatchLoads(request, timeout=timeout, metadata=self._connection.metadata)
         try:
             for message in call:
                 yield convert.snapshot_from_pb(message)

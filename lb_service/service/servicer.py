@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from functools import wraps
 from typing import Any, NoReturn, TypeVar
@@ -13,6 +14,7 @@ import structlog
 from lb.v1 import load_balancer_pb2 as pb
 from lb.v1 import load_balancer_pb2_grpc as pb_grpc
 
+from lb_service import paging
 from lb_service.balancer import LoadBalancer
 from lb_service.errors import InvalidArgument, LoadBalancerError, StoreUnavailable
 from lb_service.model import Agent, LoadSnapshot, Selection
@@ -106,9 +108,13 @@ class LoadBalancerServicer(pb_grpc.LoadBalancerServicer):
     async def ListAgents(  # noqa: N802
         self, request: pb.ListAgentsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListAgentsResponse:
-        """List the registered agents."""
+        """List the registered agents, all or one page."""
         agents = await self._balancer.agents()
-        return pb.ListAgentsResponse(agents=[convert.agent_to_pb(a) for a in agents])
+        cut = paging.page(agents, request.page_size, request.page_token, "ListAgents")
+        return pb.ListAgentsResponse(
+            agents=[convert.agent_to_pb(a) for a in cut.items],
+            next_page_token=cut.next_page_token,
+        )
 
     @_translate_errors
     async def SelectAgent(  # noqa: N802
@@ -179,9 +185,15 @@ class LoadBalancerServicer(pb_grpc.LoadBalancerServicer):
     async def GetLoads(  # noqa: N802
         self, request: pb.GetLoadsRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetLoadsResponse:
-        """Return agent loads."""
+        """Return agent loads, all or one page."""
         loads = await self._balancer.loads(request.agent_ids)
-        return pb.GetLoadsResponse(loads=[convert.load_to_pb(load) for load in loads])
+        # A token continues the request it came from: the same agent_ids, in order.
+        scope = "GetLoads " + json.dumps(list(request.agent_ids))
+        cut = paging.page(loads, request.page_size, request.page_token, scope)
+        return pb.GetLoadsResponse(
+            loads=[convert.load_to_pb(load) for load in cut.items],
+            next_page_token=cut.next_page_token,
+        )
 
     @_translate_errors
     async def GetStatistics(  # noqa: N802

@@ -369,7 +369,7 @@ def _cluster(
         slots = entry.integer("slots", 4 if hardware.has_gpu else 1, low=1)
         max_connections = entry.integer("max_connections", 0, low=0)
         host = entry.string("host", "")
-        port = entry.integer("port", 11434, low=0, high=65535)
+        port = entry.integer("port", 11434, low=1, high=65535)
         for n in range(count):
             agent_id = base_id if count == 1 else f"{base_id}-{n + 1}"
             if agent_id in seen:

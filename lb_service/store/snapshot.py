@@ -330,6 +330,7 @@ def _agent_from_json(raw: object, where: str) -> Agent:
         max_connections=fields.count("max_connections"),
     )
     try:
-        return check_agent(agent, where)
+        # An older release accepted agents without an address: restore them as they were.
+        return check_agent(agent, where, address=False)
     except InvalidArgument as error:
         raise SnapshotError(str(error)) from None

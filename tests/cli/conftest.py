@@ -13,6 +13,9 @@ import structlog
 from lb_service.cli import main
 from tests.client.serving import ThreadServer, refusing_target
 
+#: The address flags every `agents add` needs (the server refuses an agent without one).
+ADDRESS = ("--host", "10.0.0.1", "--port", "11434")
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -36,8 +39,12 @@ class Cli:
 
     def __call__(self, *argv: str) -> Outcome:
         """Run ``lb-service ARGV --target TARGET``; argparse's own exits count as exit codes."""
+        return self.raw(*argv, "--target", self.target)
+
+    def raw(self, *argv: str) -> Outcome:
+        """Run ``lb-service ARGV`` exactly as given (no --target added)."""
         try:
-            code = main([*argv, "--target", self.target])
+            code = main(list(argv))
         except SystemExit as exit_:
             code = int(exit_.code or 0)
         captured = self._capsys.readouterr()

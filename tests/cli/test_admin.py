@@ -10,8 +10,20 @@ from tests.cli.conftest import Cli
 @pytest.fixture
 def fleet(lb: Cli) -> Cli:
     """Two agents, two picks of the GPU agent, one refused pick, and one 30 ms request."""
-    lb("agents", "add", "cpu-1")
-    lb("agents", "add", "gpu-1", "--vram-gb", "24", "--model", "llama3:70b")
+    lb("agents", "add", "cpu-1", "--host", "10.0.0.11", "--port", "11434")
+    lb(
+        "agents",
+        "add",
+        "gpu-1",
+        "--host",
+        "10.0.0.21",
+        "--port",
+        "11434",
+        "--vram-gb",
+        "24",
+        "--model",
+        "llama3:70b",
+    )
     lb("select", "--model", "llama3:70b")
     lb("select", "--model", "llama3:70b", "--acquire")
     lb("select", "--model", "mixtral")
@@ -53,6 +65,13 @@ def test_weights_set(fleet: Cli) -> None:
     outcome = fleet("weights", "set", "cpu-1=2.5", "gpu-1=0")
     assert outcome.out.splitlines() == ["AGENT  WEIGHT", "cpu-1  2.5", "gpu-1  0"]
     assert fleet("weights", "set", "cpu-1=3", "--json").json() == {"cpu-1": 3.0, "gpu-1": 0.0}
+
+
+def test_weights_get(fleet: Cli) -> None:
+    """`weights get` prints every agent's effective weight, defaults and overrides alike."""
+    assert fleet("weights", "get").out.splitlines() == ["AGENT  WEIGHT", "cpu-1  1", "gpu-1  24"]
+    fleet("weights", "set", "cpu-1=2.5")
+    assert fleet("weights", "get", "--json").json() == {"cpu-1": 2.5, "gpu-1": 24.0}
 
 
 def test_weights_errors(fleet: Cli) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.cli.conftest import Cli
+from tests.cli.conftest import ADDRESS, Cli
 
 GPU_ARGS = ("--host", "10.0.0.21", "--port", "11434", "--model", "llama3:8b",
             "--model", "llama3:70b", "--gpu", "RTX 4090", "--vram-gb", "24",
@@ -24,13 +24,28 @@ def test_add_then_list_as_a_table(lb: Cli) -> None:
     """`agents add` registers every flag, and `agents list` shows them in aligned columns."""
     added = lb("agents", "add", "gpu-1", *GPU_ARGS)
     assert (added.code, added.out, added.err) == (0, "registered agent gpu-1\n", "")
-    assert lb("agents", "add", "cpu-1", "--model", "llama3:8b", "--cpu-cores", "32").code == 0
+    assert (
+        lb(
+            "agents",
+            "add",
+            "cpu-1",
+            "--host",
+            "10.0.0.11",
+            "--port",
+            "11434",
+            "--model",
+            "llama3:8b",
+            "--cpu-cores",
+            "32",
+        ).code
+        == 0
+    )
     listed = lb("agents", "list")
     assert listed.code == 0
     assert listed.out.splitlines() == [
         "ID     HOST       PORT   MODELS                GPU       VRAM_GB  CPUS  RAM_GB  MAX_CONN  METADATA",  # noqa: E501
         "gpu-1  10.0.0.21  11434  llama3:8b,llama3:70b  RTX 4090  24       16    64      4         rack=r7,zone=eu-1",  # noqa: E501
-        "cpu-1  -          0      llama3:8b             -         0        32    0       -         -",  # noqa: E501
+        "cpu-1  10.0.0.11  11434  llama3:8b             -         0        32    0       -         -",  # noqa: E501
     ]
 
 
@@ -42,8 +57,8 @@ def test_add_and_list_as_json(lb: Cli) -> None:
 
 def test_remove(lb: Cli) -> None:
     """`agents remove` deregisters the agent, in words or as JSON."""
-    lb("agents", "add", "a")
-    lb("agents", "add", "b")
+    lb("agents", "add", "a", *ADDRESS)
+    lb("agents", "add", "b", *ADDRESS)
     assert lb("agents", "remove", "a").out == "removed agent a\n"
     assert lb("agents", "remove", "b", "--json").json() == {"removed": "b"}
     assert lb("agents", "list", "--json").json() == []
@@ -58,7 +73,7 @@ def test_removing_an_unknown_agent_exits_not_found(lb: Cli) -> None:
 
 def test_invalid_agent_exits_invalid_argument(lb: Cli) -> None:
     """A value the server refuses (port above 65535) exits 3 (INVALID_ARGUMENT) in one line."""
-    outcome = lb("agents", "add", "a", "--port", "70000")
+    outcome = lb("agents", "add", "a", "--host", "h", "--port", "70000")
     assert outcome.code == 3
     assert outcome.err.startswith("lb-service: INVALID_ARGUMENT: ")
     assert outcome.err.count("\n") == 1
@@ -66,6 +81,24 @@ def test_invalid_agent_exits_invalid_argument(lb: Cli) -> None:
 
 def test_malformed_flags_are_usage_errors(lb: Cli) -> None:
     """A --meta without '=' or a negative count exits 2 before any call."""
-    assert lb("agents", "add", "a", "--meta", "zone").code == 2
-    assert lb("agents", "add", "a", "--cpu-cores", "-1").code == 2
+    assert lb("agents", "add", "a", *ADDRESS, "--meta", "zone").code == 2
+    assert lb("agents", "add", "a", *ADDRESS, "--cpu-cores", "-1").code == 2
     assert lb("agents", "list", "--json").json() == []
+
+
+def test_add_without_an_address_is_a_usage_error(lb: Cli) -> None:
+    """`agents add` without --host or --port exits 2 naming the flag, and registers nothing."""
+    no_host = lb("agents", "add", "a", "--port", "11434")
+    assert no_host.code == 2
+    assert "the following arguments are required: --host" in no_host.err
+    assert lb("agents", "add", "a", "--host", "h").code == 2
+    assert lb("agents", "list", "--json").json() == []
+
+
+def test_port_0_exits_invalid_argument_naming_the_field(lb: Cli) -> None:
+    """The server's address rule reaches the command line: port 0 exits 3 naming agent.port."""
+    outcome = lb("agents", "add", "a", "--host", "h", "--port", "0")
+    assert (outcome.code, outcome.err) == (
+        3,
+        "lb-service: INVALID_ARGUMENT: agent.port: must be from 1 to 65535, got 0 (agent 'a')\n",
+    )

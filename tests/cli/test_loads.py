@@ -16,8 +16,8 @@ from tests.cli.conftest import Cli
 @pytest.fixture
 def fleet(lb: Cli) -> Cli:
     """Two agents, one with an open lease and a 24 GB default weight."""
-    lb("agents", "add", "cpu-1")
-    lb("agents", "add", "gpu-1", "--vram-gb", "24")
+    lb("agents", "add", "cpu-1", "--host", "10.0.0.11", "--port", "11434")
+    lb("agents", "add", "gpu-1", "--host", "10.0.0.21", "--port", "11434", "--vram-gb", "24")
     lb("select", "--model", "", "--min-vram", "1", "--acquire")
     return lb
 
@@ -63,7 +63,10 @@ def test_watch_options_need_watch(fleet: Cli) -> None:
     """--interval-ms or --count without --watch is a usage error, exit 2."""
     outcome = fleet("loads", "--count", "1")
     assert outcome.code == 2
-    assert outcome.err == "lb-service: error: --interval-ms and --count only apply with --watch\n"
+    assert outcome.err.startswith("usage: lb-service loads ")
+    assert outcome.err.endswith(
+        "lb-service loads: error: --interval-ms and --count only apply with --watch\n"
+    )
 
 
 def test_watch_json_prints_one_line_per_update(fleet: Cli) -> None:
@@ -96,7 +99,11 @@ def test_ctrl_c_ends_a_watch_cleanly(fleet: Cli, monkeypatch: pytest.MonkeyPatch
     """Ctrl-C while watching exits 0 with nothing on stderr, keeping what was printed."""
 
     def interrupted_watch(
-        self: LoadBalancerClient, agent_ids: Sequence[str] = (), *, min_interval_ms: int = 0
+        self: LoadBalancerClient,
+        agent_ids: Sequence[str] = (),
+        *,
+        min_interval_ms: int = 0,
+        timeout: float | None = None,
     ) -> Generator[LoadSnapshot, None, None]:
         yield LoadSnapshot((AgentLoad("a", 1, 0.0, 0, 1, 0, 1.0),), 1)
         raise KeyboardInterrupt  # where a real Ctrl-C lands: waiting for the next update
@@ -131,3 +138,55 @@ def test_ctrl_c_elsewhere_exits_130(fleet: Cli, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(LoadBalancerClient, "statistics", interrupted)
     outcome = fleet("stats")
     assert (outcome.code, outcome.out, outcome.err) == (130, "", "")
+
+
+def test_watch_count_gives_up_when_updates_do_not_come(fleet: Cli) -> None:
+    """`--watch --count 2` on loads that never change exits 4 (DEADLINE_EXCEEDED), saying why."""
+    outcome = fleet("loads", "--watch", "--json", "--count", "2", "--timeout", "0.3")
+    assert outcome.code == 4
+    assert len(outcome.out.splitlines()) == 1  # the snapshot that did come is kept
+    assert outcome.err == (
+        "lb-service: DEADLINE_EXCEEDED: loads --watch got 1 of 2 updates in 0.3 s; loads only "
+        "update when they change: raise --timeout or lower --count\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("argv", "limit"),
+    [
+        (("--count", "1"), 30.0),
+        (("--count", "1", "--timeout", "2.5"), 2.5),
+        ((), None),
+    ],
+    ids=["count-defaults-to-30s", "timeout-given", "no-count-no-limit"],
+)
+def test_watch_time_limit(
+    fleet: Cli, monkeypatch: pytest.MonkeyPatch, argv: tuple[str, ...], limit: float | None
+) -> None:
+    """With --count the stream gets --timeout (30 s by default) as its deadline; without, none."""
+    seen: list[float | None] = []
+
+    def recording_watch(
+        self: LoadBalancerClient,
+        agent_ids: Sequence[str] = (),
+        *,
+        min_interval_ms: int = 0,
+        timeout: float | None = None,
+    ) -> Generator[LoadSnapshot, None, None]:
+        seen.append(timeout)
+        yield LoadSnapshot((), 1)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(LoadBalancerClient, "watch", recording_watch)
+    assert fleet("loads", "--watch", "--json", *argv).code == 0
+    assert seen == [limit]
+
+
+def test_watch_timeout_without_count_is_a_usage_error(fleet: Cli) -> None:
+    """A watch without --count runs until Ctrl-C, so --timeout there exits 2 and says so."""
+    outcome = fleet("loads", "--watch", "--timeout", "5")
+    assert outcome.code == 2
+    assert outcome.err.endswith(
+        "lb-service loads: error: --timeout with --watch needs --count (a watch runs until "
+        "Ctrl-C)\n"
+    )

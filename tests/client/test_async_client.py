@@ -44,7 +44,7 @@ async def test_every_method_round_trips(server: ThreadServer) -> None:
     async with AsyncLoadBalancerClient(server.target) as client:
         await client.register(CPU)
         await client.register(GPU)
-        await client.register(Agent("spare"))
+        await client.register(Agent("spare", host="10.0.0.1", port=11434))
         await client.deregister("spare")
         assert await client.agents() == [CPU, GPU]
         assert await client.select(model="llama3:70b", compute=Compute.GPU) == Selection(
@@ -202,3 +202,17 @@ async def test_acquire_end_failure_does_not_mask(
             await _fail_inside(client.acquire(), Ticker(), 0.0)
     assert len(caught.value.__notes__) == 1
     assert caught.value.__notes__[0].endswith("failed: UNAVAILABLE: server gone")
+
+
+async def test_health_and_a_watch_deadline(server: ThreadServer) -> None:
+    """health() reads the server's SERVING status; a watch with timeout ends DEADLINE_EXCEEDED."""
+    async with AsyncLoadBalancerClient(server.target) as client:
+        assert await client.health() == "SERVING"
+        updates = client.watch(timeout=0.2)
+        try:
+            assert (await updates.__anext__()).loads == ()
+            with pytest.raises(ClientError) as caught:
+                await updates.__anext__()  # nothing changes, so no second update comes
+        finally:
+            await updates.aclose()
+    assert caught.value.code is grpc.StatusCode.DEADLINE_EXCEEDED

@@ -13,7 +13,7 @@ from tests.client.fakes import ScriptedServer
 
 def test_failed_precondition_select(client: LoadBalancerClient) -> None:
     """A select no agent can serve raises ClientError with code, message, reason and str()."""
-    client.register(Agent("a", models=("llama3:8b",)))
+    client.register(Agent("a", host="10.0.0.1", port=11434, models=("llama3:8b",)))
     with pytest.raises(ClientError) as caught:
         client.select(model="x")
     error = caught.value
@@ -37,7 +37,7 @@ def test_not_found_deregister(client: LoadBalancerClient) -> None:
 def test_invalid_argument_keeps_the_servers_message(client: LoadBalancerClient) -> None:
     """A malformed agent is INVALID_ARGUMENT, and nothing is registered."""
     with pytest.raises(ClientError) as caught:
-        client.register(Agent("a", port=70000))
+        client.register(Agent("a", host="10.0.0.1", port=70000))
     assert (caught.value.code, caught.value.reason) == (
         grpc.StatusCode.INVALID_ARGUMENT,
         "INVALID_ARGUMENT",

@@ -48,7 +48,7 @@ def token_server() -> Iterator[ThreadServer]:
 def test_tls_with_the_servers_ca(tls_server: ThreadServer, pki: Pki) -> None:
     """root_certificates=the CA verifies the server, and calls work."""
     with LoadBalancerClient(tls_server.target, root_certificates=pki.ca.cert) as client:
-        client.register(Agent("a"))
+        client.register(Agent("a", host="10.0.0.1", port=11434))
         assert [agent.id for agent in client.agents()] == ["a"]
 
 
@@ -99,7 +99,7 @@ async def test_async_client_over_mutual_tls(mtls_server: ThreadServer, pki: Pki)
         certificate_chain=pki.client.cert,
         private_key=pki.client.key,
     ) as client:
-        await client.register(Agent("a"))
+        await client.register(Agent("a", host="10.0.0.1", port=11434))
         assert [agent.id for agent in await client.agents()] == ["a"]
 
 
@@ -115,7 +115,7 @@ def test_token_is_sent_on_every_call(token_server: ThreadServer) -> None:
     """With token=, admin calls succeed and every call carries 'authorization: Bearer <token>'."""
     recorder = Recorder()
     with LoadBalancerClient(token_server.target, token="s3cret", interceptors=[recorder]) as client:
-        client.register(Agent("a"))
+        client.register(Agent("a", host="10.0.0.1", port=11434))
         client.agents()
     assert [seen.metadata for seen in recorder.seen] == [(("authorization", "Bearer s3cret"),)] * 2
 
@@ -124,7 +124,7 @@ def test_missing_token_is_unauthenticated(token_server: ThreadServer) -> None:
     """Without a token an admin call fails UNAUTHENTICATED, and nothing is registered."""
     with LoadBalancerClient(token_server.target) as client:
         with pytest.raises(ClientError) as caught:
-            client.register(Agent("a"))
+            client.register(Agent("a", host="10.0.0.1", port=11434))
         assert client.agents() == []
     assert caught.value.code == grpc.StatusCode.UNAUTHENTICATED
 
@@ -133,17 +133,17 @@ def test_wrong_token_is_permission_denied(token_server: ThreadServer) -> None:
     """A wrong token fails PERMISSION_DENIED."""
     client = LoadBalancerClient(token_server.target, token="guess")
     with client, pytest.raises(ClientError) as caught:
-        client.register(Agent("a"))
+        client.register(Agent("a", host="10.0.0.1", port=11434))
     assert caught.value.code == grpc.StatusCode.PERMISSION_DENIED
 
 
 async def test_async_client_sends_the_token(token_server: ThreadServer) -> None:
     """The asyncio client authenticates with token= the same way."""
     async with AsyncLoadBalancerClient(token_server.target, token="s3cret") as client:
-        await client.register(Agent("a"))
+        await client.register(Agent("a", host="10.0.0.1", port=11434))
     async with AsyncLoadBalancerClient(token_server.target) as client:
         with pytest.raises(ClientError) as caught:
-            await client.register(Agent("b"))
+            await client.register(Agent("b", host="10.0.0.1", port=11434))
     assert caught.value.code == grpc.StatusCode.UNAUTHENTICATED
 
 

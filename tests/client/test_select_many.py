@@ -27,7 +27,7 @@ REQUESTS = [
     SelectionRequest(Task(model="llama3:70b", compute=Compute.GPU), acquire=True),
     SelectionRequest(Task(model="mixtral:8x22b")),
     SelectionRequest(Task(compute=Compute.CPU), session_id="chat-1"),
-    SelectionRequest(candidates=(Agent("side-car", port=9000),)),
+    SelectionRequest(candidates=(Agent("side-car", host="10.0.0.9", port=9000),)),
 ]
 
 
@@ -45,7 +45,9 @@ def _check(outcomes: list[Selection | ClientError]) -> None:
         "no agent serves model 'mixtral:8x22b'",
     )
     assert cpu == Selection(CPU, StrategyName.LEAST_CONNECTIONS)
-    assert candidate == Selection(Agent("side-car", port=9000), StrategyName.LEAST_CONNECTIONS)
+    assert candidate == Selection(
+        Agent("side-car", host="10.0.0.9", port=9000), StrategyName.LEAST_CONNECTIONS
+    )
 
 
 def test_blocking_client_returns_one_outcome_per_request(client: LoadBalancerClient) -> None:

@@ -140,7 +140,12 @@ async def test_a_refused_pick_keeps_its_own_code_at_the_limit(limited: LoadBalan
         (lambda: agent("x" * (MAX_ID_LENGTH + 1)), "agent.id must be at most 1024 characters"),
         (lambda: agent("a", host="h" * (MAX_AGENT_TEXT + 1)), "at most 65536 characters together"),
         (
-            lambda: Agent(id="a", metadata={f"k{i}": "v" * 1000 for i in range(70)}),
+            lambda: Agent(
+                id="a",
+                host="10.0.0.1",
+                port=11434,
+                metadata={f"k{i}": "v" * 1000 for i in range(70)},
+            ),
             "host, gpu, models and metadata",
         ),
     ],

@@ -55,7 +55,13 @@ async def test_scrape_shows_rpcs_selections_and_agent_loads(
         stub = pb_grpc.LoadBalancerStub(channel)
         await stub.RegisterAgent(
             pb.RegisterAgentRequest(
-                agent=pb.Agent(id="gpu", models=["m"], hardware=pb.Hardware(vram_gb=24))
+                agent=pb.Agent(
+                    id="gpu",
+                    host="10.0.0.1",
+                    port=11434,
+                    models=["m"],
+                    hardware=pb.Hardware(vram_gb=24),
+                )
             )
         )
         await stub.SelectAgent(pb.SelectAgentRequest(acquire=True, session_id="s"))

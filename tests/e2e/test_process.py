@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 from collections.abc import Iterator
+from importlib import metadata
 
 import grpc
 import pytest
@@ -29,7 +30,9 @@ def test_serves_and_stops_on_sigterm(process: subprocess.Popen[str]) -> None:
     port = processes.port(process)
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = pb_grpc.LoadBalancerStub(channel)
-        stub.RegisterAgent(pb.RegisterAgentRequest(agent=pb.Agent(id="a", port=11434)))
+        stub.RegisterAgent(
+            pb.RegisterAgentRequest(agent=pb.Agent(id="a", host="10.0.0.1", port=11434))
+        )
         reply = stub.SelectAgent(pb.SelectAgentRequest(), timeout=HANG_GUARD_S)
     assert (reply.agent.id, reply.strategy) == ("a", pb.STRATEGY_ROUND_ROBIN)
     process.send_signal(signal.SIGTERM)
@@ -68,3 +71,9 @@ def test_port_in_use_exits_1(process: subprocess.Popen[str]) -> None:
     assert done.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_start_up_line_names_the_version(process: subprocess.Popen[str]) -> None:
+    """The `starting` log line carries the installed version, as `--version` prints it."""
+    starting = processes.wait_for(process, "starting")
+    assert starting["version"] == metadata.version("lb-service")

@@ -19,15 +19,15 @@ HANG_GUARD_S = 20
 FIRST = """
 strategy: least-connections
 agents:
-  - {id: keep, port: 11434, models: [llama3:8b], hardware: {vram_gb: 24}}
-  - {id: drop, port: 11434, models: [llama3:8b]}
+  - {id: keep, host: keep.local, port: 11434, models: [llama3:8b], hardware: {vram_gb: 24}}
+  - {id: drop, host: drop.local, port: 11434, models: [llama3:8b]}
 weights: {keep: 5}
 """
 SECOND = """
 strategy: round-robin
 agents:
   - {id: keep, host: moved.local, port: 11434, models: [llama3:8b], hardware: {vram_gb: 24}}
-  - {id: new, port: 11434, models: [llama3:8b]}
+  - {id: new, host: new.local, port: 11434, models: [llama3:8b]}
 """
 
 
@@ -71,7 +71,10 @@ def test_sighup_reapplies_the_file_and_keeps_live_state(
     """After SIGHUP the new agents, weights and strategy apply; a kept agent keeps its load."""
     process, stub = server
     lease = stub.RecordRequestStart(pb.RecordRequestStartRequest(agent_id="keep"), timeout=5)
-    stub.RegisterAgent(pb.RegisterAgentRequest(agent=pb.Agent(id="api-added")), timeout=5)
+    stub.RegisterAgent(
+        pb.RegisterAgentRequest(agent=pb.Agent(id="api-added", host="10.0.0.1", port=11434)),
+        timeout=5,
+    )
     config_file.write_text(SECOND)
     process.send_signal(signal.SIGHUP)
     processes.wait_for(process, "reloaded")
@@ -91,10 +94,10 @@ def test_invalid_file_on_sighup_changes_nothing(
 ) -> None:
     """A broken edit is rejected with a logged reason and the running config stays."""
     process, stub = server
-    config_file.write_text("agents:\n  - {id: keep, port: 99999}\n")
+    config_file.write_text("agents:\n  - {id: keep, host: keep.local, port: 99999}\n")
     process.send_signal(signal.SIGHUP)
     rejected = processes.wait_for(process, "reload_rejected")
-    assert "port must be at most 65535" in rejected["error"]
+    assert "port: must be from 1 to 65535" in rejected["error"]
     assert _ids(stub) == ["keep", "drop"]
     assert process.poll() is None
 
@@ -118,7 +121,7 @@ def test_invalid_config_exits_2_before_serving(tmp_path: Path) -> None:
 def test_environment_overrides_file(tmp_path: Path) -> None:
     """LB_STRATEGY beats the file's strategy, and a SIGHUP does not undo it."""
     path = tmp_path / "lb.yaml"
-    path.write_text("strategy: weighted\nagents:\n  - {id: a}\n")
+    path.write_text("strategy: weighted\nagents:\n  - {id: a, host: a.local, port: 11434}\n")
     process = processes.start("--config", str(path), env={"LB_STRATEGY": "capability-match"})
     try:
         port = processes.port(process)

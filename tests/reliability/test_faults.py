@@ -117,7 +117,11 @@ async def target() -> AsyncIterator[InProcess]:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
             stub = pb_grpc.LoadBalancerStub(channel)
             for agent_id in ("a", "b"):
-                await stub.RegisterAgent(pb.RegisterAgentRequest(agent=pb.Agent(id=agent_id)))
+                await stub.RegisterAgent(
+                    pb.RegisterAgentRequest(
+                        agent=pb.Agent(id=agent_id, host="10.0.0.1", port=11434)
+                    )
+                )
             yield InProcess(server, store, stub)
     finally:
         await server.stop(0)
@@ -149,7 +153,9 @@ async def test_a_thousand_watch_cancellations_leave_nothing_behind(target: InPro
 
 #: Every RPC, called so that the slow store holds it past its deadline.
 CALLS: dict[str, Callable[[pb_grpc.LoadBalancerStub], Any]] = {
-    "RegisterAgent": lambda s: s.RegisterAgent(pb.RegisterAgentRequest(agent=pb.Agent(id="c"))),
+    "RegisterAgent": lambda s: s.RegisterAgent(
+        pb.RegisterAgentRequest(agent=pb.Agent(id="c", host="10.0.0.1", port=11434))
+    ),
     "DeregisterAgent": lambda s: s.DeregisterAgent(pb.DeregisterAgentRequest(agent_id="a")),
     "ListAgents": lambda s: s.ListAgents(pb.ListAgentsRequest()),
     "SelectAgent": lambda s: s.SelectAgent(pb.SelectAgentRequest(session_id="s", acquire=True)),
@@ -268,7 +274,8 @@ def short_timeout_server() -> Iterator[ServerProcess]:
     running = ServerProcess("--request-timeout", "1")
     with grpc.insecure_channel(running.address) as channel:
         pb_grpc.LoadBalancerStub(channel).RegisterAgent(
-            pb.RegisterAgentRequest(agent=pb.Agent(id="a")), timeout=HANG_GUARD_S
+            pb.RegisterAgentRequest(agent=pb.Agent(id="a", host="10.0.0.1", port=11434)),
+            timeout=HANG_GUARD_S,
         )
     yield running
     running.close()
@@ -317,7 +324,9 @@ def test_sigterm_under_load_completes_calls_refuses_new_ones_and_exits_0() -> No
         guard = time.monotonic() + HANG_GUARD_S
         async with grpc.aio.insecure_channel(running.address) as channel:
             stub = pb_grpc.LoadBalancerStub(channel)
-            await stub.RegisterAgent(pb.RegisterAgentRequest(agent=pb.Agent(id="a")))
+            await stub.RegisterAgent(
+                pb.RegisterAgentRequest(agent=pb.Agent(id="a", host="10.0.0.1", port=11434))
+            )
 
             async def hammer() -> None:
                 # Back to back until refused; then, as a dispatcher with another replica

@@ -436,7 +436,9 @@ async def test_generated_requests_get_documented_codes_and_refusals_change_nothi
 EXTREMES: list[tuple[str, Message | bytes, Code]] = [
     (
         "SelectAgent",
-        pb.SelectAgentRequest(candidates=[pb.Agent(id=f"c{i}") for i in range(100_000)]),
+        pb.SelectAgentRequest(
+            candidates=[pb.Agent(id=f"c{i}", host="10.0.0.1", port=11434) for i in range(100_000)]
+        ),
         Code.INVALID_ARGUMENT,
     ),
     ("SelectAgent", pb.SelectAgentRequest(session_id=BIG), Code.INVALID_ARGUMENT),
@@ -445,10 +447,16 @@ EXTREMES: list[tuple[str, Message | bytes, Code]] = [
         pb.SelectAgentRequest(task=pb.TaskRequirements(model=BIG)),
         Code.FAILED_PRECONDITION,
     ),
-    ("RegisterAgent", pb.RegisterAgentRequest(agent=pb.Agent(id=BIG)), Code.INVALID_ARGUMENT),
     (
         "RegisterAgent",
-        pb.RegisterAgentRequest(agent=pb.Agent(id="big", metadata={"k": BIG})),
+        pb.RegisterAgentRequest(agent=pb.Agent(id=BIG, host="10.0.0.1", port=11434)),
+        Code.INVALID_ARGUMENT,
+    ),
+    (
+        "RegisterAgent",
+        pb.RegisterAgentRequest(
+            agent=pb.Agent(id="big", host="10.0.0.1", port=11434, metadata={"k": BIG})
+        ),
         Code.INVALID_ARGUMENT,
     ),
     (

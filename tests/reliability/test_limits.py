@@ -33,7 +33,9 @@ async def stub() -> AsyncIterator[pb_grpc.LoadBalancerStub]:
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
             client = pb_grpc.LoadBalancerStub(channel)
-            await client.RegisterAgent(pb.RegisterAgentRequest(agent=pb.Agent(id="a0")))
+            await client.RegisterAgent(
+                pb.RegisterAgentRequest(agent=pb.Agent(id="a0", host="10.0.0.1", port=11434))
+            )
             yield client
     finally:
         await server.stop(0)
@@ -83,7 +85,9 @@ async def test_a_request_over_the_message_size_is_resource_exhausted(
 
 async def test_too_many_candidates_is_invalid_argument(stub: pb_grpc.LoadBalancerStub) -> None:
     """One candidate past max_candidates is INVALID_ARGUMENT naming the option and the way out."""
-    request = pb.SelectAgentRequest(candidates=[pb.Agent(id=f"c{i}") for i in range(11)])
+    request = pb.SelectAgentRequest(
+        candidates=[pb.Agent(id=f"c{i}", host="10.0.0.1", port=11434) for i in range(11)]
+    )
     await _refused(
         stub,
         stub.SelectAgent(request),
@@ -95,19 +99,27 @@ async def test_too_many_candidates_is_invalid_argument(stub: pb_grpc.LoadBalance
 async def test_the_registry_stops_at_max_agents(stub: pb_grpc.LoadBalancerStub) -> None:
     """Past max_agents every new id is RESOURCE_EXHAUSTED (LIMIT_EXCEEDED), however many come."""
     for i in range(1, 5):
-        await stub.RegisterAgent(pb.RegisterAgentRequest(agent=pb.Agent(id=f"a{i}")))
+        await stub.RegisterAgent(
+            pb.RegisterAgentRequest(agent=pb.Agent(id=f"a{i}", host="10.0.0.1", port=11434))
+        )
     error = await _refused(
         stub,
-        stub.RegisterAgent(pb.RegisterAgentRequest(agent=pb.Agent(id="one-too-many"))),
+        stub.RegisterAgent(
+            pb.RegisterAgentRequest(agent=pb.Agent(id="one-too-many", host="10.0.0.1", port=11434))
+        ),
         grpc.StatusCode.RESOURCE_EXHAUSTED,
         "5 agents are registered, the most allowed (max_agents)",
     )
     assert _reason(error) == "LIMIT_EXCEEDED"
     for i in range(200):
         with pytest.raises(grpc.aio.AioRpcError):
-            await stub.RegisterAgent(pb.RegisterAgentRequest(agent=pb.Agent(id=f"x{i}")))
+            await stub.RegisterAgent(
+                pb.RegisterAgentRequest(agent=pb.Agent(id=f"x{i}", host="10.0.0.1", port=11434))
+            )
     assert len((await stub.ListAgents(pb.ListAgentsRequest())).agents) == 5
-    await stub.RegisterAgent(pb.RegisterAgentRequest(agent=pb.Agent(id="a4", port=1)))
+    await stub.RegisterAgent(
+        pb.RegisterAgentRequest(agent=pb.Agent(id="a4", host="10.0.0.1", port=1))
+    )
 
 
 async def test_new_sessions_stop_at_max_sessions(stub: pb_grpc.LoadBalancerStub) -> None:
@@ -151,9 +163,14 @@ def test_limit_flags_reach_the_server(limited_process: subprocess.Popen[str]) ->
     port = processes.port(limited_process)
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         client = pb_grpc.LoadBalancerStub(channel)
-        client.RegisterAgent(pb.RegisterAgentRequest(agent=pb.Agent(id="a")), timeout=HANG_GUARD_S)
+        client.RegisterAgent(
+            pb.RegisterAgentRequest(agent=pb.Agent(id="a", host="10.0.0.1", port=11434)),
+            timeout=HANG_GUARD_S,
+        )
         with pytest.raises(grpc.RpcError) as second:
-            client.RegisterAgent(pb.RegisterAgentRequest(agent=pb.Agent(id="b")))
+            client.RegisterAgent(
+                pb.RegisterAgentRequest(agent=pb.Agent(id="b", host="10.0.0.1", port=11434))
+            )
         with pytest.raises(grpc.RpcError) as large:
             client.GetLoads(pb.GetLoadsRequest(agent_ids=["x" * 1000] * 3))
     assert second.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # type: ignore[attr-defined]

@@ -33,10 +33,17 @@ HANG_GUARD_S = 60.0
 #: Time the client processes get to start (import grpc, connect) before the common start.
 STARTUP_S = 2.0 + 0.3 * SIZE.soak_clients
 AGENTS = [
-    pb.Agent(id="cpu-1", port=11434, models=["llama3:8b"], hardware=pb.Hardware(cpu_cores=32)),
-    pb.Agent(id="cpu-2", port=11434, models=["llama3:8b"], max_connections=2),
+    pb.Agent(
+        id="cpu-1",
+        host="10.0.0.11",
+        port=11434,
+        models=["llama3:8b"],
+        hardware=pb.Hardware(cpu_cores=32),
+    ),
+    pb.Agent(id="cpu-2", host="10.0.0.12", port=11434, models=["llama3:8b"], max_connections=2),
     pb.Agent(
         id="gpu-24",
+        host="10.0.0.21",
         port=11434,
         models=["llama3:8b", "llama3:70b"],
         hardware=pb.Hardware(gpu="RTX 4090", vram_gb=24),
@@ -44,6 +51,7 @@ AGENTS = [
     ),
     pb.Agent(
         id="gpu-80",
+        host="10.0.0.22",
         port=11434,
         models=["llama3:8b", "llama3:70b"],
         hardware=pb.Hardware(gpu="A100", vram_gb=80),

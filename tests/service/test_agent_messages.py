@@ -32,7 +32,7 @@ def test_a_new_object_with_the_same_id_gets_a_new_message() -> None:
 def test_at_the_limit_the_messages_are_forgotten() -> None:
     """At most ``limit`` messages are held; one more empties the cache first."""
     messages = convert.AgentMessages(limit=2)
-    agents = [Agent(f"a{n}") for n in range(3)]
+    agents = [Agent(f"a{n}", host="10.0.0.1", port=11434) for n in range(3)]
     kept = [messages.get(a) for a in agents]
 
     assert messages.get(agents[2]) is kept[2]

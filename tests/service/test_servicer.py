@@ -429,7 +429,21 @@ REJECTIONS: dict[str, Rejection] = {
         _REGISTER,
         pb.RegisterAgentRequest(agent=agent_pb("a", port=70000)),
         INVALID,
-        "agent 'a': port must be at most 65535, got 70000",
+        "agent.port: must be from 1 to 65535, got 70000 (agent 'a')",
+        _INVALID,
+    ),
+    "register-empty-host": Rejection(
+        _REGISTER,
+        pb.RegisterAgentRequest(agent=pb.Agent(id="a", port=11434)),
+        INVALID,
+        "agent.host: required: the host name or address dispatchers connect to (agent 'a')",
+        _INVALID,
+    ),
+    "register-port-0": Rejection(
+        _REGISTER,
+        pb.RegisterAgentRequest(agent=agent_pb("a", port=0)),
+        INVALID,
+        "agent.port: must be from 1 to 65535, got 0 (agent 'a')",
         _INVALID,
     ),
     "register-negative-vram": Rejection(
@@ -478,7 +492,14 @@ REJECTIONS: dict[str, Rejection] = {
         _SELECT,
         pb.SelectAgentRequest(candidates=[agent_pb("c", port=70000)]),
         INVALID,
-        "candidate 'c': port must be at most 65535, got 70000",
+        "candidates[0].port: must be from 1 to 65535, got 70000 (agent 'c')",
+        _INVALID,
+    ),
+    "select-candidate-without-host": Rejection(
+        _SELECT,
+        pb.SelectAgentRequest(candidates=[agent_pb("c"), pb.Agent(id="d", port=11434)]),
+        INVALID,
+        "candidates[1].host: required: the host name or address dispatchers connect to (agent 'd')",
         _INVALID,
     ),
     "select-nan-min-vram": Rejection(

@@ -89,7 +89,10 @@ def _valid() -> dict[str, object]:
         ({"strategy": "fastest"}, "strategy: unknown 'fastest'"),
         ({"agents": {}}, "agents: must be a list"),
         ({"agents": [{"id": ""}]}, "agents[0].id must not be empty"),
-        ({"agents": [{"id": "a", "port": 70000}]}, "port must be at most 65535"),
+        (
+            {"agents": [{"id": "a", "port": 70000}]},
+            "agents[0].port: must be at most 65535, got 70000",
+        ),
         ({"agents": [{"id": "a", "port": -1}]}, "agents[0].port: must be >= 0"),
         ({"agents": [{"id": "a", "port": True}]}, "agents[0].port: must be a int"),
         ({"agents": [{"id": "a", "models": [1]}]}, "models: must be a list of strings"),
@@ -223,3 +226,10 @@ async def test_a_failed_save_is_retried(tmp_path: Path) -> None:
         await state_file.save()
     directory.mkdir()
     assert await state_file.save() is True
+
+
+def test_decode_keeps_an_agent_an_older_release_accepted_without_an_address() -> None:
+    """A state file whose agent has no host or port restores it: the fleet is not set aside."""
+    document = {**_valid(), "agents": [{"id": "old", "port": 0}], "weights": {}, "sessions": {}}
+    state = decode(json.dumps(document).encode())
+    assert [(a.id, a.host, a.port) for a in state.agents] == [("old", "", 0)]

@@ -368,16 +368,30 @@ Global___DeregisterAgentResponse: _TypeAlias = DeregisterAgentResponse  # noqa: 
 
 @_typing.final
 class ListAgentsRequest(_message.Message):
-    """ListAgentsRequest is empty."""
+    """ListAgentsRequest asks for the registered agents, optionally one page at a time."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """Most agents to return. 0 returns every agent in one response, as before
+    paging existed; above 1000 counts as 1000; negative is INVALID_ARGUMENT.
+    """
+    page_token: _builtins.str
+    """next_page_token of the previous response; empty for the first page.
+    Pages are cut from the registry as it is at each call: an agent
+    registered or removed meanwhile may be missed or listed twice.
+    """
     def __init__(
         self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -390,18 +404,22 @@ class ListAgentsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     AGENTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty when this page is the last."""
     @_builtins.property
     def agents(self) -> _containers.RepeatedCompositeFieldContainer[Global___Agent]:
-        """Every registered agent, in registration order."""
+        """The registered agents of this page, in registration order."""
 
     def __init__(
         self,
         *,
         agents: _abc.Iterable[Global___Agent] | None = ...,
+        next_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agents", b"agents"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agents", b"agents", "next_page_token", b"next_page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -701,6 +719,16 @@ class GetLoadsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     AGENT_IDS_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """Most loads to return. 0 returns them all in one response, as before
+    paging existed; above 1000 counts as 1000; negative is INVALID_ARGUMENT.
+    """
+    page_token: _builtins.str
+    """next_page_token of the previous response, sent with the same agent_ids;
+    empty for the first page.
+    """
     @_builtins.property
     def agent_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Agent ids; empty means every registered agent."""
@@ -709,10 +737,12 @@ class GetLoadsRequest(_message.Message):
         self,
         *,
         agent_ids: _abc.Iterable[_builtins.str] | None = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_ids", b"agent_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_ids", b"agent_ids", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -725,18 +755,24 @@ class GetLoadsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     LOADS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty when this page is the last."""
     @_builtins.property
     def loads(self) -> _containers.RepeatedCompositeFieldContainer[Global___AgentLoad]:
-        """One entry per requested agent, in request (or registration) order."""
+        """One entry per requested agent of this page, in request (or registration)
+        order.
+        """
 
     def __init__(
         self,
         *,
         loads: _abc.Iterable[Global___AgentLoad] | None = ...,
+        next_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["loads", b"loads"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["loads", b"loads", "next_page_token", b"next_page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -120,7 +120,9 @@ class LoadBalancerServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListAgents(self, request, context):
-        """ListAgents returns every registered agent in registration order.
+        """ListAgents returns the registered agents in registration order, all at
+        once or a page at a time (page_size, page_token; AIP-158).
+        Errors: INVALID_ARGUMENT for a negative page_size or a bad page_token.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -170,7 +172,9 @@ class LoadBalancerServicer:
 
     def GetLoads(self, request, context):
         """GetLoads returns the load of the given agents, or of every registered
-        agent when none are given. Errors: NOT_FOUND for an unknown agent id.
+        agent when none are given, all at once or a page at a time (AIP-158).
+        Errors: NOT_FOUND for an unknown agent id; INVALID_ARGUMENT for a
+        negative page_size or a bad page_token.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -50,7 +50,10 @@ class LoadBalancerStub:
     Errors: INVALID_ARGUMENT for an empty id, NOT_FOUND for an unknown id.
     """
     ListAgents: _grpc.UnaryUnaryMultiCallable[_load_balancer_pb2.ListAgentsRequest, _load_balancer_pb2.ListAgentsResponse]
-    """ListAgents returns every registered agent in registration order."""
+    """ListAgents returns the registered agents in registration order, all at
+    once or a page at a time (page_size, page_token; AIP-158).
+    Errors: INVALID_ARGUMENT for a negative page_size or a bad page_token.
+    """
     SelectAgent: _grpc.UnaryUnaryMultiCallable[_load_balancer_pb2.SelectAgentRequest, _load_balancer_pb2.SelectAgentResponse]
     """SelectAgent picks an agent for a task with the current strategy, honouring
     the task's requirements, agent capacity and sticky sessions.
@@ -79,7 +82,9 @@ class LoadBalancerStub:
     """
     GetLoads: _grpc.UnaryUnaryMultiCallable[_load_balancer_pb2.GetLoadsRequest, _load_balancer_pb2.GetLoadsResponse]
     """GetLoads returns the load of the given agents, or of every registered
-    agent when none are given. Errors: NOT_FOUND for an unknown agent id.
+    agent when none are given, all at once or a page at a time (AIP-158).
+    Errors: NOT_FOUND for an unknown agent id; INVALID_ARGUMENT for a
+    negative page_size or a bad page_token.
     """
     GetStatistics: _grpc.UnaryUnaryMultiCallable[_load_balancer_pb2.GetStatisticsRequest, _load_balancer_pb2.GetStatisticsResponse]
     """GetStatistics returns service-wide counters."""
@@ -114,7 +119,10 @@ class LoadBalancerAsyncStub(LoadBalancerStub):
     Errors: INVALID_ARGUMENT for an empty id, NOT_FOUND for an unknown id.
     """
     ListAgents: _aio.UnaryUnaryMultiCallable[_load_balancer_pb2.ListAgentsRequest, _load_balancer_pb2.ListAgentsResponse]  # type: ignore[assignment]
-    """ListAgents returns every registered agent in registration order."""
+    """ListAgents returns the registered agents in registration order, all at
+    once or a page at a time (page_size, page_token; AIP-158).
+    Errors: INVALID_ARGUMENT for a negative page_size or a bad page_token.
+    """
     SelectAgent: _aio.UnaryUnaryMultiCallable[_load_balancer_pb2.SelectAgentRequest, _load_balancer_pb2.SelectAgentResponse]  # type: ignore[assignment]
     """SelectAgent picks an agent for a task with the current strategy, honouring
     the task's requirements, agent capacity and sticky sessions.
@@ -143,7 +151,9 @@ class LoadBalancerAsyncStub(LoadBalancerStub):
     """
     GetLoads: _aio.UnaryUnaryMultiCallable[_load_balancer_pb2.GetLoadsRequest, _load_balancer_pb2.GetLoadsResponse]  # type: ignore[assignment]
     """GetLoads returns the load of the given agents, or of every registered
-    agent when none are given. Errors: NOT_FOUND for an unknown agent id.
+    agent when none are given, all at once or a page at a time (AIP-158).
+    Errors: NOT_FOUND for an unknown agent id; INVALID_ARGUMENT for a
+    negative page_size or a bad page_token.
     """
     GetStatistics: _aio.UnaryUnaryMultiCallable[_load_balancer_pb2.GetStatisticsRequest, _load_balancer_pb2.GetStatisticsResponse]  # type: ignore[assignment]
     """GetStatistics returns service-wide counters."""
@@ -193,7 +203,10 @@ class LoadBalancerServicer(metaclass=_abc_1.ABCMeta):
         request: _load_balancer_pb2.ListAgentsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_load_balancer_pb2.ListAgentsResponse, _abc.Awaitable[_load_balancer_pb2.ListAgentsResponse]]:
-        """ListAgents returns every registered agent in registration order."""
+        """ListAgents returns the registered agents in registration order, all at
+        once or a page at a time (page_size, page_token; AIP-158).
+        Errors: INVALID_ARGUMENT for a negative page_size or a bad page_token.
+        """
 
     @_abc_1.abstractmethod
     def SelectAgent(
@@ -252,7 +265,9 @@ class LoadBalancerServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_load_balancer_pb2.GetLoadsResponse, _abc.Awaitable[_load_balancer_pb2.GetLoadsResponse]]:
         """GetLoads returns the load of the given agents, or of every registered
-        agent when none are given. Errors: NOT_FOUND for an unknown agent id.
+        agent when none are given, all at once or a page at a time (AIP-158).
+        Errors: NOT_FOUND for an unknown agent id; INVALID_ARGUMENT for a
+        negative page_size or a bad page_token.
         """
 
     @_abc_1.abstractmethod
