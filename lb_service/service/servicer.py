@@ -90,7 +90,6 @@ class LoadBalancerServicer(pb_grpc.LoadBalancerServicer):
         """Add or replace an agent."""
         agent = convert.agent_from_pb(request.agent)
         await self._balancer.register(agent)
-        log.info("agent_registered", agent_id=agent.id, host=agent.host, port=agent.port)
         return pb.RegisterAgentResponse()
 
     @_translate_errors
@@ -99,7 +98,6 @@ class LoadBalancerServicer(pb_grpc.LoadBalancerServicer):
     ) -> pb.DeregisterAgentResponse:
         """Remove an agent."""
         await self._balancer.deregister(request.agent_id)
-        log.info("agent_deregistered", agent_id=request.agent_id)
         return pb.DeregisterAgentResponse()
 
     @_translate_errors

@@ -188,6 +188,12 @@ class EndResult:
 
     outcome: EndOutcome
     lease_agent_id: str = ""
+    #: The agent the end was recorded for (CLOSED and NO_OPEN_LEASE only).
+    agent_id: str = ""
+    #: When this end ejected the agent: until when (unix ms), else 0.
+    ejected_until_ms: int = 0
+    #: When this end ejected the agent: the failures in a row that did it.
+    failures: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,7 @@ from lb_service.store.base import (
 from lb_service.store.feedback import (
     Feedback,
     close_lease,
+    end_result,
     fold_end,
     fold_expiry,
     is_ejected,
@@ -199,14 +200,15 @@ class MemoryStore:
             request_id = next(iter(self._agent_leases.get(agent_id, ())), "")
         if request_id:
             self._close(request_id)
-        self._observe(
+        before, after = self._observe(
             agent_id, end.latency_ms, end.failed, end.now_ms, end.feedback, bool(request_id)
         )
         self._last_seen[agent_id] = end.now_ms
         self._latency_sum_ms += end.latency_ms
         self._latency_samples += 1
         self._bump()
-        return EndResult(EndOutcome.CLOSED if request_id else EndOutcome.NO_OPEN_LEASE)
+        outcome = EndOutcome.CLOSED if request_id else EndOutcome.NO_OPEN_LEASE
+        return end_result(outcome, agent_id, before, after, end.now_ms)
 
     async def expire_leases(
         self, started_before_ms: int, now_ms: int, feedback: Feedback
@@ -360,8 +362,9 @@ class MemoryStore:
         now_ms: int,
         feedback: Feedback,
         closes_lease: bool,
-    ) -> None:
-        stats = self._stats.get(agent_id, AgentStats())
+    ) -> tuple[AgentStats, AgentStats]:
+        """Fold the end into the agent's record; return the record before and after."""
+        stats = before = self._stats.get(agent_id, AgentStats())
         if closes_lease:
             stats = close_lease(stats, now_ms)
         # The ejection share is of the registered agents; a candidate-only deployment
@@ -375,6 +378,7 @@ class MemoryStore:
         self._index.load_changed(agent_id)
         if is_ejected(updated, now_ms):
             self._ejections[agent_id] = updated.ejected_until_ms
+        return before, updated
 
     def _close(self, request_id: str) -> None:
         lease = self._leases.pop(request_id)
