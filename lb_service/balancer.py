@@ -252,6 +252,9 @@ class Observer(Protocol):
     def agent_ejected(self, agent_id: str) -> None:
         """Outlier ejection took the agent out."""
 
+    def agent_registered(self, agent_id: str) -> None:
+        """An agent not registered until now was added to the registry."""
+
     def agent_deregistered(self, agent_id: str) -> None:
         """The agent was removed from the registry."""
 
@@ -267,6 +270,9 @@ class _NoObserver:
         pass
 
     def agent_ejected(self, agent_id: str) -> None:
+        pass
+
+    def agent_registered(self, agent_id: str) -> None:
         pass
 
     def agent_deregistered(self, agent_id: str) -> None:
@@ -327,6 +333,8 @@ class LoadBalancer:
                 models=list(agent.models),
                 new=known is None,
             )
+        if known is None:
+            self.observer.agent_registered(agent.id)
 
     async def deregister(self, agent_id: str) -> None:
         """Remove an agent; its sessions move on their next request."""

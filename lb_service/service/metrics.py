@@ -320,6 +320,15 @@ class Metrics:
         """Count an outlier ejection."""
         self._ejections.labels(agent_id).inc()
 
+    def agent_registered(self, agent_id: str) -> None:
+        """Start the agent's counters at 0, so its first failure or ejection is a change.
+
+        A labelled counter has no series until its first increment, and ``rate()`` or
+        ``increase()`` cannot see the step from nothing to 1.
+        """
+        for family in (self._requests, self._failures, self._durations, self._ejections):
+            family.labels(agent_id)
+
     def agent_deregistered(self, agent_id: str) -> None:
         """Drop the agent's series, so agents that come and go do not pile up series."""
         for family in (self._requests, self._failures, self._durations, self._ejections):

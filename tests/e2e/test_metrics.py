@@ -202,11 +202,13 @@ async def test_expired_leases_are_counted() -> None:
     assert metrics.registry.get_sample_value("lb_agent_requests_total", {"agent": "a"}) == 1
 
 
-async def test_a_deregistered_agent_takes_its_counters_along() -> None:
-    """Deregistering drops the agent's counters, so agents that come and go do not pile up."""
+async def test_agent_counters_start_at_zero_and_leave_with_the_agent() -> None:
+    """A new agent's counters start at 0 (rate() sees its first failure) and leave with it."""
     metrics = Metrics()
     balancer = LoadBalancer(MemoryStore(), BalancerConfig(), observer=metrics)
     await balancer.register(agent("a"))
+    assert metrics.registry.get_sample_value("lb_agent_ejections_total", {"agent": "a"}) == 0
+    assert metrics.registry.get_sample_value("lb_agent_failures_total", {"agent": "a"}) == 0
     await balancer.end("a", 10.0, await balancer.start("a"))
     assert metrics.registry.get_sample_value("lb_agent_requests_total", {"agent": "a"}) == 1
     await balancer.deregister("a")
