@@ -22,7 +22,6 @@ from typing import Any
 import grpc
 import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from lb.v1 import load_balancer_pb2 as pb
 from lb.v1 import load_balancer_pb2_grpc as pb_grpc
 
@@ -34,6 +33,7 @@ from lb_service.service.draining import DrainInterceptor
 from lb_service.service.malformed import MalformedRequestInterceptor, request_types
 from lb_service.service.metrics import Metrics
 from lb_service.service.observe import ObservingInterceptor, record_nothing
+from lb_service.service.reflection import enable_reflection
 from lb_service.service.servicer import LoadBalancerServicer
 from lb_service.store.base import Store
 from lb_service.store.snapshot import StateFile
@@ -178,9 +178,7 @@ class LoadBalancerServer:
         server = self._server
         pb_grpc.add_LoadBalancerServicer_to_server(self._servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-        )
+        enable_reflection((SERVICE_NAME, health.SERVICE_NAME), server)
         tls = self._options.tls
         try:
             if tls is None:
