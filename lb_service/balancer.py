@@ -492,7 +492,7 @@ class LoadBalancer:
         """
         require_amount(latency_ms, "latency_ms")
         if not request_id:
-            await self._require_known(require_id(agent_id, "agent_id (or request_id)"))
+            await self._require_known(require_id(agent_id, "agent_id (or request_id)", "agent_id"))
         now = self._clock()
         result = await self._store.end_request(
             RequestEnd(agent_id, request_id, latency_ms, failed, now, self._feedback)
@@ -502,7 +502,8 @@ class LoadBalancer:
         if result.outcome is EndOutcome.WRONG_AGENT:
             raise InvalidArgument(
                 f"request_id {request_id!r} was issued for agent "
-                f"{result.lease_agent_id!r}, not {agent_id!r}"
+                f"{result.lease_agent_id!r}, not {agent_id!r}",
+                "agent_id",
             )
         if result.agent_id:
             self.observer.request_ended(result.agent_id, latency_ms, failed)

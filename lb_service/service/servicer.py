@@ -124,7 +124,8 @@ class LoadBalancerServicer(pb_grpc.LoadBalancerServicer):
         if len(request.requests) > MAX_BATCH_SELECTIONS:
             raise InvalidArgument(
                 f"at most {MAX_BATCH_SELECTIONS} selections may be asked for per call, "
-                f"got {len(request.requests)}; split the batch"
+                f"got {len(request.requests)}; split the batch",
+                "requests",
             )
         outcomes: list[Selection | LoadBalancerError] = []
         outage: StoreUnavailable | None = None
