@@ -13,9 +13,10 @@ import grpc
 import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from lb.v1 import load_balancer_pb2 as pb
 
 from lb_service.balancer import LoadBalancer
-from lb_service.service.reflection import V1_SERVICE_NAME, V1ALPHA_SERVICE_NAME
+from lb_service.service.reflection import V1_SERVICE_NAME, V1ALPHA_SERVICE_NAME, described_files
 from lb_service.service.server import SERVICE_NAME, LoadBalancerServer, ServerOptions
 from lb_service.store.memory import MemoryStore
 
@@ -108,3 +109,38 @@ async def test_buf_curl_lists_methods_over_v1_reflection(port: int) -> None:
     out, err = await asyncio.wait_for(process.communicate(), 30)
     assert process.returncode == 0, err.decode()
     assert f"{SERVICE_NAME}/SelectAgent" in out.decode().split()
+
+
+async def test_reflection_sends_lb_v1_with_its_comments(port: int) -> None:
+    """The file reflection sends for lb.v1 keeps the proto's comments, for grpcurl describe."""
+    reply = await _ask_v1(port, file_containing_symbol=SERVICE_NAME)
+    (proto,) = [
+        f
+        for f in map(
+            descriptor_pb2.FileDescriptorProto.FromString,
+            reply.file_descriptor_response.file_descriptor_proto,
+        )
+        if f.name == "lb/v1/load_balancer.proto"
+    ]
+    comments = {tuple(loc.path): loc.leading_comments for loc in proto.source_code_info.location}
+    service = 6, 0  # FileDescriptorProto.service[0]
+    assert (
+        comments[service].strip() == "LoadBalancer picks agents for requests and tracks their load."
+    )
+    register = (*service, 2, 0)  # its method[0], RegisterAgent
+    assert "upsert" in comments[register]
+
+
+def test_the_described_file_is_the_compiled_one_plus_comments() -> None:
+    """The descriptor set with source info describes exactly what the _pb2 module compiled."""
+    described = descriptor_pb2.FileDescriptorProto.FromString(
+        described_files()["lb/v1/load_balancer.proto"]
+    )
+    described.ClearField("source_code_info")
+    messages = list(described.message_type)
+    while messages:  # protoc's python_out drops json_name; nothing else differs
+        message = messages.pop()
+        messages.extend(message.nested_type)
+        for field in message.field:
+            field.ClearField("json_name")
+    assert described == descriptor_pb2.FileDescriptorProto.FromString(pb.DESCRIPTOR.serialized_pb)
