@@ -213,3 +213,51 @@ async def test_agent_counters_start_at_zero_and_leave_with_the_agent() -> None:
     assert metrics.registry.get_sample_value("lb_agent_requests_total", {"agent": "a"}) == 1
     await balancer.deregister("a")
     assert metrics.registry.get_sample_value("lb_agent_requests_total", {"agent": "a"}) is None
+
+
+async def _count(requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> bytes:
+    """A client-streaming method: answers with how many messages it read."""
+    return str(len([r async for r in requests])).encode()
+
+
+async def _echo(
+    requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
+) -> AsyncIterator[bytes]:
+    """A bidirectional method: echoes every message."""
+    async for request in requests:
+        yield request
+
+
+async def test_client_and_bidi_streams_count_every_message() -> None:
+    """Client-streaming and bidi calls are typed so and count each message each way."""
+    metrics = Metrics()
+    server = LoadBalancerServer(
+        LoadBalancer(MemoryStore(), observer=metrics),
+        ServerOptions(listen="127.0.0.1:0", metrics_listen="127.0.0.1:0"),
+        metrics,
+    )
+    handlers = {
+        "Count": grpc.stream_unary_rpc_method_handler(_count),
+        "Echo": grpc.stream_stream_rpc_method_handler(_echo),
+    }
+    server.add_generic_rpc_handlers(
+        [grpc.method_handlers_generic_handler("test.Streams", handlers)]
+    )
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            count = channel.stream_unary("/test.Streams/Count")
+            assert await count(iter([b"a", b"b", b"c"])) == b"3"
+            echo = channel.stream_stream("/test.Streams/Echo")
+            assert [reply async for reply in echo(iter([b"x", b"y"]))] == [b"x", b"y"]
+        samples = await scrape(server.metrics_port)
+    finally:
+        await server.stop(0)
+    client = {"grpc_type": "client_stream", "grpc_service": "test.Streams", "grpc_method": "Count"}
+    assert value(samples, "grpc_server_msg_received_total", **client) == 3
+    assert value(samples, "grpc_server_msg_sent_total", **client) == 1
+    assert value(samples, "grpc_server_handled_total", **client, grpc_code="OK") == 1
+    bidi = {"grpc_type": "bidi_stream", "grpc_service": "test.Streams", "grpc_method": "Echo"}
+    assert value(samples, "grpc_server_msg_received_total", **bidi) == 2
+    assert value(samples, "grpc_server_msg_sent_total", **bidi) == 2
+    assert value(samples, "grpc_server_handled_total", **bidi, grpc_code="OK") == 1
