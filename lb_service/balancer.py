@@ -3,6 +3,10 @@
 A selection reads one snapshot from the store, filters the agents by the task, honours
 the session's binding, lets the strategy choose among the agents with spare capacity,
 and commits the decision (and, with ``acquire``, the request's start) in one store call.
+
+Every change in an agent's life is logged here, one line with its ids, whoever caused
+it (an RPC, a config reload, the sweep): registered, deregistered, ejected, returned,
+a lease expired. Counting is left to an ``Observer`` (the metrics).
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import time
 from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
+
+import structlog
 
 from lb_service.capacity import learned_capacity
 from lb_service.decision import Decision, DecisionInputs, Refusal, RefusalKind, decide
@@ -44,6 +50,7 @@ from lb_service.store.base import (
     Limit,
     Pick,
     PickState,
+    Registered,
     RequestEnd,
     Store,
 )
@@ -61,6 +68,16 @@ from lb_service.validation import (
 
 #: Returns the current time as unix milliseconds.
 Clock = Callable[[], int]
+
+log: structlog.typing.FilteringBoundLogger = structlog.get_logger(__name__)
+
+
+def silent_logger() -> structlog.typing.FilteringBoundLogger:
+    """A logger that writes nothing: for a balancer whose events nobody reads (the simulator)."""
+    logger: structlog.typing.FilteringBoundLogger = structlog.wrap_logger(
+        structlog.ReturnLogger(), processors=[]
+    )
+    return logger
 
 
 def system_clock() -> int:
@@ -228,15 +245,39 @@ class Observer(Protocol):
     def selection(self, strategy: StrategyName, outcome: Outcome) -> None:
         """A selection ended with this outcome under this strategy."""
 
-    def leases_expired(self, count: int) -> None:
-        """The sweep expired this many leases."""
+    def request_ended(self, agent_id: str, latency_ms: float, failed: bool) -> None:
+        """A request end was recorded for the agent (not a repeated one)."""
+
+    def lease_expired(self, agent_id: str) -> None:
+        """The sweep expired one of the agent's leases (a failed request)."""
+
+    def agent_ejected(self, agent_id: str) -> None:
+        """Outlier ejection took the agent out."""
+
+    def agent_registered(self, agent_id: str) -> None:
+        """An agent not registered until now was added to the registry."""
+
+    def agent_deregistered(self, agent_id: str) -> None:
+        """The agent was removed from the registry."""
 
 
 class _NoObserver:
     def selection(self, strategy: StrategyName, outcome: Outcome) -> None:
         pass
 
-    def leases_expired(self, count: int) -> None:
+    def request_ended(self, agent_id: str, latency_ms: float, failed: bool) -> None:
+        pass
+
+    def lease_expired(self, agent_id: str) -> None:
+        pass
+
+    def agent_ejected(self, agent_id: str) -> None:
+        pass
+
+    def agent_registered(self, agent_id: str) -> None:
+        pass
+
+    def agent_deregistered(self, agent_id: str) -> None:
         pass
 
 
@@ -250,8 +291,12 @@ class LoadBalancer:
         clock: Clock = system_clock,
         rng: random.Random | None = None,
         observer: Observer | None = None,
+        logger: structlog.typing.FilteringBoundLogger | None = None,
     ) -> None:
-        """Build a balancer over ``store``; inject ``clock`` and ``rng`` for exact tests."""
+        """Build a balancer over ``store``; inject ``clock`` and ``rng`` for exact tests.
+
+        Lifecycle events go to ``logger`` (this module's structlog logger by default).
+        """
         self._store = store
         self._config = config or BalancerConfig()
         # Built once: every request end passes it to the store.
@@ -259,6 +304,7 @@ class LoadBalancer:
         self._clock = clock
         self._rng = rng or random.Random()
         self.observer: Observer = observer or _NoObserver()
+        self._log = logger or log
         # The last snapshot read for a watcher, by (agent ids, store version).
         self._last_snapshot: tuple[tuple[tuple[str, ...], int], LoadSnapshot] | None = None
 
@@ -273,14 +319,27 @@ class LoadBalancer:
         check_agent(agent)
         # The store checks the limit in the step that adds the agent, so it holds
         # across replicas sharing the store.
-        refused = await self._store.put_agent(agent, self._clock(), self._config.max_agents)
-        if refused is not None:
-            raise self._limit_error(refused)
+        outcome = await self._store.put_agent(agent, self._clock(), self._config.max_agents)
+        if isinstance(outcome, Limit):
+            raise self._limit_error(outcome)
+        if outcome is not Registered.UNCHANGED:  # re-registering as it is: no line
+            self._log.info(
+                "agent_registered",
+                agent_id=agent.id,
+                host=agent.host,
+                port=agent.port,
+                models=list(agent.models),
+                new=outcome is Registered.ADDED,
+            )
+        if outcome is Registered.ADDED:
+            self.observer.agent_registered(agent.id)
 
     async def deregister(self, agent_id: str) -> None:
         """Remove an agent; its sessions move on their next request."""
         if not await self._store.delete_agent(require_id(agent_id)):
             raise AgentNotFound(agent_id)
+        self._log.info("agent_deregistered", agent_id=agent_id)
+        self.observer.agent_deregistered(agent_id)
 
     async def agents(self) -> list[Agent]:
         """Every registered agent, in registration order."""
@@ -438,24 +497,29 @@ class LoadBalancer:
         """
         require_amount(latency_ms, "latency_ms")
         if not request_id:
-            await self._require_known(require_id(agent_id, "agent_id (or request_id)"))
+            await self._require_known(require_id(agent_id, "agent_id (or request_id)", "agent_id"))
+        now = self._clock()
         result = await self._store.end_request(
-            RequestEnd(
-                agent_id,
-                request_id,
-                latency_ms,
-                failed,
-                self._clock(),
-                self._feedback,
-            )
+            RequestEnd(agent_id, request_id, latency_ms, failed, now, self._feedback)
         )
         if result.outcome is EndOutcome.UNKNOWN_REQUEST:
             raise LeaseNotFound(request_id)
         if result.outcome is EndOutcome.WRONG_AGENT:
             raise InvalidArgument(
                 f"request_id {request_id!r} was issued for agent "
-                f"{result.lease_agent_id!r}, not {agent_id!r}"
+                f"{result.lease_agent_id!r}, not {agent_id!r}",
+                "agent_id",
             )
+        if result.agent_id:
+            self.observer.request_ended(result.agent_id, latency_ms, failed)
+        if result.ejected_until_ms:
+            self._log.warning(
+                "agent_ejected",
+                agent_id=result.agent_id,
+                failures=result.failures,
+                ejected_for_s=(result.ejected_until_ms - now) / 1000,
+            )
+            self.observer.agent_ejected(result.agent_id)
 
     async def sweep(self) -> tuple[int, int]:
         """Expire overdue leases and idle sessions; return how many of each.
@@ -469,12 +533,28 @@ class LoadBalancer:
         leases = await self._store.expire_leases(
             now - int(self._config.request_timeout_s * 1000), now, self._feedback
         )
-        await self._store.expire_ejections(now)
+        for lease in leases:
+            self._log.warning(
+                "lease_expired",
+                agent_id=lease.agent_id,
+                request_id=lease.request_id,
+                age_s=(now - lease.started_at_ms) / 1000,
+            )
+            self.observer.lease_expired(lease.agent_id)
+        back = await self._store.expire_ejections(now)
+        if back:
+            stats = await self._store.stats()
+            for agent_id in back:
+                record = stats.get(agent_id, AgentStats())
+                self._log.info(
+                    "agent_returned",
+                    agent_id=agent_id,
+                    failed_requests=record.failed_requests,
+                    times_ejected=record.times_ejected,
+                )
         idle_since = now - int(self._config.session_ttl_s * 1000)
         sessions = await self._store.expire_sessions(idle_since)
         await self._store.forget_idle(idle_since, keep=self._config.max_agents)
-        if leases:
-            self.observer.leases_expired(len(leases))
         return len(leases), sessions
 
     async def session_count(self) -> int:

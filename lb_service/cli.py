@@ -14,7 +14,7 @@ import structlog
 from lb_service import commands as client_commands
 from lb_service import config as cfg
 from lb_service.balancer import BalancerConfig, LoadBalancer
-from lb_service.declared import apply_declared
+from lb_service.declared import apply_declared, warn_restart_needed
 from lb_service.errors import StoreUnavailable
 from lb_service.logs import configure_logging
 from lb_service.service.metrics import Metrics
@@ -272,6 +272,8 @@ class _Reloader:
             # A bad edit must never take down a running balancer: keep what is running.
             log.error("reload_rejected", config_file=str(path), error=str(error))
             return
+        # Agents, weights and strategy apply now; every other key only at a restart.
+        warn_restart_needed(self._config, document)
         if self._config.sources.get("strategy") in {"flag", "env"}:
             declared = cfg.Declared(declared.agents, declared.weights, None)
         try:

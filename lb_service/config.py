@@ -433,8 +433,12 @@ def _count(value: object, where: str) -> int:
     return value
 
 
-def _parse(option: Option, raw: object, where: str) -> Any:
+def parse_option(option: Option, raw: object, where: str) -> Any:
+    """Parse one option's raw value; a bad one is a ConfigError naming ``where`` and the key."""
     return _parse_value(option.parse, raw, f"{where}: {option.key}")
+
+
+_parse = parse_option
 
 
 def _parse_value(parse: Callable[[object], Any], raw: object, where: str) -> Any:

@@ -29,7 +29,15 @@ class LoadBalancerError(Exception):
 
 
 class InvalidArgument(LoadBalancerError):
-    """The input is malformed; nothing was changed."""
+    """The input is malformed; nothing was changed.
+
+    ``field`` is the path of the offending request field (``agent.port``,
+    ``candidates[2].hardware.vram_gb``), or empty when the request as a whole is wrong.
+    """
+
+    def __init__(self, message: str, field: str = "") -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class NotFound(LoadBalancerError):

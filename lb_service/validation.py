@@ -17,13 +17,17 @@ MAX_ID_LENGTH = 1024
 MAX_AGENT_TEXT = 64 * 1024
 
 
-def require_id(value: str, what: str = "agent_id") -> str:
-    """Return ``value`` if it is a usable id, else raise InvalidArgument."""
+def require_id(value: str, what: str = "agent_id", field: str | None = None) -> str:
+    """Return ``value`` if it is a usable id, else raise InvalidArgument.
+
+    ``field`` is the request field's path, when ``what`` is not that path itself.
+    """
+    path = what if field is None else field
     if not value:
-        raise InvalidArgument(f"{what} must not be empty")
+        raise InvalidArgument(f"{what} must not be empty", path)
     if len(value) > MAX_ID_LENGTH:
         raise InvalidArgument(
-            f"{what} must be at most {MAX_ID_LENGTH} characters, got {len(value)}"
+            f"{what} must be at most {MAX_ID_LENGTH} characters, got {len(value)}", path
         )
     return value
 
@@ -33,34 +37,48 @@ def check_session_id(value: str) -> str:
     return require_id(value, "session_id") if value else value
 
 
-def require_amount(value: float, what: str) -> float:
-    """Return ``value`` if it is finite and not negative, else raise InvalidArgument."""
+def require_amount(value: float, what: str, field: str | None = None) -> float:
+    """Return ``value`` if it is finite and not negative, else raise InvalidArgument.
+
+    ``field`` is the request field's path, when ``what`` is not that path itself.
+    """
     if math.isnan(value) or math.isinf(value) or value < 0:
-        raise InvalidArgument(f"{what} must be a finite number >= 0, got {value!r}")
+        raise InvalidArgument(
+            f"{what} must be a finite number >= 0, got {value!r}",
+            what if field is None else field,
+        )
     return value
 
 
 def check_agent(agent: Agent, where: str = "agent", *, address: bool = True) -> Agent:
     """Return ``agent`` if every field is well formed, else raise InvalidArgument.
 
-    Every path an agent enters by (RegisterAgent, candidates, the config file) calls
-    this, so they share one rule set. ``address=False`` skips only the address rule:
-    a state file restores what an older release accepted, and must not lose a fleet.
+    ``where`` is where the agent sits in the request (``agent``, ``candidates[2]``):
+    messages and field paths start with it. Every path an agent enters by
+    (RegisterAgent, candidates, the config file) calls this, so they share one rule set.
+    ``address=False`` skips only the address rule: a state file restores what an older
+    release accepted, and must not lose a fleet.
     """
     require_id(agent.id, f"{where}.id")
     if address:
         check_address(agent, where)
     elif agent.port > MAX_PORT:
-        raise InvalidArgument(f"{where}.port: must be at most {MAX_PORT}, got {agent.port}")
-    require_amount(agent.hardware.vram_gb, f"{where} {agent.id!r}: hardware.vram_gb")
-    require_amount(agent.hardware.ram_gb, f"{where} {agent.id!r}: hardware.ram_gb")
-    if any(not model for model in agent.models):
-        raise InvalidArgument(f"{where} {agent.id!r}: model names must not be empty")
+        raise InvalidArgument(
+            f"{where}.port: must be at most {MAX_PORT}, got {agent.port}", f"{where}.port"
+        )
+    for name, amount in (("vram_gb", agent.hardware.vram_gb), ("ram_gb", agent.hardware.ram_gb)):
+        require_amount(amount, f"{where} {agent.id!r}: hardware.{name}", f"{where}.hardware.{name}")
+    empty = next((n for n, model in enumerate(agent.models) if not model), None)
+    if empty is not None:
+        raise InvalidArgument(
+            f"{where} {agent.id!r}: model names must not be empty", f"{where}.models[{empty}]"
+        )
     text = _text_size(agent)
     if text > MAX_AGENT_TEXT:
         raise InvalidArgument(
             f"{where} {agent.id!r}: host, gpu, models and metadata must hold at most "
-            f"{MAX_AGENT_TEXT} characters together, got {text}"
+            f"{MAX_AGENT_TEXT} characters together, got {text}",
+            where,
         )
     return agent
 
@@ -74,11 +92,13 @@ def check_address(agent: Agent, where: str = "agent") -> None:
     if not agent.host.strip():
         raise InvalidArgument(
             f"{where}.host: required: the host name or address dispatchers connect to "
-            f"(agent {agent.id!r})"
+            f"(agent {agent.id!r})",
+            f"{where}.host",
         )
     if not 1 <= agent.port <= MAX_PORT:
         raise InvalidArgument(
-            f"{where}.port: must be from 1 to {MAX_PORT}, got {agent.port} (agent {agent.id!r})"
+            f"{where}.port: must be from 1 to {MAX_PORT}, got {agent.port} (agent {agent.id!r})",
+            f"{where}.port",
         )
 
 
@@ -100,14 +120,16 @@ def check_candidates(candidates: Iterable[Agent], limit: int) -> tuple[Agent, ..
     seen: set[str] = set()
     checked: list[Agent] = []
     for agent in candidates:
+        path = f"candidates[{len(checked)}]"
         if len(checked) == limit:
             raise InvalidArgument(
                 f"at most {limit} candidates may be passed per request (max_candidates), "
-                "got more; register the agents with RegisterAgent instead"
+                "got more; register the agents with RegisterAgent instead",
+                "candidates",
             )
-        check_agent(agent, f"candidates[{len(checked)}]")
+        check_agent(agent, path)
         if agent.id in seen:
-            raise InvalidArgument(f"candidate id {agent.id!r} appears more than once")
+            raise InvalidArgument(f"candidate id {agent.id!r} appears more than once", f"{path}.id")
         seen.add(agent.id)
         checked.append(agent)
     return tuple(checked)
@@ -122,16 +144,16 @@ def check_task(task: Task) -> Task:
 def check_ids(agent_ids: Iterable[str]) -> tuple[str, ...]:
     """Return the ids if none is empty or repeated."""
     ids = tuple(agent_ids)
-    for agent_id in ids:
-        require_id(agent_id)
+    for n, agent_id in enumerate(ids):
+        require_id(agent_id, field=f"agent_ids[{n}]")
     if len(set(ids)) != len(ids):
-        raise InvalidArgument("agent_ids must not repeat an id")
+        raise InvalidArgument("agent_ids must not repeat an id", "agent_ids")
     return ids
 
 
 def check_weights(weights: Mapping[str, float]) -> Mapping[str, float]:
     """Return the weights if every id is set and every weight is finite and >= 0."""
     for agent_id, weight in weights.items():
-        require_id(agent_id, "weights key")
-        require_amount(weight, f"weight of {agent_id!r}")
+        require_id(agent_id, "weights key", "weights")
+        require_amount(weight, f"weight of {agent_id!r}", f"weights[{agent_id}]")
     return weights

@@ -53,7 +53,7 @@ def strategy_from_pb(value: int) -> StrategyName:
         return _STRATEGY_FROM_PB[value]
     except KeyError:
         valid = ", ".join(pb.Strategy.Name(pb.Strategy.ValueType(n)) for n in _STRATEGY_FROM_PB)
-        raise InvalidArgument(f"strategy must be one of {valid}; got {value}") from None
+        raise InvalidArgument(f"strategy must be one of {valid}; got {value}", "strategy") from None
 
 
 def strategy_to_pb(strategy: StrategyName) -> pb.Strategy.ValueType:
@@ -67,7 +67,8 @@ def compute_from_pb(value: int) -> Compute:
         return _COMPUTE_FROM_PB[value]
     except KeyError:
         raise InvalidArgument(
-            f"task.compute must be COMPUTE_UNSPECIFIED, COMPUTE_CPU or COMPUTE_GPU; got {value}"
+            f"task.compute must be COMPUTE_UNSPECIFIED, COMPUTE_CPU or COMPUTE_GPU; got {value}",
+            "task.compute",
         ) from None
 
 

@@ -1,30 +1,83 @@
-"""An interceptor that times every RPC, learns its status code, and tags its log lines."""
+"""An interceptor that counts and times every RPC, learns its status code, and tags its log lines.
+
+What it counts follows go-grpc-prometheus, so dashboards built for Go servers read it:
+an RPC's start, each message received and sent, and its end with its code and time.
+"""
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, Literal, Protocol
 
 import grpc
 import structlog
 
-from lb_service.service.handlers import HandlerCache, rewrap
+from lb_service.service.handlers import HandlerCache
 
-#: Receives (full method name, status code, seconds taken) once per finished RPC.
-Recorder = Callable[[str, grpc.StatusCode, float], None]
+#: go-grpc-prometheus's names for the four kinds of RPC.
+RpcType = Literal["unary", "server_stream", "client_stream", "bidi_stream"]
+
+
+class MethodRecorder(Protocol):
+    """Receives what happens to the calls of one method; one per method, made once."""
+
+    def started(self) -> None:
+        """A call arrived."""
+
+    def received(self) -> None:
+        """A request message was read."""
+
+    def sent(self) -> None:
+        """A response message was written."""
+
+    def handled(self, code: grpc.StatusCode, seconds: float) -> None:
+        """A call finished with ``code`` after ``seconds``."""
+
+
+#: Returns the recorder of a method (its full name) of the given kind.
+Recorders = Callable[[str, RpcType], MethodRecorder]
+
+
+class _Nothing:
+    """Records nothing (metrics are off)."""
+
+    def started(self) -> None:
+        pass
+
+    def received(self) -> None:
+        pass
+
+    def sent(self) -> None:
+        pass
+
+    def handled(self, code: grpc.StatusCode, seconds: float) -> None:
+        pass
+
+
+def record_nothing(method: str, kind: RpcType) -> MethodRecorder:
+    """A recorder that drops everything, for a server without metrics."""
+    return _Nothing()
+
+
+def rpc_type(handler: grpc.RpcMethodHandler) -> RpcType:
+    """The kind of RPC a handler serves, in go-grpc-prometheus's words."""
+    if handler.request_streaming:
+        return "bidi_stream" if handler.response_streaming else "client_stream"
+    return "server_stream" if handler.response_streaming else "unary"
 
 
 class ObservingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Wraps each handler to report its method, code and duration, and to bind ``rpc`` to logs.
+    """Wraps each handler to report its calls, messages, code and duration, and to bind ``rpc``.
 
     Every log line written while an RPC runs carries ``rpc=/lb.v1.LoadBalancer/...``,
     so the servicer's own lines name their RPC without repeating it.
     """
 
-    def __init__(self, record: Recorder) -> None:
-        """Report finished RPCs to ``record``."""
-        self._record = record
+    def __init__(self, recorders: Recorders) -> None:
+        """Report each method's calls to the recorder ``recorders`` returns for it."""
+        self._recorders = recorders
         self._cache = HandlerCache()
 
     async def intercept_service(
@@ -32,64 +85,148 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
-        """Return the handler wrapped so that it is timed and tagged."""
+        """Return the handler wrapped so that it is counted, timed and tagged."""
         handler = await continuation(details)
-        if handler is None or handler.request_streaming:
-            return handler  # no client-streaming RPCs here beyond reflection's
+        if handler is None:
+            return handler
         method = details.method
-        return self._cache.get(
-            method,
-            handler,
-            lambda h: rewrap(
-                h, lambda b: self._unary(method, b), lambda b: self._stream(method, b)
-            ),
+        return self._cache.get(method, handler, lambda h: self._wrap(method, h))
+
+    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        kind = rpc_type(handler)
+        recorder = self._recorders(method, kind)
+        serializers = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
+        if kind == "unary":
+            return grpc.unary_unary_rpc_method_handler(
+                _unary(method, recorder, handler.unary_unary), **serializers
+            )
+        if kind == "server_stream":
+            return grpc.unary_stream_rpc_method_handler(
+                _streaming(method, recorder, handler.unary_stream, streamed_request=False),
+                **serializers,
+            )
+        if kind == "client_stream":
+            return grpc.stream_unary_rpc_method_handler(
+                _unary(method, recorder, handler.stream_unary, streamed_request=True),
+                **serializers,
+            )
+        return grpc.stream_stream_rpc_method_handler(
+            _streaming(method, recorder, handler.stream_stream, streamed_request=True),
+            **serializers,
         )
 
-    def _unary(
-        self, method: str, behaviour: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
-    ) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
-        async def observed(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            started = time.perf_counter()
-            code = grpc.StatusCode.UNKNOWN
-            # bind/reset rather than structlog's bound_contextvars, which copies the
-            # whole context on entry: that copy was a large share of a short RPC's cost.
-            # A unary handler runs in one task, so its tokens reset in the same context.
-            tokens = structlog.contextvars.bind_contextvars(rpc=method)
-            try:
-                response = await behaviour(request, context)
-                code = _code(context, grpc.StatusCode.OK)
-                return response
-            except BaseException:
-                code = _code(context, grpc.StatusCode.UNKNOWN)
-                raise
-            finally:
-                structlog.contextvars.reset_contextvars(**tokens)
-                self._record(method, code, time.perf_counter() - started)
 
-        return observed
+async def _counted(requests: AsyncIterator[Any], recorder: MethodRecorder) -> AsyncIterator[Any]:
+    async for request in requests:
+        recorder.received()
+        yield request
 
-    def _stream(
-        self, method: str, behaviour: Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]
-    ) -> Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]:
-        async def observed(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+
+def _unary(
+    method: str,
+    recorder: MethodRecorder,
+    behaviour: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]],
+    streamed_request: bool = False,
+) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
+    """One response: the call is sent one message when it ends OK."""
+
+    async def observed(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        started = time.perf_counter()
+        recorder.started()
+        if streamed_request:
+            request = _counted(request, recorder)
+        else:
+            recorder.received()
+        code = grpc.StatusCode.UNKNOWN
+        # bind/reset rather than structlog's bound_contextvars, which copies the
+        # whole context on entry: that copy was a large share of a short RPC's cost.
+        # A unary handler runs in one task, so its tokens reset in the same context.
+        tokens = structlog.contextvars.bind_contextvars(rpc=method)
+        try:
+            response = await behaviour(request, context)
+            code = _code(context, grpc.StatusCode.OK)
+            if code is grpc.StatusCode.OK:
+                recorder.sent()
+            return response
+        except BaseException:
+            code = _code(context, grpc.StatusCode.UNKNOWN)
+            raise
+        finally:
+            structlog.contextvars.reset_contextvars(**tokens)
+            recorder.handled(code, time.perf_counter() - started)
+
+    return observed
+
+
+def _streaming(
+    method: str,
+    recorder: MethodRecorder,
+    behaviour: Callable[[Any, grpc.aio.ServicerContext], Any],
+    streamed_request: bool,
+) -> Callable[[Any, grpc.aio.ServicerContext], Any]:
+    """A response stream: each message the handler yields is counted as sent.
+
+    A handler that writes with ``context.write`` instead of yielding (grpc's health
+    ``Watch``) is awaited as it is; its messages are not seen, so not counted.
+    """
+    if not inspect.isasyncgenfunction(behaviour):
+
+        async def awaited(request: Any, context: grpc.aio.ServicerContext) -> None:
             started = time.perf_counter()
+            recorder.started()
+            if streamed_request:
+                request = _counted(request, recorder)
+            else:
+                recorder.received()
             code = grpc.StatusCode.UNKNOWN
             with structlog.contextvars.bound_contextvars(rpc=method):
                 try:
-                    async for response in behaviour(request, context):
-                        yield response
+                    await behaviour(request, context)
                     code = _code(context, grpc.StatusCode.OK)
-                except GeneratorExit:
-                    code = grpc.StatusCode.CANCELLED
-                    raise
                 except BaseException as error:
-                    cancelled = type(error).__name__ == "CancelledError"
-                    code = grpc.StatusCode.CANCELLED if cancelled else _code(context, code)
+                    code = _failure_code(error, context, code)
                     raise
                 finally:
-                    self._record(method, code, time.perf_counter() - started)
+                    recorder.handled(code, time.perf_counter() - started)
 
-        return observed
+        return awaited
+
+    async def observed(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        started = time.perf_counter()
+        recorder.started()
+        if streamed_request:
+            request = _counted(request, recorder)
+        else:
+            recorder.received()
+        code = grpc.StatusCode.UNKNOWN
+        with structlog.contextvars.bound_contextvars(rpc=method):
+            try:
+                async for response in behaviour(request, context):
+                    recorder.sent()
+                    yield response
+                code = _code(context, grpc.StatusCode.OK)
+            except GeneratorExit:
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except BaseException as error:
+                code = _failure_code(error, context, code)
+                raise
+            finally:
+                recorder.handled(code, time.perf_counter() - started)
+
+    return observed
+
+
+def _failure_code(
+    error: BaseException, context: grpc.aio.ServicerContext, default: grpc.StatusCode
+) -> grpc.StatusCode:
+    # asyncio.CancelledError: the client went away (or the server is stopping).
+    if type(error).__name__ == "CancelledError":
+        return grpc.StatusCode.CANCELLED
+    return _code(context, default)
 
 
 def _code(context: grpc.aio.ServicerContext, default: grpc.StatusCode) -> grpc.StatusCode:

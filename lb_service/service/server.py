@@ -22,7 +22,6 @@ from typing import Any
 import grpc
 import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from lb.v1 import load_balancer_pb2 as pb
 from lb.v1 import load_balancer_pb2_grpc as pb_grpc
 
@@ -33,7 +32,8 @@ from lb_service.service.auth import TokenAuthInterceptor
 from lb_service.service.draining import DrainInterceptor
 from lb_service.service.malformed import MalformedRequestInterceptor, request_types
 from lb_service.service.metrics import Metrics
-from lb_service.service.observe import ObservingInterceptor
+from lb_service.service.observe import ObservingInterceptor, record_nothing
+from lb_service.service.reflection import enable_reflection
 from lb_service.service.servicer import LoadBalancerServicer
 from lb_service.store.base import Store
 from lb_service.store.snapshot import StateFile
@@ -102,10 +102,6 @@ class ServerOptions:
         return warnings
 
 
-def _ignore(method: str, code: grpc.StatusCode, seconds: float) -> None:
-    """Record nothing (metrics are off)."""
-
-
 class ListenError(RuntimeError):
     """The server could not bind its listen address."""
 
@@ -143,7 +139,7 @@ class LoadBalancerServer:
         # (unauthenticated, draining) ones included.
         self._drain = DrainInterceptor()
         interceptors: list[grpc.aio.ServerInterceptor] = [
-            ObservingInterceptor(metrics.record_rpc if metrics else _ignore),
+            ObservingInterceptor(metrics.recorder if metrics else record_nothing),
             self._drain,
         ]
         if self._options.admin_token is not None:
@@ -182,9 +178,7 @@ class LoadBalancerServer:
         server = self._server
         pb_grpc.add_LoadBalancerServicer_to_server(self._servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-        )
+        enable_reflection((SERVICE_NAME, health.SERVICE_NAME), server)
         tls = self._options.tls
         try:
             if tls is None:
@@ -199,6 +193,8 @@ class LoadBalancerServer:
         if self.metrics is not None and self._options.metrics_listen:
             with contextlib.suppress(StoreUnavailable):  # refreshed again at every sweep
                 await self.metrics.refresh(self._balancer)
+            # Scrapes read the per-agent gauges on this loop, so they are never stale.
+            self.metrics.attach(self._balancer, asyncio.get_running_loop())
             self.metrics_port = self.metrics.serve_http(self._options.metrics_listen)
             log.info("metrics_serving", listen=self._options.metrics_listen, port=self.metrics_port)
         await self._check_store()
@@ -224,6 +220,8 @@ class LoadBalancerServer:
         drained = await self._drain.drained(DRAIN_QUIET_S, grace)
         remaining = max(0.0, grace - (asyncio.get_running_loop().time() - started))
         await self._server.stop(remaining)
+        if self.metrics is not None:
+            self.metrics.detach()  # the loop may close: scrapes serve the last loads
         # After the last RPC: the file holds every change the server acknowledged.
         await self._save_state()
         log.info("stopped", drained=drained)

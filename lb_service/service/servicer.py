@@ -92,7 +92,6 @@ class LoadBalancerServicer(pb_grpc.LoadBalancerServicer):
         """Add or replace an agent."""
         agent = convert.agent_from_pb(request.agent)
         await self._balancer.register(agent)
-        log.info("agent_registered", agent_id=agent.id, host=agent.host, port=agent.port)
         return pb.RegisterAgentResponse()
 
     @_translate_errors
@@ -101,7 +100,6 @@ class LoadBalancerServicer(pb_grpc.LoadBalancerServicer):
     ) -> pb.DeregisterAgentResponse:
         """Remove an agent."""
         await self._balancer.deregister(request.agent_id)
-        log.info("agent_deregistered", agent_id=request.agent_id)
         return pb.DeregisterAgentResponse()
 
     @_translate_errors
@@ -132,7 +130,8 @@ class LoadBalancerServicer(pb_grpc.LoadBalancerServicer):
         if len(request.requests) > MAX_BATCH_SELECTIONS:
             raise InvalidArgument(
                 f"at most {MAX_BATCH_SELECTIONS} selections may be asked for per call, "
-                f"got {len(request.requests)}; split the batch"
+                f"got {len(request.requests)}; split the batch",
+                "requests",
             )
         outcomes: list[Selection | LoadBalancerError] = []
         outage: StoreUnavailable | None = None

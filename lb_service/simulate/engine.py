@@ -33,7 +33,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from lb_service.balancer import BalancerConfig, LoadBalancer
+from lb_service.balancer import BalancerConfig, LoadBalancer, silent_logger
 from lb_service.errors import AllAgentsBusy, LimitExceeded, NoAgentAvailable, NoAgentsRegistered
 from lb_service.requirements import meets
 from lb_service.simulate.policies import ORACLE, PolicySpec
@@ -181,7 +181,15 @@ class _Run:
         self.delays = [d.report_delay_ms for d in scenario.workload.dispatchers]
         self.config = policy.config(scenario.balancer) if policy.reference is None else None
         self.balancer = (
-            LoadBalancer(MemoryStore(epoch="sim"), self.config, clock=self.clock, rng=self.rng)
+            # Silent: a simulated fleet's ejections and expiries are in the report; as log
+            # lines they would only bury it.
+            LoadBalancer(
+                MemoryStore(epoch="sim"),
+                self.config,
+                clock=self.clock,
+                rng=self.rng,
+                logger=silent_logger(),
+            )
             if self.config is not None
             else None
         )

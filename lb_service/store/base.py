@@ -102,6 +102,14 @@ class PickState:
     pool: PoolLookup | None = None
 
 
+class Registered(enum.Enum):
+    """What ``put_agent`` did with an agent it accepted."""
+
+    ADDED = "added"  # the id was not registered
+    CHANGED = "changed"  # the id was registered with other fields; they are replaced
+    UNCHANGED = "unchanged"  # registered exactly so already (dispatchers re-register often)
+
+
 class Limit(enum.Enum):
     """A limit a store operation refused to go past; the operation changed nothing.
 
@@ -204,6 +212,12 @@ class EndResult:
 
     outcome: EndOutcome
     lease_agent_id: str = ""
+    #: The agent the end was recorded for (CLOSED and NO_OPEN_LEASE only).
+    agent_id: str = ""
+    #: When this end ejected the agent: until when (unix ms), else 0.
+    ejected_until_ms: int = 0
+    #: When this end ejected the agent: the failures in a row that did it.
+    failures: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,7 +236,7 @@ class Store(Protocol):
     """All mutable state of the balancer; every operation is atomic."""
 
     # Registry, weights and strategy.
-    async def put_agent(self, agent: Agent, now_ms: int, max_agents: int = 0) -> Limit | None:
+    async def put_agent(self, agent: Agent, now_ms: int, max_agents: int = 0) -> Registered | Limit:
         """Add or replace an agent, keeping its position, history and weight override.
 
         An agent not registered until now is stamped ``joined_ms = now_ms`` (slow start).

@@ -37,7 +37,7 @@ import math
 from dataclasses import dataclass, replace
 
 from lb_service import capacity
-from lb_service.store.base import AgentStats
+from lb_service.store.base import AgentStats, EndOutcome, EndResult
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,3 +193,20 @@ def slow_start_share(stats: AgentStats, now_ms: int, window_ms: float, min_share
     if elapsed >= window_ms or elapsed < 0:
         return 1.0
     return min_share + (1.0 - min_share) * elapsed / window_ms
+
+
+def end_result(
+    outcome: EndOutcome, agent_id: str, before: AgentStats, after: AgentStats, now_ms: int
+) -> EndResult:
+    """What an end that was recorded did, told from the agent's record before and after.
+
+    It ejected the agent when the record is ejected now with a new deadline; the failures
+    in a row that did it are the ones before this end, plus this one.
+    """
+    ejected = is_ejected(after, now_ms) and after.ejected_until_ms != before.ejected_until_ms
+    return EndResult(
+        outcome,
+        agent_id=agent_id,
+        ejected_until_ms=after.ejected_until_ms if ejected else 0,
+        failures=before.consecutive_failures + 1 if ejected else 0,
+    )

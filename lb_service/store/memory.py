@@ -28,11 +28,13 @@ from lb_service.store.base import (
     Limit,
     Pick,
     PickState,
+    Registered,
     RequestEnd,
 )
 from lb_service.store.feedback import (
     Feedback,
     close_lease,
+    end_result,
     fold_end,
     fold_expiry,
     is_ejected,
@@ -81,13 +83,14 @@ class MemoryStore:
         self._index = AgentIndex(self._agents, self._stats, self._weights)
 
     # Registry, weights and strategy.
-    async def put_agent(self, agent: Agent, now_ms: int, max_agents: int = 0) -> Limit | None:
+    async def put_agent(self, agent: Agent, now_ms: int, max_agents: int = 0) -> Registered | Limit:
         """Add or replace an agent, keeping its position, history and weight override.
 
         An agent not registered until now is stamped ``joined_ms = now_ms`` (slow start).
         A new id when ``max_agents`` (0 = no limit) are registered returns ``Limit.AGENTS``.
         """
-        if agent.id not in self._agents and 0 < max_agents <= len(self._agents):
+        known = self._agents.get(agent.id)
+        if known is None and 0 < max_agents <= len(self._agents):
             return Limit.AGENTS
         stats = self._stats.get(agent.id, AgentStats())
         if agent.id not in self._agents:
@@ -101,7 +104,9 @@ class MemoryStore:
             self._index.registry_changed()
         self._agents[agent.id] = agent
         self._bump()
-        return None
+        if known is None:
+            return Registered.ADDED
+        return Registered.UNCHANGED if known == agent else Registered.CHANGED
 
     async def delete_agent(self, agent_id: str) -> bool:
         """Remove an agent and its weight override; False if it was not registered."""
@@ -218,14 +223,15 @@ class MemoryStore:
             request_id = next(iter(self._agent_leases.get(agent_id, ())), "")
         if request_id:
             self._close(request_id)
-        self._observe(
+        before, after = self._observe(
             agent_id, end.latency_ms, end.failed, end.now_ms, end.feedback, bool(request_id)
         )
         self._last_seen[agent_id] = end.now_ms
         self._latency_sum_ms += end.latency_ms
         self._latency_samples += 1
         self._bump()
-        return EndResult(EndOutcome.CLOSED if request_id else EndOutcome.NO_OPEN_LEASE)
+        outcome = EndOutcome.CLOSED if request_id else EndOutcome.NO_OPEN_LEASE
+        return end_result(outcome, agent_id, before, after, end.now_ms)
 
     async def expire_leases(
         self, started_before_ms: int, now_ms: int, feedback: Feedback
@@ -379,8 +385,9 @@ class MemoryStore:
         now_ms: int,
         feedback: Feedback,
         closes_lease: bool,
-    ) -> None:
-        stats = self._stats.get(agent_id, AgentStats())
+    ) -> tuple[AgentStats, AgentStats]:
+        """Fold the end into the agent's record; return the record before and after."""
+        stats = before = self._stats.get(agent_id, AgentStats())
         if closes_lease:
             stats = close_lease(stats, now_ms)
         # The ejection share is of the registered agents; a candidate-only deployment
@@ -394,6 +401,7 @@ class MemoryStore:
         self._index.load_changed(agent_id)
         if is_ejected(updated, now_ms):
             self._ejections[agent_id] = updated.ejected_until_ms
+        return before, updated
 
     def _close(self, request_id: str) -> None:
         lease = self._leases.pop(request_id)

@@ -96,9 +96,10 @@ from lb_service.store.base import (
     Limit,
     Pick,
     PickState,
+    Registered,
     RequestEnd,
 )
-from lb_service.store.feedback import Feedback, fold_end, fold_expiry, is_ejected
+from lb_service.store.feedback import Feedback, end_result, fold_end, fold_expiry, is_ejected
 
 log = structlog.get_logger(__name__)
 
@@ -259,7 +260,7 @@ class RedisStore:
         await self._redis.aclose()
 
     # Registry, weights and strategy.
-    async def put_agent(self, agent: Agent, now_ms: int, max_agents: int = 0) -> Limit | None:
+    async def put_agent(self, agent: Agent, now_ms: int, max_agents: int = 0) -> Registered | Limit:
         """Add or replace an agent, keeping its position, history and weight override.
 
         An agent not registered until now is stamped ``joined_ms = now_ms`` (slow start).
@@ -272,8 +273,9 @@ class RedisStore:
         )
         if isinstance(reply, str):
             return Limit(reply)
-        self._observed(reply)
-        return None
+        outcome, version = reply
+        self._observed(version)
+        return Registered(outcome)
 
     async def delete_agent(self, agent_id: str) -> bool:
         """Remove an agent and its weight override; False if it was not registered."""
@@ -459,7 +461,9 @@ class RedisStore:
 
             record = _decode_record(raw)
             start = _Fold(agent_id, fold, record, int(ejected_now), int(population))
-            await self._write_estimates(end.now_ms, [start])
+            if await self._write_estimates(end.now_ms, [start]):
+                return EndResult(outcome, reply[1], agent_id=agent_id)  # estimates dropped
+            return end_result(outcome, agent_id, start.record, start.result, end.now_ms)
         return EndResult(outcome, reply[1])
 
     async def expire_leases(
@@ -685,12 +689,12 @@ class RedisStore:
         self._decoded = decoded
         return stats
 
-    async def _write_estimates(self, now_ms: int, folds: list[_Fold]) -> None:
+    async def _write_estimates(self, now_ms: int, folds: list[_Fold]) -> list[_Fold]:
         """Write the folds' estimates (``write_estimates``), computing again on conflict.
 
         A fold that still conflicts after ``FOLD_ATTEMPTS`` writes, or one Redis failed
         to take, is dropped with a warning: estimates are soft state, and the lease it
-        came from is already closed (the module docstring).
+        came from is already closed (the module docstring). Returns the dropped folds.
         """
         pending = folds
         try:
@@ -709,12 +713,13 @@ class RedisStore:
                         conflicts.append(fold)
                 pending = conflicts
                 if not pending:
-                    return
+                    return []
             reason = f"{FOLD_ATTEMPTS} conflicting writes"
         except StoreUnavailable as error:
             reason = str(error)
         for fold in pending:
             log.warning("estimates_dropped", agent_id=fold.agent_id, reason=reason)
+        return pending
 
     def _observed(self, version: object) -> None:
         """Note a state version read from Redis; wake waiters when it is new."""

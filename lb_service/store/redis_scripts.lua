@@ -348,6 +348,7 @@ return {
 -- count is booked as MemoryStore.put_agent books it (busy time so far at the old
 -- count). An unchanged re-registration (dispatchers re-register on every start) leaves
 -- the configuration version alone, so no replica reloads its cached registry for it.
+-- Returns {'added' | 'changed' | 'unchanged' (store.base.Registered), version}.
 local agent_id, json, now, slots = ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
 local max_agents = tonumber(ARGV[6])
 local previous = redis.call('HGET', K.agents, agent_id)
@@ -368,11 +369,13 @@ if s.slots ~= slots then
   changed = true
 end
 if changed then save_stats(agent_id, s) end
+local outcome = 'unchanged'
+if not previous then outcome = 'added' elseif previous ~= json then outcome = 'changed' end
 if previous ~= json then
   redis.call('HSET', K.agents, agent_id, json)
   bump_config()
 end
-return bump_version()
+return {outcome, bump_version()}
 
 --- script: delete_agent
 -- Remove an agent and its weight override; its load record stays (history survives a

@@ -137,3 +137,16 @@ def test_environment_overrides_file(tmp_path: Path) -> None:
             )
     finally:
         processes.stop(process)
+
+
+def test_a_reload_names_each_key_only_a_restart_applies(
+    server: tuple[subprocess.Popen[str], pb_grpc.LoadBalancerStub], config_file: Path
+) -> None:
+    """A reload that changes a key it cannot apply while running warns, naming the key."""
+    process, stub = server
+    config_file.write_text(FIRST + "max_agents: 50\n")
+    process.send_signal(signal.SIGHUP)
+    warning = processes.wait_for(process, "reload_needs_restart")
+    assert (warning["key"], warning["running"], warning["file"]) == ("max_agents", 10_000, 50)
+    processes.wait_for(process, "reloaded")
+    assert _ids(stub) == ["keep", "drop"]

@@ -23,7 +23,7 @@ from lb.v1 import load_balancer_pb2_grpc as pb_grpc
 from lb_service.balancer import BalancerConfig, LoadBalancer
 from lb_service.model import Agent, StrategyName
 from lb_service.service.server import LoadBalancerServer, ServerOptions
-from lb_service.store.base import Counters, Limit, PickState
+from lb_service.store.base import Counters, Limit, PickState, Registered
 from lb_service.store.memory import MemoryStore
 from tests.reliability.server_process import ServerProcess
 
@@ -69,7 +69,7 @@ class SlowStore(MemoryStore):
         await self._pause()
         return await super().delete_agent(agent_id)
 
-    async def put_agent(self, agent: Agent, now_ms: int, max_agents: int = 0) -> Limit | None:
+    async def put_agent(self, agent: Agent, now_ms: int, max_agents: int = 0) -> Registered | Limit:
         # Registration is one store step (it checks max_agents itself): hold it before it.
         await self._pause()
         return await super().put_agent(agent, now_ms, max_agents)

@@ -117,11 +117,22 @@ def rich_status(trailing_metadata: Any, code: grpc.StatusCode, details: str) -> 
 
 
 def error_info(status: status_pb2.Status) -> error_details_pb2.ErrorInfo:
-    """The one ErrorInfo detail of a rich status."""
-    assert len(status.details) == 1, status
+    """The ErrorInfo detail of a rich status: the first, followed at most by a BadRequest."""
+    assert 1 <= len(status.details) <= 2, status
     info = error_details_pb2.ErrorInfo()
     assert status.details[0].Unpack(info), status.details[0].type_url
+    if len(status.details) == 2:
+        assert status.details[1].Is(error_details_pb2.BadRequest.DESCRIPTOR), status
     return info
+
+
+def bad_request(status: status_pb2.Status) -> error_details_pb2.BadRequest | None:
+    """The google.rpc.BadRequest detail of a rich status, if it has one."""
+    for detail in status.details:
+        found = error_details_pb2.BadRequest()
+        if detail.Unpack(found):
+            return found
+    return None
 
 
 def assert_rejected(

@@ -17,7 +17,7 @@ from google.protobuf.message import Message
 from lb.v1 import load_balancer_pb2 as pb
 
 from tests.factories import START_MS
-from tests.service.harness import Harness, assert_rejected
+from tests.service.harness import Harness, assert_rejected, bad_request, rich_status
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 NOT_FOUND = grpc.StatusCode.NOT_FOUND
@@ -700,6 +700,62 @@ REJECTIONS: dict[str, Rejection] = {
         _a_full,
     ),
 }
+
+
+#: The request field each INVALID_ARGUMENT rejection names in its google.rpc.BadRequest.
+BAD_FIELDS = {
+    "register-empty-id": "agent.id",
+    "register-unset-agent": "agent.id",
+    "register-port-70000": "agent.port",
+    "register-negative-vram": "agent.hardware.vram_gb",
+    "register-nan-vram": "agent.hardware.vram_gb",
+    "register-inf-ram": "agent.hardware.ram_gb",
+    "register-empty-model-name": "agent.models[1]",
+    "deregister-empty-id": "agent_id",
+    "select-duplicate-candidate-ids": "candidates[2].id",
+    "select-candidate-port-70000": "candidates[0].port",
+    "select-nan-min-vram": "task.min_vram_gb",
+    "select-negative-min-vram": "task.min_vram_gb",
+    "select-unknown-compute-7": "task.compute",
+    "start-empty-id": "agent_id",
+    "end-nan-latency": "latency_ms",
+    "end-inf-latency": "latency_ms",
+    "end-negative-latency": "latency_ms",
+    "end-without-agent-or-request-id": "agent_id",
+    "end-request-id-of-another-agent": "agent_id",
+    "get-loads-empty-id": "agent_ids[1]",
+    "get-loads-repeated-id": "agent_ids",
+    "weights-negative": "weights[a]",
+    "weights-nan": "weights[a]",
+    "weights-inf": "weights[a]",
+    "weights-empty-id": "weights",
+    "strategy-unspecified": "strategy",
+    "strategy-unknown-99": "strategy",
+}
+
+
+def test_every_invalid_argument_case_states_its_field() -> None:
+    """Each INVALID_ARGUMENT rejection above has its expected BadRequest field listed."""
+    invalid = {name for name, case in REJECTIONS.items() if case.code == INVALID}
+    assert set(BAD_FIELDS) == invalid
+
+
+@pytest.mark.parametrize("name", list(REJECTIONS))
+def test_invalid_argument_names_the_field_in_a_bad_request(harness: Harness, name: str) -> None:
+    """INVALID_ARGUMENT carries one google.rpc.BadRequest field violation; other codes none."""
+    case = REJECTIONS[name]
+    case.setup(harness)
+
+    result = harness.unary(case.method, case.request)
+
+    found = bad_request(rich_status(result.trailing_metadata, result.code, result.details))
+    if case.code != INVALID:
+        assert found is None
+        return
+    assert found is not None
+    assert [(v.field, v.description) for v in found.field_violations] == [
+        (BAD_FIELDS[name], case.details)
+    ]
 
 
 @pytest.mark.parametrize("case", REJECTIONS.values(), ids=list(REJECTIONS))

@@ -11,7 +11,7 @@ import pytest
 
 from lb_service.balancer import LoadBalancer
 from lb_service.errors import LimitExceeded
-from lb_service.store.base import Binding, Committed, Limit, Pick, Store
+from lb_service.store.base import Binding, Committed, Limit, Pick, Registered, Store
 from lb_service.store.redis import RedisStore
 from tests.factories import BASE_RULES, FakeClock, agent
 from tests.store.conftest import MakeStore
@@ -20,14 +20,19 @@ START_MS = 1_700_000_000_000
 
 
 async def test_put_agent_refuses_a_new_id_at_max_agents_and_changes_nothing(store: Store) -> None:
-    """At the limit a new id is refused, changing nothing; a known id may still be replaced."""
+    """At the limit a new id is refused, changing nothing; a known id may still be replaced.
+
+    Each accepted put says whether it added, changed or left the agent as it was.
+    """
     for agent_id in ("a", "b"):
-        assert await store.put_agent(agent(agent_id), START_MS, max_agents=2) is None
+        assert await store.put_agent(agent(agent_id), START_MS, max_agents=2) is Registered.ADDED
     version = store.version()
     assert await store.put_agent(agent("c"), START_MS, max_agents=2) is Limit.AGENTS
     assert list(await store.agents()) == ["a", "b"]
     assert store.version() == version
-    assert await store.put_agent(agent("a", port=8080), START_MS, max_agents=2) is None
+    replaced = await store.put_agent(agent("a", port=8080), START_MS, max_agents=2)
+    assert replaced is Registered.CHANGED
+    assert await store.put_agent(agent("a", port=8080), START_MS) is Registered.UNCHANGED
     assert (await store.agents())["a"].port == 8080
 
 

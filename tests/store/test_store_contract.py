@@ -235,7 +235,9 @@ async def test_commit_pick_with_acquire_opens_a_lease(store: Store) -> None:
         activity_at_ms=START_MS + 5,
     )
     assert dict(await store.leases()) == {"test-1": Lease("test-1", "a", START_MS + 5)}
-    assert await store.end_request(ended("a", committed.request_id)) == EndResult(EndOutcome.CLOSED)
+    assert await store.end_request(ended("a", committed.request_id)) == EndResult(
+        EndOutcome.CLOSED, agent_id="a"
+    )
 
 
 async def test_commit_pick_creates_stats_for_an_unregistered_candidate(store: Store) -> None:
@@ -394,7 +396,7 @@ async def test_end_closes_the_lease_and_records_the_sample(store: Store) -> None
 
     result = await store.end_request(ended("a", request_id, 250.0, now_ms=START_MS + 250))
 
-    assert result == EndResult(EndOutcome.CLOSED)
+    assert result == EndResult(EndOutcome.CLOSED, agent_id="a")
     assert (await store.stats())["a"] == AgentStats(
         active=0,
         avg_latency_ms=250.0,
@@ -419,7 +421,9 @@ async def test_end_with_request_id_and_no_agent_id_uses_the_lease_agent(store: S
     """An end naming only the request id closes that lease on its own agent."""
     await put(store, "a")
     request_id = await store.open_lease("a", START_MS)
-    assert await store.end_request(ended("", request_id, 40.0)) == EndResult(EndOutcome.CLOSED)
+    assert await store.end_request(ended("", request_id, 40.0)) == EndResult(
+        EndOutcome.CLOSED, agent_id="a"
+    )
     stats = await store.stats()
     assert stats["a"].active == 0
     assert stats["a"].avg_latency_ms == 40.0
@@ -502,7 +506,9 @@ async def test_end_for_the_wrong_agent_changes_nothing(store: Store) -> None:
 
     assert result == EndResult(EndOutcome.WRONG_AGENT, lease_agent_id="a")
     assert await state(store) == before
-    assert await store.end_request(ended("a", request_id)) == EndResult(EndOutcome.CLOSED)
+    assert await store.end_request(ended("a", request_id)) == EndResult(
+        EndOutcome.CLOSED, agent_id="a"
+    )
 
 
 async def test_end_without_id_and_no_lease_records_latency_only(store: Store) -> None:
@@ -511,7 +517,7 @@ async def test_end_without_id_and_no_lease_records_latency_only(store: Store) ->
 
     result = await store.end_request(ended("a", "", 60.0, now_ms=START_MS + 1))
 
-    assert result == EndResult(EndOutcome.NO_OPEN_LEASE)
+    assert result == EndResult(EndOutcome.NO_OPEN_LEASE, agent_id="a")
     assert (await store.stats())["a"] == AgentStats(
         active=0,
         avg_latency_ms=60.0,
@@ -531,13 +537,15 @@ async def test_end_without_id_closes_the_oldest_lease_of_that_agent(store: Store
     first = await store.open_lease("a", START_MS + 1)
     second = await store.open_lease("a", START_MS + 2)
 
-    assert await store.end_request(ended("a")) == EndResult(EndOutcome.CLOSED)
+    assert await store.end_request(ended("a")) == EndResult(EndOutcome.CLOSED, agent_id="a")
 
     stats = await store.stats()
     assert (stats["a"].active, stats["b"].active) == (1, 1)
     assert await store.end_request(ended("a", first)) == EndResult(EndOutcome.ALREADY_ENDED)
-    assert await store.end_request(ended("a", second)) == EndResult(EndOutcome.CLOSED)
-    assert await store.end_request(ended("b", b_first)) == EndResult(EndOutcome.CLOSED)
+    assert await store.end_request(ended("a", second)) == EndResult(EndOutcome.CLOSED, agent_id="a")
+    assert await store.end_request(ended("b", b_first)) == EndResult(
+        EndOutcome.CLOSED, agent_id="b"
+    )
 
 
 async def test_later_samples_follow_the_moving_average(store: Store) -> None:
@@ -577,7 +585,7 @@ async def test_expire_leases_closes_only_those_started_before_the_cutoff(store: 
     assert (stats["a"].active, stats["a"].failed_requests) == (1, 1)
     assert (stats["b"].active, stats["b"].failed_requests) == (0, 1)
     assert await store.end_request(ended("a", first)) == EndResult(EndOutcome.ALREADY_ENDED)
-    assert await store.end_request(ended("a", third)) == EndResult(EndOutcome.CLOSED)
+    assert await store.end_request(ended("a", third)) == EndResult(EndOutcome.CLOSED, agent_id="a")
 
 
 async def test_expire_leases_records_no_latency_sample(store: Store) -> None:
@@ -673,6 +681,17 @@ async def test_consecutive_failures_eject_until_the_ejection_expires(store: Stor
     assert await store.expire_ejections(START_MS + 1_000) == ["a"]
     assert store.version() != before
     assert (await store.pick_state("")).ejections == {}
+
+
+async def test_the_end_that_ejects_says_so_with_the_failures_in_a_row(store: Store) -> None:
+    """Only the failing end that ejects reports it: the agent, until when, and the failures."""
+    await put(store, "a", "b")
+    first = await store.end_request(RequestEnd("a", "", 10.0, True, START_MS, EJECT_FAST))
+    assert first == EndResult(EndOutcome.NO_OPEN_LEASE, agent_id="a")
+    second = await store.end_request(RequestEnd("a", "", 10.0, True, START_MS, EJECT_FAST))
+    assert second == EndResult(
+        EndOutcome.NO_OPEN_LEASE, agent_id="a", ejected_until_ms=START_MS + 1_000, failures=2
+    )
 
 
 async def test_ejection_share_caps_how_many_are_out(store: Store) -> None:
