@@ -39,10 +39,12 @@ class CapabilityMatch:
     a 24 GB card could take. "With room" means within the load bound that sticky
     sessions also obey (``capacity.within_bound``): the smallest fit takes
     requests until it holds more than its fair share, then the next size does. A task
-    that needs no GPU has no fit to respect: it is decided as least-connections decides
-    every task (the shortest expected time among ``choice_count`` drawn by capacity), so
-    it is never sent to a CPU-only host just because that host has the least VRAM, and
-    it costs O(log n) from the store's index rather than a scan.
+    that needs no GPU has no fit to respect (and no load bound to keep: the expected
+    time already weighs the load): it goes to the shortest expected time of all, as
+    least-connections with a full scan decides, so it is never sent to a CPU-only host
+    just because that host has the least VRAM. A full scan rather than two draws: on
+    mixed-fleet the draws' p99 was 2.75-3.11x the oracle's against 1.67-2.62x scanning,
+    and users pick this strategy for its placement, not its decision cost.
     """
 
     name = StrategyName.CAPABILITY_MATCH
@@ -52,7 +54,7 @@ class CapabilityMatch:
     ) -> tuple[Candidate | None, Ranked]:
         """Return the best fit among candidates under the bound (all, when none is)."""
         if not needs_gpu(task):
-            return _BY_EXPECTED_TIME.choose(candidates, task, ctx)
+            return _BY_EXPECTED_TIME.choose(candidates, task, ctx._replace(choice_count=0))
         total_active = sum(c.active for c in candidates)
         total_capacity = sum(c.capacity for c in candidates)
         roomy = [
@@ -66,14 +68,14 @@ class CapabilityMatch:
     def choose_from_pool(
         self, pool: IndexedPool, task: Task, ctx: PickContext
     ) -> tuple[Candidate | None, Ranked]:
-        """``choose`` over the pool: O(log n) with no GPU need, else O(n).
+        """``choose`` over every member: O(n).
 
-        For a GPU task every member within the bound is compared (and ranked for a
-        shared store), as the bound is on each member's load share, so the index only
-        spares the scan its eligibility checks and capacity figures.
+        Every member (within the bound, for a GPU task) is compared and ranked for a
+        shared store, so the index only spares the scan its eligibility checks and
+        candidate building.
         """
         if not needs_gpu(task):
-            return _BY_EXPECTED_TIME.choose_from_pool(pool, task, ctx)
+            return _BY_EXPECTED_TIME.choose_from_pool(pool, task, ctx._replace(choice_count=0))
         return self.choose(pool.candidates(ctx.peak_ewma), task, ctx)
 
     def load_rank(self, candidate: Candidate, task: Task, ctx: PickContext) -> LoadRank:
