@@ -54,7 +54,11 @@ async def _drive(port: int) -> None:
             await stub.RegisterAgent(
                 pb.RegisterAgentRequest(
                     agent=pb.Agent(
-                        id=name, host="10.0.0.1", models=["m"], hardware=pb.Hardware(vram_gb=vram)
+                        id=name,
+                        host="10.0.0.1",
+                        port=11434,
+                        models=["m"],
+                        hardware=pb.Hardware(vram_gb=vram),
                     )
                 )
             )

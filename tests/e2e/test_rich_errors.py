@@ -42,18 +42,23 @@ def _details(error: grpc.aio.AioRpcError) -> tuple[str, list[tuple[str, str]]]:
 async def test_a_bad_port_names_agent_port(stub: pb_grpc.LoadBalancerStub) -> None:
     """RegisterAgent with port 70000 fails with ErrorInfo and a violation on agent.port."""
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stub.RegisterAgent(pb.RegisterAgentRequest(agent=pb.Agent(id="a", port=70000)))
+        await stub.RegisterAgent(
+            pb.RegisterAgentRequest(agent=pb.Agent(id="a", host="a.local", port=70000))
+        )
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     reason, violations = _details(caught.value)
     assert reason == "INVALID_ARGUMENT"
-    assert violations == [("agent.port", "agent 'a': port must be at most 65535, got 70000")]
+    assert violations == [
+        ("agent.port", "agent.port: must be from 1 to 65535, got 70000 (agent 'a')")
+    ]
 
 
 async def test_a_long_field_path_is_cut_and_the_trailers_still_fit(
     stub: pb_grpc.LoadBalancerStub,
 ) -> None:
     """A violation on a 1024-character weights key arrives with its path cut to fit the trailers."""
-    await stub.RegisterAgent(pb.RegisterAgentRequest(agent=pb.Agent(id="é" * MAX_ID_LENGTH)))
+    long_id = pb.Agent(id="é" * MAX_ID_LENGTH, host="a.local", port=11434)
+    await stub.RegisterAgent(pb.RegisterAgentRequest(agent=long_id))
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.UpdateWeights(pb.UpdateWeightsRequest(weights={"é" * MAX_ID_LENGTH: math.nan}))
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
