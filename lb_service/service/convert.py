@@ -171,6 +171,13 @@ def selection_request_to_pb(request: SelectionRequest) -> pb.SelectAgentRequest:
     )
 
 
+#: Characters of an error message a SelectAgents entry carries (messages are short; one
+#: quoting a long id is cut), so that an error result has a known most size.
+_MAX_ERROR_MESSAGE = 512
+#: The most bytes one failed entry adds to a SelectAgents answer (UTF-8, with its fields).
+MAX_ERROR_RESULT_BYTES = 4 * _MAX_ERROR_MESSAGE + 128
+
+
 def selection_results_to_pb(
     outcomes: Iterable[Selection | LoadBalancerError], agents: AgentMessages | None = None
 ) -> pb.SelectAgentsResponse:
@@ -186,7 +193,7 @@ def selection_results_to_pb(
             write_selection(result.selection, outcome, agent)
         else:
             result.error.code = code_for(outcome).value[0]
-            result.error.message = str(outcome)
+            result.error.message = str(outcome)[:_MAX_ERROR_MESSAGE]
             result.error.reason = reason_for(outcome)
     return response
 

@@ -16,16 +16,27 @@ from lb.v1 import load_balancer_pb2_grpc as pb_grpc
 
 from lb_service import paging
 from lb_service.balancer import LoadBalancer
-from lb_service.errors import InvalidArgument, LoadBalancerError, StoreUnavailable
+from lb_service.errors import InvalidArgument, LimitExceeded, LoadBalancerError, StoreUnavailable
 from lb_service.model import Agent, LoadSnapshot, Selection
 from lb_service.service import convert
 from lb_service.service.status import to_status
+from lb_service.validation import MAX_AGENT_TEXT, MAX_ID_LENGTH
 
 log = structlog.get_logger(__name__)
 
 #: Most selections one SelectAgents call may ask for: a call holds the event loop while
 #: it decides them all, so this bounds how long other RPCs can wait behind one.
 MAX_BATCH_SELECTIONS = 1000
+#: What one SelectAgents answer may take: the 4 MiB a gRPC client receives by default,
+#: less room for framing. Leases opened for an answer the client cannot receive would
+#: stay open until they expire, so entries stop being made before the answer outgrows it.
+ANSWER_BUDGET_BYTES = 4 * 1024 * 1024 - 64 * 1024
+#: What a selection adds to the answer beside its agent: request id, strategy, framing.
+_SELECTION_OVERHEAD_BYTES = 256
+#: The most one selection can add: an agent's text (host, GPU, models and metadata:
+#: validation.MAX_AGENT_TEXT characters) and id at up to 4 bytes a character in UTF-8,
+#: its numbers, and the selection's own fields.
+_SELECTION_BYTES = 4 * (MAX_AGENT_TEXT + MAX_ID_LENGTH) + 1024 + _SELECTION_OVERHEAD_BYTES
 
 _Request = TypeVar("_Request")
 _Response = TypeVar("_Response")
@@ -135,22 +146,37 @@ class LoadBalancerServicer(pb_grpc.LoadBalancerServicer):
             )
         outcomes: list[Selection | LoadBalancerError] = []
         outage: StoreUnavailable | None = None
-        for entry in request.requests:
+        answered = 0  # bytes the answer holds so far, selections and errors
+        total = len(request.requests)
+        for n, entry in enumerate(request.requests):
             if outage is not None:
                 # The store is away: each later entry would only wait out the store's
                 # timeout to fail the same way, and the batch would outlive its deadline.
                 outcomes.append(outage)
                 continue
+            # Room for this entry's selection and for an error for every later one.
+            if answered + _SELECTION_BYTES + (total - n - 1) * convert.MAX_ERROR_RESULT_BYTES > (
+                ANSWER_BUDGET_BYTES
+            ):
+                outcomes.append(_answer_full(n, total))
+                answered += convert.MAX_ERROR_RESULT_BYTES
+                continue
             try:
-                outcomes.append(await self._select(entry))
+                selection = await self._select(entry)
             except StoreUnavailable as error:
                 outage = error
                 outcomes.append(error)
             except LoadBalancerError as error:
                 outcomes.append(error)
+                answered += convert.MAX_ERROR_RESULT_BYTES
+            else:
+                outcomes.append(selection)
+                agent = self._agent_messages.get(selection.agent)
+                answered += _SELECTION_OVERHEAD_BYTES + agent.ByteSize()
         return convert.selection_results_to_pb(outcomes, self._agent_messages)
 
     async def _select(self, request: pb.SelectAgentRequest) -> Selection:
+        """One entry of SelectAgents, or SelectAgent itself."""
         candidates: Iterable[Agent] = ()
         if request.candidates:
             # Lazy, so an oversized candidate list is refused before it is all converted.
@@ -287,3 +313,12 @@ async def _until(
             with contextlib.suppress(asyncio.CancelledError):
                 await following
         await items.aclose()
+
+
+def _answer_full(entry: int, total: int) -> LimitExceeded:
+    """The error of an entry not made because the answer would outgrow what a client receives."""
+    return LimitExceeded(
+        f"entries {entry} to {total - 1} were not made: with them the answer could outgrow "
+        "the 4 MiB a gRPC client receives by default (the agents chosen carry large "
+        "metadata); send them in another call"
+    )

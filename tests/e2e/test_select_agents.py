@@ -66,3 +66,42 @@ async def test_added_handlers_are_served_behind_the_same_stack() -> None:
             assert list(listed.agents) == []
     finally:
         await server.stop(0)
+
+
+async def test_a_batch_never_outgrows_what_a_default_client_receives(
+    stub: pb_grpc.LoadBalancerStub,
+) -> None:
+    """200 acquires of an agent with 60 KB of metadata: the answer arrives, the excess is refused.
+
+    The first entries are made until the next one could push the answer past the 4 MiB
+    a default gRPC client receives; the rest come back RESOURCE_EXHAUSTED and open no
+    lease, so no lease is left open for an answer that never arrives.
+    """
+    big = _agent("big")
+    big.metadata["notes"] = "x" * 60_000
+    await stub.RegisterAgent(pb.RegisterAgentRequest(agent=big))
+    response = await stub.SelectAgents(
+        pb.SelectAgentsRequest(requests=[pb.SelectAgentRequest(acquire=True)] * 200)
+    )
+    made = [r for r in response.results if r.WhichOneof("result") == "selection"]
+    refused = [r.error for r in response.results if r.WhichOneof("result") == "error"]
+    assert len(made) + len(refused) == 200
+    assert 40 <= len(made) < 70  # about (4 MiB - the reserve) / 60 KB
+    assert all(r.selection.agent.id == "big" for r in response.results[: len(made)])
+    assert {(e.code, e.reason) for e in refused} == {
+        (grpc.StatusCode.RESOURCE_EXHAUSTED.value[0], "LIMIT_EXCEEDED")
+    }
+    assert refused[0].message.startswith(f"entries {len(made)} to 199 were not made")
+    assert response.ByteSize() < 4 * 1024 * 1024
+    [load] = (await stub.GetLoads(pb.GetLoadsRequest(agent_ids=["big"]))).loads
+    assert load.active_connections == len(made)
+
+
+async def test_a_batch_of_small_agents_is_made_in_full(stub: pb_grpc.LoadBalancerStub) -> None:
+    """The answer's bound does not cut an ordinary batch: 1,000 acquires are all made."""
+    await stub.RegisterAgent(pb.RegisterAgentRequest(agent=_agent("a")))
+    response = await stub.SelectAgents(
+        pb.SelectAgentsRequest(requests=[pb.SelectAgentRequest(acquire=True)] * 1000)
+    )
+    assert all(r.WhichOneof("result") == "selection" for r in response.results)
+    assert len(response.results) == 1000

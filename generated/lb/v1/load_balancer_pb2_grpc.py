@@ -144,8 +144,11 @@ class LoadBalancerServicer:
         """SelectAgents makes several selections in one call, in order, each exactly
         as SelectAgent would: every entry succeeds or fails on its own, with the
         status code SelectAgent would return for it, and the entries that succeed
-        are committed whatever happens to the others. The call as a whole fails
-        only with INVALID_ARGUMENT, for more than 1000 entries.
+        are committed whatever happens to the others. The answer stays within the
+        4 MiB a gRPC client receives by default: once the next entry could push it
+        past that, that entry and the rest fail with RESOURCE_EXHAUSTED and open no
+        lease. The call as a whole fails only with INVALID_ARGUMENT, for more than
+        1000 entries.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

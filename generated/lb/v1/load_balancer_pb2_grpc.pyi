@@ -66,8 +66,11 @@ class LoadBalancerStub:
     """SelectAgents makes several selections in one call, in order, each exactly
     as SelectAgent would: every entry succeeds or fails on its own, with the
     status code SelectAgent would return for it, and the entries that succeed
-    are committed whatever happens to the others. The call as a whole fails
-    only with INVALID_ARGUMENT, for more than 1000 entries.
+    are committed whatever happens to the others. The answer stays within the
+    4 MiB a gRPC client receives by default: once the next entry could push it
+    past that, that entry and the rest fail with RESOURCE_EXHAUSTED and open no
+    lease. The call as a whole fails only with INVALID_ARGUMENT, for more than
+    1000 entries.
     """
     RecordRequestStart: _grpc.UnaryUnaryMultiCallable[_load_balancer_pb2.RecordRequestStartRequest, _load_balancer_pb2.RecordRequestStartResponse]
     """RecordRequestStart records that a request went to an agent and opens a
@@ -135,8 +138,11 @@ class LoadBalancerAsyncStub(LoadBalancerStub):
     """SelectAgents makes several selections in one call, in order, each exactly
     as SelectAgent would: every entry succeeds or fails on its own, with the
     status code SelectAgent would return for it, and the entries that succeed
-    are committed whatever happens to the others. The call as a whole fails
-    only with INVALID_ARGUMENT, for more than 1000 entries.
+    are committed whatever happens to the others. The answer stays within the
+    4 MiB a gRPC client receives by default: once the next entry could push it
+    past that, that entry and the rest fail with RESOURCE_EXHAUSTED and open no
+    lease. The call as a whole fails only with INVALID_ARGUMENT, for more than
+    1000 entries.
     """
     RecordRequestStart: _aio.UnaryUnaryMultiCallable[_load_balancer_pb2.RecordRequestStartRequest, _load_balancer_pb2.RecordRequestStartResponse]  # type: ignore[assignment]
     """RecordRequestStart records that a request went to an agent and opens a
@@ -231,8 +237,11 @@ class LoadBalancerServicer(metaclass=_abc_1.ABCMeta):
         """SelectAgents makes several selections in one call, in order, each exactly
         as SelectAgent would: every entry succeeds or fails on its own, with the
         status code SelectAgent would return for it, and the entries that succeed
-        are committed whatever happens to the others. The call as a whole fails
-        only with INVALID_ARGUMENT, for more than 1000 entries.
+        are committed whatever happens to the others. The answer stays within the
+        4 MiB a gRPC client receives by default: once the next entry could push it
+        past that, that entry and the rest fail with RESOURCE_EXHAUSTED and open no
+        lease. The call as a whole fails only with INVALID_ARGUMENT, for more than
+        1000 entries.
         """
 
     @_abc_1.abstractmethod
