@@ -36,13 +36,18 @@ completion, a learned capacity briefly a little low). Later ends correct the fig
 the end itself is reported as done, never retried, so no lease is closed twice. (A
 call cancelled between the steps, its client gone, loses its estimate the same way.)
 
-Round trips: ``pick_state`` is one script call and ``commit_pick`` another, so a
-selection costs two. A request end costs two (one more per conflict); a sweep's
-``expire_leases`` one, or two when leases expired (one estimate write for all of them).
-The registry, weights and strategy are cached in the replica and re-validated on every
-``pick_state`` (and every read of them) against a configuration version that every
-change to them increments; when it moved, the same reply carries the new
-configuration, so even a reload costs no extra round trip.
+Round trips (counted per RPC by tests/store/test_round_trips.py): each operation is
+one script call, and checks its own ids and limits in it (``UnknownAgent``, ``Limit``)
+instead of reading first. ``pick_state`` and ``commit_pick`` make a selection two (so does a
+refusal: ``pick_state`` then ``record_failed_selection``, or a ``commit_pick`` that
+finds every contender full and counts the failure itself); ``open_lease`` a request
+start one; ``overview`` GetLoads or GetStatistics one; ``set_weights`` UpdateWeights
+one. A request end costs two (one more per conflict); a sweep's ``expire_leases`` one,
+or two when leases expired (one estimate write for all of them). The registry,
+weights and strategy are cached in the replica and re-validated in every script that
+reads them against a configuration version that every change to them increments;
+when it moved, the same reply carries the new configuration, so even a reload costs no
+extra round trip.
 
 Change notification: every state change increments ``<prefix>:version`` inside its
 script and the replica keeps the highest value it has seen (``version()``). While
@@ -89,15 +94,18 @@ from lb_service.store.base import (
     AgentStats,
     Binding,
     Committed,
+    Configuration,
     Counters,
     EndOutcome,
     EndResult,
     Lease,
     Limit,
+    Overview,
     Pick,
     PickState,
     Registered,
     RequestEnd,
+    UnknownAgent,
 )
 from lb_service.store.feedback import Feedback, end_result, fold_end, fold_expiry, is_ejected
 
@@ -291,12 +299,39 @@ class RedisStore:
         """Weight overrides by agent id."""
         return (await self._current_config()).weights
 
-    async def set_weights(self, weights: Mapping[str, float]) -> None:
-        """Apply all the overrides at once."""
-        pairs: list[str] = []
+    async def set_weights(
+        self, weights: Mapping[str, float], *, only_registered: bool = False
+    ) -> Configuration | UnknownAgent:
+        """Apply all the overrides at once; returns the registry and overrides after it.
+
+        One round trip: the script checks the ids (with ``only_registered``, an id not
+        registered changes nothing and is returned as ``UnknownAgent``), applies the
+        overrides, and answers with the configuration they leave; when this replica's
+        cached copy was current it is updated in place instead of sent again.
+        """
+        sent = self._config
+        args: list[str | int] = [
+            sent.version if sent is not None else "",
+            self._default_strategy.value,
+            int(only_registered),
+        ]
         for agent_id, weight in weights.items():
-            pairs += [agent_id, repr(float(weight))]
-        self._observed(await self._eval("set_weights", pairs))
+            args += [agent_id, repr(float(weight))]
+        reply = await self._eval("set_weights", args)
+        if reply[0] == "unknown-agent":
+            return UnknownAgent(reply[1])
+        config_version, payload, version = reply
+        self._observed(version)
+        if payload is None and sent is not None and version is not None:
+            # The cache was current before this change, which was these overrides alone.
+            applied = {agent_id: float(weight) for agent_id, weight in weights.items()}
+            config = replace(
+                sent, version=config_version, weights=MappingProxyType({**sent.weights, **applied})
+            )
+            self._cache(config)
+        else:
+            config = self._adopt(config_version, payload, sent)
+        return Configuration(config.agents, config.weights)
 
     async def clear_weights(self, agent_ids: Iterable[str]) -> None:
         """Drop the overrides of these agents."""
@@ -372,9 +407,10 @@ class RedisStore:
 
         Each contender ranks ``(tier, max(floor, per_request x (active + 1) + offset))``
         on its active count at commit (``Contender``), lowest first, ties in turn by the
-        sequence. Returns None (recording nothing) when every contender is at
-        max_connections, and a ``Limit`` (recording nothing) when the pick would open a
-        lease past ``pick.max_leases`` or bind a new session past ``pick.max_sessions``.
+        sequence. Returns None (recording no selection, counting a failed one in the same
+        script) when every contender is at max_connections, and a ``Limit`` (recording
+        nothing) when the pick would open a lease past ``pick.max_leases`` or bind a new
+        session past ``pick.max_sessions``.
         A binding of the session made by a concurrent pick (one this replica's snapshot
         did not show) and used since ``pick.fresh_since_ms`` wins over ``pick.bind``: its
         agent is committed and returned with ``sticky=True``.
@@ -403,7 +439,7 @@ class RedisStore:
                 repr(float(contender.floor)),
             ]
         reply = await self._eval("commit_pick", args)
-        if reply is None:
+        if reply is None:  # the script counted the failed selection
             return None
         if isinstance(reply, str):
             return Limit(reply)
@@ -416,15 +452,21 @@ class RedisStore:
         await self._call(lambda r: r.hincrby(self._key("counters"), "failed", 1), writes=True)
 
     # Requests and leases.
-    async def open_lease(self, agent_id: str, now_ms: int, max_leases: int = 0) -> str | Limit:
+    async def open_lease(
+        self, agent_id: str, now_ms: int, max_leases: int = 0, *, only_known: bool = False
+    ) -> str | Limit | UnknownAgent:
         """Record a request start on the agent; returns the new lease's request_id.
 
-        With ``max_leases`` (0 = no limit) leases open it returns ``Limit.LEASES``,
-        checked in the same script that would open it.
+        With ``only_known`` an id neither registered nor holding a load record returns
+        ``UnknownAgent``; else with ``max_leases`` (0 = no limit) leases open it returns
+        ``Limit.LEASES``; both checked in the same script that would open it.
         """
         reply = await self._eval(
-            "open_lease", [self._epoch_candidate(), agent_id, now_ms, max_leases]
+            "open_lease",
+            [self._epoch_candidate(), agent_id, now_ms, max_leases, int(only_known)],
         )
+        if reply == "unknown-agent":
+            return UnknownAgent(agent_id)
         if isinstance(reply, str):
             return Limit(reply)
         request_id, version = reply
@@ -439,7 +481,13 @@ class RedisStore:
         """
         reply = await self._eval(
             "end_request",
-            [end.request_id, end.agent_id, repr(float(end.latency_ms)), end.now_ms],
+            [
+                end.request_id,
+                end.agent_id,
+                repr(float(end.latency_ms)),
+                end.now_ms,
+                int(end.only_known),
+            ],
         )
         outcome = EndOutcome(reply[0])
         self._observed(reply[2])
@@ -525,12 +573,7 @@ class RedisStore:
     # Reads and change notification.
     async def stats(self) -> Mapping[str, AgentStats]:
         """Load history of every agent id ever seen, in the order they were first seen."""
-        raw = await self._call(lambda r: r.hgetall(self._key("stats")))
-        decoded = sorted(
-            ((_decode_record(text), agent_id) for agent_id, text in raw.items()),
-            key=lambda entry: entry[0].born,
-        )
-        return MappingProxyType({agent_id: record.stats for record, agent_id in decoded})
+        return _records_in_order(await self._call(lambda r: r.hgetall(self._key("stats"))))
 
     async def session_count(self) -> int:
         """Sticky-session bindings held."""
@@ -568,13 +611,26 @@ class RedisStore:
             return await pipe.execute()
 
         counters, selections = await self._call(read)
-        return Counters(
-            total_selections=int(counters.get("selections", 0)),
-            failed_selections=int(counters.get("failed", 0)),
-            total_requests=int(counters.get("issued", 0)),
-            latency_sum_ms=float(counters.get("latency_sum", 0.0)),
-            latency_samples=int(counters.get("samples", 0)),
-            selections_by_agent={agent_id: int(n) for agent_id, n in selections.items()},
+        return _counters(counters, selections)
+
+    async def overview(self) -> Overview:
+        """Strategy, registry, weights, every load record and the counters: one script.
+
+        The cached configuration is re-validated in the same reply, as in ``pick_state``.
+        """
+        sent = self._config
+        config_version, payload, flat_stats, flat_counters, flat_selections = await self._eval(
+            "overview",
+            [sent.version if sent is not None else "", self._default_strategy.value],
+            writes=False,
+        )
+        config = self._adopt(config_version, payload, sent)
+        return Overview(
+            strategy=config.strategy,
+            agents=config.agents,
+            weights=config.weights,
+            stats=_records_in_order(_pairs(flat_stats)),
+            counters=_counters(_pairs(flat_counters), _pairs(flat_selections)),
         )
 
     async def wait_for_change(self, seen_version: int) -> int:
@@ -658,11 +714,15 @@ class RedisStore:
                 }
             ),
         )
+        self._cache(config)
+        return config
+
+    def _cache(self, config: _Config) -> None:
+        """Keep ``config`` as the cached configuration unless a newer one already is."""
         # Configuration versions only grow (a lost counter restarts above, from the
         # server clock), so the larger one is the newer.
-        if self._config is None or int(version) >= int(self._config.version):
+        if self._config is None or int(config.version) >= int(self._config.version):
             self._config = config
-        return config
 
     def _registered_stats(self, ids: tuple[str, ...], joined: str) -> dict[str, AgentStats]:
         """The registered agents' records from a pick_state reply (one per line, in order).
@@ -757,6 +817,32 @@ class RedisStore:
             yield
         except (redis_errors.RedisError, OSError) as error:
             raise StoreUnavailable(_explain(self.where, self._timeout_ms, error, writes)) from error
+
+
+def _pairs(flat: Sequence[str]) -> dict[str, str]:
+    """A flat HGETALL reply from a script (key, value, key, value, ...) as a dict."""
+    return {flat[i]: flat[i + 1] for i in range(0, len(flat), 2)}
+
+
+def _records_in_order(raw: Mapping[str, str]) -> Mapping[str, AgentStats]:
+    """The load records of a stats hash, in the order their ids were first seen."""
+    decoded = sorted(
+        ((_decode_record(text), agent_id) for agent_id, text in raw.items()),
+        key=lambda entry: entry[0].born,
+    )
+    return MappingProxyType({agent_id: record.stats for record, agent_id in decoded})
+
+
+def _counters(counters: Mapping[str, str], selections: Mapping[str, str]) -> Counters:
+    """``Counters`` from the counters and selections hashes."""
+    return Counters(
+        total_selections=int(counters.get("selections", 0)),
+        failed_selections=int(counters.get("failed", 0)),
+        total_requests=int(counters.get("issued", 0)),
+        latency_sum_ms=float(counters.get("latency_sum", 0.0)),
+        latency_samples=int(counters.get("samples", 0)),
+        selections_by_agent={agent_id: int(n) for agent_id, n in selections.items()},
+    )
 
 
 def _describe(connection: Mapping[str, Any]) -> str:

@@ -235,6 +235,13 @@ local function ejected_count(now)
   return count
 end
 
+-- Whether the store knows the id: registered, or seen before (a candidate that was
+-- picked or started), as MemoryStore._knows.
+local function known(agent_id)
+  return redis.call('HEXISTS', K.agents, agent_id) == 1
+    or redis.call('HEXISTS', K.stats, agent_id) == 1
+end
+
 local function population(agent_id)
   if redis.call('HEXISTS', K.agents, agent_id) == 1 then
     return redis.call('HLEN', K.agents)
@@ -298,6 +305,21 @@ end
 local version = config_version(ARGV[3])
 if version == ARGV[2] then return {version, false} end
 return {version, config_payload()}
+
+--- script: overview
+-- What GetLoads and GetStatistics read, as of one instant. ARGV: prefix, cached config
+-- version, default strategy. Returns {config version, configuration or false, every
+-- load record (flat id/record pairs), counters (flat), selections (flat)}.
+local version = config_version(ARGV[3])
+local payload = false
+if version ~= ARGV[2] then payload = config_payload() end
+return {
+  version,
+  payload,
+  redis.call('HGETALL', K.stats),
+  redis.call('HGETALL', K.counters),
+  redis.call('HGETALL', K.selections),
+}
 
 --- script: pick_state
 -- Everything one selection reads, as of one instant. ARGV: prefix, cached config
@@ -388,14 +410,33 @@ bump_config()
 return {1, bump_version()}
 
 --- script: set_weights
--- Apply weight overrides all at once. ARGV: prefix, then id, weight pairs.
-for first = 2, #ARGV, 1000 do
+-- Apply weight overrides all at once, and answer with the configuration they leave.
+-- ARGV: prefix, cached config version, default strategy, only_registered (1/0), then
+-- id, weight pairs. With only_registered, an id not registered changes nothing and
+-- returns {'unknown-agent', id} (the first such id). No pairs change nothing. Returns
+-- {config version, configuration or false, state version or false}: false when the
+-- configuration was the cached one before these overrides (the replica applies them to
+-- its copy), else the whole configuration.
+local cached = ARGV[2]
+local before = config_version(ARGV[3])
+if ARGV[4] == '1' then
+  for i = 5, #ARGV, 2 do
+    if redis.call('HEXISTS', K.agents, ARGV[i]) == 0 then return {'unknown-agent', ARGV[i]} end
+  end
+end
+if #ARGV < 5 then
+  if before == cached then return {before, false, false} end
+  return {before, config_payload(), false}
+end
+for first = 5, #ARGV, 1000 do
   local chunk = {}
   for i = first, math.min(first + 999, #ARGV) do chunk[#chunk + 1] = ARGV[i] end
   redis.call('HSET', K.weights, unpack(chunk))
 end
-bump_config()
-return bump_version()
+local after = int(bump_config())
+local version = bump_version()
+if before == cached then return {after, false, version} end
+return {after, config_payload(), version}
 
 --- script: clear_weights
 -- Drop the weight overrides of the given ids. ARGV: prefix, then the ids.
@@ -467,7 +508,11 @@ if not decided and #ARGV >= 18 then
       end
     end
   end
-  if #ties == 0 then return false end
+  if #ties == 0 then
+    -- Refused: counted as a failed selection here, so the refusal costs no round trip.
+    redis.call('HINCRBY', K.counters, 'failed', 1)
+    return false
+  end
   local sequence = tonumber(redis.call('HGET', K.counters, 'sequence') or 0)
   agent_id = ties[(sequence % #ties) + 1]
 end
@@ -500,10 +545,12 @@ return {agent_id, request_id, sticky, bump_version()}
 
 --- script: open_lease
 -- Record a request start. ARGV: prefix, epoch candidate, agent id, now, max_leases (0 =
--- no limit). Returns 'max_leases' (nothing recorded) when that many leases are open,
--- else {request id, version}.
+-- no limit), only_known (1/0). Returns 'unknown-agent' with only_known when the id is
+-- neither registered nor holds a load record, 'max_leases' when that many leases are
+-- open (nothing recorded either way), else {request id, version}.
 local agent_id, now = ARGV[3], tonumber(ARGV[4])
 local max_leases = tonumber(ARGV[5])
+if ARGV[6] == '1' and not known(agent_id) then return 'unknown-agent' end
 if max_leases > 0 and redis.call('HLEN', K.leases) >= max_leases then
   return 'max_leases'
 end
@@ -516,10 +563,11 @@ return {request_id, bump_version()}
 -- The first step of recording a request end: check it, close its lease (bookkeeping)
 -- and count its latency, atomically, so a lease ends once. The estimates are Python's
 -- (feedback.fold_end), written back by write_estimates. ARGV: prefix, request id (""
--- = the agent's oldest lease), agent id ("" = the lease's), latency_ms, now.
--- Returns {outcome, lease's agent id, version or false, then for "closed" and
--- "no-open-lease" (the only outcomes that change anything): the agent id, the record
--- as booked, ejected_count, population}; outcomes as EndOutcome's values.
+-- = the agent's oldest lease), agent id ("" = the lease's), latency_ms, now, only_known
+-- (1/0: without a request id, an agent neither registered nor holding a load record is
+-- "unknown-agent"). Returns {outcome, lease's agent id, version or false, then for
+-- "closed" and "no-open-lease" (the only outcomes that change anything): the agent id,
+-- the record as booked, ejected_count, population}; outcomes as EndOutcome's values.
 local request_id, agent_id = ARGV[2], ARGV[3]
 local latency, now = tonumber(ARGV[4]), tonumber(ARGV[5])
 if request_id ~= '' then
@@ -532,6 +580,7 @@ if request_id ~= '' then
   if agent_id ~= '' and agent_id ~= owner then return {'wrong-agent', owner, false} end
   agent_id = owner
 else
+  if ARGV[6] == '1' and not known(agent_id) then return {'unknown-agent', '', false} end
   local oldest = redis.call('ZRANGE', agent_leases_key(agent_id), 0, 0)
   request_id = oldest[1] or ''
 end
