@@ -224,6 +224,26 @@ local function book_close(s, now)
   s.active = s.active - 1
 end
 
+-- Write estimates Python computed (feedback.fold_end, fold_expiry) into record s: the
+-- fields string holds redis.py ESTIMATES in order, then last_request_at_ms as the
+-- record showed it, which is replaced only if still so (a lease opened since keeps its
+-- time, as if it came after this end). Moves the estimate version.
+local function apply_estimates(s, fields)
+  local e = {}
+  for part in string.gmatch(fields, '%S+') do e[#e + 1] = part end
+  local function opt(text)
+    if text == '-' then return nil end
+    return tonumber(text)
+  end
+  s.avg, s.cost, s.cost_at = opt(e[1]), opt(e[2]), tonumber(e[3])
+  s.failed, s.consec = tonumber(e[4]), tonumber(e[5])
+  s.ejected_until, s.times_ejected = tonumber(e[6]), tonumber(e[7])
+  s.completions, s.cap_done, s.cap_busy, s.cap_mark =
+    tonumber(e[8]), tonumber(e[9]), tonumber(e[10]), tonumber(e[11])
+  if s.last == tonumber(e[13]) then s.last = tonumber(e[12]) end
+  s.ev = s.ev + 1
+end
+
 -- What Python's fold of an end needs beyond the record: how many agents are ejected
 -- at `now`, and how many agents the ejection share is taken of (the registry, or for
 -- an id that is not registered every id the store knows, as MemoryStore._observe).
@@ -541,13 +561,13 @@ end
 local request_id = ''
 if acquire then request_id = open_lease(ARGV[2], agent_id, now, s) end
 save_stats(agent_id, s)
-return {agent_id, request_id, sticky, bump_version()}
+return {agent_id, request_id, sticky, bump_version(), encode_stats(s)}
 
 --- script: open_lease
 -- Record a request start. ARGV: prefix, epoch candidate, agent id, now, max_leases (0 =
 -- no limit), only_known (1/0). Returns 'unknown-agent' with only_known when the id is
 -- neither registered nor holds a load record, 'max_leases' when that many leases are
--- open (nothing recorded either way), else {request id, version}.
+-- open (nothing recorded either way), else {request id, version, the agent's record}.
 local agent_id, now = ARGV[3], tonumber(ARGV[4])
 local max_leases = tonumber(ARGV[5])
 if ARGV[6] == '1' and not known(agent_id) then return 'unknown-agent' end
@@ -557,7 +577,7 @@ end
 local s = load_stats(agent_id) or new_stats()
 local request_id = open_lease(ARGV[2], agent_id, now, s)
 save_stats(agent_id, s)
-return {request_id, bump_version()}
+return {request_id, bump_version(), encode_stats(s)}
 
 --- script: end_request
 -- The first step of recording a request end: check it, close its lease (bookkeeping)
@@ -567,7 +587,18 @@ return {request_id, bump_version()}
 -- (1/0: without a request id, an agent neither registered nor holding a load record is
 -- "unknown-agent"). Returns {outcome, lease's agent id, version or false, then for
 -- "closed" and "no-open-lease" (the only outcomes that change anything): the agent id,
--- the record as booked, ejected_count, population}; outcomes as EndOutcome's values.
+-- the record, ejected_count, population, and 'written' or false}; outcomes as
+-- EndOutcome's values.
+-- The end's estimates in the same step, when the replica guessed them right: ARGV[7..]
+-- are the estimate version and booked busy_total_ms the replica folded from, the
+-- ejected_count and population it folded with, whether it expected a lease to close
+-- (1/0), the estimate fields (as write_estimates) and the ejected_until_ms to record
+-- ("" = none), or ARGV[7] = "" for no guess. Those are every input of Python's fold
+-- (feedback.fold_end reads the estimates, which only write_estimates changes, and of the
+-- bookkeeping only busy_total_ms); with last_request_at_ms also as the replica saw it
+-- (the fields' last value), the figures are the ones the second step would write: they are written now, and the record returned is the
+-- record as written ('written'). Otherwise the record returned is as booked (false),
+-- for the second step.
 local request_id, agent_id = ARGV[2], ARGV[3]
 local latency, now = tonumber(ARGV[4]), tonumber(ARGV[5])
 if request_id ~= '' then
@@ -592,13 +623,23 @@ if request_id ~= '' then
   book_close(s, now)
 end
 s.seen = now
+local ejected = ejected_count(now)
+local written = false
+if ARGV[7] ~= '' and tonumber(ARGV[7]) == s.ev and tonumber(ARGV[8]) == s.busy
+    and tonumber(ARGV[9]) == ejected and tonumber(ARGV[10]) == share_of
+    and (ARGV[11] == '1') == (request_id ~= '')
+    and tonumber(string.match(ARGV[12], '(%S+)$')) == s.last then
+  apply_estimates(s, ARGV[12])
+  if ARGV[13] ~= '' then redis.call('HSET', K.ejections, agent_id, ARGV[13]) end
+  written = 'written'
+end
 save_stats(agent_id, s)
 local sum = tonumber(redis.call('HGET', K.counters, 'latency_sum') or 0) + latency
 redis.call('HSET', K.counters, 'latency_sum', float(sum))
 redis.call('HINCRBY', K.counters, 'samples', 1)
 local outcome = 'no-open-lease'
 if request_id ~= '' then outcome = 'closed' end
-return {outcome, '', bump_version(), agent_id, encode_stats(s), ejected_count(now), share_of}
+return {outcome, '', bump_version(), agent_id, encode_stats(s), ejected, share_of, written}
 
 --- script: expire_leases
 -- The first step of expiring leases: close every lease started before the cutoff, in
@@ -673,19 +714,7 @@ for i = 3, #ARGV, 5 do
     out[#out + 1] = ejected_count(now)
     out[#out + 1] = population(agent_id)
   else
-    local e = {}
-    for part in string.gmatch(fields, '%S+') do e[#e + 1] = part end
-    local function opt(text)
-      if text == '-' then return nil end
-      return tonumber(text)
-    end
-    s.avg, s.cost, s.cost_at = opt(e[1]), opt(e[2]), tonumber(e[3])
-    s.failed, s.consec = tonumber(e[4]), tonumber(e[5])
-    s.ejected_until, s.times_ejected = tonumber(e[6]), tonumber(e[7])
-    s.completions, s.cap_done, s.cap_busy, s.cap_mark =
-      tonumber(e[8]), tonumber(e[9]), tonumber(e[10]), tonumber(e[11])
-    if s.last == tonumber(e[13]) then s.last = tonumber(e[12]) end
-    s.ev = s.ev + 1
+    apply_estimates(s, fields)
     save_stats(agent_id, s)
     if eject_until ~= '' then redis.call('HSET', K.ejections, agent_id, eject_until) end
     wrote = true

@@ -17,8 +17,10 @@ SelectAgent refused (no agent fits)       2             2
 SelectAgent refused at commit (all full)  3 (*)         2
 RecordRequestStart                        2             1
 RecordRequestStart, unknown agent         2             1
-RecordRequestEnd (request_id)             2             2
-RecordRequestEnd (agent_id only)          3             2
+RecordRequestEnd (agent_id, request_id)   2             1
+RecordRequestEnd (agent_id only)          3             1
+RecordRequestEnd, record moved elsewhere  2             2
+RecordRequestEnd (request_id only)        2             2
 GetLoads                                  3             1
 GetStatistics                             3             1
 UpdateWeights                             3             1
@@ -34,9 +36,12 @@ check the id; now the script that writes checks it (``UnknownAgent``,
 ``EndOutcome.UNKNOWN_AGENT``). GetLoads and GetStatistics read with one script
 (``Store.overview``); UpdateWeights checks, applies and answers in one; a commit that
 finds every contender full counts the failed selection itself.
-A request end stays two: the script closes the lease atomically, then Python folds the
-estimates from the booked record and writes them back (compare-and-set); see the
-module docstring of ``lb_service.store.redis``.
+A request end is one when the replica's copy of the agent's record is current: the
+estimates folded from it go with the end and the script writes them if every input of
+the fold still holds. When another replica moved the record on meanwhile (ended a
+request on that agent), it is two as before: close and book, then fold and write back
+(compare-and-set); see the module docstring of ``lb_service.store.redis``. An end with
+a request_id and no agent_id is two as well (the replica does not guess whose lease it is).
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ from lb_service.balancer import LoadBalancer
 from lb_service.errors import AgentNotFound, AllAgentsBusy, NoEligibleAgent
 from lb_service.model import StrategyName, Task
 from lb_service.store.base import PickState
+from lb_service.store.memory import MemoryStore
 from lb_service.store.redis import RedisStore
 from tests.factories import BASE_RULES, FakeClock, agent
 from tests.store.conftest import EPOCH
@@ -63,8 +69,9 @@ TARGETS = {
     "SelectAgent refused": 2,
     "RecordRequestStart": 1,
     "RecordRequestStart unknown agent": 1,
-    "RecordRequestEnd": 2,
-    "RecordRequestEnd without request_id": 2,
+    "RecordRequestEnd": 1,
+    "RecordRequestEnd without request_id": 1,
+    "RecordRequestEnd with request_id only": 2,
     "GetLoads": 1,
     "GetStatistics": 1,
     "UpdateWeights": 1,
@@ -125,6 +132,7 @@ async def replicas(redis_url: str, redis_prefix: str, redis_stores: list[RedisSt
     # configuration cached.
     await measured.start()
     await pair.measured.end("a", 10.0, await pair.measured.start("a"))
+    await pair.measured.end("", 10.0, await pair.measured.start("a"))  # two steps
     warm = await pair.measured.select(acquire=True)
     await pair.measured.end(warm.agent.id, 10.0, warm.request_id)
     await pair.measured.end(warm.agent.id, 10.0)
@@ -142,27 +150,33 @@ async def replicas(redis_url: str, redis_prefix: str, redis_stores: list[RedisSt
 def rpcs(pair: Replicas) -> Iterable[tuple[str, Callable[[], Awaitable[object]]]]:
     """Each RPC of the table as the balancer call its servicer method makes."""
     lb = pair.measured
-    leases: list[str] = []
+    leases: list[tuple[str, str]] = []
 
     async def select() -> None:
-        leases.append((await lb.select(acquire=True)).request_id)
+        chosen = await lb.select(acquire=True)
+        leases.append((chosen.agent.id, chosen.request_id))
 
     async def refused() -> None:
         with pytest.raises(NoEligibleAgent):
             await lb.select(Task(model="none-serves-this"))
 
     async def start() -> None:
-        leases.append(await lb.start("b"))
+        leases.append(("b", await lb.start("b")))
 
     async def start_unknown() -> None:
         with pytest.raises(AgentNotFound):
             await lb.start("nobody")
 
     async def end() -> None:
-        await lb.end("", 25.0, leases.pop(0))
+        agent_id, request_id = leases.pop(0)
+        await lb.end(agent_id, 25.0, request_id)
 
     async def end_oldest() -> None:
         await lb.end("b", 30.0)
+
+    async def end_by_request_id() -> None:
+        # Opened through the other replica (not counted): no agent_id to guess from.
+        await lb.end("", 20.0, await pair.other.start("a"))
 
     async def weights() -> None:
         assert (await lb.update_weights({"b": 2.0}))["b"] == 2.0
@@ -173,6 +187,7 @@ def rpcs(pair: Replicas) -> Iterable[tuple[str, Callable[[], Awaitable[object]]]
     yield "RecordRequestStart unknown agent", start_unknown
     yield "RecordRequestEnd", end
     yield "RecordRequestEnd without request_id", end_oldest
+    yield "RecordRequestEnd with request_id only", end_by_request_id
     yield "GetLoads", lb.loads
     yield "GetStatistics", lb.statistics
     yield "UpdateWeights", weights
@@ -229,3 +244,44 @@ async def test_a_selection_refused_at_commit_costs_two_round_trips(
 
     assert await replicas.count(refused) == 2
     assert (await lb.statistics()).failed_selections == failed + 1
+
+
+async def test_an_end_after_another_replica_moved_the_record_costs_two_and_lands_the_same(
+    replicas: Replicas,
+) -> None:
+    """An end guessed on a copy another replica made stale takes the second step, same figures.
+
+    The measured replica's copy of "b" is out of date once the other replica ends a
+    request on it (a new estimate), so its guess is refused in the script and the end
+    costs two round trips; the figures are those a memory store reaches by the same
+    calls, as are those of the next end, which the copy read back makes one again.
+    """
+    memory = LoadBalancer(MemoryStore(epoch=EPOCH), BASE_RULES, clock=replicas.clock)
+    for agent_id in ("a", "b"):
+        await memory.register(agent(agent_id))
+    mine, theirs = replicas.measured, replicas.other
+    replicas.clock.advance(1.0)
+    first = (await mine.start("b"), await memory.start("b"))
+    replicas.clock.advance(0.5)
+    second = (await theirs.start("b"), await memory.start("b"))
+    replicas.clock.advance(0.25)
+    await theirs.end("b", 40.0, second[0])
+    await memory.end("b", 40.0, second[1])
+    replicas.clock.advance(0.25)
+
+    async def end_first() -> None:
+        await mine.end("b", 90.0, first[0], failed=True)
+
+    assert await replicas.count(end_first) == 2
+    await memory.end("b", 90.0, first[1], failed=True)
+    third = (await mine.start("b"), await memory.start("b"))
+    replicas.clock.advance(0.5)
+
+    async def end_third() -> None:
+        await mine.end("b", 30.0, third[0])
+
+    assert await replicas.count(end_third) == 1
+    await memory.end("b", 30.0, third[1])
+    redis_b = (await mine.loads(["b"]), (await replicas.measured._store.stats())["b"])
+    memory_b = (await memory.loads(["b"]), (await memory._store.stats())["b"])
+    assert redis_b == memory_b
