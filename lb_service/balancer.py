@@ -53,6 +53,7 @@ from lb_service.store.base import (
     Registered,
     RequestEnd,
     Store,
+    UnknownAgent,
 )
 from lb_service.store.feedback import Ejection, Feedback, is_ejected
 from lb_service.validation import (
@@ -348,14 +349,13 @@ class LoadBalancer:
     async def update_weights(self, weights: Mapping[str, float]) -> dict[str, float]:
         """Override weights all or nothing; return every agent's effective weight."""
         check_weights(weights)
-        agents = await self._store.agents()
-        for agent_id in weights:
-            if agent_id not in agents:
-                raise AgentNotFound(agent_id)
-        if weights:
-            await self._store.set_weights(weights)
-        overrides = await self._store.weights()
-        return {a.id: overrides.get(a.id, a.default_weight) for a in agents.values()}
+        # The store checks the ids in the step that applies the overrides, so an agent
+        # deregistered through another replica meanwhile is refused, not weighted.
+        applied = await self._store.set_weights(weights, only_registered=True)
+        if isinstance(applied, UnknownAgent):
+            raise AgentNotFound(applied.agent_id)
+        overrides = applied.weights
+        return {a.id: overrides.get(a.id, a.default_weight) for a in applied.agents.values()}
 
     async def reset_weights(self, agent_ids: Iterable[str]) -> None:
         """Drop the weight overrides of these agents, returning them to their defaults."""
@@ -406,9 +406,10 @@ class LoadBalancer:
         if isinstance(committed, Limit):
             raise self._limit_error(committed)
         if committed is None:
-            # Only a shared store: other replicas filled every contender meanwhile.
+            # Only a shared store: other replicas filled every contender meanwhile. The
+            # store counted the failed selection in the commit's own step.
             busy = AllAgentsBusy("every agent chosen among reached max_connections; retry later")
-            await self._refused(state.strategy, busy)
+            self.observer.selection(state.strategy, Outcome.ALL_BUSY)
             raise busy
         agent = choice
         if committed.agent_id != choice.id:
@@ -461,8 +462,13 @@ class LoadBalancer:
     # Request tracking.
     async def start(self, agent_id: str) -> str:
         """Record that a request went to the agent; return its lease's request_id."""
-        await self._require_known(require_id(agent_id))
-        opened = await self._store.open_lease(agent_id, self._clock(), self._config.max_leases)
+        # Known (registered, or seen before: a candidate that was picked or started) and
+        # the lease limit are checked by the store in the step that opens the lease.
+        opened = await self._store.open_lease(
+            require_id(agent_id), self._clock(), self._config.max_leases, only_known=True
+        )
+        if isinstance(opened, UnknownAgent):
+            raise AgentNotFound(opened.agent_id)
         if isinstance(opened, Limit):
             raise self._limit_error(opened)
         return opened
@@ -497,11 +503,17 @@ class LoadBalancer:
         """
         require_amount(latency_ms, "latency_ms")
         if not request_id:
-            await self._require_known(require_id(agent_id, "agent_id (or request_id)", "agent_id"))
+            require_id(agent_id, "agent_id (or request_id)", "agent_id")
         now = self._clock()
+        # Without a request id the agent must be known; the store checks it in the step
+        # that records the end.
         result = await self._store.end_request(
-            RequestEnd(agent_id, request_id, latency_ms, failed, now, self._feedback)
+            RequestEnd(
+                agent_id, request_id, latency_ms, failed, now, self._feedback, only_known=True
+            )
         )
+        if result.outcome is EndOutcome.UNKNOWN_AGENT:
+            raise AgentNotFound(agent_id)
         if result.outcome is EndOutcome.UNKNOWN_REQUEST:
             raise LeaseNotFound(request_id)
         if result.outcome is EndOutcome.WRONG_AGENT:
@@ -565,9 +577,8 @@ class LoadBalancer:
     async def loads(self, agent_ids: Iterable[str] = ()) -> list[AgentLoad]:
         """Loads of the given agents, or of every registered agent when none are given."""
         ids = check_ids(agent_ids)
-        agents = await self._store.agents()
-        stats = await self._store.stats()
-        weights = await self._store.weights()
+        overview = await self._store.overview()
+        agents, stats, weights = overview.agents, overview.stats, overview.weights
         if not ids:
             ids = tuple(agents)
         for agent_id in ids:
@@ -578,10 +589,10 @@ class LoadBalancer:
 
     async def statistics(self) -> Statistics:
         """Service-wide counters and the current strategy."""
-        counters = await self._store.counters()
-        stats = await self._store.stats()
+        overview = await self._store.overview()
+        counters, stats = overview.counters, overview.stats
         return Statistics(
-            strategy=await self._store.strategy(),
+            strategy=overview.strategy,
             total_selections=counters.total_selections,
             failed_selections=counters.failed_selections,
             total_requests=counters.total_requests,
@@ -633,11 +644,6 @@ class LoadBalancer:
         snapshot = LoadSnapshot(tuple(await self.loads(ids)), self._clock())
         self._last_snapshot = ((ids, version), snapshot)
         return snapshot
-
-    async def _require_known(self, agent_id: str) -> None:
-        # Known = registered, or seen before (a candidate that was picked or started).
-        if agent_id not in await self._store.agents() and agent_id not in await self._store.stats():
-            raise AgentNotFound(agent_id)
 
 
 def _active(stats: Mapping[str, AgentStats], agent_id: str) -> int:

@@ -122,6 +122,18 @@ class Limit(enum.Enum):
     SESSIONS = "max_sessions"  # sticky-session bindings (commit_pick binding a new session)
 
 
+class UnknownAgent(NamedTuple):
+    """An agent id an operation was told to require and the store does not know; nothing changed.
+
+    Checked in the same atomic step as the operation, so no replica acts on an id
+    another replica removed meanwhile. What "know" means is the operation's: registered
+    (``set_weights``), or registered or holding a load record (``open_lease``,
+    ``end_request``).
+    """
+
+    agent_id: str
+
+
 class Contender(NamedTuple):
     """An agent a shared store may commit instead of the chosen one, if it ranks better then.
 
@@ -194,6 +206,9 @@ class RequestEnd:
     failed: bool
     now_ms: int
     feedback: Feedback
+    #: Without ``request_id``: an agent neither registered nor holding a load record is
+    #: refused (``EndOutcome.UNKNOWN_AGENT``) in the same step that would record the end.
+    only_known: bool = False
 
 
 class EndOutcome(enum.Enum):
@@ -204,6 +219,7 @@ class EndOutcome(enum.Enum):
     NO_OPEN_LEASE = "no-open-lease"  # no request_id and none open: latency recorded only
     UNKNOWN_REQUEST = "unknown-request"  # the request_id was never issued; nothing changed
     WRONG_AGENT = "wrong-agent"  # the lease belongs to another agent; nothing changed
+    UNKNOWN_AGENT = "unknown-agent"  # only_known, no request_id, agent not known; nothing changed
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +237,14 @@ class EndResult:
 
 
 @dataclass(frozen=True, slots=True)
+class Configuration:
+    """The registry and weight overrides as of one instant (what ``set_weights`` left)."""
+
+    agents: Mapping[str, Agent]
+    weights: Mapping[str, float]
+
+
+@dataclass(frozen=True, slots=True)
 class Counters:
     """Service-wide counters kept by the store."""
 
@@ -230,6 +254,18 @@ class Counters:
     latency_sum_ms: float
     latency_samples: int
     selections_by_agent: Mapping[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Overview:
+    """Everything GetLoads and GetStatistics read, as of one instant (one store call)."""
+
+    strategy: StrategyName
+    agents: Mapping[str, Agent]
+    weights: Mapping[str, float]
+    #: Every agent id ever seen, as ``Store.stats``.
+    stats: Mapping[str, AgentStats]
+    counters: Counters
 
 
 class Store(Protocol):
@@ -257,8 +293,15 @@ class Store(Protocol):
         """Weight overrides by agent id."""
         ...
 
-    async def set_weights(self, weights: Mapping[str, float]) -> None:
-        """Apply all the overrides at once."""
+    async def set_weights(
+        self, weights: Mapping[str, float], *, only_registered: bool = False
+    ) -> Configuration | UnknownAgent:
+        """Apply all the overrides at once; returns the registry and overrides after it.
+
+        With ``only_registered`` an id not registered changes nothing and is returned as
+        ``UnknownAgent`` (the first such id in ``weights``' order). No overrides change
+        nothing (and move no version).
+        """
         ...
 
     async def clear_weights(self, agent_ids: Iterable[str]) -> None:
@@ -287,8 +330,9 @@ class Store(Protocol):
 
         A ``Limit`` when the pick would open a lease past ``pick.max_leases`` or bind a
         new session past ``pick.max_sessions``; None only from a shared store, when
-        every contender reached max_connections between the read and the commit.
-        Nothing is recorded in either case.
+        every contender reached max_connections between the read and the commit. In
+        either case no selection is recorded; a None is counted as a failed selection,
+        in the same step (the caller does not call ``record_failed_selection`` for it).
         """
         ...
 
@@ -297,11 +341,14 @@ class Store(Protocol):
         ...
 
     # Requests and leases.
-    async def open_lease(self, agent_id: str, now_ms: int, max_leases: int = 0) -> str | Limit:
+    async def open_lease(
+        self, agent_id: str, now_ms: int, max_leases: int = 0, *, only_known: bool = False
+    ) -> str | Limit | UnknownAgent:
         """Record a request start on the agent; returns the new lease's request_id.
 
-        With ``max_leases`` (0 = no limit) leases open it changes nothing and returns
-        ``Limit.LEASES``.
+        With ``only_known``, an agent neither registered nor holding a load record
+        changes nothing and is returned as ``UnknownAgent``; else, with ``max_leases``
+        (0 = no limit) leases open, it changes nothing and returns ``Limit.LEASES``.
         """
         ...
 
@@ -355,6 +402,10 @@ class Store(Protocol):
 
     async def counters(self) -> Counters:
         """Service-wide counters."""
+        ...
+
+    async def overview(self) -> Overview:
+        """Strategy, registry, weights, every load record and the counters, in one read."""
         ...
 
     async def wait_for_change(self, seen_version: int) -> int:

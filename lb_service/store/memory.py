@@ -21,15 +21,18 @@ from lb_service.store.base import (
     AgentStats,
     Binding,
     Committed,
+    Configuration,
     Counters,
     EndOutcome,
     EndResult,
     Lease,
     Limit,
+    Overview,
     Pick,
     PickState,
     Registered,
     RequestEnd,
+    UnknownAgent,
 )
 from lb_service.store.feedback import (
     Feedback,
@@ -125,11 +128,23 @@ class MemoryStore:
         """Weight overrides by agent id."""
         return MappingProxyType(self._weights)
 
-    async def set_weights(self, weights: Mapping[str, float]) -> None:
-        """Apply all the overrides at once."""
-        self._weights.update(weights)
-        self._index.weights_changed()
-        self._bump()
+    async def set_weights(
+        self, weights: Mapping[str, float], *, only_registered: bool = False
+    ) -> Configuration | UnknownAgent:
+        """Apply all the overrides at once; returns the registry and overrides after it.
+
+        With ``only_registered`` an id not registered changes nothing and is returned as
+        ``UnknownAgent``. No overrides change nothing.
+        """
+        if only_registered:
+            for agent_id in weights:
+                if agent_id not in self._agents:
+                    return UnknownAgent(agent_id)
+        if weights:
+            self._weights.update(weights)
+            self._index.weights_changed()
+            self._bump()
+        return Configuration(MappingProxyType(self._agents), MappingProxyType(self._weights))
 
     async def clear_weights(self, agent_ids: Iterable[str]) -> None:
         """Drop the overrides of these agents."""
@@ -199,11 +214,17 @@ class MemoryStore:
         self._failed_selections += 1
 
     # Requests and leases.
-    async def open_lease(self, agent_id: str, now_ms: int, max_leases: int = 0) -> str | Limit:
+    async def open_lease(
+        self, agent_id: str, now_ms: int, max_leases: int = 0, *, only_known: bool = False
+    ) -> str | Limit | UnknownAgent:
         """Record a request start on the agent; returns the new lease's request_id.
 
-        With ``max_leases`` (0 = no limit) leases open it returns ``Limit.LEASES``.
+        With ``only_known`` an id neither registered nor holding a load record returns
+        ``UnknownAgent``; else with ``max_leases`` (0 = no limit) leases open it returns
+        ``Limit.LEASES``.
         """
+        if only_known and not self._knows(agent_id):
+            return UnknownAgent(agent_id)
         if 0 < max_leases <= len(self._leases):
             return Limit.LEASES
         return self._open(agent_id, now_ms)
@@ -220,6 +241,8 @@ class MemoryStore:
             request_id, agent_id = end.request_id, lease.agent_id
         else:
             agent_id = end.agent_id
+            if end.only_known and not self._knows(agent_id):
+                return EndResult(EndOutcome.UNKNOWN_AGENT)
             request_id = next(iter(self._agent_leases.get(agent_id, ())), "")
         if request_id:
             self._close(request_id)
@@ -324,6 +347,16 @@ class MemoryStore:
             selections_by_agent=dict(self._selections_by_agent),
         )
 
+    async def overview(self) -> Overview:
+        """Strategy, registry, weights, every load record and the counters (live views)."""
+        return Overview(
+            strategy=self._strategy,
+            agents=MappingProxyType(self._agents),
+            weights=MappingProxyType(self._weights),
+            stats=MappingProxyType(self._stats),
+            counters=await self.counters(),
+        )
+
     async def wait_for_change(self, seen_version: int) -> int:
         """Wait until the state version differs from ``seen_version``; return the new one."""
         while self._version == seen_version:
@@ -409,6 +442,10 @@ class MemoryStore:
         del open_ids[request_id]
         if not open_ids:
             del self._agent_leases[lease.agent_id]
+
+    def _knows(self, agent_id: str) -> bool:
+        # Registered, or seen before (a candidate that was picked or started).
+        return agent_id in self._agents or agent_id in self._stats
 
     def _was_issued(self, request_id: str) -> bool:
         epoch, _, number = request_id.rpartition("-")

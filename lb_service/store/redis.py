@@ -13,20 +13,32 @@ the bookkeeping of leases (counts and busy time: the few lines of
 a compare-and-set write of figures Python computed, and the re-rank of a pick's
 contenders, one generic comparison of ranks the strategy computed (``Contender``).
 
-Request ends and expiries take two steps. First a script checks the end, closes the
-lease and books it (``end_request``; ``expire_leases`` closes every overdue lease),
-atomically, so a lease is closed exactly once however many replicas race; it returns
-the agent's record as booked, with the ejected count and population an end's fold
-needs. Then Python computes the estimates (``feedback.fold_end``, ``fold_expiry``:
-latency averages, failures, ejection, learned capacity) and writes them back with
-``write_estimates``, a compare-and-set on the record's *estimate version*, which only
-that write moves: bookkeeping meanwhile (other leases opening or closing) is kept as
-it is, while another estimate written meanwhile is a conflict, answered in the same
-reply with the record as it is now, from which Python computes again (at most
-``FOLD_ATTEMPTS`` times, then the sample is dropped with a warning). A write that
-ejects an agent also checks that the ejected count it was computed with still holds,
-so replicas folding at once never eject more than ``max_share``; it records the
-ejection in the ejections hash in the same step.
+A request end is one step when the replica guessed it right. The replica keeps the
+last text of each agent's record it read or wrote; from it, Python folds the end's
+estimates before the call (``feedback.fold_end`` on ``close_lease`` of that copy) and
+sends them with the end. The script closes the lease and writes them in the same
+step only if every input of that fold still holds: the estimate version, the booked
+busy time (the only bookkeeping the fold reads), the ejected count, the population,
+whether a lease closes, and the last request time. So the figures written are
+exactly those the two steps below would write. A guess holds when this replica made
+the last change to the record (a pick or start through it, and no end on that agent
+through another replica since); otherwise the script books the end and answers as
+below, and it takes two steps.
+
+Request ends (unless guessed) and expiries take two steps. First a script checks the
+end, closes the lease and books it (``end_request``; ``expire_leases`` closes every
+overdue lease), atomically, so a lease is closed exactly once however many replicas
+race; it returns the agent's record as booked, with the ejected count and population an
+end's fold needs. Then Python computes the estimates (``feedback.fold_end``,
+``fold_expiry``: latency averages, failures, ejection, learned capacity) and writes them
+back with ``write_estimates``, a compare-and-set on the record's *estimate version*,
+which only that write moves: bookkeeping meanwhile (other leases opening or closing) is
+kept as it is, while another estimate written meanwhile is a conflict, answered in the
+same reply with the record as it is now, from which Python computes again (at most
+``FOLD_ATTEMPTS`` times, then the sample is dropped with a warning). A write that ejects
+an agent also checks that the ejected count it was computed with still holds, so
+replicas folding at once never eject more than ``max_share``; it records the ejection in
+the ejections hash in the same step.
 
 Estimates are soft state. If a replica dies (or Redis fails) between the two steps,
 the lease is still closed exactly once, its bookkeeping and the latency counters are
@@ -36,13 +48,18 @@ completion, a learned capacity briefly a little low). Later ends correct the fig
 the end itself is reported as done, never retried, so no lease is closed twice. (A
 call cancelled between the steps, its client gone, loses its estimate the same way.)
 
-Round trips: ``pick_state`` is one script call and ``commit_pick`` another, so a
-selection costs two. A request end costs two (one more per conflict); a sweep's
-``expire_leases`` one, or two when leases expired (one estimate write for all of them).
-The registry, weights and strategy are cached in the replica and re-validated on every
-``pick_state`` (and every read of them) against a configuration version that every
-change to them increments; when it moved, the same reply carries the new
-configuration, so even a reload costs no extra round trip.
+Round trips (counted per RPC by tests/store/test_round_trips.py): each operation is one
+script call, and checks its own ids and limits in it (``UnknownAgent``, ``Limit``)
+instead of reading first. ``pick_state`` and ``commit_pick`` make a selection two (so
+does a refusal: ``pick_state`` then ``record_failed_selection``, or a ``commit_pick``
+that finds every contender full and counts the failure itself); ``open_lease`` a request
+start one; ``overview`` GetLoads or GetStatistics one; ``set_weights`` UpdateWeights
+one. A request end costs one when guessed right, else two (one more per conflict); a
+sweep's ``expire_leases`` one, or two when leases expired (one estimate write for all of
+them). The registry, weights and strategy are cached in the replica and re-validated in
+every script that reads them against a configuration version that every change to them
+increments; when it moved, the same reply carries the new configuration, so even a
+reload costs no extra round trip.
 
 Change notification: every state change increments ``<prefix>:version`` inside its
 script and the replica keeps the highest value it has seen (``version()``). While
@@ -89,17 +106,27 @@ from lb_service.store.base import (
     AgentStats,
     Binding,
     Committed,
+    Configuration,
     Counters,
     EndOutcome,
     EndResult,
     Lease,
     Limit,
+    Overview,
     Pick,
     PickState,
     Registered,
     RequestEnd,
+    UnknownAgent,
 )
-from lb_service.store.feedback import Feedback, end_result, fold_end, fold_expiry, is_ejected
+from lb_service.store.feedback import (
+    Feedback,
+    close_lease,
+    end_result,
+    fold_end,
+    fold_expiry,
+    is_ejected,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -231,8 +258,11 @@ class RedisStore:
             name: self._redis.register_script(source) for name, source in _script_sources().items()
         }
         self._config: _Config | None = None
-        # Agent id -> (record text, decoded record) of the registry as last read.
-        self._decoded: dict[str, tuple[str, AgentStats]] = {}
+        # Agent id -> (record text, decoded record) as this replica last read or wrote it:
+        # re-used while the text is the same, and what a request end guesses from.
+        self._decoded: dict[str, tuple[str, _Record]] = {}
+        # Ejections as the last pick_state read them (and this replica's own since).
+        self._ejections: dict[str, int] = {}
         self._version = 0
         self._changed = asyncio.Event()
         self._waiters = 0
@@ -291,12 +321,39 @@ class RedisStore:
         """Weight overrides by agent id."""
         return (await self._current_config()).weights
 
-    async def set_weights(self, weights: Mapping[str, float]) -> None:
-        """Apply all the overrides at once."""
-        pairs: list[str] = []
+    async def set_weights(
+        self, weights: Mapping[str, float], *, only_registered: bool = False
+    ) -> Configuration | UnknownAgent:
+        """Apply all the overrides at once; returns the registry and overrides after it.
+
+        One round trip: the script checks the ids (with ``only_registered``, an id not
+        registered changes nothing and is returned as ``UnknownAgent``), applies the
+        overrides, and answers with the configuration they leave; when this replica's
+        cached copy was current it is updated in place instead of sent again.
+        """
+        sent = self._config
+        args: list[str | int] = [
+            sent.version if sent is not None else "",
+            self._default_strategy.value,
+            int(only_registered),
+        ]
         for agent_id, weight in weights.items():
-            pairs += [agent_id, repr(float(weight))]
-        self._observed(await self._eval("set_weights", pairs))
+            args += [agent_id, repr(float(weight))]
+        reply = await self._eval("set_weights", args)
+        if reply[0] == "unknown-agent":
+            return UnknownAgent(reply[1])
+        config_version, payload, version = reply
+        self._observed(version)
+        if payload is None and sent is not None and version is not None:
+            # The cache was current before this change, which was these overrides alone.
+            applied = {agent_id: float(weight) for agent_id, weight in weights.items()}
+            config = replace(
+                sent, version=config_version, weights=MappingProxyType({**sent.weights, **applied})
+            )
+            self._cache(config)
+        else:
+            config = self._adopt(config_version, payload, sent)
+        return Configuration(config.agents, config.weights)
 
     async def clear_weights(self, agent_ids: Iterable[str]) -> None:
         """Drop the overrides of these agents."""
@@ -354,6 +411,7 @@ class RedisStore:
         binding = None
         if session_id and bound is not None and used is not None:
             binding = Binding(bound, int(float(used)))
+        self._ejections = {ejections[i]: int(ejections[i + 1]) for i in range(0, len(ejections), 2)}
         return PickState(
             strategy=config.strategy,
             agents=config.agents,
@@ -363,7 +421,7 @@ class RedisStore:
             sequence=int(sequence),
             session_count=int(session_count),
             lease_count=int(lease_count),
-            ejections={ejections[i]: int(ejections[i + 1]) for i in range(0, len(ejections), 2)},
+            ejections=MappingProxyType(dict(self._ejections)),
             shared=True,
         )
 
@@ -372,9 +430,10 @@ class RedisStore:
 
         Each contender ranks ``(tier, max(floor, per_request x (active + 1) + offset))``
         on its active count at commit (``Contender``), lowest first, ties in turn by the
-        sequence. Returns None (recording nothing) when every contender is at
-        max_connections, and a ``Limit`` (recording nothing) when the pick would open a
-        lease past ``pick.max_leases`` or bind a new session past ``pick.max_sessions``.
+        sequence. Returns None (recording no selection, counting a failed one in the same
+        script) when every contender is at max_connections, and a ``Limit`` (recording
+        nothing) when the pick would open a lease past ``pick.max_leases`` or bind a new
+        session past ``pick.max_sessions``.
         A binding of the session made by a concurrent pick (one this replica's snapshot
         did not show) and used since ``pick.fresh_since_ms`` wins over ``pick.bind``: its
         agent is committed and returned with ``sticky=True``.
@@ -403,12 +462,13 @@ class RedisStore:
                 repr(float(contender.floor)),
             ]
         reply = await self._eval("commit_pick", args)
-        if reply is None:
+        if reply is None:  # the script counted the failed selection
             return None
         if isinstance(reply, str):
             return Limit(reply)
-        agent_id, request_id, sticky, version = reply
+        agent_id, request_id, sticky, version, record = reply
         self._observed(version)
+        self._remember(agent_id, record)
         return Committed(agent_id, request_id, sticky=bool(sticky))
 
     async def record_failed_selection(self) -> None:
@@ -416,55 +476,113 @@ class RedisStore:
         await self._call(lambda r: r.hincrby(self._key("counters"), "failed", 1), writes=True)
 
     # Requests and leases.
-    async def open_lease(self, agent_id: str, now_ms: int, max_leases: int = 0) -> str | Limit:
+    async def open_lease(
+        self, agent_id: str, now_ms: int, max_leases: int = 0, *, only_known: bool = False
+    ) -> str | Limit | UnknownAgent:
         """Record a request start on the agent; returns the new lease's request_id.
 
-        With ``max_leases`` (0 = no limit) leases open it returns ``Limit.LEASES``,
-        checked in the same script that would open it.
+        With ``only_known`` an id neither registered nor holding a load record returns
+        ``UnknownAgent``; else with ``max_leases`` (0 = no limit) leases open it returns
+        ``Limit.LEASES``; both checked in the same script that would open it.
         """
         reply = await self._eval(
-            "open_lease", [self._epoch_candidate(), agent_id, now_ms, max_leases]
+            "open_lease",
+            [self._epoch_candidate(), agent_id, now_ms, max_leases, int(only_known)],
         )
+        if reply == "unknown-agent":
+            return UnknownAgent(agent_id)
         if isinstance(reply, str):
             return Limit(reply)
-        request_id, version = reply
+        request_id, version, record = reply
         self._observed(version)
+        self._remember(agent_id, record)
         return str(request_id)
 
     async def end_request(self, end: RequestEnd) -> EndResult:
         """Record a request end (see EndOutcome); changes nothing unless it succeeds.
 
-        Two steps (see the module docstring): the lease is closed and booked, then the
-        estimates ``feedback.fold_end`` computes from the booked record are written.
+        One step when this replica's copy of the agent's record is what the end finds
+        (it made the last change to it): the estimates ``feedback.fold_end`` computes
+        from that copy are sent along and written in the script that closes the lease,
+        which checks every input of the fold still holds. Otherwise two steps (see the
+        module docstring): the lease is closed and booked, then the estimates computed
+        from the booked record are written.
         """
+        guess = self._guess_end(end)
         reply = await self._eval(
             "end_request",
-            [end.request_id, end.agent_id, repr(float(end.latency_ms)), end.now_ms],
+            [
+                end.request_id,
+                end.agent_id,
+                repr(float(end.latency_ms)),
+                end.now_ms,
+                int(end.only_known),
+                *(guess[1] if guess is not None else [""]),
+            ],
         )
         outcome = EndOutcome(reply[0])
         self._observed(reply[2])
-        if len(reply) > 3:
-            agent_id, raw, ejected_now, population = reply[3:7]
-            closed = outcome is EndOutcome.CLOSED
+        if len(reply) <= 3:
+            return EndResult(outcome, reply[1])
+        agent_id, raw, ejected_now, population, written = reply[3:8]
+        if written is not None and guess is not None:
+            # The guess held: its estimates are written, and the reply is the record now.
+            self._remember(agent_id, raw)
+            guessed = guess[0]
+            if guessed.result.ejected_until_ms != guessed.record.ejected_until_ms:
+                self._ejections[agent_id] = guessed.result.ejected_until_ms
+            return end_result(outcome, agent_id, guessed.record, guessed.result, end.now_ms)
+        # The estimate write below moves the record on: this copy would be stale.
+        self._decoded.pop(agent_id, None)
+        start = _Fold(
+            agent_id,
+            _end_rule(end, outcome is EndOutcome.CLOSED),
+            _decode_record(raw),
+            int(ejected_now),
+            int(population),
+        )
+        if await self._write_estimates(end.now_ms, [start]):
+            return EndResult(outcome, reply[1], agent_id=agent_id)  # estimates dropped
+        return end_result(outcome, agent_id, start.record, start.result, end.now_ms)
 
-            def fold(stats: AgentStats, ejected: int, share_of: int) -> AgentStats:
-                return fold_end(
-                    stats,
-                    closed,
-                    end.latency_ms,
-                    end.failed,
-                    end.now_ms,
-                    end.feedback,
-                    ejected,
-                    share_of,
-                )
+    def _guess_end(self, end: RequestEnd) -> tuple[_Fold, list[str | int]] | None:
+        """The fold of ``end`` on this replica's copy of the agent's record, and its arguments.
 
-            record = _decode_record(raw)
-            start = _Fold(agent_id, fold, record, int(ejected_now), int(population))
-            if await self._write_estimates(end.now_ms, [start]):
-                return EndResult(outcome, reply[1], agent_id=agent_id)  # estimates dropped
-            return end_result(outcome, agent_id, start.record, start.result, end.now_ms)
-        return EndResult(outcome, reply[1])
+        Only for a registered agent named in the end, whose record this replica holds:
+        it assumes a lease closes when the end names a request or the agent has one
+        open, and the ejected count and population as this replica last saw them. The
+        script writes the result only if all of that still holds.
+        """
+        config, known = self._config, self._decoded.get(end.agent_id)
+        if known is None or config is None or end.agent_id not in config.agents:
+            return None
+        record = known[1]
+        closes = bool(end.request_id) or record.stats.active > 0
+        booked = close_lease(record.stats, end.now_ms) if closes else record.stats
+        ejected_now = sum(until > end.now_ms for until in self._ejections.values())
+        fold = _Fold(
+            end.agent_id,
+            _end_rule(end, closes),
+            record._replace(stats=booked),
+            ejected_now,
+            len(config.agents),
+        )
+        _, estimate_version, fields, eject_until, _ = fold.arguments(end.now_ms)
+        return fold, [
+            estimate_version,
+            repr(float(booked.busy_total_ms)),
+            ejected_now,
+            len(config.agents),
+            int(closes),
+            fields,
+            eject_until,
+        ]
+
+    def _remember(self, agent_id: str, raw: str) -> None:
+        """Keep a record text a script returned as this replica's copy of the agent's record."""
+        known = self._decoded.get(agent_id)
+        if known is None or known[0] != raw:
+            self._decoded[agent_id] = (raw, _decode_record(raw))
 
     async def expire_leases(
         self, started_before_ms: int, now_ms: int, feedback: Feedback
@@ -504,6 +622,8 @@ class RedisStore:
         reply = await self._eval("expire_ejections", [now_ms])
         self._observed(reply[0])
         back = [(int(reply[i + 1]), reply[i]) for i in range(1, len(reply), 2)]
+        for _, agent_id in back:
+            self._ejections.pop(agent_id, None)
         # Hash order is arbitrary: report them in the order their ejections ended.
         return [agent_id for _, agent_id in sorted(back)]
 
@@ -525,12 +645,7 @@ class RedisStore:
     # Reads and change notification.
     async def stats(self) -> Mapping[str, AgentStats]:
         """Load history of every agent id ever seen, in the order they were first seen."""
-        raw = await self._call(lambda r: r.hgetall(self._key("stats")))
-        decoded = sorted(
-            ((_decode_record(text), agent_id) for agent_id, text in raw.items()),
-            key=lambda entry: entry[0].born,
-        )
-        return MappingProxyType({agent_id: record.stats for record, agent_id in decoded})
+        return _records_in_order(await self._call(lambda r: r.hgetall(self._key("stats"))))
 
     async def session_count(self) -> int:
         """Sticky-session bindings held."""
@@ -568,13 +683,26 @@ class RedisStore:
             return await pipe.execute()
 
         counters, selections = await self._call(read)
-        return Counters(
-            total_selections=int(counters.get("selections", 0)),
-            failed_selections=int(counters.get("failed", 0)),
-            total_requests=int(counters.get("issued", 0)),
-            latency_sum_ms=float(counters.get("latency_sum", 0.0)),
-            latency_samples=int(counters.get("samples", 0)),
-            selections_by_agent={agent_id: int(n) for agent_id, n in selections.items()},
+        return _counters(counters, selections)
+
+    async def overview(self) -> Overview:
+        """Strategy, registry, weights, every load record and the counters: one script.
+
+        The cached configuration is re-validated in the same reply, as in ``pick_state``.
+        """
+        sent = self._config
+        config_version, payload, flat_stats, flat_counters, flat_selections = await self._eval(
+            "overview",
+            [sent.version if sent is not None else "", self._default_strategy.value],
+            writes=False,
+        )
+        config = self._adopt(config_version, payload, sent)
+        return Overview(
+            strategy=config.strategy,
+            agents=config.agents,
+            weights=config.weights,
+            stats=_records_in_order(_pairs(flat_stats)),
+            counters=_counters(_pairs(flat_counters), _pairs(flat_selections)),
         )
 
     async def wait_for_change(self, seen_version: int) -> int:
@@ -658,11 +786,15 @@ class RedisStore:
                 }
             ),
         )
+        self._cache(config)
+        return config
+
+    def _cache(self, config: _Config) -> None:
+        """Keep ``config`` as the cached configuration unless a newer one already is."""
         # Configuration versions only grow (a lost counter restarts above, from the
         # server clock), so the larger one is the newer.
-        if self._config is None or int(version) >= int(self._config.version):
+        if self._config is None or int(config.version) >= int(self._config.version):
             self._config = config
-        return config
 
     def _registered_stats(self, ids: tuple[str, ...], joined: str) -> dict[str, AgentStats]:
         """The registered agents' records from a pick_state reply (one per line, in order).
@@ -674,7 +806,7 @@ class RedisStore:
         if not ids:
             return {}
         previous = self._decoded
-        decoded: dict[str, tuple[str, AgentStats]] = {}
+        decoded: dict[str, tuple[str, _Record]] = {}
         stats: dict[str, AgentStats] = {}
         for agent_id, raw in zip(ids, joined.split("\n"), strict=True):
             if not raw:
@@ -682,9 +814,9 @@ class RedisStore:
             known = previous.get(agent_id)
             record = known[1] if known is not None and known[0] == raw else None
             if record is None:
-                record = _decode_record(raw).stats
+                record = _decode_record(raw)
             decoded[agent_id] = (raw, record)
-            stats[agent_id] = record
+            stats[agent_id] = record.stats
         # Replaced, not updated: ids that left the registry are not kept.
         self._decoded = decoded
         return stats
@@ -759,6 +891,32 @@ class RedisStore:
             raise StoreUnavailable(_explain(self.where, self._timeout_ms, error, writes)) from error
 
 
+def _pairs(flat: Sequence[str]) -> dict[str, str]:
+    """A flat HGETALL reply from a script (key, value, key, value, ...) as a dict."""
+    return {flat[i]: flat[i + 1] for i in range(0, len(flat), 2)}
+
+
+def _records_in_order(raw: Mapping[str, str]) -> Mapping[str, AgentStats]:
+    """The load records of a stats hash, in the order their ids were first seen."""
+    decoded = sorted(
+        ((_decode_record(text), agent_id) for agent_id, text in raw.items()),
+        key=lambda entry: entry[0].born,
+    )
+    return MappingProxyType({agent_id: record.stats for record, agent_id in decoded})
+
+
+def _counters(counters: Mapping[str, str], selections: Mapping[str, str]) -> Counters:
+    """``Counters`` from the counters and selections hashes."""
+    return Counters(
+        total_selections=int(counters.get("selections", 0)),
+        failed_selections=int(counters.get("failed", 0)),
+        total_requests=int(counters.get("issued", 0)),
+        latency_sum_ms=float(counters.get("latency_sum", 0.0)),
+        latency_samples=int(counters.get("samples", 0)),
+        selections_by_agent={agent_id: int(n) for agent_id, n in selections.items()},
+    )
+
+
 def _describe(connection: Mapping[str, Any]) -> str:
     if connection.get("path"):
         return f"unix:{connection['path']}"
@@ -816,6 +974,24 @@ class _Record(NamedTuple):
 
 #: A fold's rule: the estimates from a record, the ejected count and the population.
 _Rule = Callable[[AgentStats, int, int], AgentStats]
+
+
+def _end_rule(end: RequestEnd, closed: bool) -> _Rule:
+    """``feedback.fold_end`` of this end, as a fold's rule (``closed``: it closed a lease)."""
+
+    def fold(stats: AgentStats, ejected_now: int, population: int) -> AgentStats:
+        return fold_end(
+            stats,
+            closed,
+            end.latency_ms,
+            end.failed,
+            end.now_ms,
+            end.feedback,
+            ejected_now,
+            population,
+        )
+
+    return fold
 
 
 def _expiries(count: int) -> _Rule:

@@ -224,6 +224,26 @@ local function book_close(s, now)
   s.active = s.active - 1
 end
 
+-- Write estimates Python computed (feedback.fold_end, fold_expiry) into record s: the
+-- fields string holds redis.py ESTIMATES in order, then last_request_at_ms as the
+-- record showed it, which is replaced only if still so (a lease opened since keeps its
+-- time, as if it came after this end). Moves the estimate version.
+local function apply_estimates(s, fields)
+  local e = {}
+  for part in string.gmatch(fields, '%S+') do e[#e + 1] = part end
+  local function opt(text)
+    if text == '-' then return nil end
+    return tonumber(text)
+  end
+  s.avg, s.cost, s.cost_at = opt(e[1]), opt(e[2]), tonumber(e[3])
+  s.failed, s.consec = tonumber(e[4]), tonumber(e[5])
+  s.ejected_until, s.times_ejected = tonumber(e[6]), tonumber(e[7])
+  s.completions, s.cap_done, s.cap_busy, s.cap_mark =
+    tonumber(e[8]), tonumber(e[9]), tonumber(e[10]), tonumber(e[11])
+  if s.last == tonumber(e[13]) then s.last = tonumber(e[12]) end
+  s.ev = s.ev + 1
+end
+
 -- What Python's fold of an end needs beyond the record: how many agents are ejected
 -- at `now`, and how many agents the ejection share is taken of (the registry, or for
 -- an id that is not registered every id the store knows, as MemoryStore._observe).
@@ -233,6 +253,13 @@ local function ejected_count(now)
     if tonumber(until_ms) > now then count = count + 1 end
   end
   return count
+end
+
+-- Whether the store knows the id: registered, or seen before (a candidate that was
+-- picked or started), as MemoryStore._knows.
+local function known(agent_id)
+  return redis.call('HEXISTS', K.agents, agent_id) == 1
+    or redis.call('HEXISTS', K.stats, agent_id) == 1
 end
 
 local function population(agent_id)
@@ -298,6 +325,21 @@ end
 local version = config_version(ARGV[3])
 if version == ARGV[2] then return {version, false} end
 return {version, config_payload()}
+
+--- script: overview
+-- What GetLoads and GetStatistics read, as of one instant. ARGV: prefix, cached config
+-- version, default strategy. Returns {config version, configuration or false, every
+-- load record (flat id/record pairs), counters (flat), selections (flat)}.
+local version = config_version(ARGV[3])
+local payload = false
+if version ~= ARGV[2] then payload = config_payload() end
+return {
+  version,
+  payload,
+  redis.call('HGETALL', K.stats),
+  redis.call('HGETALL', K.counters),
+  redis.call('HGETALL', K.selections),
+}
 
 --- script: pick_state
 -- Everything one selection reads, as of one instant. ARGV: prefix, cached config
@@ -388,14 +430,33 @@ bump_config()
 return {1, bump_version()}
 
 --- script: set_weights
--- Apply weight overrides all at once. ARGV: prefix, then id, weight pairs.
-for first = 2, #ARGV, 1000 do
+-- Apply weight overrides all at once, and answer with the configuration they leave.
+-- ARGV: prefix, cached config version, default strategy, only_registered (1/0), then
+-- id, weight pairs. With only_registered, an id not registered changes nothing and
+-- returns {'unknown-agent', id} (the first such id). No pairs change nothing. Returns
+-- {config version, configuration or false, state version or false}: false when the
+-- configuration was the cached one before these overrides (the replica applies them to
+-- its copy), else the whole configuration.
+local cached = ARGV[2]
+local before = config_version(ARGV[3])
+if ARGV[4] == '1' then
+  for i = 5, #ARGV, 2 do
+    if redis.call('HEXISTS', K.agents, ARGV[i]) == 0 then return {'unknown-agent', ARGV[i]} end
+  end
+end
+if #ARGV < 5 then
+  if before == cached then return {before, false, false} end
+  return {before, config_payload(), false}
+end
+for first = 5, #ARGV, 1000 do
   local chunk = {}
   for i = first, math.min(first + 999, #ARGV) do chunk[#chunk + 1] = ARGV[i] end
   redis.call('HSET', K.weights, unpack(chunk))
 end
-bump_config()
-return bump_version()
+local after = int(bump_config())
+local version = bump_version()
+if before == cached then return {after, false, version} end
+return {after, config_payload(), version}
 
 --- script: clear_weights
 -- Drop the weight overrides of the given ids. ARGV: prefix, then the ids.
@@ -467,7 +528,11 @@ if not decided and #ARGV >= 18 then
       end
     end
   end
-  if #ties == 0 then return false end
+  if #ties == 0 then
+    -- Refused: counted as a failed selection here, so the refusal costs no round trip.
+    redis.call('HINCRBY', K.counters, 'failed', 1)
+    return false
+  end
   local sequence = tonumber(redis.call('HGET', K.counters, 'sequence') or 0)
   agent_id = ties[(sequence % #ties) + 1]
 end
@@ -496,30 +561,44 @@ end
 local request_id = ''
 if acquire then request_id = open_lease(ARGV[2], agent_id, now, s) end
 save_stats(agent_id, s)
-return {agent_id, request_id, sticky, bump_version()}
+return {agent_id, request_id, sticky, bump_version(), encode_stats(s)}
 
 --- script: open_lease
 -- Record a request start. ARGV: prefix, epoch candidate, agent id, now, max_leases (0 =
--- no limit). Returns 'max_leases' (nothing recorded) when that many leases are open,
--- else {request id, version}.
+-- no limit), only_known (1/0). Returns 'unknown-agent' with only_known when the id is
+-- neither registered nor holds a load record, 'max_leases' when that many leases are
+-- open (nothing recorded either way), else {request id, version, the agent's record}.
 local agent_id, now = ARGV[3], tonumber(ARGV[4])
 local max_leases = tonumber(ARGV[5])
+if ARGV[6] == '1' and not known(agent_id) then return 'unknown-agent' end
 if max_leases > 0 and redis.call('HLEN', K.leases) >= max_leases then
   return 'max_leases'
 end
 local s = load_stats(agent_id) or new_stats()
 local request_id = open_lease(ARGV[2], agent_id, now, s)
 save_stats(agent_id, s)
-return {request_id, bump_version()}
+return {request_id, bump_version(), encode_stats(s)}
 
 --- script: end_request
 -- The first step of recording a request end: check it, close its lease (bookkeeping)
 -- and count its latency, atomically, so a lease ends once. The estimates are Python's
 -- (feedback.fold_end), written back by write_estimates. ARGV: prefix, request id (""
--- = the agent's oldest lease), agent id ("" = the lease's), latency_ms, now.
--- Returns {outcome, lease's agent id, version or false, then for "closed" and
--- "no-open-lease" (the only outcomes that change anything): the agent id, the record
--- as booked, ejected_count, population}; outcomes as EndOutcome's values.
+-- = the agent's oldest lease), agent id ("" = the lease's), latency_ms, now, only_known
+-- (1/0: without a request id, an agent neither registered nor holding a load record is
+-- "unknown-agent"). Returns {outcome, lease's agent id, version or false, then for
+-- "closed" and "no-open-lease" (the only outcomes that change anything): the agent id,
+-- the record, ejected_count, population, and 'written' or false}; outcomes as
+-- EndOutcome's values.
+-- The end's estimates in the same step, when the replica guessed them right: ARGV[7..]
+-- are the estimate version and booked busy_total_ms the replica folded from, the
+-- ejected_count and population it folded with, whether it expected a lease to close
+-- (1/0), the estimate fields (as write_estimates) and the ejected_until_ms to record
+-- ("" = none), or ARGV[7] = "" for no guess. Those are every input of Python's fold
+-- (feedback.fold_end reads the estimates, which only write_estimates changes, and of the
+-- bookkeeping only busy_total_ms); with last_request_at_ms also as the replica saw it
+-- (the fields' last value), the figures are the ones the second step would write: they are written now, and the record returned is the
+-- record as written ('written'). Otherwise the record returned is as booked (false),
+-- for the second step.
 local request_id, agent_id = ARGV[2], ARGV[3]
 local latency, now = tonumber(ARGV[4]), tonumber(ARGV[5])
 if request_id ~= '' then
@@ -532,6 +611,7 @@ if request_id ~= '' then
   if agent_id ~= '' and agent_id ~= owner then return {'wrong-agent', owner, false} end
   agent_id = owner
 else
+  if ARGV[6] == '1' and not known(agent_id) then return {'unknown-agent', '', false} end
   local oldest = redis.call('ZRANGE', agent_leases_key(agent_id), 0, 0)
   request_id = oldest[1] or ''
 end
@@ -543,13 +623,23 @@ if request_id ~= '' then
   book_close(s, now)
 end
 s.seen = now
+local ejected = ejected_count(now)
+local written = false
+if ARGV[7] ~= '' and tonumber(ARGV[7]) == s.ev and tonumber(ARGV[8]) == s.busy
+    and tonumber(ARGV[9]) == ejected and tonumber(ARGV[10]) == share_of
+    and (ARGV[11] == '1') == (request_id ~= '')
+    and tonumber(string.match(ARGV[12], '(%S+)$')) == s.last then
+  apply_estimates(s, ARGV[12])
+  if ARGV[13] ~= '' then redis.call('HSET', K.ejections, agent_id, ARGV[13]) end
+  written = 'written'
+end
 save_stats(agent_id, s)
 local sum = tonumber(redis.call('HGET', K.counters, 'latency_sum') or 0) + latency
 redis.call('HSET', K.counters, 'latency_sum', float(sum))
 redis.call('HINCRBY', K.counters, 'samples', 1)
 local outcome = 'no-open-lease'
 if request_id ~= '' then outcome = 'closed' end
-return {outcome, '', bump_version(), agent_id, encode_stats(s), ejected_count(now), share_of}
+return {outcome, '', bump_version(), agent_id, encode_stats(s), ejected, share_of, written}
 
 --- script: expire_leases
 -- The first step of expiring leases: close every lease started before the cutoff, in
@@ -624,19 +714,7 @@ for i = 3, #ARGV, 5 do
     out[#out + 1] = ejected_count(now)
     out[#out + 1] = population(agent_id)
   else
-    local e = {}
-    for part in string.gmatch(fields, '%S+') do e[#e + 1] = part end
-    local function opt(text)
-      if text == '-' then return nil end
-      return tonumber(text)
-    end
-    s.avg, s.cost, s.cost_at = opt(e[1]), opt(e[2]), tonumber(e[3])
-    s.failed, s.consec = tonumber(e[4]), tonumber(e[5])
-    s.ejected_until, s.times_ejected = tonumber(e[6]), tonumber(e[7])
-    s.completions, s.cap_done, s.cap_busy, s.cap_mark =
-      tonumber(e[8]), tonumber(e[9]), tonumber(e[10]), tonumber(e[11])
-    if s.last == tonumber(e[13]) then s.last = tonumber(e[12]) end
-    s.ev = s.ev + 1
+    apply_estimates(s, fields)
     save_stats(agent_id, s)
     if eject_until ~= '' then redis.call('HSET', K.ejections, agent_id, eject_until) end
     wrote = true

@@ -23,7 +23,17 @@ from lb.v1 import load_balancer_pb2_grpc as pb_grpc
 from lb_service.balancer import BalancerConfig, LoadBalancer
 from lb_service.model import Agent, StrategyName
 from lb_service.service.server import LoadBalancerServer, ServerOptions
-from lb_service.store.base import Counters, Limit, PickState, Registered
+from lb_service.store.base import (
+    Configuration,
+    Counters,
+    EndResult,
+    Limit,
+    Overview,
+    PickState,
+    Registered,
+    RequestEnd,
+    UnknownAgent,
+)
 from lb_service.store.memory import MemoryStore
 from tests.reliability.server_process import ServerProcess
 
@@ -73,6 +83,28 @@ class SlowStore(MemoryStore):
         # Registration is one store step (it checks max_agents itself): hold it before it.
         await self._pause()
         return await super().put_agent(agent, now_ms, max_agents)
+
+    # Each of these is the one store step of its RPC, which checks its own ids and
+    # limits: hold it before the step, as a registration.
+    async def overview(self) -> Overview:
+        await self._pause()
+        return await super().overview()
+
+    async def open_lease(
+        self, agent_id: str, now_ms: int, max_leases: int = 0, *, only_known: bool = False
+    ) -> str | Limit | UnknownAgent:
+        await self._pause()
+        return await super().open_lease(agent_id, now_ms, max_leases, only_known=only_known)
+
+    async def end_request(self, end: RequestEnd) -> EndResult:
+        await self._pause()
+        return await super().end_request(end)
+
+    async def set_weights(
+        self, weights: Mapping[str, float], *, only_registered: bool = False
+    ) -> Configuration | UnknownAgent:
+        await self._pause()
+        return await super().set_weights(weights, only_registered=only_registered)
 
 
 class InProcess:

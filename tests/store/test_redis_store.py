@@ -22,7 +22,15 @@ import redis.exceptions
 from lb_service.errors import StoreUnavailable
 from lb_service.model import StrategyName
 from lb_service.store import close_store, open_store
-from lb_service.store.base import AgentStats, Binding, Committed, Contender, Pick, RequestEnd
+from lb_service.store.base import (
+    AgentStats,
+    Binding,
+    Committed,
+    Configuration,
+    Contender,
+    Pick,
+    RequestEnd,
+)
 from lb_service.store.feedback import (
     Ejection,
     Feedback,
@@ -109,7 +117,10 @@ async def test_a_contender_at_its_limit_is_passed_over(replica: Replica) -> None
 
 
 async def test_all_contenders_full_commits_nothing(replica: Replica) -> None:
-    """When every contender is full the commit returns None and records nothing at all."""
+    """When every contender is full the commit returns None, counting one failed selection only.
+
+    The failure is counted in the commit's own step, so a refusal costs no extra round trip.
+    """
     store = replica()
     await registered(store, ("a", 1), ("b", 1))
     await store.open_lease("a", START_MS)
@@ -122,7 +133,13 @@ async def test_all_contenders_full_commits_nothing(replica: Replica) -> None:
     )
 
     assert committed is None
-    assert (dict(await store.stats()), await store.counters(), store.version()) == before
+    stats, counters, version = before
+    counted = replace(counters, failed_selections=counters.failed_selections + 1)
+    assert (dict(await store.stats()), await store.counters(), store.version()) == (
+        stats,
+        counted,
+        version,
+    )
     state = await store.pick_state("s")
     assert (state.sequence, state.binding, state.lease_count) == (sequence, None, 2)
 
@@ -437,6 +454,33 @@ async def test_a_binding_made_meanwhile_wins_unless_idle(replica: Replica) -> No
 
 
 # Cache invalidation and change notification across replicas.
+
+
+async def test_set_weights_answers_with_the_configuration_it_leaves(replica: Replica) -> None:
+    """set_weights returns the registry and overrides after it, whether the cache was current.
+
+    With the cache current the replica applies the overrides to its copy; after another
+    replica's change it takes the whole configuration from the same reply. Either way
+    its later reads agree with a fresh replica's.
+    """
+    mine, theirs = replica(), replica()
+    await registered(theirs, ("a", 0), ("b", 0))
+    await mine.agents()  # cached
+
+    applied = await mine.set_weights({"a": 2.0}, only_registered=True)
+    assert isinstance(applied, Configuration)
+    assert (list(applied.agents), dict(applied.weights)) == (["a", "b"], {"a": 2.0})
+
+    await registered(theirs, ("c", 0))
+    await theirs.set_weights({"b": 0.5})
+    applied = await mine.set_weights({"c": 3.0}, only_registered=True)
+    assert isinstance(applied, Configuration)
+    assert list(applied.agents) == ["a", "b", "c"]
+    assert dict(applied.weights) == {"a": 2.0, "b": 0.5, "c": 3.0}
+
+    fresh = replica()
+    assert dict(await mine.weights()) == dict(await fresh.weights())
+    assert list(await mine.agents()) == list(await fresh.agents())
 
 
 async def test_configuration_changes_reach_other_replicas_next_pick(replica: Replica) -> None:

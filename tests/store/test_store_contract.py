@@ -19,13 +19,16 @@ from lb_service.store.base import (
     AgentStats,
     Binding,
     Committed,
+    Configuration,
     Counters,
     EndOutcome,
     EndResult,
     Lease,
+    Limit,
     Pick,
     RequestEnd,
     Store,
+    UnknownAgent,
 )
 from lb_service.store.feedback import Ejection, Feedback
 from tests.factories import FEEDBACK, START_MS, agent
@@ -954,3 +957,83 @@ async def test_waiter_wakes_again_on_a_later_write(store: Store) -> None:
     await store.open_lease("a", START_MS)
 
     assert await asyncio.wait_for(waiter, HANG_GUARD_S) == store.version() != seen
+
+
+# Checks made in the step they guard: an id that must be known, and one read of all.
+
+
+async def test_open_lease_only_known_refuses_an_unknown_id_and_changes_nothing(
+    store: Store,
+) -> None:
+    """With only_known an id never registered nor seen is refused, before the lease limit.
+
+    A registered agent, or a candidate that already has a load record, opens as usual.
+    """
+    await put(store, "a")
+    await store.open_lease("candidate", START_MS)  # seen: it has a record now
+    before = await state(store)
+
+    refused = await store.open_lease("nobody", START_MS, max_leases=2, only_known=True)
+
+    assert refused == UnknownAgent("nobody")
+    assert await state(store) == before
+    assert await store.open_lease("a", START_MS, only_known=True) == f"{EPOCH}-2"
+    assert await store.open_lease("nobody", START_MS, max_leases=2, only_known=True) == (
+        UnknownAgent("nobody")
+    )
+    assert await store.open_lease("candidate", START_MS, max_leases=2, only_known=True) is (
+        Limit.LEASES
+    )
+
+
+async def test_end_without_request_id_only_known_refuses_an_unknown_agent(store: Store) -> None:
+    """only_known refuses an end naming an unknown agent and no request; known ones record."""
+    await put(store, "a")
+    before = await state(store)
+
+    unknown = await store.end_request(replace(ended("nobody"), only_known=True))
+
+    assert unknown == EndResult(EndOutcome.UNKNOWN_AGENT)
+    assert await state(store) == before
+    known = await store.end_request(replace(ended("a"), only_known=True))
+    assert known.outcome is EndOutcome.NO_OPEN_LEASE
+
+
+async def test_set_weights_only_registered_is_all_or_nothing(store: Store) -> None:
+    """An unregistered id refuses every override; otherwise the result is the new configuration."""
+    await put(store, "a", "b")
+    await store.set_weights({"a": 2.0})
+    before = store.version()
+
+    refused = await store.set_weights({"b": 3.0, "x": 1.0}, only_registered=True)
+
+    assert refused == UnknownAgent("x")
+    assert (dict(await store.weights()), store.version()) == ({"a": 2.0}, before)
+    applied = await store.set_weights({"b": 3.0}, only_registered=True)
+    assert isinstance(applied, Configuration)
+    assert (list(applied.agents), dict(applied.weights)) == (["a", "b"], {"a": 2.0, "b": 3.0})
+    changed = store.version()
+    assert changed != before
+    unchanged = await store.set_weights({}, only_registered=True)
+    assert isinstance(unchanged, Configuration)
+    assert dict(unchanged.weights) == {"a": 2.0, "b": 3.0}
+    assert store.version() == changed
+
+
+async def test_overview_is_what_the_separate_reads_return(store: Store) -> None:
+    """overview() holds the strategy, registry, weights, records and counters of the reads."""
+    await put(store, "a", "b")
+    await store.set_weights({"b": 0.5})
+    await store.set_strategy(StrategyName.WEIGHTED)
+    request_id = await lease(store, Pick("b", START_MS, acquire=True))
+    await store.end_request(ended("b", request_id))
+    await store.open_lease("candidate", START_MS)
+
+    overview = await store.overview()
+
+    assert overview.strategy is await store.strategy()
+    assert list(overview.agents.items()) == list((await store.agents()).items())
+    assert dict(overview.weights) == dict(await store.weights())
+    assert list(overview.stats.items()) == list((await store.stats()).items())
+    assert overview.counters == await store.counters()
+    assert list(overview.stats) == ["a", "b", "candidate"]
