@@ -15,11 +15,12 @@ MAX_ID_LENGTH = 1024
 #: Most text one agent may carry in host, gpu, models and metadata together, so the
 #: registry's size is bounded by max_agents times this (not by the message size).
 MAX_AGENT_TEXT = 64 * 1024
-#: Most parallel slots an agent may declare. Serving engines batch far fewer (vLLM's
-#: max_num_seqs defaults to 256, Ollama's OLLAMA_NUM_PARALLEL to 1-4), so a larger
-#: figure is a typo; the slot count scales the agent's capacity guess and the share of
-#: busy time one request counts for, and a typo such as 40000 for 4 would send the
-#: agent nearly every request.
+#: Most parallel slots an agent may declare. Serving engines batch at most about this
+#: many (vLLM's max_num_seqs defaults to 256, or 1024 on the largest GPUs; Ollama's
+#: OLLAMA_NUM_PARALLEL to 1 or 4), so a larger figure is a typo. The slot count scales
+#: the agent's capacity guess and divides the busy time one request counts for, so a
+#: typo such as 40000 for 4 would make the agent look thousands of times faster and
+#: draw nearly every request.
 MAX_PARALLEL_SLOTS = 1024
 
 
