@@ -23,14 +23,16 @@ lag a growing queue. Both sums decay per completion (weight ``1 - 1/CAPACITY_WIN
 for the older ones), so the estimate follows the last few dozen requests, and an idle
 agent keeps its estimate. A lease that expired tells nothing about the agent (its
 dispatcher may have crashed), so the busy time gathered since the last completion is
-dropped rather than charged to it. The slot count is ``max_connections`` when declared,
-else a guess (``parallel_slots``); declare it (Ollama's ``OLLAMA_NUM_PARALLEL``) where
-agents differ from the guess.
+dropped rather than charged to it. The slot count is the agent's declared
+``parallel_slots`` (Ollama's ``OLLAMA_NUM_PARALLEL``, vLLM's ``max_num_seqs``), else
+``max_connections``, else a guess (``parallel_slots``); declare it where agents differ
+from the guess. ``max_connections`` stays a fallback only: it is a hard cap, requests
+past it are refused rather than queued, so it is no way to state the slot count.
 
 **Before it is trusted** (fewer than ``TRUST_COMPLETIONS`` completions: one huge first
 request must not freeze an agent out), an agent's capacity comes from its hardware:
-parallel slots (``max_connections`` when declared, else 4 on a GPU and 1 on a CPU-only
-host, Ollama's defaults) times a per-slot speed (a GPU counts sqrt(VRAM / 24 GB), at
+parallel slots (as above: declared, else ``max_connections``, else 4 on a GPU and 1 on a
+CPU-only host, Ollama's defaults) times a per-slot speed (a GPU counts sqrt(VRAM / 24 GB), at
 least 0.5; a CPU-only host 0.1). The guess is scaled to the learned figures of the
 trusted agents it is compared with, so the two kinds mix in one ranking; with none
 trusted, the hardware figures are compared among themselves.
@@ -72,20 +74,21 @@ _KEEP = 1.0 - 1.0 / CAPACITY_WINDOW
 
 
 def parallel_slots(agent: Agent) -> int:
-    """Requests the agent serves at once: ``max_connections``, else 4 on a GPU, 1 on a CPU host."""
-    return agent.max_connections or (4 if agent.hardware.has_gpu else 1)
+    """Requests the agent serves at once: as declared, else its ``max_connections``, else guessed.
+
+    The guess is Ollama's default: 4 on a GPU, 1 on a CPU-only host.
+    """
+    return agent.parallel_slots or agent.max_connections or (4 if agent.hardware.has_gpu else 1)
 
 
 def hardware_capacity(agent: Agent) -> float:
     """The hardware guess: parallel slots x per-slot speed (relative units, see above)."""
     hardware = agent.hardware
     if hardware.has_gpu:
-        slots = agent.max_connections or 4
         speed = max(_MIN_GPU_SPEED, math.sqrt(hardware.vram_gb / 24))
     else:
-        slots = agent.max_connections or 1
         speed = _CPU_SPEED
-    return slots * speed
+    return parallel_slots(agent) * speed
 
 
 def learned_capacity(stats: AgentStats) -> float | None:

@@ -227,7 +227,15 @@ def _add_agents(commands: Any, common: argparse.ArgumentParser) -> None:
         type=_count,
         default=0,
         metavar="N",
-        help="most requests at once (default 0: no limit)",
+        help="most requests at once; more are refused (default 0: no limit)",
+    )
+    add.add_argument(
+        "--parallel-slots",
+        type=_count,
+        default=0,
+        metavar="N",
+        help="requests the agent serves at once, e.g. OLLAMA_NUM_PARALLEL; more queue on "
+        "the agent, none is refused (default 0: --max-connections, else 4 on a GPU, 1 on a CPU)",
     )
     add.add_argument(
         "--meta",
@@ -453,6 +461,7 @@ def _agents_add(client: LoadBalancerClient, args: argparse.Namespace) -> None:
         ),
         metadata=dict(args.metadata),
         max_connections=args.max_connections,
+        parallel_slots=args.parallel_slots,
     )
     client.register(agent)
     _emit(args, agent, lambda: f"registered agent {agent.id}")
@@ -663,8 +672,9 @@ def _time(unix_ms: int) -> str:
 
 
 def _agents_table(agents: Sequence[Agent]) -> str:
+    # SLOTS is the declared parallel_slots; "-" where the server guesses them.
     headers = ("ID", "HOST", "PORT", "MODELS", "GPU", "VRAM_GB", "CPUS", "RAM_GB", "MAX_CONN",
-               "METADATA")  # fmt: skip
+               "SLOTS", "METADATA")  # fmt: skip
     rows = [
         (
             a.id,
@@ -676,6 +686,7 @@ def _agents_table(agents: Sequence[Agent]) -> str:
             str(a.hardware.cpu_cores),
             _number(a.hardware.ram_gb),
             str(a.max_connections or "-"),
+            str(a.parallel_slots or "-"),
             ",".join(f"{k}={v}" for k, v in sorted(a.metadata.items())) or "-",
         )
         for a in agents

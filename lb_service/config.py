@@ -394,7 +394,16 @@ def declared_from(document: Mapping[str, Any], path: Path | None) -> Declared:
 def _agent(raw: object, where: str) -> Agent:
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: must be a mapping with at least an id")
-    allowed = {"id", "host", "port", "models", "hardware", "metadata", "max_connections"}
+    allowed = {
+        "id",
+        "host",
+        "port",
+        "models",
+        "hardware",
+        "metadata",
+        "max_connections",
+        "parallel_slots",
+    }
     unknown = sorted(set(raw) - allowed)
     if unknown:
         raise ConfigError(f"{where}: unknown field(s) {unknown}; known: {sorted(allowed)}")
@@ -421,6 +430,7 @@ def _agent(raw: object, where: str) -> Agent:
             ),
             metadata={str(k): str(v) for k, v in metadata.items()},
             max_connections=_count(raw.get("max_connections", 0), f"{where}.max_connections"),
+            parallel_slots=_count(raw.get("parallel_slots", 0), f"{where}.parallel_slots"),
         )
         return check_agent(agent, where)
     except InvalidArgument as error:

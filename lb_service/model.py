@@ -42,7 +42,11 @@ class Hardware:
 
 @dataclass(frozen=True, slots=True)
 class Agent:
-    """A worker host that takes requests; ``max_connections == 0`` means no limit."""
+    """A worker host that takes requests; ``max_connections == 0`` means no limit.
+
+    ``parallel_slots`` is how many requests it serves at once (the rest wait in its own
+    queue); 0 leaves it to ``capacity.parallel_slots`` to guess. It is no limit.
+    """
 
     id: str
     host: str = ""
@@ -51,6 +55,7 @@ class Agent:
     hardware: Hardware = field(default_factory=Hardware)
     metadata: Mapping[str, str] = field(default_factory=dict)
     max_connections: int = 0
+    parallel_slots: int = 0
 
     @property
     def default_weight(self) -> float:

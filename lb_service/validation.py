@@ -15,6 +15,13 @@ MAX_ID_LENGTH = 1024
 #: Most text one agent may carry in host, gpu, models and metadata together, so the
 #: registry's size is bounded by max_agents times this (not by the message size).
 MAX_AGENT_TEXT = 64 * 1024
+#: Most parallel slots an agent may declare. Serving engines batch at most about this
+#: many (vLLM's max_num_seqs defaults to 256, or 1024 on the largest GPUs; Ollama's
+#: OLLAMA_NUM_PARALLEL to 1 or 4), so a larger figure is a typo. The slot count scales
+#: the agent's capacity guess and divides the busy time one request counts for, so a
+#: typo such as 40000 for 4 would make the agent look thousands of times faster and
+#: draw nearly every request.
+MAX_PARALLEL_SLOTS = 1024
 
 
 def require_id(value: str, what: str = "agent_id", field: str | None = None) -> str:
@@ -65,6 +72,14 @@ def check_agent(agent: Agent, where: str = "agent", *, address: bool = True) -> 
     elif agent.port > MAX_PORT:
         raise InvalidArgument(
             f"{where}.port: must be at most {MAX_PORT}, got {agent.port}", f"{where}.port"
+        )
+    if not 0 <= agent.parallel_slots <= MAX_PARALLEL_SLOTS:
+        # Checked wherever the agent comes from (a state file too): the slot count is
+        # no address rule, and the capacity model trusts it.
+        raise InvalidArgument(
+            f"{where}.parallel_slots: must be from 0 (guess from the hardware) to "
+            f"{MAX_PARALLEL_SLOTS}, got {agent.parallel_slots} (agent {agent.id!r})",
+            f"{where}.parallel_slots",
         )
     for name, amount in (("vram_gb", agent.hardware.vram_gb), ("ram_gb", agent.hardware.ram_gb)):
         require_amount(amount, f"{where} {agent.id!r}: hardware.{name}", f"{where}.hardware.{name}")

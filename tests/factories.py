@@ -35,6 +35,7 @@ def agent(
     gpu: str = "",
     models: Sequence[str] = ("llama3:8b",),
     max_connections: int = 0,
+    parallel_slots: int = 0,
     cpu_cores: int = 8,
     host: str = "",
     port: int = 11434,
@@ -47,6 +48,7 @@ def agent(
         models=tuple(models),
         hardware=Hardware(gpu=gpu, vram_gb=vram_gb, cpu_cores=cpu_cores, ram_gb=32.0),
         max_connections=max_connections,
+        parallel_slots=parallel_slots,
     )
 
 

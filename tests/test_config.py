@@ -92,6 +92,15 @@ def test_lb_config_names_the_file(tmp_path: Path) -> None:
             "weight of 'a' must be a finite number",
         ),
         ("agents:\n  - {id: a, max_connections: -1}\n", "max_connections: must be a whole"),
+        (
+            "agents:\n  - {id: a, host: h, port: 1, parallel_slots: -1}\n",
+            "agents[0].parallel_slots: must be a whole number >= 0, got -1",
+        ),
+        (
+            "agents:\n  - {id: a, host: h, port: 1, parallel_slots: 2000}\n",
+            "agents[0].parallel_slots: must be from 0 (guess from the hardware) to 1024, got 2000 "
+            "(agent 'a')",
+        ),
         ("tls_cert: /nonexistent.crt\ntls_key: /nonexistent.key\n", "tls_cert: no such file"),
         ("tls_cert: /etc/hostname\n", "tls_cert and tls_key must be given together"),
         ("max_agents: 0\n", "max_agents: must be a whole number >= 1, got 0"),
@@ -145,7 +154,7 @@ def test_example_config_loads() -> None:
     assert [a.id for a in config.declared.agents] == ["cpu-1", "gpu-24g", "gpu-80g"]
     assert config.declared.weights == {"cpu-1": 4.0}
     gpu = config.declared.agents[2]
-    assert (gpu.hardware.vram_gb, gpu.max_connections) == (80.0, 16)
+    assert (gpu.hardware.vram_gb, gpu.max_connections, gpu.parallel_slots) == (80.0, 16, 8)
     assert gpu.models[-1] == "mixtral:8x22b"
 
 

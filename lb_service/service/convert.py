@@ -83,6 +83,7 @@ def agent_from_pb(message: pb.Agent) -> Agent:
         hardware=Hardware(gpu=hw.gpu, vram_gb=hw.vram_gb, cpu_cores=hw.cpu_cores, ram_gb=hw.ram_gb),
         metadata=dict(message.metadata),
         max_connections=message.max_connections,
+        parallel_slots=message.parallel_slots,
     )
 
 
@@ -99,6 +100,7 @@ def agent_to_pb(agent: Agent) -> pb.Agent:
         ),
         metadata=agent.metadata,
         max_connections=agent.max_connections,
+        parallel_slots=agent.parallel_slots,
     )
 
 

@@ -33,6 +33,7 @@ from lb_service.balancer import BalancerConfig
 from lb_service.model import Agent, Compute, Hardware, StrategyName, Task
 from lb_service.requirements import meets
 from lb_service.simulate.policies import DEFAULT_POLICIES, REFERENCES, PolicySpec
+from lb_service.validation import MAX_PARALLEL_SLOTS
 
 #: The z-score of the 99th percentile of a normal distribution: turns (median, p99) into
 #: the sigma of a lognormal.
@@ -341,7 +342,16 @@ def _cluster(
     seen: set[str] = set()
     for entry in entries:
         entry.only(
-            "id", "count", "host", "port", "models", "hardware", "speed", "slots", "max_connections"
+            "id",
+            "count",
+            "host",
+            "port",
+            "models",
+            "hardware",
+            "speed",
+            "slots",
+            "max_connections",
+            "parallel_slots",
         )
         base_id = entry.string("id", None)
         if not base_id:
@@ -368,6 +378,8 @@ def _cluster(
         # a CPU-only host gains nothing from parallel slots.
         slots = entry.integer("slots", 4 if hardware.has_gpu else 1, low=1)
         max_connections = entry.integer("max_connections", 0, low=0)
+        # What the balancer is told, as max_connections; `slots` is what the agent does.
+        declared_slots = entry.integer("parallel_slots", 0, low=0, high=MAX_PARALLEL_SLOTS)
         host = entry.string("host", "")
         port = entry.integer("port", 11434, low=1, high=65535)
         for n in range(count):
@@ -382,6 +394,7 @@ def _cluster(
                 models=models,
                 hardware=hardware,
                 max_connections=max_connections,
+                parallel_slots=declared_slots,
             )
             agents.append(SimAgent(agent, speed, slots))
     if len(agents) > MAX_AGENTS:

@@ -1083,6 +1083,8 @@ def _encode_agent(agent: Agent) -> str:
             hardware.ram_gb,
             dict(agent.metadata),
             agent.max_connections,
+            # Only when declared, so a replica of the release before reads the record.
+            *([agent.parallel_slots] if agent.parallel_slots else []),
         ],
         separators=(",", ":"),
         allow_nan=False,
@@ -1090,8 +1092,9 @@ def _encode_agent(agent: Agent) -> str:
 
 
 def _decode_agent(text: str) -> Agent:
-    agent_id, host, port, models, gpu, vram_gb, cpu_cores, ram_gb, metadata, limit = json.loads(
-        text
+    # An agent written before parallel_slots existed has no 11th field: 0, as it was.
+    agent_id, host, port, models, gpu, vram_gb, cpu_cores, ram_gb, metadata, limit, *slots = (
+        json.loads(text)
     )
     return Agent(
         id=agent_id,
@@ -1101,6 +1104,7 @@ def _decode_agent(text: str) -> Agent:
         hardware=Hardware(gpu=gpu, vram_gb=vram_gb, cpu_cores=cpu_cores, ram_gb=ram_gb),
         metadata=metadata,
         max_connections=limit,
+        parallel_slots=slots[0] if slots else 0,
     )
 
 

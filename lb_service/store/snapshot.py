@@ -303,6 +303,7 @@ def _agent_to_json(agent: Agent) -> dict[str, object]:
         },
         "metadata": dict(agent.metadata),
         "max_connections": agent.max_connections,
+        "parallel_slots": agent.parallel_slots,
     }
 
 
@@ -328,6 +329,8 @@ def _agent_from_json(raw: object, where: str) -> Agent:
         ),
         metadata=dict(metadata),
         max_connections=fields.count("max_connections"),
+        # A file saved before the field existed reads 0: guessed, as it was.
+        parallel_slots=fields.count("parallel_slots"),
     )
     try:
         # An older release accepted agents without an address: restore them as they were.

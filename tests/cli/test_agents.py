@@ -7,7 +7,7 @@ from tests.cli.conftest import ADDRESS, Cli
 GPU_ARGS = ("--host", "10.0.0.21", "--port", "11434", "--model", "llama3:8b",
             "--model", "llama3:70b", "--gpu", "RTX 4090", "--vram-gb", "24",
             "--cpu-cores", "16", "--ram-gb", "64", "--max-connections", "4",
-            "--meta", "zone=eu-1", "--meta", "rack=r7")  # fmt: skip
+            "--parallel-slots", "2", "--meta", "zone=eu-1", "--meta", "rack=r7")  # fmt: skip
 
 GPU_JSON = {
     "id": "gpu-1",
@@ -17,6 +17,7 @@ GPU_JSON = {
     "hardware": {"gpu": "RTX 4090", "vram_gb": 24.0, "cpu_cores": 16, "ram_gb": 64.0},
     "metadata": {"zone": "eu-1", "rack": "r7"},
     "max_connections": 4,
+    "parallel_slots": 2,
 }
 
 
@@ -43,9 +44,9 @@ def test_add_then_list_as_a_table(lb: Cli) -> None:
     listed = lb("agents", "list")
     assert listed.code == 0
     assert listed.out.splitlines() == [
-        "ID     HOST       PORT   MODELS                GPU       VRAM_GB  CPUS  RAM_GB  MAX_CONN  METADATA",  # noqa: E501
-        "gpu-1  10.0.0.21  11434  llama3:8b,llama3:70b  RTX 4090  24       16    64      4         rack=r7,zone=eu-1",  # noqa: E501
-        "cpu-1  10.0.0.11  11434  llama3:8b             -         0        32    0       -         -",  # noqa: E501
+        "ID     HOST       PORT   MODELS                GPU       VRAM_GB  CPUS  RAM_GB  MAX_CONN  SLOTS  METADATA",  # noqa: E501
+        "gpu-1  10.0.0.21  11434  llama3:8b,llama3:70b  RTX 4090  24       16    64      4         2      rack=r7,zone=eu-1",  # noqa: E501
+        "cpu-1  10.0.0.11  11434  llama3:8b             -         0        32    0       -         -      -",  # noqa: E501
     ]
 
 
@@ -92,6 +93,27 @@ def test_add_without_an_address_is_a_usage_error(lb: Cli) -> None:
     assert no_host.code == 2
     assert "the following arguments are required: --host" in no_host.err
     assert lb("agents", "add", "a", "--host", "h").code == 2
+    assert lb("agents", "list", "--json").json() == []
+
+
+def test_parallel_slots_above_1024_exit_invalid_argument_and_register_nothing(lb: Cli) -> None:
+    """The server's slot rule reaches the command line: 1025 exits 3 naming agent.parallel_slots."""
+    outcome = lb("agents", "add", "a", *ADDRESS, "--parallel-slots", "1025")
+    assert (outcome.code, outcome.out, outcome.err) == (
+        3,
+        "",
+        "lb-service: INVALID_ARGUMENT: agent.parallel_slots: must be from 0 (guess from the "
+        "hardware) to 1024, got 1025 (agent 'a')\n",
+    )
+    assert lb("agents", "list", "--json").json() == []
+
+
+def test_malformed_parallel_slots_are_usage_errors(lb: Cli) -> None:
+    """A negative or non-numeric --parallel-slots exits 2 before any call."""
+    for value in ("-1", "four"):
+        outcome = lb("agents", "add", "a", *ADDRESS, "--parallel-slots", value)
+        assert outcome.code == 2
+        assert "--parallel-slots" in outcome.err
     assert lb("agents", "list", "--json").json() == []
 
 

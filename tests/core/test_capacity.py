@@ -11,6 +11,7 @@ from lb_service.capacity import (
     TRUST_COMPLETIONS,
     hardware_capacity,
     learned_capacity,
+    parallel_slots,
     relative_load,
     resolve,
     within_bound,
@@ -37,6 +38,31 @@ def test_hardware_guess_weighs_slots_and_gpu_memory() -> None:
     assert cpu == 0.1
     # Declared max_connections is the slot count.
     assert hardware_capacity(agent("rtx", vram_gb=24, gpu="4090", max_connections=2)) == 2.0
+
+
+@pytest.mark.parametrize(
+    ("declared", "limit", "vram_gb", "slots"),
+    [
+        (8, 0, 80.0, 8),  # declared, over the GPU guess of 4
+        (2, 0, 0.0, 2),  # declared, over the CPU guess of 1
+        (1, 0, 80.0, 1),  # declared, under the GPU guess
+        (2, 16, 24.0, 2),  # declared, over max_connections
+        (0, 16, 24.0, 16),  # not declared: max_connections
+        (0, 0, 24.0, 4),  # neither: the GPU guess
+        (0, 0, 0.0, 1),  # neither: the CPU guess
+    ],
+)
+def test_declared_parallel_slots_win_over_max_connections_and_the_guess(
+    declared: int, limit: int, vram_gb: float, slots: int
+) -> None:
+    """The slot count is parallel_slots when declared, else max_connections, else the guess."""
+    host = agent(
+        "a", vram_gb=vram_gb, gpu="GPU" if vram_gb else "", max_connections=limit,
+        parallel_slots=declared,
+    )  # fmt: skip
+    assert parallel_slots(host) == slots
+    per_slot = hardware_capacity(replace(host, parallel_slots=1, max_connections=0))
+    assert hardware_capacity(host) == pytest.approx(slots * per_slot)
 
 
 def test_capacity_is_completions_per_busy_second_once_trusted() -> None:

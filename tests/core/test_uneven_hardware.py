@@ -13,7 +13,7 @@ LEAST = StrategyName.LEAST_CONNECTIONS
 
 
 def gpu(agent_id: str, vram_gb: float = 24.0, **kwargs: int) -> object:
-    """A GPU agent (four slots guessed unless max_connections says otherwise)."""
+    """A GPU agent (four slots guessed unless parallel_slots or max_connections say otherwise)."""
     return agent(agent_id, vram_gb=vram_gb, gpu="nvidia", **kwargs)
 
 
@@ -33,6 +33,22 @@ async def test_a_request_on_a_cpu_host_weighs_more_than_three_on_a_gpu() -> None
     for _ in range(3):
         await lb.start("gpu")
     assert (await lb.select()).agent.id == "gpu"
+
+
+async def test_declared_parallel_slots_weigh_the_load() -> None:
+    """Of two equal GPUs, the one declared with 8 slots takes a request while it holds one more.
+
+    With its slots guessed (4, as the other's) its fifth request would queue: 6/4 > 5/4.
+    """
+    lb = balancer()
+    await lb.register(gpu("guessed"))
+    await lb.register(gpu("declared", parallel_slots=8))
+    for name, count in (("guessed", 4), ("declared", 5)):
+        for _ in range(count):
+            await lb.start(name)
+    assert (await lb.select()).agent.id == "declared"
+    await lb.register(gpu("declared"))  # the declaration withdrawn: the guess again
+    assert (await lb.select()).agent.id == "guessed"
 
 
 async def test_two_choices_are_drawn_in_proportion_to_capacity() -> None:

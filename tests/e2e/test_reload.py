@@ -19,14 +19,16 @@ HANG_GUARD_S = 20
 FIRST = """
 strategy: least-connections
 agents:
-  - {id: keep, host: keep.local, port: 11434, models: [llama3:8b], hardware: {vram_gb: 24}}
+  - {id: keep, host: keep.local, port: 11434, models: [llama3:8b], hardware: {vram_gb: 24},
+     parallel_slots: 8}
   - {id: drop, host: drop.local, port: 11434, models: [llama3:8b]}
 weights: {keep: 5}
 """
 SECOND = """
 strategy: round-robin
 agents:
-  - {id: keep, host: moved.local, port: 11434, models: [llama3:8b], hardware: {vram_gb: 24}}
+  - {id: keep, host: moved.local, port: 11434, models: [llama3:8b], hardware: {vram_gb: 24},
+     parallel_slots: 2}
   - {id: new, host: new.local, port: 11434, models: [llama3:8b]}
 """
 
@@ -58,9 +60,11 @@ def _ids(stub: pb_grpc.LoadBalancerStub) -> list[str]:
 def test_file_agents_are_registered_at_start(
     server: tuple[subprocess.Popen[str], pb_grpc.LoadBalancerStub],
 ) -> None:
-    """The declared agents and weights are in place before the first request."""
+    """The declared agents, with their parallel slots, and weights are in place before a request."""
     _, stub = server
     assert _ids(stub) == ["keep", "drop"]
+    agents = stub.ListAgents(pb.ListAgentsRequest(), timeout=5).agents
+    assert [a.parallel_slots for a in agents] == [8, 0]
     weights = stub.UpdateWeights(pb.UpdateWeightsRequest(), timeout=5).weights
     assert dict(weights) == {"keep": 5.0, "drop": 1.0}
 
@@ -83,7 +87,7 @@ def test_sighup_reapplies_the_file_and_keeps_live_state(
     [load] = stub.GetLoads(pb.GetLoadsRequest(agent_ids=["keep"]), timeout=5).loads
     assert (load.active_connections, load.weight) == (1, 24.0)  # weight back to default
     agents = {a.id: a for a in stub.ListAgents(pb.ListAgentsRequest(), timeout=5).agents}
-    assert agents["keep"].host == "moved.local"
+    assert (agents["keep"].host, agents["keep"].parallel_slots) == ("moved.local", 2)
     stats = stub.GetStatistics(pb.GetStatisticsRequest(), timeout=5)
     assert stats.strategy == pb.STRATEGY_ROUND_ROBIN
     stub.RecordRequestEnd(pb.RecordRequestEndRequest(request_id=lease.request_id), timeout=5)

@@ -111,6 +111,7 @@ FULL_AGENT = pb.Agent(
     hardware=pb.Hardware(gpu="A100-80GB", vram_gb=80.5, cpu_cores=32, ram_gb=256.25),
     metadata={"zone": "eu-west-1a", "rack": "r12"},
     max_connections=4,
+    parallel_slots=8,
 )
 
 
@@ -146,6 +147,7 @@ def test_agent_from_pb_reads_every_field() -> None:
         hardware=Hardware(gpu="A100-80GB", vram_gb=80.5, cpu_cores=32, ram_gb=256.25),
         metadata={"zone": "eu-west-1a", "rack": "r12"},
         max_connections=4,
+        parallel_slots=8,
     )
 
 

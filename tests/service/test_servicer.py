@@ -31,6 +31,7 @@ FULL_AGENT = pb.Agent(
     hardware=pb.Hardware(gpu="A100-80GB", vram_gb=80.0, cpu_cores=32, ram_gb=256.0),
     metadata={"zone": "eu-west-1a", "rack": "r12"},
     max_connections=4,
+    parallel_slots=8,
 )
 
 ALL_STRATEGIES = (
@@ -51,6 +52,7 @@ def agent_pb(
     vram_gb: float = 0.0,
     ram_gb: float = 32.0,
     max_connections: int = 0,
+    parallel_slots: int = 0,
 ) -> pb.Agent:
     """An agent message like ``tests.factories.agent`` builds, spelled out field by field."""
     return pb.Agent(
@@ -60,6 +62,7 @@ def agent_pb(
         models=models,
         hardware=pb.Hardware(gpu=gpu, vram_gb=vram_gb, cpu_cores=8, ram_gb=ram_gb),
         max_connections=max_connections,
+        parallel_slots=parallel_slots,
     )
 
 
@@ -113,6 +116,13 @@ def test_register_agent_stores_every_field(harness: Harness) -> None:
     assert response == pb.RegisterAgentResponse()
     assert harness.agents() == [FULL_AGENT]
     assert harness.loads() == [load_pb("gpu-1", weight=80.0)]
+
+
+def test_register_agent_takes_parallel_slots_up_to_1024(harness: Harness) -> None:
+    """The largest slot count the API allows registers and comes back as given."""
+    harness.ok("RegisterAgent", pb.RegisterAgentRequest(agent=agent_pb("a", parallel_slots=1024)))
+
+    assert [a.parallel_slots for a in harness.agents()] == [1024]
 
 
 def test_register_agent_upserts_in_place_keeping_history(harness: Harness) -> None:
@@ -432,6 +442,14 @@ REJECTIONS: dict[str, Rejection] = {
         "agent.port: must be from 1 to 65535, got 70000 (agent 'a')",
         _INVALID,
     ),
+    "register-parallel-slots-1025": Rejection(
+        _REGISTER,
+        pb.RegisterAgentRequest(agent=agent_pb("a", parallel_slots=1025)),
+        INVALID,
+        "agent.parallel_slots: must be from 0 (guess from the hardware) to 1024, got 1025 "
+        "(agent 'a')",
+        _INVALID,
+    ),
     "register-empty-host": Rejection(
         _REGISTER,
         pb.RegisterAgentRequest(agent=pb.Agent(id="a", port=11434)),
@@ -493,6 +511,14 @@ REJECTIONS: dict[str, Rejection] = {
         pb.SelectAgentRequest(candidates=[agent_pb("c", port=70000)]),
         INVALID,
         "candidates[0].port: must be from 1 to 65535, got 70000 (agent 'c')",
+        _INVALID,
+    ),
+    "select-candidate-parallel-slots-4294967295": Rejection(
+        _SELECT,
+        pb.SelectAgentRequest(candidates=[agent_pb("c"), agent_pb("d", parallel_slots=2**32 - 1)]),
+        INVALID,
+        "candidates[1].parallel_slots: must be from 0 (guess from the hardware) to 1024, "
+        "got 4294967295 (agent 'd')",
         _INVALID,
     ),
     "select-candidate-without-host": Rejection(
@@ -707,8 +733,9 @@ BAD_FIELDS = {
     "register-empty-id": "agent.id",
     "register-unset-agent": "agent.id",
     "register-port-70000": "agent.port",
-    "register-empty-host": "agent.host",
     "register-port-0": "agent.port",
+    "register-empty-host": "agent.host",
+    "register-parallel-slots-1025": "agent.parallel_slots",
     "register-negative-vram": "agent.hardware.vram_gb",
     "register-nan-vram": "agent.hardware.vram_gb",
     "register-inf-ram": "agent.hardware.ram_gb",
@@ -717,6 +744,7 @@ BAD_FIELDS = {
     "select-duplicate-candidate-ids": "candidates[2].id",
     "select-candidate-port-70000": "candidates[0].port",
     "select-candidate-without-host": "candidates[1].host",
+    "select-candidate-parallel-slots-4294967295": "candidates[1].parallel_slots",
     "select-nan-min-vram": "task.min_vram_gb",
     "select-negative-min-vram": "task.min_vram_gb",
     "select-unknown-compute-7": "task.compute",

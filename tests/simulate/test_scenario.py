@@ -34,6 +34,7 @@ def test_minimal_document_takes_the_documented_defaults() -> None:
     )
     assert [a.agent.id for a in sim.agents] == ["g-1", "g-2", "c"]
     assert [a.slots for a in sim.agents] == [4, 4, 1]
+    assert [a.agent.parallel_slots for a in sim.agents] == [0, 0, 0]  # not declared
     assert sim.agents[0].speed == 1.0
     assert sim.agents[2].speed == pytest.approx(16 / 400)
     assert sim.workload.mix[0].share == 1.0
@@ -73,6 +74,9 @@ def _set(path: str, value: Any) -> dict[str, Any]:
         (_set("models.m.service_ms", {"median": 100, "p99": 50}), "models.m.service_ms.p99"),
         (_set("cluster.0.models", ["nope"]), "cluster[0].models[0]"),
         (_set("cluster.0.slots", 0), "cluster[0].slots"),
+        (_set("cluster.0.parallel_slots", -1), "cluster[0].parallel_slots"),
+        (_set("cluster.0.parallel_slots", 1025), "cluster[0].parallel_slots"),
+        (_set("cluster.0.parallel_slots", 2.5), "cluster[0].parallel_slots"),
         (_set("cluster.0.speed", 0), "cluster[0].speed"),
         (_set("cluster.0.gpus", 1), "cluster[0].gpus"),
         (_set("workload.utilization", 0.5), "workload.utilization"),
@@ -211,6 +215,16 @@ def test_capacity_is_set_by_the_tightest_group_of_request_types() -> None:
     assert capacity_per_s(sim) == pytest.approx(1 / 0.75)
     rate, capacity = arrival_rate_per_s(sim)
     assert rate == pytest.approx(0.5 * capacity)
+
+
+def test_declared_parallel_slots_are_registered_apart_from_the_true_slots() -> None:
+    """`parallel_slots` is what the balancer is told; `slots` alone sets what the agent serves."""
+    told = {"id": "a", "models": ["m"], "speed": 0.5, "slots": 4, "parallel_slots": 2}
+    declared = scenario(cluster=[told])
+    undeclared = scenario(cluster=[{k: v for k, v in told.items() if k != "parallel_slots"}])
+    assert [(a.slots, a.agent.parallel_slots) for a in declared.agents] == [(4, 2)]
+    assert [(a.slots, a.agent.parallel_slots) for a in undeclared.agents] == [(4, 0)]
+    assert capacity_per_s(declared) == capacity_per_s(undeclared)
 
 
 def test_capacity_counts_slots_and_speed() -> None:

@@ -10,6 +10,7 @@ prefixes that keep balancers apart.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import fields, replace
@@ -394,6 +395,30 @@ async def test_records_written_before_the_capacity_fields_read_as_zero(
     )
     await store.open_lease("a", START_MS + 10)
     assert (await store.stats())["a"] == open_lease(stats, START_MS + 10)
+
+
+async def test_an_agent_written_before_parallel_slots_reads_as_undeclared(
+    replica: Replica, raw: redis.asyncio.Redis
+) -> None:
+    """A registry entry of an older release (ten fields) reads back with parallel_slots 0."""
+    store = replica()
+    old = '["a","h.local",11434,["m"],"A10",24.0,16,64.0,{},2]'
+    await raw.hset(f"{store.prefix}:agents", "a", old)
+    await raw.zadd(f"{store.prefix}:order", {"a": 1})
+    await raw.incr(f"{store.prefix}:config")
+    [read] = (await store.agents()).values()
+    assert (read.id, read.max_connections, read.parallel_slots) == ("a", 2, 0)
+
+
+async def test_an_undeclared_slot_count_is_left_out_for_older_replicas(
+    replica: Replica, raw: redis.asyncio.Redis
+) -> None:
+    """An agent without parallel_slots is stored in the older ten fields; a declared one adds it."""
+    store = replica()
+    await store.put_agent(agent("a"), START_MS)
+    await store.put_agent(agent("b", parallel_slots=6), START_MS)
+    stored = await raw.hgetall(f"{store.prefix}:agents")
+    assert (len(json.loads(stored["a"])), json.loads(stored["b"])[10:]) == (10, [6])
 
 
 # One binding per session.

@@ -32,12 +32,13 @@ SMALL = Task(model="llama3:8b")
 LARGE = Task(model="llama3:70b")
 TASKS = (SMALL, SMALL, SMALL, LARGE, Task(compute=Compute.GPU), Task(min_vram_gb=20.0))
 
-#: The fleet: CPU-only hosts and GPUs of 8, 24 and 80 GB, with and without a limit.
-#: Each has its typical latency, and "cpu-flaky" fails most requests (it is ejected).
+#: The fleet: CPU-only hosts and GPUs of 8, 24 and 80 GB, with and without a limit,
+#: with slot counts declared (parallel_slots) and guessed. Each has its typical latency,
+#: and "cpu-flaky" fails most requests (it is ejected).
 FLEET: dict[str, tuple[Agent, float, float]] = {
-    "cpu-1": (agent("cpu-1"), 4_000.0, 0.05),
+    "cpu-1": (agent("cpu-1", parallel_slots=2), 4_000.0, 0.05),
     "cpu-flaky": (agent("cpu-flaky"), 3_000.0, 0.85),
-    "gpu-8": (agent("gpu-8", vram_gb=8.0, gpu="RTX 3070"), 900.0, 0.05),
+    "gpu-8": (agent("gpu-8", vram_gb=8.0, gpu="RTX 3070", parallel_slots=1), 900.0, 0.05),
     "gpu-24": (
         agent(
             "gpu-24",

@@ -31,6 +31,7 @@ GPU = Agent(
     hardware=Hardware(gpu="RTX 4090", vram_gb=24.0, cpu_cores=16, ram_gb=64.0),
     metadata={"zone": "eu-1"},
     max_connections=4,
+    parallel_slots=2,
 )
 
 
@@ -72,6 +73,7 @@ def test_encode_writes_a_versioned_document() -> None:
     assert (document["format"], document["version"]) == ("lb-service-state", FORMAT_VERSION)
     assert document["saved_at_ms"] == START_MS
     assert document["agents"][0]["hardware"]["vram_gb"] == 24.0
+    assert document["agents"][0]["parallel_slots"] == 2
 
 
 def _valid() -> dict[str, object]:
@@ -95,6 +97,11 @@ def _valid() -> dict[str, object]:
         ),
         ({"agents": [{"id": "a", "port": -1}]}, "agents[0].port: must be >= 0"),
         ({"agents": [{"id": "a", "port": True}]}, "agents[0].port: must be a int"),
+        ({"agents": [{"id": "a", "parallel_slots": -2}]}, "agents[0].parallel_slots: must be >= 0"),
+        (
+            {"agents": [{"id": "a", "parallel_slots": 5000}]},
+            "agents[0].parallel_slots: must be from 0 (guess from the hardware) to 1024, got 5000",
+        ),
         ({"agents": [{"id": "a", "models": [1]}]}, "models: must be a list of strings"),
         ({"agents": [{"id": "a", "metadata": {"k": 1}}]}, "metadata: must map strings"),
         ({"agents": [{"id": "a", "hardware": {"vram_gb": "x"}}]}, "vram_gb: must be a number"),
@@ -233,3 +240,11 @@ def test_decode_keeps_an_agent_an_older_release_accepted_without_an_address() ->
     document = {**_valid(), "agents": [{"id": "old", "port": 0}], "weights": {}, "sessions": {}}
     state = decode(json.dumps(document).encode())
     assert [(a.id, a.host, a.port) for a in state.agents] == [("old", "", 0)]
+
+
+def test_decode_reads_an_agent_saved_before_parallel_slots_as_undeclared() -> None:
+    """A state file without the parallel_slots key restores the agent with 0 (slots guessed)."""
+    saved = {"id": "gpu-1", "host": "h", "port": 1, "max_connections": 4}
+    document = {**_valid(), "agents": [saved], "weights": {}, "sessions": {}}
+    [restored] = decode(json.dumps(document).encode()).agents
+    assert (restored.max_connections, restored.parallel_slots) == (4, 0)

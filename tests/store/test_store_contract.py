@@ -128,11 +128,21 @@ async def test_reput_replaces_agent_keeping_position_stats_and_weight(store: Sto
 
 
 async def test_agent_fields_round_trip(store: Store) -> None:
-    """An agent read back equals the one put, hardware, models and metadata included."""
+    """An agent read back equals the one put, hardware, models, metadata and slots included."""
     gpu = agent("gpu-1", vram_gb=24.5, gpu="RTX 4090", models=("llama3:8b", "qwen:7b"))
-    gpu = replace(gpu, metadata={"zone": "eu-1", "ünï": "cödé"}, max_connections=4)
+    gpu = replace(
+        gpu, metadata={"zone": "eu-1", "ünï": "cödé"}, max_connections=4, parallel_slots=8
+    )
     await store.put_agent(gpu, START_MS)
     assert (await store.agents())["gpu-1"] == gpu
+
+
+async def test_put_agent_stamps_the_declared_slots_and_a_reput_changes_them(store: Store) -> None:
+    """The load record counts declared parallel_slots over max_connections; a re-put moves it."""
+    await store.put_agent(agent("a", max_connections=4, parallel_slots=8), START_MS)
+    assert (await store.stats())["a"].slots == 8
+    await store.put_agent(agent("a", max_connections=4), START_MS + 10)
+    assert (await store.stats())["a"].slots == 4
 
 
 async def test_put_agent_starts_empty_stats(store: Store) -> None:

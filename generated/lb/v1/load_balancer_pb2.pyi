@@ -152,6 +152,7 @@ class Agent(_message.Message):
     HARDWARE_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
     MAX_CONNECTIONS_FIELD_NUMBER: _builtins.int
+    PARALLEL_SLOTS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Unique, non-empty id."""
     host: _builtins.str
@@ -160,6 +161,13 @@ class Agent(_message.Message):
     """Port the dispatcher connects to (e.g. 11434 for Ollama); at most 65535."""
     max_connections: _builtins.int
     """Most requests the agent takes at once; 0 means no limit."""
+    parallel_slots: _builtins.int
+    """Requests the agent serves at once, e.g. Ollama's OLLAMA_NUM_PARALLEL or vLLM's
+    max_num_seqs; more wait in the agent's own queue. The capacity model weighs load
+    by it. 0 means guessed: max_connections when set, else 4 on a GPU and 1 on a
+    CPU-only host. Unlike max_connections it is not a limit: an agent with all its
+    slots busy still takes requests. At most 1024.
+    """
     @_builtins.property
     def models(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Models the agent serves, matched exactly against a task's model."""
@@ -182,10 +190,11 @@ class Agent(_message.Message):
         hardware: Global___Hardware | None = ...,
         metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         max_connections: _builtins.int = ...,
+        parallel_slots: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["hardware", b"hardware"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["hardware", b"hardware", "host", b"host", "id", b"id", "max_connections", b"max_connections", "metadata", b"metadata", "models", b"models", "port", b"port"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hardware", b"hardware", "host", b"host", "id", b"id", "max_connections", b"max_connections", "metadata", b"metadata", "models", b"models", "parallel_slots", b"parallel_slots", "port", b"port"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
