@@ -11,7 +11,7 @@ The load plot has a panel per policy, all on one y scale so they compare at a gl
 and each agent drawn in its own colour and line style, named in a shared legend (above
 40 agents the 10 with the highest peak are picked out and the rest drawn in grey).
 
-matplotlib is an optional dependency (``pip install 'lb-service[simulate]'``) imported only
+matplotlib is an optional dependency (``pip install '.[simulate]'`` in a checkout) imported only
 here and only when plots are asked for, so the simulator runs without it.
 """
 
@@ -30,7 +30,7 @@ from lb_service.simulate.workload import Requests
 #: Printed when --plots is given but matplotlib is not installed.
 MISSING = (
     "--plots needs matplotlib, which is not installed; install it with "
-    "pip install 'lb-service[simulate]'"
+    "pip install '.[simulate]' in a checkout of lb-service"
 )
 #: Most points drawn per CCDF line: enough for a smooth curve, small files.
 _CDF_POINTS = 600

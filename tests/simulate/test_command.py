@@ -132,7 +132,7 @@ def test_plots_without_matplotlib_say_how_to_install_it(
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` fail
     code, _, stderr = _run(capsys, str(_write(tmp_path)), "--plots", str(tmp_path / "p"))
     assert code == 1
-    assert "pip install 'lb-service[simulate]'" in stderr
+    assert "pip install '.[simulate]' in a checkout of lb-service" in stderr
     assert not (tmp_path / "p").exists()
 
 
