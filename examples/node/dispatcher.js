@@ -44,7 +44,7 @@ const AGENTS = [
     port: 11434,
     models: ['llama3:8b', 'llama3:70b'],
     hardware: { gpu: 'RTX 4090', vram_gb: 24, cpu_cores: 16 },
-    max_connections: 4,
+    parallel_slots: 4, // OLLAMA_NUM_PARALLEL: weighs its load; not a cap like max_connections
   },
 ];
 
