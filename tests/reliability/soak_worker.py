@@ -16,7 +16,7 @@ import random
 import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,8 +66,16 @@ class Worker:
         self.agents: list[str] = settings["agents"]
         self.report = Report()
 
-    def running(self) -> bool:
-        return time.time() < self.stop_at
+    def rounds(self) -> Iterator[int]:
+        """Round numbers of one loop: at least one, then more until ``stop_at``.
+
+        At least one, so a worker that started late (a busy machine can take seconds to
+        start a process that imports grpc) still exercises every RPC it was meant to.
+        """
+        count = 0
+        while count == 0 or time.time() < self.stop_at:
+            yield count
+            count += 1
 
     async def call(self, method: str, send: Callable[[], Awaitable[Any]]) -> Any:
         try:
@@ -80,7 +88,7 @@ class Worker:
 
     async def dispatcher(self, stub: pb_grpc.LoadBalancerStub) -> None:
         """Acquire, 'run' the request briefly, end it: the dispatcher's whole cycle."""
-        while self.running():
+        for _ in self.rounds():
             session = f"chat-{self.rng.randrange(200)}" if self.rng.random() < 0.5 else ""
             started = time.perf_counter()
             picked = await self.call(
@@ -111,7 +119,7 @@ class Worker:
 
     async def selector(self, stub: pb_grpc.LoadBalancerStub) -> None:
         """Selections without a lease, in sessions and with requirements."""
-        while self.running():
+        for _ in self.rounds():
             task = pb.TaskRequirements(model=self.rng.choice(["", "llama3:8b"]))
             started = time.perf_counter()
             picked = await self.call(
@@ -126,7 +134,7 @@ class Worker:
 
     async def reader(self, stub: pb_grpc.LoadBalancerStub) -> None:
         """Loads and statistics, as dashboards and dispatchers read them."""
-        while self.running():
+        for _ in self.rounds():
             await self.call(
                 "GetLoads", lambda: stub.GetLoads(pb.GetLoadsRequest(), timeout=DEADLINE_S)
             )
@@ -138,7 +146,7 @@ class Worker:
 
     async def admin(self, stub: pb_grpc.LoadBalancerStub) -> None:
         """Weight changes at run time (never all zero, so weighted picks always succeed)."""
-        while self.running():
+        for _ in self.rounds():
             weights = {agent_id: self.rng.choice([0.5, 1.0, 4.0]) for agent_id in self.agents}
             await self.call(
                 "UpdateWeights",
@@ -150,7 +158,7 @@ class Worker:
 
     async def watcher(self, stub: pb_grpc.LoadBalancerStub) -> None:
         """Subscribe, read the snapshot and an update or two, cancel; again until the end."""
-        while self.running():
+        for _ in self.rounds():
             call = stub.WatchLoads(pb.WatchLoadsRequest(min_interval_ms=100))
             try:
                 await asyncio.wait_for(call.read(), DEADLINE_S)
