@@ -14,7 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from lb.v1 import load_balancer_pb2 as pb
 from lb.v1 import load_balancer_pb2_grpc as pb_grpc
 
-from lb_service.client import _wire
+from lb_service.client import _core, _wire
 from lb_service.client._channel import (
     CHANNEL_OPTIONS,
     DEFAULT_TARGET,
@@ -37,7 +37,6 @@ from lb_service.model import (
     StrategyName,
     Task,
 )
-from lb_service.service import convert
 
 _Response = TypeVar("_Response")
 
@@ -117,7 +116,7 @@ class AsyncLoadBalancerClient:
 
     async def register(self, agent: Agent, *, timeout: float | None = None) -> None:
         """Add an agent, or replace the one with its id."""
-        request = pb.RegisterAgentRequest(agent=convert.agent_to_pb(agent))
+        request = pb.RegisterAgentRequest(agent=_wire.agent_to_pb(agent))
         await self._call(self._stub.RegisterAgent, request, timeout)
 
     async def deregister(self, agent_id: str, *, timeout: float | None = None) -> None:
@@ -130,7 +129,7 @@ class AsyncLoadBalancerClient:
         response: pb.ListAgentsResponse = await self._call(
             self._stub.ListAgents, pb.ListAgentsRequest(), timeout
         )
-        return [convert.agent_from_pb(agent) for agent in response.agents]
+        return [_wire.agent_from_pb(agent) for agent in response.agents]
 
     async def select(
         self,
@@ -149,7 +148,7 @@ class AsyncLoadBalancerClient:
         With ``acquire=True`` the pick also opens a lease, whose id is in
         ``request_id``; prefer the ``acquire`` context manager, which ends it.
         """
-        request = _wire.select_request(
+        request = _core.select_request(
             task,
             model=model,
             min_vram_gb=min_vram_gb,
@@ -158,7 +157,7 @@ class AsyncLoadBalancerClient:
             candidates=candidates,
             acquire=acquire,
         )
-        return convert.selection_from_pb(await self._call(self._stub.SelectAgent, request, timeout))
+        return _wire.selection_from_pb(await self._call(self._stub.SelectAgent, request, timeout))
 
     async def select_many(
         self, requests: Sequence[SelectionRequest], *, timeout: float | None = None
@@ -172,9 +171,9 @@ class AsyncLoadBalancerClient:
         happens to the others; end it as usual.
         """
         response: pb.SelectAgentsResponse = await self._call(
-            self._stub.SelectAgents, _wire.select_many_request(requests), timeout
+            self._stub.SelectAgents, _core.select_many_request(requests), timeout
         )
-        return _wire.selection_results(response)
+        return _core.selection_results(response)
 
     @contextlib.asynccontextmanager
     async def acquire(
@@ -249,12 +248,12 @@ class AsyncLoadBalancerClient:
         """The loads of ``agent_ids`` in that order, or of every registered agent."""
         request = pb.GetLoadsRequest(agent_ids=agent_ids)
         response: pb.GetLoadsResponse = await self._call(self._stub.GetLoads, request, timeout)
-        return [convert.load_from_pb(load) for load in response.loads]
+        return [_wire.load_from_pb(load) for load in response.loads]
 
     async def statistics(self, *, timeout: float | None = None) -> Statistics:
         """Service-wide counters and the current strategy."""
         response = await self._call(self._stub.GetStatistics, pb.GetStatisticsRequest(), timeout)
-        return convert.statistics_from_pb(response)
+        return _wire.statistics_from_pb(response)
 
     def watch(
         self,
@@ -296,11 +295,11 @@ class AsyncLoadBalancerClient:
         self, strategy: StrategyName, *, timeout: float | None = None
     ) -> StrategyName:
         """Switch the selection strategy; return the one it replaced."""
-        request = pb.SetStrategyRequest(strategy=convert.strategy_to_pb(strategy))
+        request = pb.SetStrategyRequest(strategy=_wire.strategy_to_pb(strategy))
         response: pb.SetStrategyResponse = await self._call(
             self._stub.SetStrategy, request, timeout
         )
-        return convert.strategy_from_pb(response.previous)
+        return _wire.strategy_from_pb(response.previous)
 
     async def _call(
         self, method: Callable[..., Awaitable[_Response]], request: object, timeout: float | None
@@ -329,7 +328,7 @@ class AsyncLoadBalancerClient:
         call = self._stub.WatchLoads(request, timeout=timeout, metadata=self._connection.metadata)
         try:
             async for message in call:
-                yield convert.snapshot_from_pb(message)
+                yield _wire.snapshot_from_pb(message)
         except grpc.RpcError as rpc_error:
             raise ClientError.from_rpc_error(rpc_error) from rpc_error
         finally:

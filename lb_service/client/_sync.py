@@ -13,7 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from lb.v1 import load_balancer_pb2 as pb
 from lb.v1 import load_balancer_pb2_grpc as pb_grpc
 
-from lb_service.client import _wire
+from lb_service.client import _core, _wire
 from lb_service.client._channel import (
     CHANNEL_OPTIONS,
     DEFAULT_TARGET,
@@ -36,7 +36,6 @@ from lb_service.model import (
     StrategyName,
     Task,
 )
-from lb_service.service import convert
 
 _Response = TypeVar("_Response")
 
@@ -114,7 +113,7 @@ class LoadBalancerClient:
 
     def register(self, agent: Agent, *, timeout: float | None = None) -> None:
         """Add an agent, or replace the one with its id."""
-        request = pb.RegisterAgentRequest(agent=convert.agent_to_pb(agent))
+        request = pb.RegisterAgentRequest(agent=_wire.agent_to_pb(agent))
         self._call(self._stub.RegisterAgent, request, timeout)
 
     def deregister(self, agent_id: str, *, timeout: float | None = None) -> None:
@@ -127,7 +126,7 @@ class LoadBalancerClient:
         response: pb.ListAgentsResponse = self._call(
             self._stub.ListAgents, pb.ListAgentsRequest(), timeout
         )
-        return [convert.agent_from_pb(agent) for agent in response.agents]
+        return [_wire.agent_from_pb(agent) for agent in response.agents]
 
     def select(
         self,
@@ -146,7 +145,7 @@ class LoadBalancerClient:
         With ``acquire=True`` the pick also opens a lease, whose id is in
         ``request_id``; prefer the ``acquire`` context manager, which ends it.
         """
-        request = _wire.select_request(
+        request = _core.select_request(
             task,
             model=model,
             min_vram_gb=min_vram_gb,
@@ -155,7 +154,7 @@ class LoadBalancerClient:
             candidates=candidates,
             acquire=acquire,
         )
-        return convert.selection_from_pb(self._call(self._stub.SelectAgent, request, timeout))
+        return _wire.selection_from_pb(self._call(self._stub.SelectAgent, request, timeout))
 
     def select_many(
         self, requests: Sequence[SelectionRequest], *, timeout: float | None = None
@@ -169,9 +168,9 @@ class LoadBalancerClient:
         happens to the others; end it as usual.
         """
         response: pb.SelectAgentsResponse = self._call(
-            self._stub.SelectAgents, _wire.select_many_request(requests), timeout
+            self._stub.SelectAgents, _core.select_many_request(requests), timeout
         )
-        return _wire.selection_results(response)
+        return _core.selection_results(response)
 
     @contextlib.contextmanager
     def acquire(
@@ -246,12 +245,12 @@ class LoadBalancerClient:
         """The loads of ``agent_ids`` in that order, or of every registered agent."""
         request = pb.GetLoadsRequest(agent_ids=agent_ids)
         response: pb.GetLoadsResponse = self._call(self._stub.GetLoads, request, timeout)
-        return [convert.load_from_pb(load) for load in response.loads]
+        return [_wire.load_from_pb(load) for load in response.loads]
 
     def statistics(self, *, timeout: float | None = None) -> Statistics:
         """Service-wide counters and the current strategy."""
         response = self._call(self._stub.GetStatistics, pb.GetStatisticsRequest(), timeout)
-        return convert.statistics_from_pb(response)
+        return _wire.statistics_from_pb(response)
 
     def watch(
         self,
@@ -287,9 +286,9 @@ class LoadBalancerClient:
 
     def set_strategy(self, strategy: StrategyName, *, timeout: float | None = None) -> StrategyName:
         """Switch the selection strategy; return the one it replaced."""
-        request = pb.SetStrategyRequest(strategy=convert.strategy_to_pb(strategy))
+        request = pb.SetStrategyRequest(strategy=_wire.strategy_to_pb(strategy))
         response: pb.SetStrategyResponse = self._call(self._stub.SetStrategy, request, timeout)
-        return convert.strategy_from_pb(response.previous)
+        return _wire.strategy_from_pb(response.previous)
 
     def _call(
         self, method: Callable[..., _Response], request: object, timeout: float | None
@@ -318,7 +317,7 @@ class LoadBalancerClient:
         call = self._stub.WatchLoads(request, timeout=timeout, metadata=self._connection.metadata)
         try:
             for message in call:
-                yield convert.snapshot_from_pb(message)
+                yield _wire.snapshot_from_pb(message)
         except grpc.RpcError as rpc_error:
             raise ClientError.from_rpc_error(rpc_error) from rpc_error
         finally:
