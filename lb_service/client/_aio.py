@@ -1,4 +1,7 @@
-"""AsyncLoadBalancerClient: the asyncio client, for dispatchers built on an event loop."""
+"""AsyncLoadBalancerClient: the asyncio client, for dispatchers built on an event loop.
+
+Everything but sending lives in ``_core``; this module awaits the calls.
+"""
 
 from __future__ import annotations
 
@@ -10,19 +13,9 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 from typing import Any, TypeVar
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from lb.v1 import load_balancer_pb2 as pb
-from lb.v1 import load_balancer_pb2_grpc as pb_grpc
 
-from lb_service.client import _wire
-from lb_service.client._channel import (
-    CHANNEL_OPTIONS,
-    DEFAULT_TARGET,
-    DEFAULT_TIMEOUT_S,
-    HEALTH_SERVICE,
-    check_timeout,
-    connection,
-)
+from lb_service.client import _core
+from lb_service.client._channel import CHANNEL_OPTIONS, DEFAULT_TARGET, DEFAULT_TIMEOUT_S
 from lb_service.client._errors import ClientError
 from lb_service.client._lease import Lease
 from lb_service.client._retry import RetryPolicy
@@ -37,12 +30,11 @@ from lb_service.model import (
     StrategyName,
     Task,
 )
-from lb_service.service import convert
 
-_Response = TypeVar("_Response")
+_Result = TypeVar("_Result")
 
 
-class AsyncLoadBalancerClient:
+class AsyncLoadBalancerClient(_core.ClientCore):
     """An asyncio lb.v1 client that speaks in domain values; create it inside the event loop.
 
     Every unary call has a deadline (``timeout`` seconds, 5 by default, retries
@@ -50,6 +42,8 @@ class AsyncLoadBalancerClient:
     RetryPolicy). Every failed call raises ClientError. ``clock`` (monotonic seconds,
     for deadlines and lease latency), ``sleep`` and ``random`` exist so tests are exact.
     """
+
+    _NAME = "AsyncLoadBalancerClient"
 
     def __init__(
         self,
@@ -78,17 +72,19 @@ class AsyncLoadBalancerClient:
         with the system's roots. ``token`` is sent as ``authorization: Bearer <token>``
         on every call. ``interceptors`` are grpc client interceptors, outermost first.
         """
-        self._connection = connection(
+        super().__init__(
             target,
             root_certificates=root_certificates,
             certificate_chain=certificate_chain,
             private_key=private_key,
             tls=tls,
             token=token,
+            timeout=timeout,
+            retry=retry,
+            clock=clock,
+            random=random,
         )
-        self._timeout = check_timeout(timeout)
-        self._retry = retry or RetryPolicy()
-        self._clock, self._sleep, self._random = clock, sleep, random
+        self._sleep = sleep
         credentials = self._connection.credentials
         channel = (
             grpc.aio.insecure_channel(target, CHANNEL_OPTIONS, interceptors=interceptors or None)
@@ -98,12 +94,7 @@ class AsyncLoadBalancerClient:
             )
         )
         self._channel = channel
-        self._stub = pb_grpc.LoadBalancerStub(channel)
-        self._health = health_pb2_grpc.HealthStub(channel)
-
-    def __repr__(self) -> str:
-        secure = "tls" if self._connection.credentials is not None else "plaintext"
-        return f"AsyncLoadBalancerClient({self._connection.target!r}, {secure})"
+        self._stubs = _core.stubs(channel)
 
     async def __aenter__(self) -> AsyncLoadBalancerClient:
         return self
@@ -117,20 +108,15 @@ class AsyncLoadBalancerClient:
 
     async def register(self, agent: Agent, *, timeout: float | None = None) -> None:
         """Add an agent, or replace the one with its id."""
-        request = pb.RegisterAgentRequest(agent=convert.agent_to_pb(agent))
-        await self._call(self._stub.RegisterAgent, request, timeout)
+        await self._send(_core.register(agent), timeout)
 
     async def deregister(self, agent_id: str, *, timeout: float | None = None) -> None:
         """Remove an agent; NOT_FOUND if it is not registered."""
-        request = pb.DeregisterAgentRequest(agent_id=agent_id)
-        await self._call(self._stub.DeregisterAgent, request, timeout)
+        await self._send(_core.deregister(agent_id), timeout)
 
     async def agents(self, *, timeout: float | None = None) -> list[Agent]:
         """The registered agents, in registration order."""
-        response: pb.ListAgentsResponse = await self._call(
-            self._stub.ListAgents, pb.ListAgentsRequest(), timeout
-        )
-        return [convert.agent_from_pb(agent) for agent in response.agents]
+        return await self._send(_core.agents(), timeout)
 
     async def select(
         self,
@@ -149,7 +135,7 @@ class AsyncLoadBalancerClient:
         With ``acquire=True`` the pick also opens a lease, whose id is in
         ``request_id``; prefer the ``acquire`` context manager, which ends it.
         """
-        request = _wire.select_request(
+        call = _core.select(
             task,
             model=model,
             min_vram_gb=min_vram_gb,
@@ -158,7 +144,7 @@ class AsyncLoadBalancerClient:
             candidates=candidates,
             acquire=acquire,
         )
-        return convert.selection_from_pb(await self._call(self._stub.SelectAgent, request, timeout))
+        return await self._send(call, timeout)
 
     async def select_many(
         self, requests: Sequence[SelectionRequest], *, timeout: float | None = None
@@ -171,10 +157,7 @@ class AsyncLoadBalancerClient:
         1000 requests, or no server). A pick with ``acquire`` holds its lease whatever
         happens to the others; end it as usual.
         """
-        response: pb.SelectAgentsResponse = await self._call(
-            self._stub.SelectAgents, _wire.select_many_request(requests), timeout
-        )
-        return _wire.selection_results(response)
+        return await self._send(_core.select_many(requests), timeout)
 
     @contextlib.asynccontextmanager
     async def acquire(
@@ -211,19 +194,13 @@ class AsyncLoadBalancerClient:
             try:
                 await self.end(lease.request_id, latency_ms=self._elapsed_ms(started), failed=True)
             except ClientError as end_error:
-                # The block's own exception is what the caller must see; the lease
-                # will expire on the server and count as failed anyway.
-                error.add_note(f"lb-service: ending lease {lease.request_id} failed: {end_error}")
+                _core.note_unended(error, lease, end_error)
             raise
         await self.end(lease.request_id, latency_ms=self._elapsed_ms(started), failed=lease.failed)
 
     async def start(self, agent_id: str, *, timeout: float | None = None) -> str:
         """Record that a request went to ``agent_id``; return its lease id."""
-        request = pb.RecordRequestStartRequest(agent_id=agent_id)
-        response: pb.RecordRequestStartResponse = await self._call(
-            self._stub.RecordRequestStart, request, timeout
-        )
-        return response.request_id
+        return await self._send(_core.start(agent_id), timeout)
 
     async def end(
         self,
@@ -238,23 +215,18 @@ class AsyncLoadBalancerClient:
 
         Without ``request_id``, the agent's oldest open lease is closed.
         """
-        request = pb.RecordRequestEndRequest(
-            agent_id=agent_id, latency_ms=latency_ms, request_id=request_id, failed=failed
-        )
-        await self._call(self._stub.RecordRequestEnd, request, timeout)
+        call = _core.end(request_id, latency_ms=latency_ms, agent_id=agent_id, failed=failed)
+        await self._send(call, timeout)
 
     async def loads(
         self, agent_ids: Sequence[str] = (), *, timeout: float | None = None
     ) -> list[AgentLoad]:
         """The loads of ``agent_ids`` in that order, or of every registered agent."""
-        request = pb.GetLoadsRequest(agent_ids=agent_ids)
-        response: pb.GetLoadsResponse = await self._call(self._stub.GetLoads, request, timeout)
-        return [convert.load_from_pb(load) for load in response.loads]
+        return await self._send(_core.loads(agent_ids), timeout)
 
     async def statistics(self, *, timeout: float | None = None) -> Statistics:
         """Service-wide counters and the current strategy."""
-        response = await self._call(self._stub.GetStatistics, pb.GetStatisticsRequest(), timeout)
-        return convert.statistics_from_pb(response)
+        return await self._send(_core.statistics(), timeout)
 
     def watch(
         self,
@@ -271,69 +243,55 @@ class AsyncLoadBalancerClient:
         raised as ClientError when iterating; every snapshot is complete, so watching
         again after one loses nothing.
         """
-        request = pb.WatchLoadsRequest(agent_ids=agent_ids, min_interval_ms=min_interval_ms)
-        return self._stream(request, None if timeout is None else check_timeout(timeout))
+        # Built here, not in the generator, so a bad timeout raises at the call.
+        call = _core.watch(agent_ids, min_interval_ms=min_interval_ms)
+        return self._stream(call, _core.stream_timeout(timeout))
 
     async def health(self, *, timeout: float | None = None) -> str:
         """The server's grpc.health.v1 status for lb.v1.LoadBalancer, e.g. ``"SERVING"``."""
-        request = health_pb2.HealthCheckRequest(service=HEALTH_SERVICE)
-        response: health_pb2.HealthCheckResponse = await self._call(
-            self._health.Check, request, timeout
-        )
-        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
+        return await self._send(_core.health(), timeout)
 
     async def update_weights(
         self, weights: Mapping[str, float], *, timeout: float | None = None
     ) -> dict[str, float]:
         """Override weights, all or nothing; return every agent's effective weight."""
-        request = pb.UpdateWeightsRequest(weights=weights)
-        response: pb.UpdateWeightsResponse = await self._call(
-            self._stub.UpdateWeights, request, timeout
-        )
-        return dict(response.weights)
+        return await self._send(_core.update_weights(weights), timeout)
 
     async def set_strategy(
         self, strategy: StrategyName, *, timeout: float | None = None
     ) -> StrategyName:
         """Switch the selection strategy; return the one it replaced."""
-        request = pb.SetStrategyRequest(strategy=convert.strategy_to_pb(strategy))
-        response: pb.SetStrategyResponse = await self._call(
-            self._stub.SetStrategy, request, timeout
-        )
-        return convert.strategy_from_pb(response.previous)
+        return await self._send(_core.set_strategy(strategy), timeout)
 
-    async def _call(
-        self, method: Callable[..., Awaitable[_Response]], request: object, timeout: float | None
-    ) -> _Response:
-        budget = self._timeout if timeout is None else check_timeout(timeout)
-        deadline = self._clock() + budget
+    async def _send(self, call: _core.Call[_Result], timeout: float | None) -> _Result:
+        """Make a unary call, retried per the policy within one deadline; read its answer."""
+        method = self._method(call)
+        deadline = self._deadline(timeout)
         failed = 0
         while True:
             try:
-                return await method(
-                    request,
+                response = await method(
+                    call.request,
                     timeout=deadline - self._clock(),
                     metadata=self._connection.metadata,
                 )
             except grpc.RpcError as rpc_error:
-                error = ClientError.from_rpc_error(rpc_error)
                 failed += 1
-                wait = self._retry.delay(failed, error, deadline - self._clock(), self._random)
-                if wait is None:
-                    raise error from rpc_error
+                wait = self._retry_wait(failed, rpc_error, deadline)
+            else:
+                return call.read(response)
             await self._sleep(wait)
 
     async def _stream(
-        self, request: pb.WatchLoadsRequest, timeout: float | None
-    ) -> AsyncGenerator[LoadSnapshot, None]:
-        call = self._stub.WatchLoads(request, timeout=timeout, metadata=self._connection.metadata)
+        self, call: _core.Call[_Result], timeout: float | None
+    ) -> AsyncGenerator[_Result, None]:
+        """Iterate a server stream, each message read; cancel it however iteration ends."""
+        method = self._method(call)
+        stream = method(call.request, timeout=timeout, metadata=self._connection.metadata)
         try:
-            async for message in call:
-                yield convert.snapshot_from_pb(message)
+            async for message in stream:
+                yield call.read(message)
         except grpc.RpcError as rpc_error:
             raise ClientError.from_rpc_error(rpc_error) from rpc_error
         finally:
-            call.cancel()
-
-    def _elapsed_ms(self, started: float) -> float:
-        return (self._clock() - started) * 1000
+            stream.cancel()

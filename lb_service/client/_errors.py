@@ -7,8 +7,7 @@ from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-#: The google.rpc.ErrorInfo domain lb-service attaches to its errors.
-ERROR_DOMAIN = "lb.v1"
+from lb_service.client._wire import ERROR_DOMAIN
 
 
 class ClientError(Exception):

@@ -1,56 +1,235 @@
-"""Requests built from the client's keyword arguments; messages convert in ``service.convert``."""
+"""lb.v1 protobuf messages ⇄ domain values, in both directions, for server and client alike.
+
+The server reads requests and writes responses; the client library does the reverse.
+Both use this one module, so the two sides cannot drift apart. It lives in the client
+package because only the edges (service/, client/, the command line) may import grpc
+or the generated stubs, and the client must not load the server: the server imports
+it from here instead. It imports nothing but the stubs, ``model`` and ``errors``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping
 
-import grpc
 from lb.v1 import load_balancer_pb2 as pb
 
-from lb_service.client._errors import ClientError
-from lb_service.model import Agent, Compute, Selection, SelectionRequest, Task
-from lb_service.service import convert
+from lb_service.errors import InvalidArgument
+from lb_service.model import (
+    Agent,
+    AgentLoad,
+    Compute,
+    Hardware,
+    LoadSnapshot,
+    Selection,
+    SelectionRequest,
+    Statistics,
+    StrategyName,
+    Task,
+)
 
-#: Status codes by number, to read the code of a failed SelectAgents entry.
-_CODES = {code.value[0]: code for code in grpc.StatusCode}
+#: The google.rpc.ErrorInfo domain attached to every error lb-service returns; the
+#: client reads a reason only from details in this domain.
+ERROR_DOMAIN = "lb.v1"
+
+_STRATEGY_FROM_PB: Mapping[int, StrategyName] = {
+    pb.STRATEGY_ROUND_ROBIN: StrategyName.ROUND_ROBIN,
+    pb.STRATEGY_LEAST_CONNECTIONS: StrategyName.LEAST_CONNECTIONS,
+    pb.STRATEGY_WEIGHTED: StrategyName.WEIGHTED,
+    pb.STRATEGY_LATENCY_BASED: StrategyName.LATENCY_BASED,
+    pb.STRATEGY_CAPABILITY_MATCH: StrategyName.CAPABILITY_MATCH,
+}
+_STRATEGY_TO_PB: Mapping[StrategyName, pb.Strategy.ValueType] = {
+    name: pb.Strategy.ValueType(number) for number, name in _STRATEGY_FROM_PB.items()
+}
+_COMPUTE_FROM_PB: Mapping[int, Compute] = {
+    pb.COMPUTE_UNSPECIFIED: Compute.ANY,
+    pb.COMPUTE_CPU: Compute.CPU,
+    pb.COMPUTE_GPU: Compute.GPU,
+}
 
 
-def select_request(
-    task: Task | None,
-    *,
-    model: str,
-    min_vram_gb: float,
-    compute: Compute,
-    session_id: str,
-    candidates: Sequence[Agent],
-    acquire: bool,
-) -> pb.SelectAgentRequest:
-    """Build a SelectAgent request from a task or from its fields given one by one."""
-    if task is None:
-        task = Task(model=model, min_vram_gb=min_vram_gb, compute=compute)
-    elif (model, min_vram_gb, compute) != ("", 0.0, Compute.ANY):
-        raise TypeError("give either task or model/min_vram_gb/compute, not both")
-    return pb.SelectAgentRequest(
-        task=convert.task_to_pb(task),
-        session_id=session_id,
-        candidates=[convert.agent_to_pb(agent) for agent in candidates],
-        acquire=acquire,
+_COMPUTE_TO_PB: Mapping[Compute, pb.Compute.ValueType] = {
+    compute: pb.Compute.ValueType(number) for number, compute in _COMPUTE_FROM_PB.items()
+}
+
+
+def strategy_from_pb(value: int) -> StrategyName:
+    """Map a Strategy enum number to a strategy; UNSPECIFIED and unknown numbers are invalid."""
+    try:
+        return _STRATEGY_FROM_PB[value]
+    except KeyError:
+        valid = ", ".join(pb.Strategy.Name(pb.Strategy.ValueType(n)) for n in _STRATEGY_FROM_PB)
+        raise InvalidArgument(f"strategy must be one of {valid}; got {value}", "strategy") from None
+
+
+def strategy_to_pb(strategy: StrategyName) -> pb.Strategy.ValueType:
+    """Map a strategy to its Strategy enum number."""
+    return _STRATEGY_TO_PB[strategy]
+
+
+def compute_from_pb(value: int) -> Compute:
+    """Map a Compute enum number; unknown numbers are invalid."""
+    try:
+        return _COMPUTE_FROM_PB[value]
+    except KeyError:
+        raise InvalidArgument(
+            f"task.compute must be COMPUTE_UNSPECIFIED, COMPUTE_CPU or COMPUTE_GPU; got {value}",
+            "task.compute",
+        ) from None
+
+
+def agent_from_pb(message: pb.Agent) -> Agent:
+    """Build a domain agent from its message (not yet validated)."""
+    hw = message.hardware
+    return Agent(
+        id=message.id,
+        host=message.host,
+        port=message.port,
+        models=tuple(message.models),
+        hardware=Hardware(gpu=hw.gpu, vram_gb=hw.vram_gb, cpu_cores=hw.cpu_cores, ram_gb=hw.ram_gb),
+        metadata=dict(message.metadata),
+        max_connections=message.max_connections,
+        parallel_slots=message.parallel_slots,
     )
 
 
-def select_many_request(requests: Sequence[SelectionRequest]) -> pb.SelectAgentsRequest:
-    """Build a SelectAgents request: one entry per pick, in order."""
-    return pb.SelectAgentsRequest(requests=[convert.selection_request_to_pb(r) for r in requests])
+def agent_to_pb(agent: Agent) -> pb.Agent:
+    """Build the message for a domain agent."""
+    hw = agent.hardware
+    return pb.Agent(
+        id=agent.id,
+        host=agent.host,
+        port=agent.port,
+        models=agent.models,
+        hardware=pb.Hardware(
+            gpu=hw.gpu, vram_gb=hw.vram_gb, cpu_cores=hw.cpu_cores, ram_gb=hw.ram_gb
+        ),
+        metadata=agent.metadata,
+        max_connections=agent.max_connections,
+        parallel_slots=agent.parallel_slots,
+    )
 
 
-def selection_results(response: pb.SelectAgentsResponse) -> list[Selection | ClientError]:
-    """Read a SelectAgents response: a Selection, or the ClientError SelectAgent would raise."""
-    outcomes: list[Selection | ClientError] = []
-    for result in response.results:
-        if result.HasField("selection"):
-            outcomes.append(convert.selection_from_pb(result.selection))
-        else:
-            error = result.error
-            code = _CODES.get(error.code, grpc.StatusCode.UNKNOWN)
-            outcomes.append(ClientError(code, error.message, error.reason))
-    return outcomes
+def task_from_pb(message: pb.TaskRequirements) -> Task:
+    """Build a task from its requirements message; an unset message means any agent."""
+    return Task(
+        model=message.model,
+        min_vram_gb=message.min_vram_gb,
+        compute=compute_from_pb(message.compute),
+    )
+
+
+def task_to_pb(task: Task) -> pb.TaskRequirements:
+    """Build the requirements message for a task."""
+    return pb.TaskRequirements(
+        model=task.model, min_vram_gb=task.min_vram_gb, compute=_COMPUTE_TO_PB[task.compute]
+    )
+
+
+def selection_to_pb(selection: Selection, agent: pb.Agent | None = None) -> pb.SelectAgentResponse:
+    """Build the SelectAgent response for a selection; ``agent`` is its agent's message if built."""
+    message = pb.SelectAgentResponse()
+    write_selection(message, selection, agent)
+    return message
+
+
+def write_selection(
+    message: pb.SelectAgentResponse, selection: Selection, agent: pb.Agent | None = None
+) -> None:
+    """Write a selection into a SelectAgent response in place (a batch then copies nothing)."""
+    message.agent.CopyFrom(agent_to_pb(selection.agent) if agent is None else agent)
+    message.request_id = selection.request_id
+    message.strategy = strategy_to_pb(selection.strategy)
+    message.sticky = selection.sticky
+
+
+def selection_request_to_pb(request: SelectionRequest) -> pb.SelectAgentRequest:
+    """Build the SelectAgent request (or SelectAgents entry) for one pick."""
+    return pb.SelectAgentRequest(
+        task=task_to_pb(request.task),
+        session_id=request.session_id,
+        candidates=[agent_to_pb(agent) for agent in request.candidates],
+        acquire=request.acquire,
+    )
+
+
+def load_to_pb(load: AgentLoad) -> pb.AgentLoad:
+    """Build the message for an agent's load."""
+    return pb.AgentLoad(
+        agent_id=load.agent_id,
+        active_connections=load.active_connections,
+        avg_latency_ms=load.avg_latency_ms,
+        last_request_at_ms=load.last_request_at_ms,
+        total_requests=load.total_requests,
+        failed_requests=load.failed_requests,
+        weight=load.weight,
+        ejected=load.ejected,
+        ejected_until_ms=load.ejected_until_ms,
+        capacity_rps=load.capacity_rps,
+    )
+
+
+def statistics_to_pb(stats: Statistics) -> pb.GetStatisticsResponse:
+    """Build the GetStatistics response."""
+    return pb.GetStatisticsResponse(
+        strategy=strategy_to_pb(stats.strategy),
+        total_selections=stats.total_selections,
+        failed_selections=stats.failed_selections,
+        total_requests=stats.total_requests,
+        active_connections=stats.active_connections,
+        avg_latency_ms=stats.avg_latency_ms,
+        selections_by_agent=stats.selections_by_agent,
+    )
+
+
+def snapshot_to_pb(snapshot: LoadSnapshot) -> pb.WatchLoadsResponse:
+    """Build one WatchLoads update."""
+    return pb.WatchLoadsResponse(
+        loads=[load_to_pb(load) for load in snapshot.loads], timestamp_ms=snapshot.timestamp_ms
+    )
+
+
+def selection_from_pb(message: pb.SelectAgentResponse) -> Selection:
+    """Build a selection from a SelectAgent response."""
+    return Selection(
+        agent=agent_from_pb(message.agent),
+        strategy=strategy_from_pb(message.strategy),
+        sticky=message.sticky,
+        request_id=message.request_id,
+    )
+
+
+def load_from_pb(message: pb.AgentLoad) -> AgentLoad:
+    """Build an agent's load from its message."""
+    return AgentLoad(
+        agent_id=message.agent_id,
+        active_connections=message.active_connections,
+        avg_latency_ms=message.avg_latency_ms,
+        last_request_at_ms=message.last_request_at_ms,
+        total_requests=message.total_requests,
+        failed_requests=message.failed_requests,
+        weight=message.weight,
+        ejected_until_ms=message.ejected_until_ms,
+        capacity_rps=message.capacity_rps,
+    )
+
+
+def statistics_from_pb(message: pb.GetStatisticsResponse) -> Statistics:
+    """Build the service-wide counters from a GetStatistics response."""
+    return Statistics(
+        strategy=strategy_from_pb(message.strategy),
+        total_selections=message.total_selections,
+        failed_selections=message.failed_selections,
+        total_requests=message.total_requests,
+        active_connections=message.active_connections,
+        avg_latency_ms=message.avg_latency_ms,
+        selections_by_agent=dict(message.selections_by_agent),
+    )
+
+
+def snapshot_from_pb(message: pb.WatchLoadsResponse) -> LoadSnapshot:
+    """Build one load snapshot from a WatchLoads update."""
+    return LoadSnapshot(
+        loads=tuple(load_from_pb(load) for load in message.loads),
+        timestamp_ms=message.timestamp_ms,
+    )

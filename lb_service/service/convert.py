@@ -1,123 +1,60 @@
-"""Conversion between lb.v1 protobuf messages and domain values, in both directions.
+"""The server's side of lb.v1 message conversion: the Agent message cache and SelectAgents results.
 
-The server reads requests and writes responses; the client library does the reverse.
-Both use this one module, so the two sides cannot drift apart.
+The conversions both sides share live in ``lb_service.client._wire``; they are re-exported
+here so the servicer reads every conversion from one name.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 
 from lb.v1 import load_balancer_pb2 as pb
 
-from lb_service.errors import InvalidArgument, LoadBalancerError
-from lb_service.model import (
-    Agent,
-    AgentLoad,
-    Compute,
-    Hardware,
-    LoadSnapshot,
-    Selection,
-    SelectionRequest,
-    Statistics,
-    StrategyName,
-    Task,
+from lb_service.client._wire import (
+    agent_from_pb,
+    agent_to_pb,
+    compute_from_pb,
+    load_from_pb,
+    load_to_pb,
+    selection_from_pb,
+    selection_request_to_pb,
+    selection_to_pb,
+    snapshot_from_pb,
+    snapshot_to_pb,
+    statistics_from_pb,
+    statistics_to_pb,
+    strategy_from_pb,
+    strategy_to_pb,
+    task_from_pb,
+    task_to_pb,
+    write_selection,
 )
+from lb_service.errors import LoadBalancerError
+from lb_service.model import Agent, Selection
 from lb_service.service.status import code_for, reason_for
 
-_STRATEGY_FROM_PB: Mapping[int, StrategyName] = {
-    pb.STRATEGY_ROUND_ROBIN: StrategyName.ROUND_ROBIN,
-    pb.STRATEGY_LEAST_CONNECTIONS: StrategyName.LEAST_CONNECTIONS,
-    pb.STRATEGY_WEIGHTED: StrategyName.WEIGHTED,
-    pb.STRATEGY_LATENCY_BASED: StrategyName.LATENCY_BASED,
-    pb.STRATEGY_CAPABILITY_MATCH: StrategyName.CAPABILITY_MATCH,
-}
-_STRATEGY_TO_PB: Mapping[StrategyName, pb.Strategy.ValueType] = {
-    name: pb.Strategy.ValueType(number) for number, name in _STRATEGY_FROM_PB.items()
-}
-_COMPUTE_FROM_PB: Mapping[int, Compute] = {
-    pb.COMPUTE_UNSPECIFIED: Compute.ANY,
-    pb.COMPUTE_CPU: Compute.CPU,
-    pb.COMPUTE_GPU: Compute.GPU,
-}
-
-
-_COMPUTE_TO_PB: Mapping[Compute, pb.Compute.ValueType] = {
-    compute: pb.Compute.ValueType(number) for number, compute in _COMPUTE_FROM_PB.items()
-}
-
-
-def strategy_from_pb(value: int) -> StrategyName:
-    """Map a Strategy enum number to a strategy; UNSPECIFIED and unknown numbers are invalid."""
-    try:
-        return _STRATEGY_FROM_PB[value]
-    except KeyError:
-        valid = ", ".join(pb.Strategy.Name(pb.Strategy.ValueType(n)) for n in _STRATEGY_FROM_PB)
-        raise InvalidArgument(f"strategy must be one of {valid}; got {value}", "strategy") from None
-
-
-def strategy_to_pb(strategy: StrategyName) -> pb.Strategy.ValueType:
-    """Map a strategy to its Strategy enum number."""
-    return _STRATEGY_TO_PB[strategy]
-
-
-def compute_from_pb(value: int) -> Compute:
-    """Map a Compute enum number; unknown numbers are invalid."""
-    try:
-        return _COMPUTE_FROM_PB[value]
-    except KeyError:
-        raise InvalidArgument(
-            f"task.compute must be COMPUTE_UNSPECIFIED, COMPUTE_CPU or COMPUTE_GPU; got {value}",
-            "task.compute",
-        ) from None
-
-
-def agent_from_pb(message: pb.Agent) -> Agent:
-    """Build a domain agent from its message (not yet validated)."""
-    hw = message.hardware
-    return Agent(
-        id=message.id,
-        host=message.host,
-        port=message.port,
-        models=tuple(message.models),
-        hardware=Hardware(gpu=hw.gpu, vram_gb=hw.vram_gb, cpu_cores=hw.cpu_cores, ram_gb=hw.ram_gb),
-        metadata=dict(message.metadata),
-        max_connections=message.max_connections,
-        parallel_slots=message.parallel_slots,
-    )
-
-
-def agent_to_pb(agent: Agent) -> pb.Agent:
-    """Build the message for a domain agent."""
-    hw = agent.hardware
-    return pb.Agent(
-        id=agent.id,
-        host=agent.host,
-        port=agent.port,
-        models=agent.models,
-        hardware=pb.Hardware(
-            gpu=hw.gpu, vram_gb=hw.vram_gb, cpu_cores=hw.cpu_cores, ram_gb=hw.ram_gb
-        ),
-        metadata=agent.metadata,
-        max_connections=agent.max_connections,
-        parallel_slots=agent.parallel_slots,
-    )
-
-
-def task_from_pb(message: pb.TaskRequirements) -> Task:
-    """Build a task from its requirements message; an unset message means any agent."""
-    return Task(
-        model=message.model,
-        min_vram_gb=message.min_vram_gb,
-        compute=compute_from_pb(message.compute),
-    )
-
-
-def task_to_pb(task: Task) -> pb.TaskRequirements:
-    """Build the requirements message for a task."""
-    return pb.TaskRequirements(
-        model=task.model, min_vram_gb=task.min_vram_gb, compute=_COMPUTE_TO_PB[task.compute]
-    )
+__all__ = [
+    "MAX_ERROR_RESULT_BYTES",
+    "AgentMessages",
+    "agent_from_pb",
+    "agent_to_pb",
+    "compute_from_pb",
+    "load_from_pb",
+    "load_to_pb",
+    "selection_from_pb",
+    "selection_request_to_pb",
+    "selection_results_to_pb",
+    "selection_to_pb",
+    "snapshot_from_pb",
+    "snapshot_to_pb",
+    "statistics_from_pb",
+    "statistics_to_pb",
+    "strategy_from_pb",
+    "strategy_to_pb",
+    "task_from_pb",
+    "task_to_pb",
+    "write_selection",
+]
 
 
 class AgentMessages:
@@ -146,33 +83,6 @@ class AgentMessages:
         return message
 
 
-def selection_to_pb(selection: Selection, agent: pb.Agent | None = None) -> pb.SelectAgentResponse:
-    """Build the SelectAgent response for a selection; ``agent`` is its agent's message if built."""
-    message = pb.SelectAgentResponse()
-    write_selection(message, selection, agent)
-    return message
-
-
-def write_selection(
-    message: pb.SelectAgentResponse, selection: Selection, agent: pb.Agent | None = None
-) -> None:
-    """Write a selection into a SelectAgent response in place (a batch then copies nothing)."""
-    message.agent.CopyFrom(agent_to_pb(selection.agent) if agent is None else agent)
-    message.request_id = selection.request_id
-    message.strategy = strategy_to_pb(selection.strategy)
-    message.sticky = selection.sticky
-
-
-def selection_request_to_pb(request: SelectionRequest) -> pb.SelectAgentRequest:
-    """Build the SelectAgent request (or SelectAgents entry) for one pick."""
-    return pb.SelectAgentRequest(
-        task=task_to_pb(request.task),
-        session_id=request.session_id,
-        candidates=[agent_to_pb(agent) for agent in request.candidates],
-        acquire=request.acquire,
-    )
-
-
 #: Characters of an error message a SelectAgents entry carries (messages are short; one
 #: quoting a long id is cut), so that an error result has a known most size.
 _MAX_ERROR_MESSAGE = 512
@@ -198,85 +108,3 @@ def selection_results_to_pb(
             result.error.message = str(outcome)[:_MAX_ERROR_MESSAGE]
             result.error.reason = reason_for(outcome)
     return response
-
-
-def load_to_pb(load: AgentLoad) -> pb.AgentLoad:
-    """Build the message for an agent's load."""
-    return pb.AgentLoad(
-        agent_id=load.agent_id,
-        active_connections=load.active_connections,
-        avg_latency_ms=load.avg_latency_ms,
-        last_request_at_ms=load.last_request_at_ms,
-        total_requests=load.total_requests,
-        failed_requests=load.failed_requests,
-        weight=load.weight,
-        ejected=load.ejected,
-        ejected_until_ms=load.ejected_until_ms,
-        capacity_rps=load.capacity_rps,
-    )
-
-
-def statistics_to_pb(stats: Statistics) -> pb.GetStatisticsResponse:
-    """Build the GetStatistics response."""
-    return pb.GetStatisticsResponse(
-        strategy=strategy_to_pb(stats.strategy),
-        total_selections=stats.total_selections,
-        failed_selections=stats.failed_selections,
-        total_requests=stats.total_requests,
-        active_connections=stats.active_connections,
-        avg_latency_ms=stats.avg_latency_ms,
-        selections_by_agent=stats.selections_by_agent,
-    )
-
-
-def snapshot_to_pb(snapshot: LoadSnapshot) -> pb.WatchLoadsResponse:
-    """Build one WatchLoads update."""
-    return pb.WatchLoadsResponse(
-        loads=[load_to_pb(load) for load in snapshot.loads], timestamp_ms=snapshot.timestamp_ms
-    )
-
-
-def selection_from_pb(message: pb.SelectAgentResponse) -> Selection:
-    """Build a selection from a SelectAgent response."""
-    return Selection(
-        agent=agent_from_pb(message.agent),
-        strategy=strategy_from_pb(message.strategy),
-        sticky=message.sticky,
-        request_id=message.request_id,
-    )
-
-
-def load_from_pb(message: pb.AgentLoad) -> AgentLoad:
-    """Build an agent's load from its message."""
-    return AgentLoad(
-        agent_id=message.agent_id,
-        active_connections=message.active_connections,
-        avg_latency_ms=message.avg_latency_ms,
-        last_request_at_ms=message.last_request_at_ms,
-        total_requests=message.total_requests,
-        failed_requests=message.failed_requests,
-        weight=message.weight,
-        ejected_until_ms=message.ejected_until_ms,
-        capacity_rps=message.capacity_rps,
-    )
-
-
-def statistics_from_pb(message: pb.GetStatisticsResponse) -> Statistics:
-    """Build the service-wide counters from a GetStatistics response."""
-    return Statistics(
-        strategy=strategy_from_pb(message.strategy),
-        total_selections=message.total_selections,
-        failed_selections=message.failed_selections,
-        total_requests=message.total_requests,
-        active_connections=message.active_connections,
-        avg_latency_ms=message.avg_latency_ms,
-        selections_by_agent=dict(message.selections_by_agent),
-    )
-
-
-def snapshot_from_pb(message: pb.WatchLoadsResponse) -> LoadSnapshot:
-    """Build one load snapshot from a WatchLoads update."""
-    return LoadSnapshot(
-        loads=tuple(load_from_pb(load) for load in message.loads),
-        timestamp_ms=message.timestamp_ms,
-    )

@@ -9,6 +9,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from lb_service import errors
+from lb_service.client._wire import ERROR_DOMAIN
 
 #: Most specific first: the first matching class decides the code.
 _CODES: tuple[tuple[type[errors.LoadBalancerError], grpc.StatusCode], ...] = (
@@ -21,8 +22,6 @@ _CODES: tuple[tuple[type[errors.LoadBalancerError], grpc.StatusCode], ...] = (
     (errors.AllAgentsBusy, grpc.StatusCode.RESOURCE_EXHAUSTED),
 )
 
-#: The google.rpc.ErrorInfo domain attached to every error this service returns.
-ERROR_DOMAIN = "lb.v1"
 #: Longest message sent, in UTF-8 bytes. A message that quotes a huge input (a 1 MB
 #: request id) must still fit in the response trailers: clients accept 8 KiB of metadata
 #: by default, the message travels twice (grpc-message, percent-encoded, and the details).
