@@ -70,7 +70,7 @@ simulate-%: $(STAMP)
 		|| exit 1; \
 	[ $$status -eq 0 ] || { echo "$*: targets missed (docs/simulation/$*/report.txt)"; exit 1; }
 
-lint: $(STAMP) check-protos lint-deploy ## ruff, mypy --strict on lb_service/, buf lint, generated-code freshness, deploy files
+lint: $(STAMP) check-protos lint-deploy ## ruff, mypy --strict on lb_service/ and tests/, buf lint, generated-code freshness, deploy files
 	$(BIN)/buf lint
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

@@ -217,7 +217,9 @@ async def test_weights_and_strategy_set_through_one_replica_apply_on_the_others_
 
     async def strategy_seen(replica: int) -> float:
         async def check() -> bool:
-            stats = await client.stub(replica).GetStatistics(pb.GetStatisticsRequest())
+            stats: pb.GetStatisticsResponse = await client.stub(replica).GetStatistics(
+                pb.GetStatisticsRequest()
+            )
             return stats.strategy == pb.STRATEGY_ROUND_ROBIN
 
         await eventually(check, every_s=0.01)

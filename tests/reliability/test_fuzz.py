@@ -18,7 +18,7 @@ import math
 import random
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 import pytest
@@ -36,7 +36,7 @@ from tests.reliability.sizing import SIZE
 HANG_GUARD_S = 30.0
 MAX_MESSAGE = 4 * 1024 * 1024
 MB = 1024 * 1024
-Code = grpc.StatusCode
+Code: TypeAlias = grpc.StatusCode
 
 #: The codes the README documents for each RPC, OK included.
 DOCUMENTED: dict[str, set[Code]] = {
@@ -132,8 +132,9 @@ BIG = "x" * MB
 TEXTS = ["", "a", *BASELINE, "ghost", "ü🙂", "\x00", "x" * 1025, "s-1", "test-1"]
 DOUBLES = [math.nan, math.inf, -math.inf, -1.0, -0.0, 0.0, 5e-324, 1e308, 2.0**63, 24.0, 0.5]
 COUNTS = [0, 1, 2, 65535, 65536, 2**32 - 1]
-STRATEGIES = [*pb.Strategy.values(), 6, 99, -1, 2**31 - 1, -(2**31)]
-COMPUTES = [*pb.Compute.values(), 3, 99, -1, 2**31 - 1]
+# Numbers no enum value has, typed as the enum the field takes (protobuf enums are open).
+STRATEGIES = [*pb.Strategy.values(), *map(pb.Strategy.ValueType, [6, 99, -1, 2**31 - 1, -(2**31)])]
+COMPUTES = [*pb.Compute.values(), *map(pb.Compute.ValueType, [3, 99, -1, 2**31 - 1])]
 
 #: Share of the requests of an RPC with a tuned builder that the descriptor builder makes.
 FROM_DESCRIPTOR = 0.25
@@ -229,7 +230,7 @@ class Generator:
             task=pb.TaskRequirements(
                 model=r.choice(["", "m1", self.text()]),
                 min_vram_gb=self.double(),
-                compute=r.choice([0, 0, r.choice(COMPUTES)]),
+                compute=r.choice([pb.COMPUTE_UNSPECIFIED] * 2 + [r.choice(COMPUTES)]),
             ),
             session_id=self.text(),
             candidates=[self.agent() for _ in range(r.choice([0, 0, 1, 2, 5]))],
@@ -241,7 +242,7 @@ class Generator:
         method = self.rng.choice(METHODS)
         tuned = self.tuned.get(method)
         if tuned is None or self.rng.random() < FROM_DESCRIPTOR:
-            return method, self.message(REQUEST_TYPES[method].DESCRIPTOR)
+            return method, self.message(SERVICE.methods_by_name[method].input_type)
         return method, tuned()
 
     def message(self, descriptor: Descriptor, depth: int = 0) -> Message:
@@ -290,6 +291,7 @@ class Generator:
         if kind == _T.TYPE_FLOAT:
             return r.choice(FLOATS) if r.random() < 0.5 else r.choice([0.0, 8.0])
         if kind == _T.TYPE_ENUM and r.random() < 0.5:
+            assert field.enum_type is not None  # an enum field names its enum
             return r.choice(field.enum_type.values).number
         return r.choice(INTEGERS[kind]) if r.random() < 0.5 else r.choice([0, 1, 2, 100, 11434])
 
@@ -562,7 +564,11 @@ EXTREMES: list[tuple[str, Message | bytes, Code]] = [
         pb.UpdateWeightsRequest(weights={"agent-0": -math.inf}),
         Code.INVALID_ARGUMENT,
     ),
-    ("SetStrategy", pb.SetStrategyRequest(strategy=2**31 - 1), Code.INVALID_ARGUMENT),
+    (
+        "SetStrategy",
+        pb.SetStrategyRequest(strategy=pb.Strategy.ValueType(2**31 - 1)),
+        Code.INVALID_ARGUMENT,
+    ),
     ("WatchLoads", pb.WatchLoadsRequest(agent_ids=["agent-0", "agent-0"]), Code.INVALID_ARGUMENT),
     ("ListAgents", b"", Code.OK),
     ("ListAgents", b"\xff\xff\xff\xff", Code.INVALID_ARGUMENT),
@@ -598,11 +604,11 @@ def test_the_descriptor_builder_reaches_every_field_of_every_request() -> None:
     unset = {
         (method, field.full_name)
         for method in METHODS
-        for field in REQUEST_TYPES[method].DESCRIPTOR.fields
+        for field in SERVICE.methods_by_name[method].input_type.fields
     }
     for _ in range(200):
         for method in METHODS:
-            request = generator.message(REQUEST_TYPES[method].DESCRIPTOR)
+            request = generator.message(SERVICE.methods_by_name[method].input_type)
             unset -= {(method, field.full_name) for field, _ in request.ListFields()}
     assert unset == set()
 

@@ -72,3 +72,10 @@ def new_store(request: pytest.FixtureRequest) -> MakeStore:
 def store(new_store: MakeStore) -> Store:
     """An empty store of the kind under test, with request ids ``test-1``, ``test-2``, ..."""
     return new_store()
+
+
+async def started(store: Store, agent_id: str, now_ms: int) -> str:
+    """Open a lease with no limit to refuse it; its request id (typed ``str``, checked)."""
+    request_id = await store.open_lease(agent_id, now_ms)
+    assert isinstance(request_id, str), request_id
+    return request_id
