@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 LISTEN ?= 127.0.0.1:50051
 
 .DEFAULT_GOAL := help
-.PHONY: help install run cluster test lint lint-deploy protos check-protos fmt clean bench bench-cluster soak simulate
+.PHONY: help install run cluster test test-fast lint lint-deploy protos check-protos fmt clean bench bench-cluster soak simulate
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -30,6 +30,18 @@ cluster: $(STAMP) ## 3 replicas on 127.0.0.1:50061-50063 sharing one Redis (own 
 
 test: $(STAMP) ## run the whole suite with branch coverage (fails under 90%)
 	$(BIN)/pytest --cov --cov-report=term $(PYTEST_ARGS)
+
+# The fast tier, for the edit-test loop: the core's unit tests in-process (strategies,
+# decisions, the store contract on the memory store, the servicer through grpc_testing,
+# config and public surface). Left out: tests marked `redis` (a real Redis server) or
+# `slow` (long equivalence runs), and the layers that start servers or processes (e2e,
+# cli, cluster, reliability, simulate, bench). Not a replacement for `make test`: CI
+# runs everything, with coverage.
+FAST_TESTS := tests/strategies tests/core tests/store tests/service \
+	tests/test_config.py tests/test_declared.py tests/test_public_api.py tests/test_packaging.py
+
+test-fast: $(STAMP) ## the core's unit tests without Redis, sockets or coverage (~15 s)
+	$(BIN)/pytest -m 'not redis and not slow' $(FAST_TESTS) $(PYTEST_ARGS)
 
 soak: $(STAMP) ## reliability tests at full size: 60 s soak, 16 clients, deeper fuzz and invariants (~5 min)
 	LB_RELIABILITY_SIZE=full HYPOTHESIS_PROFILE=thorough $(BIN)/pytest -s -p no:cacheprovider tests/reliability $(PYTEST_ARGS)
@@ -58,7 +70,7 @@ simulate-%: $(STAMP)
 		|| exit 1; \
 	[ $$status -eq 0 ] || { echo "$*: targets missed (docs/simulation/$*/report.txt)"; exit 1; }
 
-lint: $(STAMP) check-protos lint-deploy ## ruff, mypy --strict on lb_service/, buf lint, generated-code freshness, deploy files
+lint: $(STAMP) check-protos lint-deploy ## ruff, mypy --strict on lb_service/ and tests/, buf lint, generated-code freshness, deploy files
 	$(BIN)/buf lint
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

@@ -50,3 +50,20 @@ def redis_url() -> Iterator[str]:
 def redis_prefix() -> str:
     """A key prefix of this test's own, so tests never see each other's keys."""
     return unique_prefix()
+
+
+#: Fixtures that reach a real Redis: the shared one, or a private redis-server of a test's own.
+REDIS_FIXTURES = frozenset({"redis_url", "private_redis", "own_redis"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that uses a real Redis ``redis``, so ``make test-fast`` can leave it out.
+
+    Derived from the fixtures a test uses rather than written on each test, so a new
+    Redis test cannot be forgotten. A fixture reached only through
+    ``request.getfixturevalue`` is not seen here: such a parametrisation marks itself
+    (``new_store``'s ``redis`` case in tests/store/conftest.py).
+    """
+    for item in items:
+        if REDIS_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.redis)

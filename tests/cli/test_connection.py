@@ -177,6 +177,7 @@ def test_health_serving_exits_0(lb: Cli) -> None:
 
 def test_health_not_serving_exits_1(lb: Cli, server: ThreadServer) -> None:
     """A server reporting NOT_SERVING (store away, or stopping) makes `health` exit 1."""
+    assert server._server is not None  # the fixture started it
     server.run(server._server._set_health(health_pb2.HealthCheckResponse.NOT_SERVING))
     outcome = lb("health")
     assert (outcome.code, outcome.out) == (1, f"{lb.target}: NOT_SERVING\n")

@@ -35,24 +35,41 @@ async def _end(client: Client, replica: int, pick: pb.SelectAgentResponse) -> No
 async def test_acquire_end_pairs_through_every_replica_balance_exactly(
     cluster: StartCluster, connect: Connect
 ) -> None:
-    """12 clients x 250 acquire/end pairs over 3 replicas leave every count at 0, 3000 requests."""
+    """12 clients x 250 acquire/end pairs over 3 replicas leave every count at 0, 3000 requests.
+
+    While they run, every load read (one atomic snapshot of the store, ``overview``)
+    counts no more leases than the 12 clients can hold at once, and a read through
+    GetLoads counts at least the leases the clients held for the whole of it: an end
+    booked twice, or a start not booked, shows as too few open, even where a clamp
+    or the other leases on the agent would keep the count at 0 or above.
+    """
     replicas = cluster(3)
     client = connect(replicas)
     await client.register(*AGENTS)
-    seen: list[int] = []  # every active count observed while the pairs run
+    # Leases a client holds: from the moment SelectAgent answered until it sends the end.
+    held: set[tuple[int, int]] = set()
+    # Each GetLoads read: (leases held from before it was sent until it answered, total
+    # active); each WatchLoads snapshot: its total active (when it was taken is unknown).
+    polled: list[tuple[int, int]] = []
+    watched: list[int] = []
     done = asyncio.Event()
 
     async def watch() -> None:
         stream = client.stub(2).WatchLoads(pb.WatchLoadsRequest(min_interval_ms=20))
         async for update in stream:
-            seen.extend(load.active_connections for load in update.loads)
+            watched.append(sum(load.active_connections for load in update.loads))
             if done.is_set():
                 stream.cancel()
 
     async def poll() -> None:
         turn = 0
         while not done.is_set():
-            seen.extend(load.active_connections for load in (await client.loads(turn)).values())
+            before = set(held)
+            loads = await client.loads(turn)
+            # A lease in both sets was open in the store during the whole read (one
+            # event loop: the sets cannot change while they are compared).
+            throughout = len(before & held)
+            polled.append((throughout, sum(load.active_connections for load in loads.values())))
             turn += 1
             await asyncio.sleep(0.01)
 
@@ -63,6 +80,12 @@ async def test_acquire_end_pairs_through_every_replica_balance_exactly(
             pick = await client.stub(worker + i).SelectAgent(
                 pb.SelectAgentRequest(acquire=True), timeout=10
             )
+            held.add((worker, i))
+            if i % 5 == 0:
+                # A longer request: its lease stays open across whole reads (a read takes
+                # a few ms), so the lower bound below has leases to count.
+                await asyncio.sleep(0.05)
+            held.discard((worker, i))  # from here on the end may land at any moment
             await _end(client, worker + i + 1, pick)
 
     watcher, poller = asyncio.ensure_future(watch()), asyncio.ensure_future(poll())
@@ -72,10 +95,15 @@ async def test_acquire_end_pairs_through_every_replica_balance_exactly(
     with contextlib.suppress(asyncio.CancelledError, TimeoutError):
         await asyncio.wait_for(watcher, 5)
 
-    assert len(seen) > 100  # the watchers saw the load come and go...
-    assert max(seen) > 0
-    assert min(seen) >= 0  # ...never negative (a uint32 would have wrapped: too big)
-    assert max(seen) <= 12  # ...and never above the 12 clients' pairs in flight
+    assert len(polled) > 100  # the reads saw the load come and go...
+    assert max(total for _, total in polled) > 0
+    # ...never fewer open than the clients held throughout a read, never more than the
+    # 12 clients hold at once (each holds one lease at a time).
+    assert max(throughout for throughout, _ in polled) > 0  # the lower bound was put to work
+    assert [(throughout, total) for throughout, total in polled if total < throughout] == []
+    assert max(total for _, total in polled) <= 12
+    assert watched  # a stream's first snapshot comes at once
+    assert max(watched) <= 12
     for replica in range(3):
         loads = await client.loads(replica)
         assert {a: load.active_connections for a, load in loads.items()} == dict.fromkeys(AGENTS, 0)
@@ -189,7 +217,9 @@ async def test_weights_and_strategy_set_through_one_replica_apply_on_the_others_
 
     async def strategy_seen(replica: int) -> float:
         async def check() -> bool:
-            stats = await client.stub(replica).GetStatistics(pb.GetStatisticsRequest())
+            stats: pb.GetStatisticsResponse = await client.stub(replica).GetStatistics(
+                pb.GetStatisticsRequest()
+            )
             return stats.strategy == pb.STRATEGY_ROUND_ROBIN
 
         await eventually(check, every_s=0.01)

@@ -186,9 +186,9 @@ async def test_redis_restart_under_traffic_is_ridden_out_without_restarting_repl
     assert {code for (phase, code) in codes if phase == "after"} == {"OK"}, codes
     assert [replica.process.pid for replica in replicas] == pids
     assert all(replica.process.poll() is None for replica in replicas)
-    for replica in replicas:  # one log line per transition, not one per probe
-        assert len(replica.named("store_unavailable")) == 1
-        assert len(replica.named("store_recovered")) == 1
+    for process in replicas:  # one log line per transition, not one per probe
+        assert len(process.named("store_unavailable")) == 1
+        assert len(process.named("store_recovered")) == 1
     stats = await client.stub(0).GetStatistics(pb.GetStatisticsRequest(), timeout=5)
     assert stats.total_selections > 0
 

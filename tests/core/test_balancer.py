@@ -14,7 +14,7 @@ from lb_service.errors import (
     NoAgentsRegistered,
     NoEligibleAgent,
 )
-from lb_service.model import StrategyName, Task
+from lb_service.model import Agent, StrategyName, Task
 from tests.factories import agent
 
 
@@ -80,11 +80,11 @@ async def test_deregister_unknown_is_not_found(lb: LoadBalancer) -> None:
         agent("a", models=("",)),
     ],
 )
-async def test_malformed_agents_change_nothing(lb: LoadBalancer, bad: object) -> None:
+async def test_malformed_agents_change_nothing(lb: LoadBalancer, bad: Agent) -> None:
     """A malformed agent is rejected as InvalidArgument and the registry stays as it was."""
     await lb.register(agent("keep"))
     with pytest.raises(InvalidArgument):
-        await lb.register(bad)  # type: ignore[arg-type]
+        await lb.register(bad)
     assert [a.id for a in await lb.agents()] == ["keep"]
 
 

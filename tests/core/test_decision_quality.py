@@ -85,7 +85,7 @@ async def test_p2c_is_the_default_for_least_connections() -> None:
 
 def peak(clock: FakeClock, **options: object) -> LoadBalancer:
     """Latency-based with peak-EWMA over a full scan (exact picks)."""
-    config = replace(BASE_RULES, peak_ewma=True, ejection_consecutive_failures=0, **options)  # type: ignore[arg-type]
+    config = replace(BASE_RULES, peak_ewma=True, ejection_consecutive_failures=0, **options)  # type: ignore[arg-type]  # options of any field; BalancerConfig checks them
     return balancer(clock, config)
 
 
@@ -250,4 +250,4 @@ async def test_slow_start_is_off_by_default() -> None:
 def test_config_refuses_unusable_decision_options(options: dict[str, object], message: str) -> None:
     """BalancerConfig names the option and the rule it breaks."""
     with pytest.raises(ValueError, match=message):
-        BalancerConfig(**options)  # type: ignore[arg-type]
+        BalancerConfig(**options)  # type: ignore[arg-type]  # ill-typed on purpose: the check under test

@@ -229,6 +229,7 @@ async def _both(
     return sides[0]
 
 
+@pytest.mark.slow  # ~15 s: make test-fast relies on the busy-fleet comparison below
 @settings(max_examples=200, deadline=None)
 @given(
     st.sampled_from(CONFIGS),
@@ -342,6 +343,7 @@ def _large_history(
     return fleet, operations
 
 
+@pytest.mark.slow  # up to 6 s a fleet, ~14 s in all
 @pytest.mark.parametrize(
     ("size", "trusted"),
     [(40, 1.0), (40, 0.5), (300, 0.3), (1_100, 0.0), (1_100, 0.2)],
@@ -360,6 +362,7 @@ def test_large_fleets_pick_alike(size: int, trusted: float) -> None:
     assert f"from the pool: {trust} trusted" in side.kinds
 
 
+@pytest.mark.slow  # ~10 s
 @settings(max_examples=10, deadline=None)
 @given(st.integers(33, 200), st.integers(0, 2**32), st.sampled_from((0.0, 0.3, 1.0)))
 def test_random_large_fleets_pick_alike(size: int, seed: int, trusted: float) -> None:

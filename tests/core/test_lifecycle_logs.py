@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from typing import Any
 
 from structlog.testing import capture_logs
@@ -15,7 +16,7 @@ def _balancer(clock: FakeClock, **options: Any) -> LoadBalancer:
     return LoadBalancer(MemoryStore(), BalancerConfig(**options), clock=clock)
 
 
-def _named(logs: list[dict[str, object]], event: str) -> list[dict[str, object]]:
+def _named(logs: list[MutableMapping[str, Any]], event: str) -> list[MutableMapping[str, Any]]:
     return [entry for entry in logs if entry["event"] == event]
 
 

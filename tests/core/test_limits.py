@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 import pytest
 
 from lb_service.balancer import BalancerConfig, LoadBalancer
@@ -49,14 +51,14 @@ async def test_candidate_check_stops_at_the_limit(limited: LoadBalancer) -> None
     """An oversized candidate list is refused after limit + 1 items, without reading the rest."""
     taken = 0
 
-    def endless() -> object:
+    def endless() -> Iterator[Agent]:
         nonlocal taken
         while True:
             taken += 1
             yield agent(f"c{taken}")
 
     with pytest.raises(InvalidArgument, match="max_candidates"):
-        await limited.select(candidates=endless())  # type: ignore[arg-type]
+        await limited.select(candidates=endless())
     assert taken == 3
 
 
@@ -150,10 +152,12 @@ async def test_a_refused_pick_keeps_its_own_code_at_the_limit(limited: LoadBalan
         ),
     ],
 )
-async def test_oversized_agents_are_invalid(lb: LoadBalancer, build: object, message: str) -> None:
+async def test_oversized_agents_are_invalid(
+    lb: LoadBalancer, build: Callable[[], Agent], message: str
+) -> None:
     """An id over 1024 characters or more than 64 KiB of agent text is INVALID_ARGUMENT."""
     with pytest.raises(InvalidArgument, match=message):
-        await lb.register(build())  # type: ignore[operator]
+        await lb.register(build())
     assert await lb.agents() == []
 
 
@@ -171,7 +175,7 @@ async def test_oversized_session_id_is_invalid(lb: LoadBalancer) -> None:
 def test_limits_must_be_whole_and_positive(name: str, value: object) -> None:
     """A limit below 1, fractional or boolean is refused when the config is built."""
     with pytest.raises(ValueError, match=f"{name} must be a whole number >= 1"):
-        BalancerConfig(**{name: value})  # type: ignore[arg-type]
+        BalancerConfig(**{name: value})  # type: ignore[arg-type]  # ill-typed on purpose: the check under test
 
 
 async def test_sweep_forgets_idle_candidate_history(clock: FakeClock, store: MemoryStore) -> None:

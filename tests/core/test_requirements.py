@@ -6,7 +6,7 @@ import pytest
 
 from lb_service.balancer import LoadBalancer
 from lb_service.errors import NoEligibleAgent
-from lb_service.model import Compute, StrategyName, Task
+from lb_service.model import Agent, Compute, StrategyName, Task
 from lb_service.requirements import eligible, meets
 from tests.factories import agent
 
@@ -50,7 +50,7 @@ def test_requirements_filter(task: Task, expected: list[str]) -> None:
         ),
     ],
 )
-def test_refusal_names_the_requirement(agents: tuple, task: Task, message: str) -> None:
+def test_refusal_names_the_requirement(agents: tuple[Agent, ...], task: Task, message: str) -> None:
     """When nothing qualifies, the error names the first requirement that excluded everyone."""
     with pytest.raises(
         NoEligibleAgent, match="^" + message.replace("(", r"\(").replace(")", r"\)")

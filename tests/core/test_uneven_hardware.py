@@ -6,15 +6,23 @@ from collections import Counter
 from dataclasses import replace
 
 from lb_service.balancer import LoadBalancer
-from lb_service.model import Compute, StrategyName, Task
+from lb_service.model import Agent, Compute, StrategyName, Task
 from tests.factories import BASE_RULES, FakeClock, agent, balancer
 
 LEAST = StrategyName.LEAST_CONNECTIONS
 
 
-def gpu(agent_id: str, vram_gb: float = 24.0, **kwargs: int) -> object:
+def gpu(
+    agent_id: str, vram_gb: float = 24.0, *, parallel_slots: int = 0, max_connections: int = 0
+) -> Agent:
     """A GPU agent (four slots guessed unless parallel_slots or max_connections say otherwise)."""
-    return agent(agent_id, vram_gb=vram_gb, gpu="nvidia", **kwargs)
+    return agent(
+        agent_id,
+        vram_gb=vram_gb,
+        gpu="nvidia",
+        parallel_slots=parallel_slots,
+        max_connections=max_connections,
+    )
 
 
 async def teach(lb: LoadBalancer, clock: FakeClock, agent_id: str, count: int, ms: int) -> None:

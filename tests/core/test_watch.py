@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -16,8 +17,8 @@ FAST = BalancerConfig(watch_min_interval_s=0.01)
 HANG_GUARD_S = 5.0
 
 
-async def _next(stream: object) -> LoadSnapshot:
-    return await asyncio.wait_for(anext(stream), HANG_GUARD_S)  # type: ignore[call-overload]
+async def _next(stream: AsyncIterator[LoadSnapshot]) -> LoadSnapshot:
+    return await asyncio.wait_for(anext(stream), HANG_GUARD_S)
 
 
 async def test_first_snapshot_is_immediate_and_full() -> None:

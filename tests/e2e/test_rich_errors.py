@@ -31,7 +31,7 @@ async def stub() -> AsyncIterator[pb_grpc.LoadBalancerStub]:
 
 def _details(error: grpc.aio.AioRpcError) -> tuple[str, list[tuple[str, str]]]:
     """The ErrorInfo reason and the BadRequest field violations of a failed call."""
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    status = rpc_status.from_call(error)
     assert status is not None
     info, bad = error_details_pb2.ErrorInfo(), error_details_pb2.BadRequest()
     assert status.details[0].Unpack(info)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -22,6 +22,8 @@ from lb.v1 import load_balancer_pb2_grpc as pb_grpc
 from lb_service.balancer import BalancerConfig, LoadBalancer
 from lb_service.errors import StoreUnavailable
 from lb_service.service.server import SERVICE_NAME, LoadBalancerServer, ServerOptions
+from lb_service.store.base import Lease
+from lb_service.store.feedback import Feedback
 from lb_service.store.memory import MemoryStore
 
 STORE = "redis://10.9.8.7:6379/0"
@@ -75,11 +77,11 @@ def store() -> FlakyStore:
 @pytest.fixture
 async def server(store: FlakyStore) -> AsyncIterator[LoadBalancerServer]:
     """A server over ``store`` that checks it and sweeps every 20 ms."""
-    balancer = LoadBalancer(store, BalancerConfig(watch_min_interval_s=0.01))  # type: ignore[arg-type]
+    balancer = LoadBalancer(store, BalancerConfig(watch_min_interval_s=0.01))
     options = ServerOptions(
         listen="127.0.0.1:0", grace_s=1.0, sweep_interval_s=0.02, store_check_interval_s=0.02
     )
-    running = LoadBalancerServer(balancer, options, store=store)  # type: ignore[arg-type]
+    running = LoadBalancerServer(balancer, options, store=store)
     await running.start()
     try:
         yield running
@@ -136,7 +138,7 @@ async def test_every_rpc_answers_unavailable_naming_the_store_while_it_is_away(
     stub = pb_grpc.LoadBalancerStub(channel)
     await stub.RegisterAgent(pb.RegisterAgentRequest(agent=pb.Agent(id="a", host="h", port=1)))
     store.down = True
-    calls = {
+    calls: dict[str, Callable[[], Awaitable[object]]] = {
         "RegisterAgent": lambda: stub.RegisterAgent(
             pb.RegisterAgentRequest(agent=pb.Agent(id="b", host="h", port=1))
         ),
@@ -196,7 +198,10 @@ async def test_an_open_watch_ends_unavailable_when_the_store_goes_away(
 
 
 async def test_upkeep_survives_an_outage_and_sweeps_again_after(
-    store: FlakyStore, server: LoadBalancerServer, channel: grpc.aio.Channel
+    store: FlakyStore,
+    server: LoadBalancerServer,
+    channel: grpc.aio.Channel,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Sweeps fail quietly while the store is away and run again once it is back."""
     stub = pb_grpc.LoadBalancerStub(channel)
@@ -208,12 +213,12 @@ async def test_upkeep_survives_an_outage_and_sweeps_again_after(
     sweeps = 0
     original = store.inner.expire_sessions
 
-    async def counted(*args: Any) -> int:
+    async def counted(idle_since_ms: int) -> int:
         nonlocal sweeps
         sweeps += 1
-        return await original(*args)
+        return await original(idle_since_ms)
 
-    store.inner.expire_sessions = counted  # type: ignore[method-assign]
+    monkeypatch.setattr(store.inner, "expire_sessions", counted)
     await _until(lambda: _true(sweeps >= 2))
     assert server.store_available
     assert (await stub.ListAgents(pb.ListAgentsRequest())).agents[0].id == "a"
@@ -224,9 +229,9 @@ async def test_a_server_whose_store_is_away_at_start_starts_not_serving(
 ) -> None:
     """Started while its store does not answer, a server reports NOT_SERVING until it does."""
     store.down = True
-    balancer = LoadBalancer(store)  # type: ignore[arg-type]
+    balancer = LoadBalancer(store)
     options = ServerOptions(listen="127.0.0.1:0", store_check_interval_s=0.02)
-    server = LoadBalancerServer(balancer, options, store=store)  # type: ignore[arg-type]
+    server = LoadBalancerServer(balancer, options, store=store)
     await server.start()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
@@ -252,20 +257,20 @@ async def _read_to_end(stream: Any) -> None:
 
 
 async def test_a_sweep_that_fails_between_checks_is_logged_and_the_loop_goes_on(
-    store: FlakyStore, server: LoadBalancerServer
+    store: FlakyStore, server: LoadBalancerServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A sweep failing with StoreUnavailable while checks pass logs sweep_failed; upkeep goes on."""
     original = store.inner.expire_leases
     calls = 0
 
-    async def failing(*args: Any) -> Any:
+    async def failing(started_before_ms: int, now_ms: int, feedback: Feedback) -> list[Lease]:
         nonlocal calls
         calls += 1
         if calls <= 2:
             raise StoreUnavailable(f"store {STORE} did not answer within 500 ms")
-        return await original(*args)
+        return await original(started_before_ms, now_ms, feedback)
 
-    store.inner.expire_leases = failing  # type: ignore[method-assign]
+    monkeypatch.setattr(store.inner, "expire_leases", failing)
     with structlog.testing.capture_logs() as logs:
         await _until(lambda: _true(calls >= 4))
     failed = [e for e in logs if e["event"] == "sweep_failed"]

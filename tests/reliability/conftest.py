@@ -12,15 +12,15 @@ import os
 
 from hypothesis import HealthCheck, settings
 
-_COMMON = {
-    "deadline": None,  # a step's duration on a loaded 2-core machine is not the property
-    "suppress_health_check": [HealthCheck.too_slow],
-}
-settings.register_profile("dev", max_examples=100, stateful_step_count=60, **_COMMON)
-settings.register_profile(
-    "ci", max_examples=100, stateful_step_count=60, derandomize=True, database=None, **_COMMON
+_COMMON = settings(
+    deadline=None,  # a step's duration on a loaded 2-core machine is not the property
+    suppress_health_check=[HealthCheck.too_slow],
 )
-settings.register_profile("thorough", max_examples=1000, stateful_step_count=80, **_COMMON)
+settings.register_profile("dev", _COMMON, max_examples=100, stateful_step_count=60)
+settings.register_profile(
+    "ci", _COMMON, max_examples=100, stateful_step_count=60, derandomize=True, database=None
+)
+settings.register_profile("thorough", _COMMON, max_examples=1000, stateful_step_count=80)
 settings.load_profile(
     os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
 )

@@ -11,6 +11,7 @@ snapshots and cancel. Every lease it opens it ends. Traffic goes only to ``addre
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import random
 import sys
@@ -18,13 +19,13 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 from lb.v1 import load_balancer_pb2 as pb
 from lb.v1 import load_balancer_pb2_grpc as pb_grpc
 
-Code = grpc.StatusCode
+Code: TypeAlias = grpc.StatusCode
 #: Codes a soak client may see, by RPC: all busy is a normal answer under load.
 EXPECTED: dict[str, set[Code]] = {
     "SelectAgent": {Code.OK, Code.RESOURCE_EXHAUSTED},
@@ -93,8 +94,10 @@ class Worker:
             started = time.perf_counter()
             picked = await self.call(
                 "SelectAgent",
-                lambda s=session: stub.SelectAgent(
-                    pb.SelectAgentRequest(session_id=s, acquire=True), timeout=DEADLINE_S
+                functools.partial(
+                    stub.SelectAgent,
+                    pb.SelectAgentRequest(session_id=session, acquire=True),
+                    timeout=DEADLINE_S,
                 ),
             )
             self.report.select_latency[round((time.perf_counter() - started) * 100_000)] += 1
@@ -106,9 +109,10 @@ class Worker:
             await asyncio.sleep(self.rng.random() * 0.004)
             ended = await self.call(
                 "RecordRequestEnd",
-                lambda request_id=picked.request_id: stub.RecordRequestEnd(
+                functools.partial(
+                    stub.RecordRequestEnd,
                     pb.RecordRequestEndRequest(
-                        request_id=request_id,
+                        request_id=picked.request_id,
                         latency_ms=self.rng.uniform(5, 500),
                         failed=self.rng.random() < 0.05,
                     ),
@@ -124,8 +128,9 @@ class Worker:
             started = time.perf_counter()
             picked = await self.call(
                 "SelectAgent",
-                lambda t=task: stub.SelectAgent(
-                    pb.SelectAgentRequest(task=t, session_id=f"s-{self.rng.randrange(50)}"),
+                functools.partial(
+                    stub.SelectAgent,
+                    pb.SelectAgentRequest(task=task, session_id=f"s-{self.rng.randrange(50)}"),
                     timeout=DEADLINE_S,
                 ),
             )
@@ -150,8 +155,8 @@ class Worker:
             weights = {agent_id: self.rng.choice([0.5, 1.0, 4.0]) for agent_id in self.agents}
             await self.call(
                 "UpdateWeights",
-                lambda w=weights: stub.UpdateWeights(
-                    pb.UpdateWeightsRequest(weights=w), timeout=DEADLINE_S
+                functools.partial(
+                    stub.UpdateWeights, pb.UpdateWeightsRequest(weights=weights), timeout=DEADLINE_S
                 ),
             )
             await asyncio.sleep(0.05)

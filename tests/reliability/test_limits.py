@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 
 import grpc
 import pytest
@@ -53,12 +53,12 @@ async def _seen(stub: pb_grpc.LoadBalancerStub) -> tuple[bytes, ...]:
 
 
 async def _refused(
-    stub: pb_grpc.LoadBalancerStub, call: object, code: grpc.StatusCode, words: str
+    stub: pb_grpc.LoadBalancerStub, call: Awaitable[object], code: grpc.StatusCode, words: str
 ) -> grpc.aio.AioRpcError:
     """Run ``call``; it must fail with ``code``, a message containing ``words``, and no change."""
     before = await _seen(stub)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call  # type: ignore[misc]
+        await call
     assert caught.value.code() == code
     assert words in (caught.value.details() or "")
     assert await _seen(stub) == before
@@ -66,7 +66,7 @@ async def _refused(
 
 
 def _reason(error: grpc.aio.AioRpcError) -> str:
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    status = rpc_status.from_call(error)
     assert status is not None
     info = error_details_pb2.ErrorInfo()
     status.details[0].Unpack(info)
@@ -173,5 +173,5 @@ def test_limit_flags_reach_the_server(limited_process: subprocess.Popen[str]) ->
             )
         with pytest.raises(grpc.RpcError) as large:
             client.GetLoads(pb.GetLoadsRequest(agent_ids=["x" * 1000] * 3))
-    assert second.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # type: ignore[attr-defined]
-    assert large.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # type: ignore[attr-defined]
+    assert second.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert large.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED

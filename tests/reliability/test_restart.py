@@ -129,7 +129,7 @@ def test_sigterm_saves_the_state_on_the_way_out(
     ids=["truncated", "garbage"],
 )
 def test_a_damaged_state_file_is_set_aside_and_the_server_starts_empty(
-    tmp_path: Path, servers: list[ServerProcess], damage: object
+    tmp_path: Path, servers: list[ServerProcess], damage: Callable[[bytes], bytes]
 ) -> None:
     """A file that cannot be restored is logged, renamed .corrupt, and the server serves empty."""
     path = tmp_path / "state.json"
@@ -137,7 +137,7 @@ def test_a_damaged_state_file_is_set_aside_and_the_server_starts_empty(
     stub = _serve(servers, *flags)
     stub.RegisterAgent(pb.RegisterAgentRequest(agent=AGENTS[0]), timeout=HANG_GUARD_S)
     assert servers[0].terminate() == 0
-    damaged = damage(path.read_bytes())  # type: ignore[operator]
+    damaged = damage(path.read_bytes())
     path.write_bytes(damaged)
 
     stub = _serve(servers, *flags)

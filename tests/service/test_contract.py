@@ -6,6 +6,7 @@ import importlib
 import inspect
 import pkgutil
 from collections.abc import Iterator
+from operator import attrgetter
 
 import grpc
 import pytest
@@ -219,7 +220,7 @@ def test_error_tree_leaves_are_exactly_the_documented_ones() -> None:
     assert _production_leaves() == set(DOCUMENTED_CODES)
 
 
-@pytest.mark.parametrize("leaf", sorted(_production_leaves(), key=lambda c: c.__name__), ids=str)
+@pytest.mark.parametrize("leaf", sorted(_production_leaves(), key=attrgetter("__name__")), ids=str)
 def test_code_for_maps_each_leaf_to_its_documented_code(leaf: type[LoadBalancerError]) -> None:
     """status.code_for returns the documented status code for every leaf error."""
     error = leaf.__new__(leaf)  # constructors differ; code_for only looks at the type

@@ -59,7 +59,8 @@ def test_a_failed_entry_carries_what_select_agent_would_fail_with(
     """A refused entry holds SelectAgent's code, message and reason; the call itself succeeds."""
     case.setup(harness)
 
-    (result,) = select_many(harness, case.request)  # type: ignore[arg-type]
+    assert isinstance(case.request, pb.SelectAgentRequest)  # _SELECTS holds SelectAgent's
+    (result,) = select_many(harness, case.request)
 
     assert result.WhichOneof("result") == "error"
     assert result.error == pb.SelectAgentError(
@@ -74,7 +75,7 @@ def test_entries_succeed_and_fail_on_their_own(harness: Harness) -> None:
     results = select_many(
         harness,
         pb.SelectAgentRequest(acquire=True),
-        pb.SelectAgentRequest(task=pb.TaskRequirements(compute=7)),
+        pb.SelectAgentRequest(task=pb.TaskRequirements(compute=pb.Compute.ValueType(7))),
         pb.SelectAgentRequest(task=pb.TaskRequirements(model="llama3:70b")),
         pb.SelectAgentRequest(acquire=True),
     )

@@ -10,6 +10,7 @@ import asyncio
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 import pytest
@@ -95,12 +96,13 @@ def start(harness: Harness, agent_id: str) -> str:
     return request_id
 
 
-def end(harness: Harness, **fields: object) -> None:
+# Helpers taking **fields pass them to a message constructor, which checks names and types.
+def end(harness: Harness, **fields: Any) -> None:
     """RecordRequestEnd that must succeed."""
     harness.ok("RecordRequestEnd", pb.RecordRequestEndRequest(**fields))
 
 
-def select(harness: Harness, **fields: object) -> pb.SelectAgentResponse:
+def select(harness: Harness, **fields: Any) -> pb.SelectAgentResponse:
     """SelectAgent that must succeed."""
     response: pb.SelectAgentResponse = harness.ok("SelectAgent", pb.SelectAgentRequest(**fields))
     return response
@@ -400,7 +402,7 @@ def _bad_agent(**hardware: float) -> pb.Agent:
     return agent
 
 
-def _task(**fields: object) -> pb.SelectAgentRequest:
+def _task(**fields: Any) -> pb.SelectAgentRequest:
     return pb.SelectAgentRequest(task=pb.TaskRequirements(**fields))
 
 
@@ -408,7 +410,7 @@ def _weights(weights: dict[str, float]) -> pb.UpdateWeightsRequest:
     return pb.UpdateWeightsRequest(weights=weights)
 
 
-def _end(**fields: object) -> pb.RecordRequestEndRequest:
+def _end(**fields: Any) -> pb.RecordRequestEndRequest:
     return pb.RecordRequestEndRequest(**fields)
 
 
@@ -627,7 +629,7 @@ REJECTIONS: dict[str, Rejection] = {
     ),
     "strategy-unknown-99": Rejection(
         "SetStrategy",
-        pb.SetStrategyRequest(strategy=99),  # type: ignore[arg-type]
+        pb.SetStrategyRequest(strategy=pb.Strategy.ValueType(99)),
         INVALID,
         _STRATEGIES_TEXT + "99",
         _INVALID,

@@ -68,6 +68,7 @@ def test_samples_in_quick_succession_barely_move_the_estimate() -> None:
     for n in range(1, 11):
         stats = ok(stats, 100.0, T0 + n)
     assert stats.cost_ms == pytest.approx(1_000.0 - 900.0 * (1 - math.exp(-10 / 10_000)))
+    assert stats.cost_ms is not None
     assert stats.cost_ms > 999.0
 
 

@@ -22,6 +22,7 @@ from lb_service.store.index import AgentIndex, Pool
 from lb_service.store.memory import MemoryStore
 from lb_service.strategies.sampling import capacity_trees
 from tests.factories import FEEDBACK, START_MS, agent
+from tests.store.conftest import started
 
 ANY = Task()
 GPU = Task(compute=Compute.GPU)
@@ -77,7 +78,7 @@ async def _check(store: MemoryStore, pool: Pool, task: Task = ANY) -> None:
 
 async def _complete(store: MemoryStore, agent_id: str, ms: int, failed: bool = False) -> None:
     """One request on the agent, ``ms`` long, ended with its request id."""
-    request_id = await store.open_lease(agent_id, START_MS)
+    request_id = await started(store, agent_id, START_MS)
     end = RequestEnd(agent_id, request_id, float(ms), failed, START_MS + ms, FEEDBACK)
     await store.end_request(end)
 
@@ -100,7 +101,7 @@ async def test_registry_and_weight_changes_drop_pools_but_loads_and_strategy_do_
 
     await store.put_agent(agent("a"), START_MS)  # equal to the registered one
     await store.set_strategy(StrategyName.WEIGHTED)
-    await store.open_lease("a", START_MS)
+    await started(store, "a", START_MS)
     assert await _pool(store) is pool
 
     for change in (
@@ -153,13 +154,13 @@ async def test_every_kind_of_load_change_leaves_the_pool_as_built_afresh() -> No
     assert pools[Task()].trusted == 4
     # A failure is no completion; an end without a request id closes the oldest lease.
     await _complete(store, "gpu-80", 10, failed=True)
-    await store.open_lease("gpu-24", START_MS)
+    await started(store, "gpu-24", START_MS)
     await store.end_request(RequestEnd("gpu-24", "", 700.0, False, START_MS + 700, FEEDBACK))
     await store.end_request(RequestEnd("cpu", "", 700.0, False, START_MS + 700, FEEDBACK))
     await check()
     # Leases held, some up to max_connections, then expired.
     for agent_id in ("cpu", "gpu-24", "gpu-24", "gpu-48", "gpu-80"):
-        await store.open_lease(agent_id, START_MS + 1_000)
+        await started(store, agent_id, START_MS + 1_000)
         await check()
     assert (pools[Task()].full, pools[Task()].exploring) == (2, 1)
     await store.expire_leases(START_MS + 1_001, START_MS + 9_000, FEEDBACK)
@@ -178,7 +179,7 @@ async def test_pools_of_many_nodes_stay_exact() -> None:
         if n % 3:
             await _complete(store, member.id, next(durations))
         else:
-            await store.open_lease(member.id, START_MS)
+            await started(store, member.id, START_MS)
         if n % 23 == 0:
             await _check(store, pool)
     await _check(store, pool)
@@ -202,7 +203,7 @@ async def test_exploring_counts_untrusted_members_holding_a_request() -> None:
     store = await _store(agent("a", vram_gb=24.0, gpu="4090"), agent("b"))
     pool = await _pool(store)
 
-    await store.open_lease("a", START_MS)
+    await started(store, "a", START_MS)
     assert (pool.trusted, pool.exploring) == (0, 1)
     for _ in range(TRUST_COMPLETIONS):
         await _complete(store, "a", 500)
@@ -224,10 +225,10 @@ async def test_weight_bounds_skip_zero_weights_and_sum_in_order() -> None:
 async def test_load_changes_of_ids_outside_a_pool_are_ignored(agent_id: str) -> None:
     """A lease on a candidate id, or on an agent not meeting the task, changes no pool."""
     store = await _store(agent("a"))
-    await store.open_lease(agent_id, START_MS)
+    await started(store, agent_id, START_MS)
     pool = await _pool(store, Task(model="llama3:70b"))
-    await store.open_lease("candidate", START_MS)
-    await store.open_lease("a", START_MS)
+    await started(store, "candidate", START_MS)
+    await started(store, "a", START_MS)
 
     assert (len(pool), pool.active) == (0, 0)
 

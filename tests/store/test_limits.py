@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from dataclasses import replace
 
 import pytest
@@ -80,14 +80,14 @@ async def test_commit_pick_refuses_a_new_session_past_max_sessions_but_rebinds_a
 
 def replicas(new_store: MakeStore, count: int, **limits: int) -> list[LoadBalancer]:
     """``count`` balancers, each over its own store from ``new_store`` (one shared state)."""
-    rules = replace(BASE_RULES, **limits)  # type: ignore[arg-type]
+    rules = replace(BASE_RULES, **limits)  # type: ignore[arg-type]  # mypy checks every field; only int max_* are passed
     return [
         LoadBalancer(new_store(), rules, clock=FakeClock(), rng=random.Random(n))
         for n in range(count)
     ]
 
 
-async def outcomes(calls: list[Awaitable[object]]) -> tuple[int, int]:
+async def outcomes(calls: Sequence[Awaitable[object]]) -> tuple[int, int]:
     """How many of ``calls`` succeeded and how many were refused with LimitExceeded."""
     results = await asyncio.gather(*calls, return_exceptions=True)
     for result in results:

@@ -10,6 +10,7 @@ prefixes that keep balancers apart.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import random
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -42,10 +43,10 @@ from lb_service.store.feedback import (
 )
 from lb_service.store.memory import MemoryStore
 from lb_service.store.redis import BOOKKEEPING, ESTIMATES, RedisStore
-from lb_service.strategies.base import Candidate, LoadRank, rotate_lowest
+from lb_service.strategies.base import Candidate, LoadRank, Rank, rotate_lowest
 from tests.factories import START_MS, agent
 from tests.redis_server import PrivateRedis, unique_prefix
-from tests.store.conftest import EPOCH, drop_keys
+from tests.store.conftest import EPOCH, drop_keys, started
 
 #: The most a change made through one replica may take to reach another's waiters.
 PROPAGATION_S = 1.0
@@ -102,8 +103,8 @@ async def test_picks_on_one_stale_snapshot_go_to_different_agents(replica: Repli
     one = await first.commit_pick(pick("a", *contenders))
     two = await second.commit_pick(pick("a", *contenders))
 
-    assert one is not None
-    assert two is not None
+    assert isinstance(one, Committed)
+    assert isinstance(two, Committed)
     assert {one.agent_id, two.agent_id} == {"a", "b"}
     assert {s.active for s in (await first.stats()).values()} == {1}
 
@@ -112,7 +113,7 @@ async def test_a_contender_at_its_limit_is_passed_over(replica: Replica) -> None
     """A contender that reached max_connections since the snapshot is skipped at commit."""
     store = replica()
     await registered(store, ("a", 1), ("b", 1))
-    await store.open_lease("a", START_MS)  # another replica filled "a" meanwhile
+    await started(store, "a", START_MS)  # another replica filled "a" meanwhile
     committed = await store.commit_pick(pick("a", Contender("a", 1), Contender("b", 1)))
     assert committed == Committed("b", "test-2")
 
@@ -124,8 +125,8 @@ async def test_all_contenders_full_commits_nothing(replica: Replica) -> None:
     """
     store = replica()
     await registered(store, ("a", 1), ("b", 1))
-    await store.open_lease("a", START_MS)
-    await store.open_lease("b", START_MS)
+    await started(store, "a", START_MS)
+    await started(store, "b", START_MS)
     before = (dict(await store.stats()), await store.counters(), store.version())
     sequence = (await store.pick_state("s")).sequence
 
@@ -149,7 +150,7 @@ async def test_the_tier_ranks_before_the_load(replica: Replica) -> None:
     """The first rank key (capability-match's fit) decides first: a busier small GPU wins."""
     store = replica()
     await registered(store, ("small", 0), ("big", 0))
-    await store.open_lease("small", START_MS)
+    await started(store, "small", START_MS)
     contenders = (
         Contender("big", tier=80.0, per_request=1.0),
         Contender("small", tier=16.0, per_request=1.0),
@@ -169,10 +170,15 @@ async def test_the_rank_moves_with_the_live_active_count(replica: Replica) -> No
     chosen = []
     for _ in range(5):
         committed = await store.commit_pick(pick("quick", *contenders))
-        assert committed is not None
+        assert isinstance(committed, Committed)
         chosen.append(committed.agent_id)
     # The fourth is a tie at 300 (sequence 3): the second of the ties, in contenders' order.
     assert chosen == ["steady", "quick", "quick", "steady", "quick"]
+
+
+def _ranked(ranks: dict[str, LoadRank], candidate: Candidate) -> Rank:
+    """A candidate's rank at its active count, as a strategy computes it."""
+    return ranks[candidate.agent.id].at(candidate.active)
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -209,8 +215,8 @@ async def test_the_commit_ranks_as_strategies_base(replica: Replica, seed: int) 
         if not room:
             assert committed is None
             continue
-        expected = rotate_lowest(room, lambda c, r=ranks: r[c.agent.id].at(c.active), sequence)
-        assert committed is not None
+        expected = rotate_lowest(room, functools.partial(_ranked, ranks), sequence)
+        assert isinstance(committed, Committed)
         assert committed.agent_id == expected.agent.id
         active[expected.agent.id] += acquire
 
@@ -223,7 +229,7 @@ async def test_ties_take_turns_by_the_sequence(replica: Replica) -> None:
     chosen = []
     for _ in range(4):
         committed = await store.commit_pick(Pick("a", START_MS, contenders=contenders))
-        assert committed is not None
+        assert isinstance(committed, Committed)
         chosen.append(committed.agent_id)
     assert chosen == ["a", "b", "c", "a"]
 
@@ -273,7 +279,7 @@ async def test_lua_bookkeeping_equals_feedback_open_and_close(replica: Replica, 
         before = (await store.stats())[agent_id]
         roll = rng.random()
         if roll < 0.45 or not held:
-            request_id = await store.open_lease(agent_id, now)
+            request_id = await started(store, agent_id, now)
             held.append((agent_id, request_id))
             assert (await store.stats())[agent_id] == open_lease(before, now)
         elif roll < 0.9:
@@ -303,7 +309,7 @@ async def test_concurrent_ends_fold_every_sample_once(replica: Replica) -> None:
     """
     stores = [replica() for _ in range(3)]
     await registered(stores[0], ("a", 0))
-    ids = [await stores[0].open_lease("a", START_MS) for _ in range(12)]
+    ids = [await started(stores[0], "a", START_MS) for _ in range(12)]
     rules = Feedback(ejection=Ejection(consecutive_failures=0))
     ends = [
         stores[n % 3].end_request(
@@ -350,8 +356,8 @@ async def test_an_end_whose_estimate_write_fails_is_still_closed_once(
     """
     store = replica()
     await registered(store, ("a", 0))
-    first = await store.open_lease("a", START_MS)
-    second = await store.open_lease("a", START_MS)
+    first = await started(store, "a", START_MS)
+    second = await started(store, "a", START_MS)
     script = store._scripts["write_estimates"]
 
     async def unreachable(*args: Any, **kwargs: Any) -> Any:
@@ -393,7 +399,7 @@ async def test_records_written_before_the_capacity_fields_read_as_zero(
         cost_at_ms=START_MS,
         joined_ms=START_MS,
     )
-    await store.open_lease("a", START_MS + 10)
+    await started(store, "a", START_MS + 10)
     assert (await store.stats())["a"] == open_lease(stats, START_MS + 10)
 
 
@@ -439,10 +445,11 @@ async def test_concurrent_first_picks_of_a_session_bind_it_once(replica: Replica
 
     results = await asyncio.gather(*picks)
 
-    assert all(r is not None for r in results)
-    agents = {r.agent_id for r in results if r is not None}
+    committed = [r for r in results if isinstance(r, Committed)]
+    assert len(committed) == len(results)
+    agents = {r.agent_id for r in committed}
     assert len(agents) == 1
-    assert sum(not r.sticky for r in results if r is not None) == 1
+    assert sum(not r.sticky for r in committed) == 1
     binding = (await stores[1].pick_state("s")).binding
     assert binding is not None
     assert binding.agent_id in agents
@@ -541,7 +548,7 @@ async def test_a_change_through_one_replica_wakes_anothers_waiters(replica: Repl
     await asyncio.sleep(0)
     assert not any(w.done() for w in waiters)
 
-    await writer.open_lease("a", START_MS)
+    await started(writer, "a", START_MS)
 
     versions = await asyncio.wait_for(asyncio.gather(*waiters), PROPAGATION_S)
     assert versions == [writer.version()] * 3
@@ -569,7 +576,7 @@ async def test_prefixes_keep_balancers_apart(replica: Replica) -> None:
     assert await two.strategy() is StrategyName.LEAST_CONNECTIONS
     assert (await two.counters()).total_selections == 0
     assert (await two.pick_state("s")).binding is None
-    assert await two.open_lease("x", START_MS) == "test-1"
+    assert await started(two, "x", START_MS) == "test-1"
 
 
 async def test_scripts_are_loaded_again_after_a_script_flush(
@@ -599,9 +606,9 @@ async def test_outage_raises_store_unavailable_then_recovers(private_redis: Priv
     store = RedisStore(private_redis.url, prefix="outage", timeout_ms=300.0, epoch=None)
     try:
         await store.put_agent(agent("a"), START_MS)
-        old_id = (
-            await store.commit_pick(Pick("a", START_MS, acquire=True)) or Committed("")
-        ).request_id
+        old = await store.commit_pick(Pick("a", START_MS, acquire=True))
+        assert isinstance(old, Committed)
+        old_id = old.request_id
         private_redis.stop()
 
         calls = [
@@ -631,7 +638,7 @@ async def test_outage_raises_store_unavailable_then_recovers(private_redis: Priv
         state = await store.pick_state("s")
         assert list(state.agents) == ["b"]
         committed = await store.commit_pick(Pick("b", START_MS, acquire=True))
-        assert committed is not None
+        assert isinstance(committed, Committed)
         assert committed.request_id.endswith("-1")
         assert committed.request_id != old_id  # a new epoch: old ids never match new leases
     finally:
@@ -646,7 +653,7 @@ async def test_a_server_that_does_not_answer_in_time_is_unavailable(
     await registered(store, ("a", 0))
     await raw.client_pause(400, all=True)
     with pytest.raises(StoreUnavailable) as caught:
-        await store.open_lease("a", START_MS)
+        await started(store, "a", START_MS)
     assert "did not answer within 100 ms" in str(caught.value)
     assert "may or may not have been made" in str(caught.value)
     await raw.client_unpause()

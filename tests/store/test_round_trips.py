@@ -217,7 +217,7 @@ async def test_each_rpc_costs_at_most_its_target_in_round_trips(
 
 
 async def test_a_selection_refused_at_commit_costs_two_round_trips(
-    replicas: Replicas, redis_url: str, redis_prefix: str
+    replicas: Replicas, redis_url: str, redis_prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """When another replica fills the only fitting agent between read and commit: two, counted once.
 
@@ -235,7 +235,7 @@ async def test_a_selection_refused_at_commit_costs_two_round_trips(
         await replicas.other.start("only")  # through the other replica: not counted
         return state
 
-    store.pick_state = read_then_fill  # type: ignore[method-assign]
+    monkeypatch.setattr(store, "pick_state", read_then_fill)
     failed = (await lb.statistics()).failed_selections
 
     async def refused() -> None:

@@ -106,9 +106,13 @@ async def step(runs: list[Run], rng: random.Random, number: int) -> list[object]
     for run in runs:
         run.clock.now_ms += advance_ms
     if number == 150:
-        return [await run.lb.register(LATE_AGENT) for run in runs]
+        for run in runs:
+            await run.lb.register(LATE_AGENT)  # answers nothing; a refusal raises
+        return [None] * len(runs)
     if number == 300:
-        return [await run.lb.deregister("gpu-8") for run in runs]
+        for run in runs:
+            await run.lb.deregister("gpu-8")
+        return [None] * len(runs)
     if roll < 0.03:
         # A burst: the GPUs fill up and the slow hosts get their share.
         return [[await run.select(SMALL, "", True) for _ in range(10)] for run in runs]
@@ -141,7 +145,9 @@ async def step(runs: list[Run], rng: random.Random, number: int) -> list[object]
     if roll < 0.92:
         # A failure reported without a lease (a dispatcher's own time-out, say).
         agent_id = rng.choice(["cpu-flaky", "cpu-flaky", "cpu-1", "gpu-80"])
-        return [await run.lb.end(agent_id, 5_000.0, failed=True) for run in runs]
+        for run in runs:
+            await run.lb.end(agent_id, 5_000.0, failed=True)
+        return [None] * len(runs)
     # A sweep, sometimes late enough that the oldest leases expire.
     late_ms = rng.choice([0, 0, int(runs[0].config.request_timeout_s * 1000) // 2])
     answers = []

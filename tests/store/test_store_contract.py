@@ -32,7 +32,7 @@ from lb_service.store.base import (
 )
 from lb_service.store.feedback import Ejection, Feedback
 from tests.factories import FEEDBACK, START_MS, agent
-from tests.store.conftest import EPOCH, MakeStore
+from tests.store.conftest import EPOCH, MakeStore, started
 
 #: Only a guard against a hung wait; no assertion depends on how long anything takes.
 HANG_GUARD_S = 5.0
@@ -64,7 +64,7 @@ async def select(store: Store, pick: Pick) -> Committed:
     """Read the snapshot and commit, as a selection does; the commit must succeed."""
     state = await store.pick_state(pick.session_id)
     committed = await store.commit_pick(replace(pick, seen=state.binding))
-    assert committed is not None
+    assert isinstance(committed, Committed), committed
     return committed
 
 
@@ -107,7 +107,7 @@ async def test_reput_replaces_agent_keeping_position_stats_and_weight(store: Sto
     """
     await put(store, "a", "b", "c")
     await store.set_weights({"b": 7.0})
-    await store.open_lease("b", START_MS)
+    await started(store, "b", START_MS)
     replacement = agent("b", vram_gb=24.0, host="new-host")
 
     await store.put_agent(replacement, START_MS + 5)
@@ -336,9 +336,9 @@ async def test_request_ids_count_up_across_open_lease_and_acquire(store: Store) 
     """open_lease and acquiring picks share one counter: ids are '<epoch>-1', '<epoch>-2', ..."""
     await put(store, "a", "b")
     ids = [
-        await store.open_lease("a", START_MS),
+        await started(store, "a", START_MS),
         await lease(store, Pick("b", START_MS, acquire=True)),
-        await store.open_lease("b", START_MS),
+        await started(store, "b", START_MS),
     ]
     assert ids == ["test-1", "test-2", "test-3"]
     assert (await store.counters()).total_requests == 3
@@ -347,7 +347,7 @@ async def test_request_ids_count_up_across_open_lease_and_acquire(store: Store) 
 async def test_default_epoch_is_random_hex(new_store: MakeStore) -> None:
     """Without a fixed epoch, request ids are '<hex epoch>-<n>'."""
     store = new_store(epoch=None, fresh_prefix=True)
-    epoch, _, number = (await store.open_lease("a", START_MS)).rpartition("-")
+    epoch, _, number = (await started(store, "a", START_MS)).rpartition("-")
     assert number == "1"
     assert epoch
     assert all(ch in "0123456789abcdef" for ch in epoch)
@@ -356,8 +356,8 @@ async def test_default_epoch_is_random_hex(new_store: MakeStore) -> None:
 async def test_open_lease_counts_an_active_request(store: Store) -> None:
     """Each open lease adds one active and one total request and stamps the start time."""
     await put(store, "a")
-    await store.open_lease("a", START_MS)
-    await store.open_lease("a", START_MS + 10)
+    await started(store, "a", START_MS)
+    await started(store, "a", START_MS + 10)
     assert (await store.stats())["a"] == AgentStats(
         active=2,
         last_request_at_ms=START_MS + 10,
@@ -372,9 +372,9 @@ async def test_open_lease_counts_an_active_request(store: Store) -> None:
 async def test_leases_lists_open_leases_in_start_order(store: Store) -> None:
     """leases() holds exactly the open leases by request id, oldest first."""
     await put(store, "a", "b")
-    first = await store.open_lease("a", START_MS)
+    first = await started(store, "a", START_MS)
     second = await lease(store, Pick("b", START_MS + 1, acquire=True))
-    third = await store.open_lease("a", START_MS + 2)
+    third = await started(store, "a", START_MS + 2)
     await store.end_request(ended("a", first))
     leases = await store.leases()
     assert list(leases.items()) == [
@@ -389,9 +389,9 @@ async def test_lease_count_follows_opens_ends_and_expiry(store: Store) -> None:
     """lease_count() is the number of open leases, as pick_state's lease_count says too."""
     await put(store, "a")
     assert await store.lease_count() == 0
-    first = await store.open_lease("a", START_MS)
+    first = await started(store, "a", START_MS)
     await lease(store, Pick("a", START_MS + 1, acquire=True))
-    await store.open_lease("a", START_MS + 2)
+    await started(store, "a", START_MS + 2)
     assert await store.lease_count() == 3 == (await store.pick_state("")).lease_count
     await store.end_request(ended("a", first))
     assert await store.lease_count() == 2
@@ -405,7 +405,7 @@ async def test_lease_count_follows_opens_ends_and_expiry(store: Store) -> None:
 async def test_end_closes_the_lease_and_records_the_sample(store: Store) -> None:
     """Ending an open lease returns CLOSED, frees the slot and records latency and time."""
     await put(store, "a")
-    request_id = await store.open_lease("a", START_MS)
+    request_id = await started(store, "a", START_MS)
 
     result = await store.end_request(ended("a", request_id, 250.0, now_ms=START_MS + 250))
 
@@ -433,7 +433,7 @@ async def test_end_closes_the_lease_and_records_the_sample(store: Store) -> None
 async def test_end_with_request_id_and_no_agent_id_uses_the_lease_agent(store: Store) -> None:
     """An end naming only the request id closes that lease on its own agent."""
     await put(store, "a")
-    request_id = await store.open_lease("a", START_MS)
+    request_id = await started(store, "a", START_MS)
     assert await store.end_request(ended("", request_id, 40.0)) == EndResult(
         EndOutcome.CLOSED, agent_id="a"
     )
@@ -446,7 +446,7 @@ async def test_end_with_request_id_and_no_agent_id_uses_the_lease_agent(store: S
 async def test_repeated_end_is_already_ended_and_changes_nothing(store: Store) -> None:
     """A second end of the same id returns ALREADY_ENDED; counts, average and version stay."""
     await put(store, "a")
-    request_id = await store.open_lease("a", START_MS)
+    request_id = await started(store, "a", START_MS)
     await store.end_request(ended("a", request_id, 100.0))
     before = await state(store)
 
@@ -487,8 +487,8 @@ async def test_never_issued_id_is_unknown_and_changes_nothing(
 ) -> None:
     """An id never issued (or an issued one spelled otherwise) is unknown and changes nothing."""
     await put(store, "a")
-    await store.open_lease("a", START_MS)
-    done = await store.open_lease("a", START_MS)
+    await started(store, "a", START_MS)
+    done = await started(store, "a", START_MS)
     await store.end_request(ended("a", done))
     before = await state(store)
 
@@ -501,7 +501,7 @@ async def test_never_issued_id_is_unknown_and_changes_nothing(
 async def test_issued_ids_compare_as_numbers_not_text(store: Store) -> None:
     """With ten ids issued, 'test-9' (shorter, bigger as text) and 'test-10' were both issued."""
     await put(store, "a")
-    ids = [await store.open_lease("a", START_MS) for _ in range(10)]
+    ids = [await started(store, "a", START_MS) for _ in range(10)]
     for request_id in ids:
         await store.end_request(ended("a", request_id))
     assert (await store.end_request(ended("a", "test-9"))).outcome is EndOutcome.ALREADY_ENDED
@@ -512,7 +512,7 @@ async def test_issued_ids_compare_as_numbers_not_text(store: Store) -> None:
 async def test_end_for_the_wrong_agent_changes_nothing(store: Store) -> None:
     """Ending another agent's lease returns WRONG_AGENT with the owner and leaves it open."""
     await put(store, "a", "b")
-    request_id = await store.open_lease("a", START_MS)
+    request_id = await started(store, "a", START_MS)
     before = await state(store)
 
     result = await store.end_request(ended("b", request_id, 75.0, failed=True))
@@ -546,9 +546,9 @@ async def test_end_without_id_and_no_lease_records_latency_only(store: Store) ->
 async def test_end_without_id_closes_the_oldest_lease_of_that_agent(store: Store) -> None:
     """An end without an id closes the agent's oldest open lease, not another agent's."""
     await put(store, "a", "b")
-    b_first = await store.open_lease("b", START_MS)
-    first = await store.open_lease("a", START_MS + 1)
-    second = await store.open_lease("a", START_MS + 2)
+    b_first = await started(store, "b", START_MS)
+    first = await started(store, "a", START_MS + 1)
+    second = await started(store, "a", START_MS + 2)
 
     assert await store.end_request(ended("a")) == EndResult(EndOutcome.CLOSED, agent_id="a")
 
@@ -575,7 +575,7 @@ async def test_failed_flag_counts_failed_requests(store: Store) -> None:
     """Only ends flagged failed add to failed_requests."""
     await put(store, "a")
     for failed in [True, False, True, False]:
-        request_id = await store.open_lease("a", START_MS)
+        request_id = await started(store, "a", START_MS)
         await store.end_request(ended("a", request_id, failed=failed))
     stats = (await store.stats())["a"]
     assert (stats.failed_requests, stats.total_requests, stats.active) == (2, 4, 0)
@@ -587,9 +587,9 @@ async def test_failed_flag_counts_failed_requests(store: Store) -> None:
 async def test_expire_leases_closes_only_those_started_before_the_cutoff(store: Store) -> None:
     """Leases started before the cutoff expire in start order as failures; later ones stay open."""
     await put(store, "a", "b")
-    first = await store.open_lease("a", START_MS + 1_000)
-    second = await store.open_lease("b", START_MS + 2_000)
-    third = await store.open_lease("a", START_MS + 3_000)
+    first = await started(store, "a", START_MS + 1_000)
+    second = await started(store, "b", START_MS + 2_000)
+    third = await started(store, "a", START_MS + 3_000)
 
     expired = await store.expire_leases(START_MS + 3_000, START_MS + 3_000, FEEDBACK)
 
@@ -607,7 +607,7 @@ async def test_expire_leases_records_no_latency_sample(store: Store) -> None:
     Its busy time is booked and then dropped from the capacity estimate (``fold_expiry``).
     """
     await put(store, "a")
-    await store.open_lease("a", START_MS)
+    await started(store, "a", START_MS)
     await store.expire_leases(START_MS + 1, START_MS + 7_000, FEEDBACK)
     assert (await store.stats())["a"] == AgentStats(
         last_request_at_ms=START_MS,
@@ -625,7 +625,7 @@ async def test_expired_leases_never_eject(store: Store) -> None:
     """However many leases of one agent expire, it is not ejected (a dispatcher may have died)."""
     await put(store, "a", "b", "c")
     for _ in range(4):
-        await store.open_lease("a", START_MS)
+        await started(store, "a", START_MS)
     await store.expire_leases(START_MS + 1, START_MS + 5, EJECT_FAST)
     stats = (await store.stats())["a"]
     assert (stats.failed_requests, stats.consecutive_failures, stats.ejected_until_ms) == (4, 0, 0)
@@ -636,7 +636,7 @@ async def test_failed_ends_are_not_completions(store: Store) -> None:
     """Only a success that closes a lease counts towards the learned capacity."""
     await put(store, "a")
     for failed, at in [(False, 10), (True, 30), (False, 60)]:
-        request_id = await store.open_lease("a", START_MS + at - 10)
+        request_id = await started(store, "a", START_MS + at - 10)
         await store.end_request(ended("a", request_id, failed=failed, now_ms=START_MS + at))
     await store.end_request(ended("a", "", now_ms=START_MS + 70))  # no lease: no completion
     stats = (await store.stats())["a"]
@@ -648,7 +648,7 @@ async def test_failed_ends_are_not_completions(store: Store) -> None:
 async def test_expire_leases_with_none_due_returns_nothing(store: Store) -> None:
     """With no lease older than the cutoff nothing expires, active and version are untouched."""
     await put(store, "a")
-    await store.open_lease("a", START_MS)
+    await started(store, "a", START_MS)
     before = store.version()
     assert await store.expire_leases(START_MS, START_MS, FEEDBACK) == []
     assert (await store.stats())["a"].active == 1
@@ -725,7 +725,7 @@ async def test_forget_idle_spares_registered_and_leased_ids(store: Store) -> Non
     await put(store, "reg")
     await select(store, Pick("old", START_MS))
     await select(store, Pick("recent", START_MS + 10))
-    await store.open_lease("leased", START_MS)
+    await started(store, "leased", START_MS)
     assert await store.forget_idle(START_MS + 5, keep=100) == 1
     assert set(await store.stats()) == {"reg", "recent", "leased"}
     assert (await store.counters()).selections_by_agent == {"": 1, "recent": 1}
@@ -766,11 +766,11 @@ async def test_counters_add_up(store: Store) -> None:
     await select(store, Pick("a", START_MS))
     acquired = await lease(store, Pick("a", START_MS, acquire=True))
     await select(store, Pick("b", START_MS))
-    started = await store.open_lease("b", START_MS)
+    on_b = await started(store, "b", START_MS)
     await store.record_failed_selection()
     await store.record_failed_selection()
     await store.end_request(ended("a", acquired, 100.0))
-    await store.end_request(ended("b", started, 300.1))
+    await store.end_request(ended("b", on_b, 300.1))
     await store.end_request(ended("a", "", 50.0))  # NO_OPEN_LEASE still records a sample
     await store.end_request(ended("a", acquired, 999.0))  # ALREADY_ENDED records nothing
 
@@ -816,7 +816,7 @@ WRITES: dict[str, Write] = {
 async def with_one_lease(store: Store) -> Store:
     """The store with agents a and b and one open lease ('test-1') on a."""
     await put(store, "a", "b")
-    await store.open_lease("a", START_MS)
+    await started(store, "a", START_MS)
     return store
 
 
@@ -865,7 +865,7 @@ async def test_wait_for_change_wakes_on_the_next_write(store: Store) -> None:
     await yield_to_loop()
     assert not waiter.done()
 
-    await store.open_lease("a", START_MS)
+    await started(store, "a", START_MS)
 
     assert await asyncio.wait_for(waiter, HANG_GUARD_S) == store.version() != seen
 
@@ -928,8 +928,8 @@ async def test_non_canonical_number_is_unknown_and_changes_nothing(
     comparing the exact decimal spelling it issued.
     """
     await put(store, "a")
-    await store.open_lease("a", START_MS)
-    done = await store.open_lease("a", START_MS)
+    await started(store, "a", START_MS)
+    done = await started(store, "a", START_MS)
     await store.end_request(ended("a", done))
     before = await state(store)
 
@@ -942,7 +942,7 @@ async def test_non_canonical_number_is_unknown_and_changes_nothing(
 async def test_first_sample_seeds_the_average(store: Store) -> None:
     """The first latency becomes the average as is, whatever the smoothing factor."""
     await put(store, "a")
-    request_id = await store.open_lease("a", START_MS)
+    request_id = await started(store, "a", START_MS)
     await store.end_request(ended("a", request_id, 80.0, smoothing=0.1))
     assert (await store.stats())["a"].avg_latency_ms == pytest.approx(80.0)
 
@@ -950,7 +950,7 @@ async def test_first_sample_seeds_the_average(store: Store) -> None:
 async def test_expire_leases_records_no_latency(store: Store) -> None:
     """Expired leases count as failed requests but add no latency sample."""
     await put(store, "a")
-    await store.open_lease("a", START_MS)
+    await started(store, "a", START_MS)
     await store.expire_leases(START_MS + 1, START_MS + 1, FEEDBACK)
     assert (await store.stats())["a"].avg_latency_ms is None
     assert (await store.counters()).latency_samples == 0
@@ -964,7 +964,7 @@ async def test_waiter_wakes_again_on_a_later_write(store: Store) -> None:
     await yield_to_loop()
     assert not waiter.done()
 
-    await store.open_lease("a", START_MS)
+    await started(store, "a", START_MS)
 
     assert await asyncio.wait_for(waiter, HANG_GUARD_S) == store.version() != seen
 
@@ -980,7 +980,7 @@ async def test_open_lease_only_known_refuses_an_unknown_id_and_changes_nothing(
     A registered agent, or a candidate that already has a load record, opens as usual.
     """
     await put(store, "a")
-    await store.open_lease("candidate", START_MS)  # seen: it has a record now
+    await started(store, "candidate", START_MS)  # seen: it has a record now
     before = await state(store)
 
     refused = await store.open_lease("nobody", START_MS, max_leases=2, only_known=True)
@@ -1037,7 +1037,7 @@ async def test_overview_is_what_the_separate_reads_return(store: Store) -> None:
     await store.set_strategy(StrategyName.WEIGHTED)
     request_id = await lease(store, Pick("b", START_MS, acquire=True))
     await store.end_request(ended("b", request_id))
-    await store.open_lease("candidate", START_MS)
+    await started(store, "candidate", START_MS)
 
     overview = await store.overview()
 

@@ -45,4 +45,4 @@ def test_user_spelling_maps_to_its_rule(value: str, cls: type) -> None:
 def test_registry_is_read_only() -> None:
     """The shared registry cannot be modified at runtime."""
     with pytest.raises(TypeError):
-        STRATEGIES[StrategyName.WEIGHTED] = RoundRobin()  # type: ignore[index]
+        STRATEGIES[StrategyName.WEIGHTED] = RoundRobin()  # type: ignore[index]  # assigning must raise: the point
