@@ -17,7 +17,7 @@ from typing import Any
 
 from bench.fleet import ANY_TASK, MODEL_TASK, load_fleet
 from bench.timing import Budget, per_call_s
-from lb_service.balancer import LoadBalancer
+from lb_service.balancer import LoadBalancer, silent_logger
 from lb_service.model import Selection, StrategyName, Task
 from lb_service.store.base import PickState
 from lb_service.store.memory import MemoryStore
@@ -98,8 +98,10 @@ async def _measure(sizes: Sequence[int], budget: Budget) -> CoreResults:
     scan_budget = dataclasses.replace(budget, repeats=max(1, budget.repeats // 2))
     for size in sizes:
         store = MemoryStore()
-        balancer = LoadBalancer(store, rng=random.Random(0))
-        scanning = LoadBalancer(Unindexed(store), rng=random.Random(0))
+        # Silent: registering 10,000 agents would print 10,000 lifecycle lines, which
+        # are the server's job to log and not what this part measures.
+        balancer = LoadBalancer(store, rng=random.Random(0), logger=silent_logger())
+        scanning = LoadBalancer(Unindexed(store), rng=random.Random(0), logger=silent_logger())
         agents = await load_fleet(balancer, size)
         # Every cell is measured in each pass and keeps its best median: a burst of load
         # from a neighbour that spans one cell's repeats does not decide its figure.
