@@ -125,6 +125,19 @@ async def _counted(requests: AsyncIterator[Any], recorder: MethodRecorder) -> As
         yield request
 
 
+def _begin(recorder: MethodRecorder, request: Any, streamed_request: bool) -> tuple[float, Any]:
+    """Count a call as started and its request as received; return its start time and request.
+
+    A streamed request is wrapped so that each message counts as it is read.
+    """
+    started = time.perf_counter()
+    recorder.started()
+    if streamed_request:
+        return started, _counted(request, recorder)
+    recorder.received()
+    return started, request
+
+
 def _unary(
     method: str,
     recorder: MethodRecorder,
@@ -134,12 +147,7 @@ def _unary(
     """One response: the call is sent one message when it ends OK."""
 
     async def observed(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        started = time.perf_counter()
-        recorder.started()
-        if streamed_request:
-            request = _counted(request, recorder)
-        else:
-            recorder.received()
+        started, request = _begin(recorder, request, streamed_request)
         code = grpc.StatusCode.UNKNOWN
         # bind/reset rather than structlog's bound_contextvars, which copies the
         # whole context on entry: that copy was a large share of a short RPC's cost.
@@ -175,12 +183,7 @@ def _streaming(
     if not inspect.isasyncgenfunction(behaviour):
 
         async def awaited(request: Any, context: grpc.aio.ServicerContext) -> None:
-            started = time.perf_counter()
-            recorder.started()
-            if streamed_request:
-                request = _counted(request, recorder)
-            else:
-                recorder.received()
+            started, request = _begin(recorder, request, streamed_request)
             code = grpc.StatusCode.UNKNOWN
             with structlog.contextvars.bound_contextvars(rpc=method):
                 try:
@@ -195,12 +198,7 @@ def _streaming(
         return awaited
 
     async def observed(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        started = time.perf_counter()
-        recorder.started()
-        if streamed_request:
-            request = _counted(request, recorder)
-        else:
-            recorder.received()
+        started, request = _begin(recorder, request, streamed_request)
         code = grpc.StatusCode.UNKNOWN
         with structlog.contextvars.bound_contextvars(rpc=method):
             try:
