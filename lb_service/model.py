@@ -25,6 +25,17 @@ class Compute(enum.Enum):
     GPU = "gpu"
 
 
+class Engine(enum.Enum):
+    """The serving software on an agent: says how the service probes it (unspecified: not probed)."""
+
+    UNSPECIFIED = ""
+    OLLAMA = "ollama"
+    VLLM = "vllm"
+    SGLANG = "sglang"
+    HTTP = "http"
+    GRPC = "grpc"
+
+
 @dataclass(frozen=True, slots=True)
 class Hardware:
     """An agent's machine: GPU model and memory, CPU cores, system memory."""
