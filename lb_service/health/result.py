@@ -1,0 +1,23 @@
+"""What one probe of an agent found: the value the prober hands the health state machine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    """One probe's outcome.
+
+    ``reason`` is empty on success and otherwise a short text an operator reads in
+    ``lb-service loads`` (``probe: connection refused``, ``probe: HTTP 503``,
+    ``probe: timeout after 1.0 s``). ``models`` is what the agent says it can serve
+    (Ollama's ``/api/tags``), ``loaded_models`` what it holds in memory now (Ollama's
+    ``/api/ps``); either is None when this probe did not learn it.
+    """
+
+    ok: bool
+    reason: str = ""
+    duration_s: float = 0.0
+    models: tuple[str, ...] | None = None
+    loaded_models: tuple[str, ...] | None = None
