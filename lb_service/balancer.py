@@ -401,6 +401,7 @@ class LoadBalancer:
                 # refusal for want of an agent keeps its own code.
                 max_leases=self._config.max_leases,
                 max_sessions=self._config.max_sessions,
+                model=task.model,
             )
         )
         if isinstance(committed, Limit):

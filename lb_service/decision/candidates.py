@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 
 from lb_service.capacity import hardware_capacity, learned_capacity, scale
 from lb_service.model import Agent
+from lb_service.model_cost import service_factor
 from lb_service.store.base import AgentStats
 from lb_service.strategies import Candidate
 
@@ -17,6 +18,7 @@ def build(
     stats: Mapping[str, AgentStats],
     weights: Mapping[str, float],
     peak_ewma: bool,
+    model: str = "",
 ) -> tuple[list[Candidate], float]:
     """One candidate per agent, with capacities in one unit, and the scale that took.
 
@@ -39,6 +41,7 @@ def build(
             figure is not None,
             prior,
             record.cost_at_ms,
+            service_factor(record, model),
         )
         for agent, record, figure, prior in zip(agents, records, learned, priors, strict=True)
     ]

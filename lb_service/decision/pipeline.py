@@ -85,7 +85,7 @@ def decide(inputs: DecisionInputs, task: Task, session_id: str) -> Decision | Re
         return Refusal(RefusalKind.NO_ELIGIBLE_AGENT, str(error))
     strategy = STRATEGIES[inputs.strategy]
     peak_ewma = inputs.peak_ewma and inputs.strategy is StrategyName.LATENCY_BASED
-    built, scale = candidates.build(matching, inputs.stats, inputs.weights, peak_ewma)
+    built, scale = candidates.build(matching, inputs.stats, inputs.weights, peak_ewma, task.model)
     pool = availability.available(built, inputs.ejections, inputs.now_ms)
     free = room.with_room(pool)
     if not free:

@@ -60,6 +60,11 @@ class AgentStats:
     cap_done: float = 0.0
     cap_busy_ms: float = 0.0
     cap_mark_ms: float = 0.0
+    # Model cost (see lb_service.model_cost): the mean log latency of the agent's
+    # successes, how many there were, and per model (model, mean log latency, samples).
+    log_latency: float | None = None
+    log_samples: int = 0
+    model_latency: tuple[tuple[str, float, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +82,8 @@ class Lease:
     request_id: str
     agent_id: str
     started_at_ms: int
+    #: The model the request asked for ("" when not told): what its end teaches.
+    model: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +188,8 @@ class Pick:
     #: leases; when binding a session that holds no binding, the bindings held.
     max_leases: int = 0
     max_sessions: int = 0
+    #: The task's model, kept on the lease so its end is learned per model.
+    model: str = ""
 
 
 class Committed(NamedTuple):

@@ -36,7 +36,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from lb_service import capacity
+from lb_service import capacity, model_cost
 from lb_service.store.base import AgentStats, EndOutcome, EndResult
 
 
@@ -131,14 +131,18 @@ def fold_end(
     feedback: Feedback,
     ejected_now: int,
     population: int,
+    model: str = "",
 ) -> AgentStats:
     """The figures after a reported end, the lease (if it closed one) already booked.
 
     A success that closed a lease is a completion for the capacity estimate; a failure
     is not (a server that fails fast would look fast), and its busy time is dropped.
+    A success also teaches the model's cost on the agent (``model_cost``).
     """
     if closed_lease:
         stats = capacity.expired(stats) if failed else capacity.completed(stats)
+    if not failed:
+        stats = model_cost.observe(stats, model, latency_ms)
     return observe(stats, latency_ms, failed, now_ms, feedback, ejected_now, population)
 
 

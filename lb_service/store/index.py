@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from lb_service.capacity import EXPLORE_LIMIT, hardware_capacity, learned_capacity, scale_of
 from lb_service.model import Agent, Task
+from lb_service.model_cost import service_factor
 from lb_service.requirements import meets
 from lb_service.store.base import AgentStats
 from lb_service.strategies.base import Candidate
@@ -66,7 +67,7 @@ class AgentIndex:
                 # only the scan they would have had anyway.
                 del self._pools[next(iter(self._pools))]
             members = [agent for agent in self._agents.values() if meets(agent, task)]
-            pool = self._pools[task] = Pool(members, self._stats, self._weights)
+            pool = self._pools[task] = Pool(members, self._stats, self._weights, task.model)
         return pool
 
     def registry_changed(self) -> None:
@@ -97,9 +98,11 @@ class Pool:
         agents: Sequence[Agent],
         stats: Mapping[str, AgentStats],
         weights: Mapping[str, float],
+        model: str = "",
     ) -> None:
-        """Index ``agents`` with their current records and weights."""
+        """Index ``agents`` with their current records and weights, for tasks asking ``model``."""
         self.agents = tuple(agents)
+        self._model = model
         self._position = {agent.id: n for n, agent in enumerate(agents)}
         self._records = [stats.get(agent.id, _NO_STATS) for agent in agents]
         self._priors = [hardware_capacity(agent) for agent in agents]
@@ -165,6 +168,7 @@ class Pool:
                 figure is not None,
                 prior,
                 record.cost_at_ms,
+                service_factor(record, self._model),
             ),
         )
 

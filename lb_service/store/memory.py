@@ -205,7 +205,7 @@ class MemoryStore:
             if pick.bind or (bound is not None and bound.agent_id == pick.agent_id):
                 self._bindings[pick.session_id] = Binding(pick.agent_id, pick.now_ms)
         if pick.acquire:
-            return Committed(pick.agent_id, self._open(pick.agent_id, pick.now_ms))
+            return Committed(pick.agent_id, self._open(pick.agent_id, pick.now_ms, pick.model))
         self._bump()
         return Committed(pick.agent_id)
 
@@ -238,16 +238,19 @@ class MemoryStore:
                 return EndResult(EndOutcome.ALREADY_ENDED if issued else EndOutcome.UNKNOWN_REQUEST)
             if end.agent_id and end.agent_id != lease.agent_id:
                 return EndResult(EndOutcome.WRONG_AGENT, lease.agent_id)
-            request_id, agent_id = end.request_id, lease.agent_id
+            request_id, agent_id, model = end.request_id, lease.agent_id, lease.model
         else:
+            model = ""
             agent_id = end.agent_id
             if end.only_known and not self._knows(agent_id):
                 return EndResult(EndOutcome.UNKNOWN_AGENT)
             request_id = next(iter(self._agent_leases.get(agent_id, ())), "")
+            if request_id:
+                model = self._leases[request_id].model
         if request_id:
             self._close(request_id)
         before, after = self._observe(
-            agent_id, end.latency_ms, end.failed, end.now_ms, end.feedback, bool(request_id)
+            agent_id, end.latency_ms, end.failed, end.now_ms, end.feedback, bool(request_id), model
         )
         self._last_seen[agent_id] = end.now_ms
         self._latency_sum_ms += end.latency_ms
@@ -399,10 +402,10 @@ class MemoryStore:
         self._bump()
 
     # Internals.
-    def _open(self, agent_id: str, now_ms: int) -> str:
+    def _open(self, agent_id: str, now_ms: int, model: str = "") -> str:
         self._issued += 1
         request_id = f"{self._epoch}-{self._issued}"
-        self._leases[request_id] = Lease(request_id, agent_id, now_ms)
+        self._leases[request_id] = Lease(request_id, agent_id, now_ms, model)
         self._agent_leases.setdefault(agent_id, OrderedDict())[request_id] = None
         self._last_seen[agent_id] = now_ms
         self._stats[agent_id] = open_lease(self._stats.get(agent_id, AgentStats()), now_ms)
@@ -418,6 +421,7 @@ class MemoryStore:
         now_ms: int,
         feedback: Feedback,
         closes_lease: bool,
+        model: str = "",
     ) -> tuple[AgentStats, AgentStats]:
         """Fold the end into the agent's record; return the record before and after."""
         stats = before = self._stats.get(agent_id, AgentStats())
@@ -428,7 +432,15 @@ class MemoryStore:
         population = len(self._agents) if agent_id in self._agents else len(self._stats)
         ejected_now = sum(until > now_ms for until in self._ejections.values())
         updated = fold_end(
-            stats, closes_lease, latency_ms, failed, now_ms, feedback, ejected_now, population
+            stats,
+            closes_lease,
+            latency_ms,
+            failed,
+            now_ms,
+            feedback,
+            ejected_now,
+            population,
+            model,
         )
         self._stats[agent_id] = updated
         self._index.load_changed(agent_id)

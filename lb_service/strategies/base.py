@@ -13,6 +13,7 @@ import random
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
+from lb_service.capacity import parallel_slots
 from lb_service.model import Agent, StrategyName, Task
 
 if TYPE_CHECKING:
@@ -40,6 +41,17 @@ class Candidate(NamedTuple):
     prior: float = 1.0
     #: When the latency figure took its last sample (unix ms; 0 = never).
     latency_at_ms: int = 0
+    #: How many of the agent's average requests one of the task's model is worth
+    #: (``lb_service.model_cost``; 1 until learned).
+    service_factor: float = 1.0
+
+    @property
+    def service_s(self) -> float:
+        """The task's expected service time on the agent once a slot is free, in 1 / capacity units.
+
+        ``service_factor`` x the agent's mean service time ``slots / capacity``.
+        """
+        return self.service_factor * parallel_slots(self.agent) / self.capacity
 
     @property
     def relative_load(self) -> float:
@@ -161,6 +173,19 @@ class Strategy(Protocol):
     def load_rank(self, candidate: Candidate, task: Task, ctx: PickContext) -> LoadRank | None:
         """The candidate's rank in linear form, or None for a rule that does not rank by load."""
         ...
+
+
+def expected_time_rank(candidate: Candidate, tier: float = 0.0) -> LoadRank:
+    """A new request's expected time on the candidate, in linear form, behind ``tier``.
+
+    Its own service time (``Candidate.service_s``) plus, once every slot is busy, the
+    wait for one: ``service + max(0, active + 1 - slots) / capacity``. With a service
+    factor of 1 this is ``capacity.expected_time``, ``max(slots, active + 1) / capacity``.
+    """
+    capacity = candidate.capacity
+    mean_service = parallel_slots(candidate.agent) / capacity
+    service = candidate.service_factor * mean_service
+    return LoadRank(tier, 1.0 / capacity, offset=service - mean_service, floor=service)
 
 
 def lowest_by_load(

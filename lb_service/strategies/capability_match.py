@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from lb_service.capacity import parallel_slots, within_bound
+from lb_service.capacity import within_bound
 from lb_service.model import Compute, StrategyName, Task
 from lb_service.strategies.base import (
     Candidate,
@@ -12,6 +12,7 @@ from lb_service.strategies.base import (
     LoadRank,
     PickContext,
     Ranked,
+    expected_time_rank,
     lowest_by_load,
 )
 from lb_service.strategies.least_connections import LeastConnections
@@ -79,7 +80,5 @@ class CapabilityMatch:
         return self.choose(pool.candidates(ctx.peak_ewma), task, ctx)
 
     def load_rank(self, candidate: Candidate, task: Task, ctx: PickContext) -> LoadRank:
-        """(fit, expected time): the tightest fit, then ``capacity.expected_time``."""
-        capacity = candidate.capacity
-        slots = parallel_slots(candidate.agent)
-        return LoadRank(fit(candidate, task), 1.0 / capacity, floor=slots / capacity)
+        """(fit, expected time): the tightest fit, then ``base.expected_time_rank``."""
+        return expected_time_rank(candidate, fit(candidate, task))

@@ -41,7 +41,10 @@ def _peak_ewma(candidate: Candidate, ctx: PickContext) -> LoadRank:
         # Capacity still guessed: it has no unit to compare with a latency in.
         return LoadRank(1.0, latency)
     capacity = candidate.capacity
-    return LoadRank(1.0, 1000.0 / capacity, floor=_faded(latency, candidate, capacity, ctx))
+    # The agent's latency is of its usual mix; the task's model may take longer or
+    # shorter there (lb_service.model_cost).
+    floor = candidate.service_factor * _faded(latency, candidate, capacity, ctx)
+    return LoadRank(1.0, 1000.0 / capacity, floor=floor)
 
 
 def _faded(latency: float, candidate: Candidate, capacity: float, ctx: PickContext) -> float:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from lb_service.capacity import parallel_slots
 from lb_service.model import StrategyName, Task
 from lb_service.strategies.base import (
     Candidate,
@@ -12,15 +11,12 @@ from lb_service.strategies.base import (
     LoadRank,
     PickContext,
     Ranked,
+    expected_time_rank,
     lowest_by_load,
 )
 from lb_service.strategies.sampling import sample_by_capacity, sample_pool
 
-
-def _rank(candidate: Candidate) -> LoadRank:
-    # capacity.expected_time, max(slots, active + 1) / capacity, in linear form.
-    capacity = candidate.capacity
-    return LoadRank(0.0, 1.0 / capacity, floor=parallel_slots(candidate.agent) / capacity)
+_rank = expected_time_rank
 
 
 class LeastConnections:
