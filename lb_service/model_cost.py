@@ -8,22 +8,26 @@ chat request takes it seconds. Ranked by the capacity alone, that host draws cha
 requests as soon as the big GPU holds a short queue, and those requests make the tail.
 
 So each agent also keeps, per model, the typical latency of that model's successful
-requests, and the typical latency of all of its successful requests. Their ratio is
-the **service factor** of the model on the agent: how many of the agent's average
-requests one request of this model is worth. A request's expected time on an agent
-(``strategies.least_connections``) is then its own service time, the factor times the
-agent's mean service time ``slots / capacity``, plus the wait for a slot when all are
-busy, ``(active + 1 - slots) / capacity``.
+requests and the model's share of the agent's recent successes. A request's expected
+time on an agent (``strategies.base.expected_time_rank``) is its own service time plus,
+when every slot is busy, the wait for one, ``(active + 1 - slots) / capacity``. Its own
+service time is the agent's mean service time ``slots / capacity`` times the model's
+**service factor**: the model's typical latency over the agent's mean one, the mean of
+its models' typical latencies weighed by their shares.
 
-Both figures are means of the logarithm of the latency (geometric means): LLM request
-lengths are heavy-tailed (p99 tens of times the median), and one huge request must not
-swing the ratio; queueing inside the agent inflates both alike, so it cancels. Each is
-a running mean over the first samples, then a moving average over about
-``WINDOW`` samples. A model is trusted after ``TRUST_SAMPLES`` successes on the agent;
-before, and for a request with no model, the factor is 1 (the agent's average), so a
-model new to an agent is explored like any request and then learned. At most
-``MAX_MODELS`` models are kept per agent; a new one replaces the one sampled least
-recently.
+A model's typical latency is the mean of the logarithm of its latencies (a geometric
+mean): LLM request lengths are heavy-tailed (p99 tens of times the median) and one
+huge request must not swing it. Where every model's latencies have the same shape on
+the agent, each arithmetic mean is its geometric mean times one constant, so the
+ratio of arithmetic means that the factor stands for is the ratio above; queueing
+inside the agent stretches every model alike and cancels too. Each typical latency is
+a running mean over the first samples, then a moving average over about ``WINDOW``;
+shares decay as the capacity estimate does (``capacity.CAPACITY_WINDOW``). A model is
+trusted after ``TRUST_SAMPLES`` successes on the agent; before, and for a request that
+names no model, the factor is 1 (the agent's average), so a model new to an agent is
+explored like any request and then learned. At most ``MAX_MODELS`` models are kept per
+agent; a new one replaces the one sampled least recently. Requests that name no model
+are kept as the model ``""``: they are part of the agent's mix.
 """
 
 from __future__ import annotations
@@ -32,54 +36,53 @@ import math
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from lb_service.capacity import CAPACITY_WINDOW
+
 if TYPE_CHECKING:  # the stores import this module: no import of theirs at run time
     from lb_service.store.base import AgentStats
 
 #: Successes of a model on an agent before its factor is used.
 TRUST_SAMPLES = 3
-#: Samples the moving averages mostly remember.
+#: Samples a model's moving average mostly remembers.
 WINDOW = 32
 #: Models remembered per agent.
 MAX_MODELS = 32
 #: Latencies under this are taken as this (a log of 0 is not a number).
 _FLOOR_MS = 1.0
-
-
-def _mean(current: float | None, samples: int, value: float) -> float:
-    """A running mean for the first ``WINDOW`` samples, then a moving average."""
-    if current is None:
-        return value
-    return current + (value - current) / min(samples + 1, WINDOW)
+#: Older successes' weight in the shares after each new one (as the capacity window).
+_KEEP = 1.0 - 1.0 / CAPACITY_WINDOW
 
 
 def observe(stats: AgentStats, model: str, latency_ms: float) -> AgentStats:
-    """Fold one successful request's latency into the agent's and the model's means."""
+    """Fold one successful request's latency into its model's typical latency and the shares."""
     sample = math.log(max(latency_ms, _FLOOR_MS))
-    overall = _mean(stats.log_latency, stats.log_samples, sample)
-    models = stats.model_latency
-    if model:
-        kept = [entry for entry in models if entry[0] != model]
-        previous = next((entry for entry in models if entry[0] == model), None)
-        if previous is None:
-            entry = (model, sample, 1)
-            if len(kept) >= MAX_MODELS:
-                kept = kept[1:]
+    kept: list[tuple[str, float, int, float]] = []
+    entry = (model, sample, 1, 1.0)
+    for name, mean, samples, share in stats.model_latency:
+        if name == model:
+            step = 1.0 / min(samples + 1, WINDOW)
+            entry = (model, mean + (sample - mean) * step, samples + 1, share * _KEEP + 1.0)
         else:
-            entry = (model, _mean(previous[1], previous[2], sample), previous[2] + 1)
-        # Most recently sampled last: the first is the one a new model replaces.
-        models = (*kept, entry)
-    return replace(
-        stats, log_latency=overall, log_samples=stats.log_samples + 1, model_latency=models
-    )
+            kept.append((name, mean, samples, share * _KEEP))
+    if len(kept) >= MAX_MODELS:
+        kept = kept[1:]
+    # Most recently sampled last: the first is the one a new model replaces.
+    return replace(stats, model_latency=(*kept, entry))
 
 
 def service_factor(stats: AgentStats, model: str) -> float:
     """How many of the agent's average requests one request of ``model`` is worth (see above)."""
-    if not model or stats.log_latency is None:
+    if not model:
         return 1.0
-    for name, mean, samples in stats.model_latency:
+    typical = 0.0
+    weighed = total = 0.0
+    for name, mean, samples, share in stats.model_latency:
         if name == model:
             if samples < TRUST_SAMPLES:
                 return 1.0
-            return math.exp(mean - stats.log_latency)
-    return 1.0
+            typical = math.exp(mean)
+        weighed += share * math.exp(mean)
+        total += share
+    if typical == 0.0 or weighed <= 0.0:
+        return 1.0
+    return typical * total / weighed

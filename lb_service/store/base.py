@@ -60,11 +60,9 @@ class AgentStats:
     cap_done: float = 0.0
     cap_busy_ms: float = 0.0
     cap_mark_ms: float = 0.0
-    # Model cost (see lb_service.model_cost): the mean log latency of the agent's
-    # successes, how many there were, and per model (model, mean log latency, samples).
-    log_latency: float | None = None
-    log_samples: int = 0
-    model_latency: tuple[tuple[str, float, int], ...] = ()
+    #: Model cost (see lb_service.model_cost), most recently sampled last: per model,
+    #: (model, mean log latency of its successes, their number, its decayed share).
+    model_latency: tuple[tuple[str, float, int, float], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
