@@ -99,7 +99,7 @@ _OPTION_RULES: tuple[tuple[tuple[str, ...], str, Callable[[float], bool]], ...] 
         lambda v: math.isfinite(v) and v > 0,
     ),
     (
-        ("failure_penalty_ms", "slow_start_window_s"),
+        ("failure_penalty_ms", "slow_start_window_s", "pick_hold_s"),
         "a finite number >= 0",
         lambda v: math.isfinite(v) and v >= 0,
     ),
@@ -159,6 +159,9 @@ class BalancerConfig:
     #: randomly drawn eligible agents and keep the best, so dispatchers acting on the
     #: same picture do not all herd onto one "least loaded" agent. 0 compares them all.
     choice_count: int = 2
+    #: A pick made without ``acquire`` counts as a request on its agent for this long,
+    #: or until a start is reported there (``lb_service.store.pending``); 0 = never.
+    pick_hold_s: float = 1.0
     #: Latency-based ranks by peak-EWMA cost (estimate x (active + 1)); False ranks by
     #: the plain moving average.
     peak_ewma: bool = True
@@ -402,6 +405,7 @@ class LoadBalancer:
                 max_leases=self._config.max_leases,
                 max_sessions=self._config.max_sessions,
                 model=task.model,
+                hold_until_ms=0 if acquire else now + int(self._config.pick_hold_s * 1000),
             )
         )
         if isinstance(committed, Limit):

@@ -38,6 +38,7 @@ _BALANCER_OPTIONS = (
     "max_sessions",
     "max_leases",
     "choice_count",
+    "pick_hold_s",
     "balance_factor",
     "peak_ewma",
     "ewma_decay_s",

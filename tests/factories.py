@@ -56,7 +56,7 @@ def agent(
 FEEDBACK = Feedback()
 
 #: Power of two choices and peak-EWMA off: picks follow the five base rules exactly.
-BASE_RULES = BalancerConfig(choice_count=0, peak_ewma=False)
+BASE_RULES = BalancerConfig(choice_count=0, peak_ewma=False, pick_hold_s=0)
 
 
 def balancer(

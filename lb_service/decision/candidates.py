@@ -34,7 +34,7 @@ def build(
     candidates = [
         Candidate(
             agent,
-            record.active,
+            record.in_flight,
             record.cost_ms if peak_ewma else record.avg_latency_ms,
             weights.get(agent.id, agent.default_weight),
             prior * factor if figure is None else figure,

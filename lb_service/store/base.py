@@ -60,9 +60,17 @@ class AgentStats:
     cap_done: float = 0.0
     cap_busy_ms: float = 0.0
     cap_mark_ms: float = 0.0
+    #: Picks made without a lease and not yet confirmed by a start or held out
+    #: (``lb_service.store.pending``): load the active count does not show yet.
+    pending: int = 0
     #: Model cost (see lb_service.model_cost), most recently sampled last: per model,
     #: (model, mean log latency of its successes, their number, its decayed share).
     model_latency: tuple[tuple[str, float, int, float], ...] = ()
+
+    @property
+    def in_flight(self) -> int:
+        """The requests decisions count on the agent: open leases and pending picks."""
+        return self.active + self.pending
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +196,9 @@ class Pick:
     max_sessions: int = 0
     #: The task's model, kept on the lease so its end is learned per model.
     model: str = ""
+    #: Without ``acquire``: the pick counts as pending on its agent until this unix ms,
+    #: or until a start is reported there (``lb_service.store.pending``); 0 = not at all.
+    hold_until_ms: int = 0
 
 
 class Committed(NamedTuple):

@@ -109,8 +109,8 @@ class Pool:
         self._learned = [learned_capacity(record) for record in self._records]
         self._weights = [weights.get(agent.id, agent.default_weight) for agent in agents]
         self._limits = [agent.max_connections for agent in agents]
-        #: Open requests over the members (the stickiness bound shares them out).
-        self.active = sum(record.active for record in self._records)
+        #: Requests in flight over the members (the stickiness bound shares them out).
+        self.active = sum(record.in_flight for record in self._records)
         #: Members at max_connections.
         self.full = sum(map(_full, self._limits, self._records))
         #: Members whose capacity is learned.
@@ -161,7 +161,7 @@ class Pool:
             Candidate,
             (
                 self.agents[position],
-                record.active,
+                record.in_flight,
                 record.cost_ms if peak_ewma else record.avg_latency_ms,
                 self._weights[position],
                 prior * self._trees.scale if figure is None else figure,
@@ -198,7 +198,7 @@ class Pool:
         self._records[position] = record
         figure = learned_capacity(record)
         was = self._learned[position]
-        self.active += record.active - old.active
+        self.active += record.in_flight - old.in_flight
         limit = self._limits[position]
         if limit:
             self.full += _full(limit, record) - _full(limit, old)
@@ -224,8 +224,8 @@ class Pool:
 
 
 def _full(limit: int, record: AgentStats) -> bool:
-    return limit > 0 and record.active >= limit
+    return limit > 0 and record.in_flight >= limit
 
 
 def _exploring(figure: float | None, record: AgentStats) -> bool:
-    return figure is None and record.active >= EXPLORE_LIMIT
+    return figure is None and record.in_flight >= EXPLORE_LIMIT

@@ -44,6 +44,7 @@ from lb_service.store.feedback import (
     open_lease,
 )
 from lb_service.store.index import AgentIndex
+from lb_service.store.pending import PendingPicks
 from lb_service.store.snapshot import StoreState
 
 
@@ -84,6 +85,7 @@ class MemoryStore:
         self._version = 0
         self._changed = asyncio.Event()
         self._index = AgentIndex(self._agents, self._stats, self._weights)
+        self._pending = PendingPicks()
 
     # Registry, weights and strategy.
     async def put_agent(self, agent: Agent, now_ms: int, max_agents: int = 0) -> Registered | Limit:
@@ -194,6 +196,7 @@ class MemoryStore:
             and 0 < pick.max_sessions <= len(self._bindings)
         ):
             return Limit.SESSIONS
+        self._end_pending(pick.now_ms)
         self._sequence += 1
         self._total_selections += 1
         self._selections_by_agent[pick.agent_id] += 1
@@ -206,6 +209,9 @@ class MemoryStore:
                 self._bindings[pick.session_id] = Binding(pick.agent_id, pick.now_ms)
         if pick.acquire:
             return Committed(pick.agent_id, self._open(pick.agent_id, pick.now_ms, pick.model))
+        if pick.hold_until_ms > pick.now_ms:
+            self._pending.hold(pick.agent_id, pick.hold_until_ms)
+            self._add_pending(pick.agent_id, 1)
         self._bump()
         return Committed(pick.agent_id)
 
@@ -227,6 +233,9 @@ class MemoryStore:
             return UnknownAgent(agent_id)
         if 0 < max_leases <= len(self._leases):
             return Limit.LEASES
+        self._end_pending(now_ms)
+        if self._pending.confirm(agent_id):
+            self._add_pending(agent_id, -1)
         return self._open(agent_id, now_ms)
 
     async def end_request(self, end: RequestEnd) -> EndResult:
@@ -264,9 +273,12 @@ class MemoryStore:
     ) -> list[Lease]:
         """Close leases started before the cutoff as failed requests; returns them.
 
+        Pending picks whose hold has ended by ``now_ms`` end too.
+
         Each counts as a failed request of its agent, but as lateness, not an agent
         failure: no latency sample, no outlier ejection (``feedback.close_lease``).
         """
+        self._end_pending(now_ms)
         expired = []
         while self._leases:
             lease = next(iter(self._leases.values()))
@@ -402,6 +414,17 @@ class MemoryStore:
         self._bump()
 
     # Internals.
+    def _end_pending(self, now_ms: int) -> None:
+        """End the pending picks whose hold is over."""
+        for agent_id, count in self._pending.expire(now_ms).items():
+            self._add_pending(agent_id, -count)
+
+    def _add_pending(self, agent_id: str, change: int) -> None:
+        stats = self._stats.get(agent_id)
+        if stats is not None:
+            self._stats[agent_id] = replace(stats, pending=max(stats.pending + change, 0))
+            self._index.load_changed(agent_id)
+
     def _open(self, agent_id: str, now_ms: int, model: str = "") -> str:
         self._issued += 1
         request_id = f"{self._epoch}-{self._issued}"

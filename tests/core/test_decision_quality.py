@@ -73,8 +73,11 @@ async def test_p2c_spreads_equal_agents_at_random() -> None:
 
 
 async def test_p2c_is_the_default_for_least_connections() -> None:
-    """Out of the box least-connections compares two random agents (so it can skip the idlest)."""
-    lb = balancer(config=BalancerConfig())
+    """Out of the box least-connections compares two random agents (so it can skip the idlest).
+
+    Without pending picks (``pick_hold_s=0``): held, 200 picks would fill the idlest.
+    """
+    lb = balancer(config=BalancerConfig(pick_hold_s=0))
     await fleet(lb, "a", "b", "c", "d")
     await load(lb, "b", 3)
     await load(lb, "c", 3)

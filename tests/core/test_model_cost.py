@@ -58,7 +58,9 @@ def test_the_least_recently_sampled_model_makes_room_for_a_new_one() -> None:
     stats = observe(stats, "new", 100.0)
     names = [name for name, *_ in stats.model_latency]
     assert len(names) == MAX_MODELS
-    assert "m1" not in names and "m0" in names and names[-1] == "new"
+    assert "m1" not in names
+    assert "m0" in names
+    assert names[-1] == "new"
 
 
 async def test_a_chat_request_skips_a_cpu_host_that_is_fast_only_at_embeddings() -> None:

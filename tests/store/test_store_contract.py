@@ -9,6 +9,7 @@ state version. Selections read ``pick_state`` before ``commit_pick``, as the bal
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
@@ -425,6 +426,8 @@ async def test_end_closes_the_lease_and_records_the_sample(store: Store) -> None
         cap_done=1.0,
         cap_busy_ms=250.0,
         cap_mark_ms=250.0,
+        # The lease named no model: the sample is of the agent's "" model (model_cost).
+        model_latency=(("", math.log(250.0), 1, 1.0),),
     )
     counters = await store.counters()
     assert (counters.latency_sum_ms, counters.latency_samples) == (250.0, 1)
@@ -538,6 +541,7 @@ async def test_end_without_id_and_no_lease_records_latency_only(store: Store) ->
         cost_ms=60.0,
         cost_at_ms=START_MS + 1,
         joined_ms=START_MS,
+        model_latency=(("", math.log(60.0), 1, 1.0),),
     )
     counters = await store.counters()
     assert (counters.latency_sum_ms, counters.latency_samples) == (60.0, 1)
