@@ -9,11 +9,13 @@ state version. Selections read ``pick_state`` before ``commit_pick``, as the bal
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
 import pytest
 
+from lb_service import model_cost
 from lb_service.model import StrategyName
 from lb_service.store.base import (
     AgentStats,
@@ -425,6 +427,9 @@ async def test_end_closes_the_lease_and_records_the_sample(store: Store) -> None
         cap_done=1.0,
         cap_busy_ms=250.0,
         cap_mark_ms=250.0,
+        # A success: the agent's mean log latency (lb_service.model_cost).
+        log_latency=math.log(250.0),
+        log_samples=1,
     )
     counters = await store.counters()
     assert (counters.latency_sum_ms, counters.latency_samples) == (250.0, 1)
@@ -538,6 +543,8 @@ async def test_end_without_id_and_no_lease_records_latency_only(store: Store) ->
         cost_ms=60.0,
         cost_at_ms=START_MS + 1,
         joined_ms=START_MS,
+        log_latency=math.log(60.0),
+        log_samples=1,
     )
     counters = await store.counters()
     assert (counters.latency_sum_ms, counters.latency_samples) == (60.0, 1)
@@ -558,6 +565,56 @@ async def test_end_without_id_closes_the_oldest_lease_of_that_agent(store: Store
     assert await store.end_request(ended("a", second)) == EndResult(EndOutcome.CLOSED, agent_id="a")
     assert await store.end_request(ended("b", b_first)) == EndResult(
         EndOutcome.CLOSED, agent_id="b"
+    )
+
+
+#: A model name as users write it: spaces, separators and a percent sign.
+MODEL = "llama3.2:3b; chat 100%"
+
+
+async def test_leases_keep_the_model_they_were_opened_for(store: Store) -> None:
+    """A lease keeps open_lease's model or an acquiring pick's, listed and expired with it."""
+    await put(store, "a")
+    chat = await store.open_lease("a", START_MS, model=MODEL)
+    embed = await lease(store, Pick("a", START_MS + 1, acquire=True, model="embed v1,2"))
+    plain = await started(store, "a", START_MS + 2)
+    assert isinstance(chat, str)
+    leases = [
+        Lease(chat, "a", START_MS, MODEL),
+        Lease(embed, "a", START_MS + 1, "embed v1,2"),
+        Lease(plain, "a", START_MS + 2),
+    ]
+    assert list((await store.leases()).values()) == leases
+    assert await store.expire_leases(START_MS + 3, START_MS + 3, FEEDBACK) == leases
+
+
+async def test_an_end_folds_into_the_model_of_the_lease_it_closes(store: Store) -> None:
+    """A success teaches the model its lease was opened for: by id, or the agent's oldest.
+
+    A failure teaches no model, nor does an end that closes no lease (it has none).
+    """
+    await put(store, "a")
+    embed = await lease(store, Pick("a", START_MS, acquire=True, model="embed"))
+    chat = await store.open_lease("a", START_MS + 1, model=MODEL)
+    failing = await store.open_lease("a", START_MS + 2, model="other")
+    assert isinstance(chat, str)
+    assert isinstance(failing, str)
+
+    await store.end_request(ended("a", chat, 400.0, now_ms=START_MS + 400))
+    await store.end_request(ended("a", "", 50.0, now_ms=START_MS + 401))  # closes `embed`
+    await store.end_request(ended("a", failing, 9.0, failed=True, now_ms=START_MS + 402))
+    await store.end_request(ended("a", "", 70.0, now_ms=START_MS + 403))  # no lease open
+
+    assert dict(await store.leases()) == {}
+    assert await store.end_request(ended("a", embed)) == EndResult(EndOutcome.ALREADY_ENDED)
+    taught = AgentStats()
+    for model, latency in ((MODEL, 400.0), ("embed", 50.0), ("", 70.0)):
+        taught = model_cost.observe(taught, model, latency)
+    stats = (await store.stats())["a"]
+    assert (stats.log_latency, stats.log_samples, stats.model_latency) == (
+        taught.log_latency,
+        3,
+        ((MODEL, math.log(400.0), 1), ("embed", math.log(50.0), 1)),
     )
 
 
