@@ -193,7 +193,7 @@ class LoadBalancerServicer(pb_grpc.LoadBalancerServicer):
         self, request: pb.RecordRequestStartRequest, context: grpc.aio.ServicerContext
     ) -> pb.RecordRequestStartResponse:
         """Open a lease for a request sent to an agent."""
-        request_id = await self._balancer.start(request.agent_id)
+        request_id = await self._balancer.start(request.agent_id, request.model)
         return pb.RecordRequestStartResponse(request_id=request_id)
 
     @_translate_errors

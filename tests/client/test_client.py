@@ -106,6 +106,20 @@ def test_start_and_end_by_request_id(fleet: LoadBalancerClient) -> None:
     assert load.failed_requests == 0
 
 
+def test_start_names_the_model_its_lease_is_for(
+    server: ThreadServer, fleet: LoadBalancerClient
+) -> None:
+    """start(model=...) sends the model: the server's lease keeps it; too long a name is refused."""
+    request_id = fleet.start("cpu-1", model="llama3:8b")
+    assert server.balancer is not None
+    leases = server.run(server.balancer._store.leases())  # only the store shows a lease's model
+    assert leases[request_id].model == "llama3:8b"
+    with pytest.raises(ClientError) as refused:
+        fleet.start("cpu-1", model="m" * 1025)
+    assert refused.value.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert "model must be at most 1024 characters" in str(refused.value)
+
+
 def test_end_by_agent_marks_failure(fleet: LoadBalancerClient) -> None:
     """end() without a request id closes the agent's oldest lease, and failed=True counts."""
     fleet.start("gpu-1")
