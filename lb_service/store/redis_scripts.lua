@@ -632,8 +632,9 @@ else
   if ARGV[6] == '1' and not known(agent_id) then return {'unknown-agent', '', false} end
   local oldest = redis.call('ZRANGE', agent_leases_key(agent_id), 0, 0)
   request_id = oldest[1] or ''
-  if request_id ~= '' then
-    local _, _, leased = parse_lease(redis.call('HGET', K.leases, request_id))
+  local raw = request_id ~= '' and redis.call('HGET', K.leases, request_id)
+  if raw then
+    local _, _, leased = parse_lease(raw)
     model = leased
   end
 end

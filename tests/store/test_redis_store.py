@@ -44,7 +44,7 @@ from lb_service.store.feedback import (
     open_lease,
 )
 from lb_service.store.memory import MemoryStore
-from lb_service.store.redis import BOOKKEEPING, ESTIMATES, RedisStore
+from lb_service.store.redis import BOOKKEEPING, ESTIMATES, RedisStore, _OpenedHere
 from lb_service.strategies.base import Candidate, LoadRank, Rank, rotate_lowest
 from tests.factories import START_MS, agent
 from tests.redis_server import PrivateRedis, unique_prefix
@@ -463,6 +463,33 @@ async def test_lease_records_keep_the_model_beside_the_start_time(
     assert list((await store.leases()).values()) == [
         Lease(str(plain), "a b", START_MS),
         Lease(str(modelled), "a b", START_MS + 1, "x y,%"),
+    ]
+
+
+def test_the_models_of_leases_opened_here_stay_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What an end guesses a lease's model from: oldest first, forgotten when idle or past LIMIT."""
+    monkeypatch.setattr(_OpenedHere, "LIMIT", 3)
+    opened = _OpenedHere()
+    opened.add("a", "r1", "m1")
+    opened.add("a", "r2", "m2")
+    opened.add("b", "r3", "")
+    assert [opened.model("a", ""), opened.model("a", "r2"), opened.model("a", "r9")] == [
+        "m1",
+        "m2",
+        "",
+    ]
+    opened.discard("a", "r1")
+    opened.discard("a", "r9")  # not held: nothing to forget
+    assert opened.model("a", "") == "m2"
+    opened.idle("a")
+    assert opened.model("a", "r2") == ""
+    opened.add("c", "r4", "m4")
+    opened.add("c", "r5", "m5")
+    opened.add("c", "r6", "m6")  # the fourth held: all forgotten, then this one kept
+    assert [opened.model("b", "r3"), opened.model("c", "r4"), opened.model("c", "")] == [
+        "",
+        "",
+        "m6",
     ]
 
 
