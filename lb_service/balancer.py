@@ -60,6 +60,7 @@ from lb_service.validation import (
     check_agent,
     check_candidates,
     check_ids,
+    check_model,
     check_session_id,
     check_task,
     check_weights,
@@ -465,12 +466,20 @@ class LoadBalancer:
         self.observer.selection(strategy, outcome)
 
     # Request tracking.
-    async def start(self, agent_id: str) -> str:
-        """Record that a request went to the agent; return its lease's request_id."""
+    async def start(self, agent_id: str, model: str = "") -> str:
+        """Record that a request went to the agent; return its lease's request_id.
+
+        ``model`` is the model the request asks for ("" = not told): its lease keeps it,
+        so the request's end teaches the model's cost on the agent (``model_cost``).
+        """
         # Known (registered, or seen before: a candidate that was picked or started) and
         # the lease limit are checked by the store in the step that opens the lease.
         opened = await self._store.open_lease(
-            require_id(agent_id), self._clock(), self._config.max_leases, only_known=True
+            require_id(agent_id),
+            self._clock(),
+            self._config.max_leases,
+            only_known=True,
+            model=check_model(model),
         )
         if isinstance(opened, UnknownAgent):
             raise AgentNotFound(opened.agent_id)

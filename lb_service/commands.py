@@ -283,6 +283,12 @@ def _add_leases(commands: Any, common: argparse.ArgumentParser) -> None:
     text = "open a lease on an agent (RecordRequestStart) and print its request id"
     start = _command(commands, "start", _start, text, common)
     start.add_argument("agent", metavar="AGENT", help="id of the agent the request went to")
+    start.add_argument(
+        "--model",
+        default="",
+        metavar="M",
+        help="the model the request asks for, so the service learns its cost on the agent",
+    )
     text = "end a lease (RecordRequestEnd) with the request's latency; repeating it is harmless"
     end = _command(commands, "end", _end, text, common)
     end.add_argument("request_id", metavar="REQUEST_ID", help="the lease's request id")
@@ -486,7 +492,7 @@ def _select(client: LoadBalancerClient, args: argparse.Namespace) -> None:
 
 
 def _start(client: LoadBalancerClient, args: argparse.Namespace) -> None:
-    request_id = client.start(args.agent)
+    request_id = client.start(args.agent, model=args.model)
     document = {"request_id": request_id, "agent_id": args.agent}
     # The id alone on stdout, so `REQ=$(lb-service start gpu-1)` works.
     _emit(args, document, lambda: request_id)

@@ -22,6 +22,9 @@ MAX_AGENT_TEXT = 64 * 1024
 #: typo such as 40000 for 4 would make the agent look thousands of times faster and
 #: draw nearly every request.
 MAX_PARALLEL_SLOTS = 1024
+#: Longest model name a request start may name. Its lease keeps the name until it ends,
+#: and the agent's model-cost figures keep up to ``model_cost.MAX_MODELS`` of them.
+MAX_MODEL_LENGTH = 1024
 
 
 def require_id(value: str, what: str = "agent_id", field: str | None = None) -> str:
@@ -35,6 +38,15 @@ def require_id(value: str, what: str = "agent_id", field: str | None = None) -> 
     if len(value) > MAX_ID_LENGTH:
         raise InvalidArgument(
             f"{what} must be at most {MAX_ID_LENGTH} characters, got {len(value)}", path
+        )
+    return value
+
+
+def check_model(value: str, field: str = "model") -> str:
+    """Return ``value`` (empty means not told) if it is not longer than a model name may be."""
+    if len(value) > MAX_MODEL_LENGTH:
+        raise InvalidArgument(
+            f"{field} must be at most {MAX_MODEL_LENGTH} characters, got {len(value)}", field
         )
     return value
 

@@ -198,9 +198,13 @@ class AsyncLoadBalancerClient(_core.ClientCore):
             raise
         await self.end(lease.request_id, latency_ms=self._elapsed_ms(started), failed=lease.failed)
 
-    async def start(self, agent_id: str, *, timeout: float | None = None) -> str:
-        """Record that a request went to ``agent_id``; return its lease id."""
-        return await self._send(_core.start(agent_id), timeout)
+    async def start(self, agent_id: str, *, model: str = "", timeout: float | None = None) -> str:
+        """Record that a request went to ``agent_id``; return its lease id.
+
+        ``model``: the model the request asks for (optional), so the service learns how
+        long that model's requests take on the agent.
+        """
+        return await self._send(_core.start(agent_id, model), timeout)
 
     async def end(
         self,

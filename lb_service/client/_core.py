@@ -141,9 +141,9 @@ def _request_id(response: pb.RecordRequestStartResponse) -> str:
     return response.request_id
 
 
-def start(agent_id: str) -> Call[str]:
-    """RecordRequestStart on ``agent_id``, read into the lease id."""
-    request = pb.RecordRequestStartRequest(agent_id=agent_id)
+def start(agent_id: str, model: str = "") -> Call[str]:
+    """RecordRequestStart on ``agent_id`` for ``model`` ("" = not told), read into the lease id."""
+    request = pb.RecordRequestStartRequest(agent_id=agent_id, model=model)
     return Call(LOAD_BALANCER, "RecordRequestStart", request, _request_id)
 
 

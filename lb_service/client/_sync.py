@@ -195,9 +195,13 @@ class LoadBalancerClient(_core.ClientCore):
             raise
         self.end(lease.request_id, latency_ms=self._elapsed_ms(started), failed=lease.failed)
 
-    def start(self, agent_id: str, *, timeout: float | None = None) -> str:
-        """Record that a request went to ``agent_id``; return its lease id."""
-        return self._send(_core.start(agent_id), timeout)
+    def start(self, agent_id: str, *, model: str = "", timeout: float | None = None) -> str:
+        """Record that a request went to ``agent_id``; return its lease id.
+
+        ``model``: the model the request asks for (optional), so the service learns how
+        long that model's requests take on the agent.
+        """
+        return self._send(_core.start(agent_id, model), timeout)
 
     def end(
         self,

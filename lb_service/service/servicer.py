@@ -192,8 +192,8 @@ class LoadBalancerServicer(pb_grpc.LoadBalancerServicer):
     async def RecordRequestStart(  # noqa: N802
         self, request: pb.RecordRequestStartRequest, context: grpc.aio.ServicerContext
     ) -> pb.RecordRequestStartResponse:
-        """Open a lease for a request sent to an agent."""
-        request_id = await self._balancer.start(request.agent_id)
+        """Open a lease for a request sent to an agent, for the model it names (if any)."""
+        request_id = await self._balancer.start(request.agent_id, request.model)
         return pb.RecordRequestStartResponse(request_id=request_id)
 
     @_translate_errors

@@ -360,13 +360,21 @@ class Store(Protocol):
 
     # Requests and leases.
     async def open_lease(
-        self, agent_id: str, now_ms: int, max_leases: int = 0, *, only_known: bool = False
+        self,
+        agent_id: str,
+        now_ms: int,
+        max_leases: int = 0,
+        *,
+        only_known: bool = False,
+        model: str = "",
     ) -> str | Limit | UnknownAgent:
-        """Record a request start on the agent; returns the new lease's request_id.
+        """Record a request start on the agent, for ``model``; returns the new lease's request_id.
 
         With ``only_known``, an agent neither registered nor holding a load record
         changes nothing and is returned as ``UnknownAgent``; else, with ``max_leases``
         (0 = no limit) leases open, it changes nothing and returns ``Limit.LEASES``.
+        ``model`` (the model the request asks for, "" = not told) is kept on the lease:
+        its end is folded into that model's figures (``lb_service.model_cost``).
         """
         ...
 

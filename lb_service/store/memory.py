@@ -221,9 +221,15 @@ class MemoryStore:
 
     # Requests and leases.
     async def open_lease(
-        self, agent_id: str, now_ms: int, max_leases: int = 0, *, only_known: bool = False
+        self,
+        agent_id: str,
+        now_ms: int,
+        max_leases: int = 0,
+        *,
+        only_known: bool = False,
+        model: str = "",
     ) -> str | Limit | UnknownAgent:
-        """Record a request start on the agent; returns the new lease's request_id.
+        """Record a request start on the agent, for ``model``; returns the new lease's request_id.
 
         With ``only_known`` an id neither registered nor holding a load record returns
         ``UnknownAgent``; else with ``max_leases`` (0 = no limit) leases open it returns
@@ -236,7 +242,7 @@ class MemoryStore:
         self._end_pending(now_ms)
         if self._pending.confirm(agent_id):
             self._add_pending(agent_id, -1)
-        return self._open(agent_id, now_ms)
+        return self._open(agent_id, now_ms, model)
 
     async def end_request(self, end: RequestEnd) -> EndResult:
         """Record a request end (see EndOutcome); changes nothing unless it succeeds."""

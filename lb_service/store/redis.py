@@ -19,26 +19,28 @@ estimates before the call (``feedback.fold_end`` on ``close_lease`` of that copy
 sends them with the end. The script closes the lease and writes them in the same
 step only if every input of that fold still holds: the estimate version, the booked
 busy time (the only bookkeeping the fold reads), the ejected count, the population,
-whether a lease closes, and the last request time. So the figures written are
-exactly those the two steps below would write. A guess holds when this replica made
-the last change to the record (a pick or start through it, and no end on that agent
-through another replica since); otherwise the script books the end and answers as
-below, and it takes two steps.
+whether a lease closes, the model of the lease it closes (its figures are learned per
+model, ``lb_service.model_cost``), and the last request time. So the figures written
+are exactly those the two steps below would write. A guess holds when this replica
+made the last change to the record (a pick or start through it, and no end on that
+agent through another replica since) and opened the lease it closes, or that lease
+names no model (the replica keeps the models of the leases it opened); otherwise the
+script books the end and answers as below, and it takes two steps.
 
 Request ends (unless guessed) and expiries take two steps. First a script checks the
 end, closes the lease and books it (``end_request``; ``expire_leases`` closes every
 overdue lease), atomically, so a lease is closed exactly once however many replicas
-race; it returns the agent's record as booked, with the ejected count and population an
-end's fold needs. Then Python computes the estimates (``feedback.fold_end``,
-``fold_expiry``: latency averages, failures, ejection, learned capacity) and writes them
-back with ``write_estimates``, a compare-and-set on the record's *estimate version*,
-which only that write moves: bookkeeping meanwhile (other leases opening or closing) is
-kept as it is, while another estimate written meanwhile is a conflict, answered in the
-same reply with the record as it is now, from which Python computes again (at most
-``FOLD_ATTEMPTS`` times, then the sample is dropped with a warning). A write that ejects
-an agent also checks that the ejected count it was computed with still holds, so
-replicas folding at once never eject more than ``max_share``; it records the ejection in
-the ejections hash in the same step.
+race; it returns the agent's record as booked, with the ejected count, population and
+lease's model an end's fold needs. Then Python computes the estimates
+(``feedback.fold_end``, ``fold_expiry``: latency averages, failures, ejection, learned
+capacity, model cost) and writes them back with ``write_estimates``, a compare-and-set
+on the record's *estimate version*, which only that write moves: bookkeeping meanwhile
+(other leases opening or closing) is kept as it is, while another estimate written
+meanwhile is a conflict, answered in the same reply with the record as it is now, from
+which Python computes again (at most ``FOLD_ATTEMPTS`` times, then the sample is dropped
+with a warning). A write that ejects an agent also checks that the ejected count it was
+computed with still holds, so replicas folding at once never eject more than
+``max_share``; it records the ejection in the ejections hash in the same step.
 
 Estimates are soft state. If a replica dies (or Redis fails) between the two steps,
 the lease is still closed exactly once, its bookkeeping and the latency counters are
@@ -91,6 +93,7 @@ from dataclasses import dataclass, replace
 from importlib import resources
 from types import MappingProxyType
 from typing import Any, NamedTuple
+from urllib.parse import quote, unquote
 
 import structlog
 from redis import exceptions as redis_errors
@@ -134,9 +137,13 @@ log = structlog.get_logger(__name__)
 POLL_INTERVAL_S = 0.2
 #: Estimate writes tried for one end or expiry before its sample is dropped (conflicts).
 FOLD_ATTEMPTS = 16
+#: The model-cost figures (``lb_service.model_cost``): an estimate that travels as one
+#: field of the load record (``mc`` in the scripts; ``_encode_model_cost``).
+MODEL_COST = ("model_latency",)
 #: AgentStats fields computed in Python and written back by ``write_estimates``, in the
-#: order the script reads them. ``last_request_at_ms``, which a lease opening sets too,
-#: is last: a lease opened between the two steps keeps its time.
+#: order the script reads them (``MODEL_COST`` as one field). ``last_request_at_ms``,
+#: which a lease opening sets too, is last: a lease opened between the two steps keeps
+#: its time.
 ESTIMATES = (
     "avg_latency_ms",
     "cost_ms",
@@ -149,6 +156,7 @@ ESTIMATES = (
     "cap_done",
     "cap_busy_ms",
     "cap_mark_ms",
+    *MODEL_COST,
     "last_request_at_ms",
 )
 #: AgentStats fields only the scripts write, atomically with leases and registrations.
@@ -261,6 +269,8 @@ class RedisStore:
         # Agent id -> (record text, decoded record) as this replica last read or wrote it:
         # re-used while the text is the same, and what a request end guesses from.
         self._decoded: dict[str, tuple[str, _Record]] = {}
+        # The models of the leases this replica opened: what an end guesses its model from.
+        self._opened = _OpenedHere()
         # Ejections as the last pick_state read them (and this replica's own since).
         self._ejections: dict[str, int] = {}
         self._version = 0
@@ -451,6 +461,7 @@ class RedisStore:
             seen.last_used_ms if seen is not None else "",
             pick.max_leases,
             pick.max_sessions,
+            _quote(pick.model) if pick.acquire else "",
         ]
         for contender in pick.contenders:
             args += [
@@ -468,6 +479,8 @@ class RedisStore:
             return Limit(reply)
         agent_id, request_id, sticky, version, record = reply
         self._observed(version)
+        if request_id:
+            self._opened.add(agent_id, request_id, pick.model)
         self._remember(agent_id, record)
         return Committed(agent_id, request_id, sticky=bool(sticky))
 
@@ -477,9 +490,15 @@ class RedisStore:
 
     # Requests and leases.
     async def open_lease(
-        self, agent_id: str, now_ms: int, max_leases: int = 0, *, only_known: bool = False
+        self,
+        agent_id: str,
+        now_ms: int,
+        max_leases: int = 0,
+        *,
+        only_known: bool = False,
+        model: str = "",
     ) -> str | Limit | UnknownAgent:
-        """Record a request start on the agent; returns the new lease's request_id.
+        """Record a request start on the agent, for ``model``; returns the new lease's request_id.
 
         With ``only_known`` an id neither registered nor holding a load record returns
         ``UnknownAgent``; else with ``max_leases`` (0 = no limit) leases open it returns
@@ -487,7 +506,7 @@ class RedisStore:
         """
         reply = await self._eval(
             "open_lease",
-            [self._epoch_candidate(), agent_id, now_ms, max_leases, int(only_known)],
+            [self._epoch_candidate(), agent_id, now_ms, max_leases, int(only_known), _quote(model)],
         )
         if reply == "unknown-agent":
             return UnknownAgent(agent_id)
@@ -495,6 +514,7 @@ class RedisStore:
             return Limit(reply)
         request_id, version, record = reply
         self._observed(version)
+        self._opened.add(agent_id, request_id, model)
         self._remember(agent_id, record)
         return str(request_id)
 
@@ -524,7 +544,8 @@ class RedisStore:
         self._observed(reply[2])
         if len(reply) <= 3:
             return EndResult(outcome, reply[1])
-        agent_id, raw, ejected_now, population, written = reply[3:8]
+        agent_id, raw, ejected_now, population, written, closed, model = reply[3:10]
+        self._opened.discard(agent_id, closed)
         if written is not None and guess is not None:
             # The guess held: its estimates are written, and the reply is the record now.
             self._remember(agent_id, raw)
@@ -536,7 +557,7 @@ class RedisStore:
         self._decoded.pop(agent_id, None)
         start = _Fold(
             agent_id,
-            _end_rule(end, outcome is EndOutcome.CLOSED),
+            _end_rule(end, outcome is EndOutcome.CLOSED, unquote(model)),
             _decode_record(raw),
             int(ejected_now),
             int(population),
@@ -550,8 +571,9 @@ class RedisStore:
 
         Only for a registered agent named in the end, whose record this replica holds:
         it assumes a lease closes when the end names a request or the agent has one
-        open, and the ejected count and population as this replica last saw them. The
-        script writes the result only if all of that still holds.
+        open, with the model this replica opened that lease for (``_OpenedHere``; none
+        if another replica opened it), and the ejected count and population as this
+        replica last saw them. The script writes the result only if all of that still holds.
         """
         config, known = self._config, self._decoded.get(end.agent_id)
         if known is None or config is None or end.agent_id not in config.agents:
@@ -559,10 +581,11 @@ class RedisStore:
         record = known[1]
         closes = bool(end.request_id) or record.stats.active > 0
         booked = close_lease(record.stats, end.now_ms) if closes else record.stats
+        model = self._opened.model(end.agent_id, end.request_id) if closes else ""
         ejected_now = sum(until > end.now_ms for until in self._ejections.values())
         fold = _Fold(
             end.agent_id,
-            _end_rule(end, closes),
+            _end_rule(end, closes, model),
             record._replace(stats=booked),
             ejected_now,
             len(config.agents),
@@ -576,13 +599,17 @@ class RedisStore:
             int(closes),
             fields,
             eject_until,
+            _quote(model),
         ]
 
     def _remember(self, agent_id: str, raw: str) -> None:
         """Keep a record text a script returned as this replica's copy of the agent's record."""
         known = self._decoded.get(agent_id)
         if known is None or known[0] != raw:
-            self._decoded[agent_id] = (raw, _decode_record(raw))
+            record = _decode_record(raw)
+            self._decoded[agent_id] = (raw, record)
+            if not record.stats.active:
+                self._opened.idle(agent_id)
 
     async def expire_leases(
         self, started_before_ms: int, now_ms: int, feedback: Feedback
@@ -599,9 +626,10 @@ class RedisStore:
         expired: list[Lease] = []
         folds: dict[str, _Fold] = {}
         counts: dict[str, int] = {}
-        for i in range(1, len(reply), 4):
-            request_id, agent_id, started, raw = reply[i : i + 4]
-            expired.append(Lease(request_id, agent_id, int(started)))
+        for i in range(1, len(reply), 5):
+            request_id, agent_id, started, model, raw = reply[i : i + 5]
+            expired.append(Lease(request_id, agent_id, int(started), unquote(model)))
+            self._opened.discard(agent_id, request_id)
             booked = _decode_record(raw)
             pending = folds.get(agent_id)
             counts[agent_id] = counts.get(agent_id, 0) + 1
@@ -669,8 +697,7 @@ class RedisStore:
         for request_id in order:
             record = records.get(request_id)
             if record is not None:
-                started, _, agent_id = record.partition(" ")
-                leases[request_id] = Lease(request_id, agent_id, int(started))
+                leases[request_id] = _decode_lease(request_id, record)
         return MappingProxyType(leases)
 
     async def counters(self) -> Counters:
@@ -976,8 +1003,11 @@ class _Record(NamedTuple):
 _Rule = Callable[[AgentStats, int, int], AgentStats]
 
 
-def _end_rule(end: RequestEnd, closed: bool) -> _Rule:
-    """``feedback.fold_end`` of this end, as a fold's rule (``closed``: it closed a lease)."""
+def _end_rule(end: RequestEnd, closed: bool, model: str) -> _Rule:
+    """``feedback.fold_end`` of this end, as a fold's rule.
+
+    ``closed``: it closed a lease, whose request asked for ``model``.
+    """
 
     def fold(stats: AgentStats, ejected_now: int, population: int) -> AgentStats:
         return fold_end(
@@ -989,6 +1019,7 @@ def _end_rule(end: RequestEnd, closed: bool) -> _Rule:
             end.feedback,
             ejected_now,
             population,
+            model,
         )
 
     return fold
@@ -1041,14 +1072,59 @@ class _Fold:
         ejects = result.ejected_until_ms != self.record.ejected_until_ms and is_ejected(
             result, now_ms
         )
-        figures = [_number(getattr(result, name)) for name in ESTIMATES]
         return [
             self.agent_id,
             self.estimate_version,
-            " ".join([*figures, str(self.record.last_request_at_ms)]),
+            " ".join([*_estimate_fields(result), str(self.record.last_request_at_ms)]),
             result.ejected_until_ms if ejects else "",
             self.ejected_now if ejects else "",
         ]
+
+
+class _OpenedHere:
+    """The models of the leases this replica opened, per agent in the order opened.
+
+    What an end guesses the model of the lease it closes from (``_guess_end``): the
+    request's own lease, or for an end naming none the agent's oldest. Only a guess,
+    checked by the script: a lease opened through another replica is not here (its
+    model guessed as none), and one ended or expired through another stays until this
+    replica sees its agent idle, or until ``LIMIT`` are held and all are dropped. A wrong
+    guess costs the end its second step, nothing more.
+    """
+
+    LIMIT = 16_384
+
+    def __init__(self) -> None:
+        """Hold none."""
+        self._by_agent: dict[str, dict[str, str]] = {}
+        self._held = 0
+
+    def add(self, agent_id: str, request_id: str, model: str) -> None:
+        """Note a lease this replica opened."""
+        if self._held >= self.LIMIT:
+            self._by_agent.clear()
+            self._held = 0
+        self._by_agent.setdefault(agent_id, {})[request_id] = model
+        self._held += 1
+
+    def discard(self, agent_id: str, request_id: str) -> None:
+        """Forget a lease that closed (nothing if it is not held)."""
+        leases = self._by_agent.get(agent_id)
+        if leases is not None and leases.pop(request_id, None) is not None:
+            self._held -= 1
+            if not leases:
+                del self._by_agent[agent_id]
+
+    def idle(self, agent_id: str) -> None:
+        """Forget the agent's leases: it holds none open."""
+        self._held -= len(self._by_agent.pop(agent_id, {}))
+
+    def model(self, agent_id: str, request_id: str) -> str:
+        """The model of the lease ``request_id`` ("": the agent's oldest) as opened here."""
+        leases = self._by_agent.get(agent_id, {})
+        if request_id:
+            return leases.get(request_id, "")
+        return next(iter(leases.values()), "")
 
 
 def _with_estimates(booked: AgentStats, folded: AgentStats) -> AgentStats:
@@ -1057,6 +1133,51 @@ def _with_estimates(booked: AgentStats, folded: AgentStats) -> AgentStats:
     For records booked by one script (closes set no ``last_request_at_ms``).
     """
     return replace(booked, **{name: getattr(folded, name) for name in ESTIMATES})
+
+
+def _estimate_fields(stats: AgentStats) -> list[str]:
+    """``stats``' ESTIMATES as ``write_estimates`` reads them, ``MODEL_COST`` as one field."""
+    *figures, last = (_number(getattr(stats, name)) for name in ESTIMATES if name not in MODEL_COST)
+    return [*figures, _encode_model_cost(stats), last]
+
+
+def _quote(name: str) -> str:
+    """A model name as records keep it: percent-encoded, so no space, comma or semicolon."""
+    return quote(name, safe="")
+
+
+def _encode_model_cost(stats: AgentStats) -> str:
+    """The model-cost figures as one record field: "-" for none, else ``;``-separated.
+
+    ``<model>,<mean log latency>,<samples>,<share>`` per model in the order kept
+    (``_quote``d names; floats as ``repr``, so they read back exactly).
+    """
+    if not stats.model_latency:
+        return "-"
+    return ";".join(
+        f"{_quote(model)},{_number(float(mean))},{samples},{_number(float(share))}"
+        for model, mean, samples, share in stats.model_latency
+    )
+
+
+def _decode_model_cost(text: str) -> dict[str, Any]:
+    """``MODEL_COST`` from its record field (``_encode_model_cost``; "-": none)."""
+    if text == "-":
+        return {}
+    entries = (entry.split(",") for entry in text.split(";"))
+    return {
+        "model_latency": tuple(
+            (unquote(name), float(mean), int(samples), float(share))
+            for name, mean, samples, share in entries
+        )
+    }
+
+
+def _decode_lease(request_id: str, text: str) -> Lease:
+    """A lease record, ``<started_at_ms>[,<model>] <agent id>`` (no model in older ones)."""
+    head, _, agent_id = text.partition(" ")
+    started, _, model = head.partition(",")
+    return Lease(request_id, agent_id, int(started), unquote(model))
 
 
 def _number(value: float | None) -> str:
@@ -1109,13 +1230,14 @@ def _decode_agent(text: str) -> Agent:
 
 
 #: Fields in a load record (``decode_stats`` in the scripts); older records have fewer.
-_RECORD_FIELDS = 21
+_RECORD_FIELDS = 22
 
 
 def _decode_record(text: str) -> _Record:
-    """A load record (``encode_stats`` in the scripts); fields it lacks read as 0."""
+    """A load record (``encode_stats`` in the scripts); fields it lacks read as none (0)."""
     fields = text.split(" ")
-    fields += ["0"] * (_RECORD_FIELDS - len(fields))
+    if len(fields) < _RECORD_FIELDS:
+        fields += ["0"] * (_RECORD_FIELDS - 1 - len(fields)) + ["-"]
     (
         active,
         avg,
@@ -1138,6 +1260,7 @@ def _decode_record(text: str) -> _Record:
         cap_mark,
         ev,
         slots,
+        model_cost,
     ) = fields[:_RECORD_FIELDS]
     return _Record(
         AgentStats(
@@ -1159,6 +1282,7 @@ def _decode_record(text: str) -> _Record:
             cap_busy_ms=float(cap_busy),
             cap_mark_ms=float(cap_mark),
             slots=max(int(slots), 1),
+            **_decode_model_cost(model_cost),
         ),
         int(born),
         int(ev),

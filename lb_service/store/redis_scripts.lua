@@ -55,7 +55,9 @@ local K = {
   bindings = PREFIX .. 'bindings',
   -- sorted set: session id -> when its binding was last used (unix ms), for expiry.
   used = PREFIX .. 'used',
-  -- hash: request id -> "<started_at_ms> <agent id>" for every open lease.
+  -- hash: request id -> "<started_at_ms>[,<model>] <agent id>" for every open lease:
+  -- the model its request asked for (percent-encoded by redis.py, so it holds no space
+  -- or comma; left out when none, as in records written before it existed).
   leases = PREFIX .. 'leases',
   -- sorted set: request id -> its number n: open leases in the order they started.
   lease_order = PREFIX .. 'lease_order',
@@ -148,8 +150,10 @@ end
 -- forget_idle), born (see counters), busy_total_ms, activity_at_ms, completions,
 -- cap_done, cap_busy_ms, cap_mark_ms, ev (the estimate version: write_estimates
 -- increments it, bookkeeping leaves it), slots (capacity.parallel_slots, stamped by
--- put_agent; 1 when unknown). "-" is a latency not measured yet (None).
--- Fields added later go last, and a record written before them reads them as 0.
+-- put_agent; 1 when unknown), mc (the model-cost figures, lb_service.model_cost: one
+-- token only redis.py reads and writes, "-" when none). "-" is a latency not measured
+-- yet (None). Fields added later go last, and a record written before them reads them
+-- as 0 (mc as "-").
 local function decode_stats(raw)
   if not raw then return nil end
   local f = {}
@@ -169,6 +173,7 @@ local function decode_stats(raw)
     times_ejected = num(10), joined = num(11), seen = num(12), born = num(13),
     busy = num(14), activity_at = num(15), completions = num(16), cap_done = num(17),
     cap_busy = num(18), cap_mark = num(19), ev = num(20), slots = math.max(num(21), 1),
+    mc = f[22] or '-',
   }
 end
 
@@ -178,7 +183,7 @@ local function encode_stats(s)
     int(s.cost_at), int(s.consec), int(s.ejected_until), int(s.times_ejected),
     int(s.joined), int(s.seen), int(s.born), float(s.busy), int(s.activity_at),
     int(s.completions), float(s.cap_done), float(s.cap_busy), float(s.cap_mark), int(s.ev),
-    int(s.slots),
+    int(s.slots), s.mc,
   }, ' ')
 end
 
@@ -193,7 +198,7 @@ local function new_stats()
     consec = 0, ejected_until = 0, times_ejected = 0, joined = 0, seen = 0,
     born = redis.call('HINCRBY', K.counters, 'born', 1),
     busy = 0, activity_at = 0, completions = 0, cap_done = 0, cap_busy = 0, cap_mark = 0,
-    ev = 0, slots = 1,
+    ev = 0, slots = 1, mc = '-',
   }
 end
 
@@ -225,9 +230,10 @@ local function book_close(s, now)
 end
 
 -- Write estimates Python computed (feedback.fold_end, fold_expiry) into record s: the
--- fields string holds redis.py ESTIMATES in order, then last_request_at_ms as the
--- record showed it, which is replaced only if still so (a lease opened since keeps its
--- time, as if it came after this end). Moves the estimate version.
+-- fields string holds redis.py ESTIMATES in order (the model-cost figures as one
+-- token, mc), then last_request_at_ms as the record showed it; last_request_at_ms is
+-- replaced only if still so (a lease opened since keeps its time, as if it came after
+-- this end). Moves the estimate version.
 local function apply_estimates(s, fields)
   local e = {}
   for part in string.gmatch(fields, '%S+') do e[#e + 1] = part end
@@ -240,7 +246,8 @@ local function apply_estimates(s, fields)
   s.ejected_until, s.times_ejected = tonumber(e[6]), tonumber(e[7])
   s.completions, s.cap_done, s.cap_busy, s.cap_mark =
     tonumber(e[8]), tonumber(e[9]), tonumber(e[10]), tonumber(e[11])
-  if s.last == tonumber(e[13]) then s.last = tonumber(e[12]) end
+  s.mc = e[12]
+  if s.last == tonumber(e[14]) then s.last = tonumber(e[13]) end
   s.ev = s.ev + 1
 end
 
@@ -278,10 +285,13 @@ local function issue(epoch_candidate)
   return redis.call('GET', K.epoch) .. '-' .. int(n), n
 end
 
--- Open a lease on the agent whose record s is (saved by the caller).
-local function open_lease(epoch_candidate, agent_id, now, s)
+-- Open a lease on the agent whose record s is (saved by the caller), for a request
+-- asking for model (as redis.py encodes it; "" = none).
+local function open_lease(epoch_candidate, agent_id, now, s, model)
   local request_id, n = issue(epoch_candidate)
-  redis.call('HSET', K.leases, request_id, int(now) .. ' ' .. agent_id)
+  local started = int(now)
+  if model ~= '' then started = started .. ',' .. model end
+  redis.call('HSET', K.leases, request_id, started .. ' ' .. agent_id)
   redis.call('ZADD', K.lease_order, n, request_id)
   redis.call('ZADD', agent_leases_key(agent_id), n, request_id)
   book_open(s, now)
@@ -289,9 +299,11 @@ local function open_lease(epoch_candidate, agent_id, now, s)
   return request_id
 end
 
+-- A lease record's start time, agent id and model ("" when none, as in records
+-- written before the model was kept).
 local function parse_lease(raw)
-  local started, agent_id = string.match(raw, '^(%-?%d+) (.*)$')
-  return tonumber(started), agent_id
+  local started, model, agent_id = string.match(raw, '^(%-?%d+),?([^ ]*) (.*)$')
+  return tonumber(started), agent_id, model
 end
 
 -- Remove an open lease (its bookkeeping is the caller's: book_close).
@@ -476,15 +488,17 @@ return {previous, bump_version()}
 -- Record a selection, re-ranking its contenders on the loads as they are now.
 -- ARGV: prefix, epoch candidate, agent id, now, acquire (1/0), session id, bind (1/0),
 -- fresh_since_ms, the binding this replica's snapshot showed (agent id, last used; ""
--- when none), max_leases, max_sessions (0 = no limit), then the contenders as (id,
--- max_connections, tier, per_request, offset, floor) sextuples (store.base.Contender;
--- none: commit the agent id as it is). Returns 'max_leases' or 'max_sessions' when the
+-- when none), max_leases, max_sessions (0 = no limit), the model the lease is for (as
+-- open_lease keeps it; "" = none), then the contenders as (id, max_connections, tier,
+-- per_request, offset, floor) sextuples (store.base.Contender; none: commit the agent
+-- id as it is). Returns 'max_leases' or 'max_sessions' when the
 -- pick would go past that limit, false when every contender is at max_connections
 -- (nothing recorded either way), else {agent id, request id or "", sticky 1/0, version}.
 local agent_id, now = ARGV[3], tonumber(ARGV[4])
 local acquire, session_id, bind = ARGV[5] == '1', ARGV[6], ARGV[7] == '1'
 local fresh_since, seen_agent, seen_used = tonumber(ARGV[8]), ARGV[9], ARGV[10]
 local max_leases, max_sessions = tonumber(ARGV[11]), tonumber(ARGV[12])
+local model = ARGV[13]
 local sticky = 0
 local bound = false
 if session_id ~= '' then bound = redis.call('HGET', K.bindings, session_id) end
@@ -503,7 +517,7 @@ if bind and bound then
   end
 end
 
-if not decided and #ARGV >= 18 then
+if not decided and #ARGV >= 19 then
   -- The one generic comparison (strategies.base.LoadRank, computed by the strategy):
   -- each contender with room ranks (tier, max(floor, per_request * (active + 1) +
   -- offset)) on its active count now, compared lexicographically; the lowest wins and
@@ -511,7 +525,7 @@ if not decided and #ARGV >= 18 then
   -- as strategies.base.rotate_lowest.
   local best1, best2 = nil, nil
   local ties = {}
-  for i = 13, #ARGV, 6 do
+  for i = 14, #ARGV, 6 do
     local id, limit = ARGV[i], tonumber(ARGV[i + 1])
     local s = load_stats(id)
     local active = 0
@@ -559,13 +573,14 @@ if session_id ~= '' and (bind or bound == agent_id) then
   redis.call('ZADD', K.used, now, session_id)
 end
 local request_id = ''
-if acquire then request_id = open_lease(ARGV[2], agent_id, now, s) end
+if acquire then request_id = open_lease(ARGV[2], agent_id, now, s, model) end
 save_stats(agent_id, s)
 return {agent_id, request_id, sticky, bump_version(), encode_stats(s)}
 
 --- script: open_lease
 -- Record a request start. ARGV: prefix, epoch candidate, agent id, now, max_leases (0 =
--- no limit), only_known (1/0). Returns 'unknown-agent' with only_known when the id is
+-- no limit), only_known (1/0), the model the request asks for (as redis.py encodes it;
+-- "" = none). Returns 'unknown-agent' with only_known when the id is
 -- neither registered nor holds a load record, 'max_leases' when that many leases are
 -- open (nothing recorded either way), else {request id, version, the agent's record}.
 local agent_id, now = ARGV[3], tonumber(ARGV[4])
@@ -575,7 +590,7 @@ if max_leases > 0 and redis.call('HLEN', K.leases) >= max_leases then
   return 'max_leases'
 end
 local s = load_stats(agent_id) or new_stats()
-local request_id = open_lease(ARGV[2], agent_id, now, s)
+local request_id = open_lease(ARGV[2], agent_id, now, s, ARGV[7])
 save_stats(agent_id, s)
 return {request_id, bump_version(), encode_stats(s)}
 
@@ -587,33 +602,41 @@ return {request_id, bump_version(), encode_stats(s)}
 -- (1/0: without a request id, an agent neither registered nor holding a load record is
 -- "unknown-agent"). Returns {outcome, lease's agent id, version or false, then for
 -- "closed" and "no-open-lease" (the only outcomes that change anything): the agent id,
--- the record, ejected_count, population, and 'written' or false}; outcomes as
--- EndOutcome's values.
+-- the record, ejected_count, population, 'written' or false, and the request id and
+-- model of the lease closed ("" when none; the model as open_lease keeps it)};
+-- outcomes as EndOutcome's values.
 -- The end's estimates in the same step, when the replica guessed them right: ARGV[7..]
 -- are the estimate version and booked busy_total_ms the replica folded from, the
 -- ejected_count and population it folded with, whether it expected a lease to close
--- (1/0), the estimate fields (as write_estimates) and the ejected_until_ms to record
--- ("" = none), or ARGV[7] = "" for no guess. Those are every input of Python's fold
--- (feedback.fold_end reads the estimates, which only write_estimates changes, and of the
--- bookkeeping only busy_total_ms); with last_request_at_ms also as the replica saw it
--- (the fields' last value), the figures are the ones the second step would write: they are written now, and the record returned is the
--- record as written ('written'). Otherwise the record returned is as booked (false),
--- for the second step.
+-- (1/0), the estimate fields (as write_estimates), the ejected_until_ms to record
+-- ("" = none) and the model of the lease it expected to close ("" = none), or ARGV[7] =
+-- "" for no guess. Those are every input of Python's fold (feedback.fold_end reads the
+-- estimates, which only write_estimates changes, of the bookkeeping only busy_total_ms,
+-- and the lease's model); with last_request_at_ms also as the replica saw it (the
+-- fields' last value), the figures are the ones the second step would write: they are
+-- written now, and the record returned is the record as written ('written').
+-- Otherwise the record returned is as booked (false), for the second step.
 local request_id, agent_id = ARGV[2], ARGV[3]
 local latency, now = tonumber(ARGV[4]), tonumber(ARGV[5])
+local model = ''
 if request_id ~= '' then
   local raw = redis.call('HGET', K.leases, request_id)
   if not raw then
     if was_issued(request_id) then return {'already-ended', '', false} end
     return {'unknown-request', '', false}
   end
-  local _, owner = parse_lease(raw)
+  local _, owner, leased = parse_lease(raw)
   if agent_id ~= '' and agent_id ~= owner then return {'wrong-agent', owner, false} end
-  agent_id = owner
+  agent_id, model = owner, leased
 else
   if ARGV[6] == '1' and not known(agent_id) then return {'unknown-agent', '', false} end
   local oldest = redis.call('ZRANGE', agent_leases_key(agent_id), 0, 0)
   request_id = oldest[1] or ''
+  local raw = request_id ~= '' and redis.call('HGET', K.leases, request_id)
+  if raw then
+    local _, _, leased = parse_lease(raw)
+    model = leased
+  end
 end
 -- Counted before a new record is added, as the memory store counts.
 local share_of = population(agent_id)
@@ -627,7 +650,7 @@ local ejected = ejected_count(now)
 local written = false
 if ARGV[7] ~= '' and tonumber(ARGV[7]) == s.ev and tonumber(ARGV[8]) == s.busy
     and tonumber(ARGV[9]) == ejected and tonumber(ARGV[10]) == share_of
-    and (ARGV[11] == '1') == (request_id ~= '')
+    and (ARGV[11] == '1') == (request_id ~= '') and ARGV[14] == model
     and tonumber(string.match(ARGV[12], '(%S+)$')) == s.last then
   apply_estimates(s, ARGV[12])
   if ARGV[13] ~= '' then redis.call('HSET', K.ejections, agent_id, ARGV[13]) end
@@ -639,15 +662,18 @@ redis.call('HSET', K.counters, 'latency_sum', float(sum))
 redis.call('HINCRBY', K.counters, 'samples', 1)
 local outcome = 'no-open-lease'
 if request_id ~= '' then outcome = 'closed' end
-return {outcome, '', bump_version(), agent_id, encode_stats(s), ejected, share_of, written}
+return {
+  outcome, '', bump_version(), agent_id, encode_stats(s), ejected, share_of, written,
+  request_id, model,
+}
 
 --- script: expire_leases
 -- The first step of expiring leases: close every lease started before the cutoff, in
 -- start order, stopping at the first later one (bookkeeping only). Atomic, so
 -- replicas sweeping at once close each lease once. The estimates are Python's
 -- (feedback.fold_expiry), written back by write_estimates. ARGV: prefix, cutoff, now.
--- Returns {version or false, then request id, agent id, started_at and the agent's
--- record as booked right after closing it, per lease}.
+-- Returns {version or false, then request id, agent id, started_at, model (as open_lease
+-- keeps it) and the agent's record as booked right after closing it, per lease}.
 local cutoff, now = tonumber(ARGV[2]), tonumber(ARGV[3])
 local out = {false}
 local done = false
@@ -659,7 +685,7 @@ while not done do
     if not raw then
       redis.call('ZREM', K.lease_order, request_id) -- cannot happen; never loop on it
     else
-      local started, agent_id = parse_lease(raw)
+      local started, agent_id, model = parse_lease(raw)
       if started >= cutoff then
         done = true
         break
@@ -671,6 +697,7 @@ while not done do
       out[#out + 1] = request_id
       out[#out + 1] = agent_id
       out[#out + 1] = started
+      out[#out + 1] = model
       out[#out + 1] = encode_stats(s)
     end
   end

@@ -7,6 +7,7 @@ import shlex
 import pytest
 
 from tests.cli.conftest import Cli
+from tests.client.serving import ThreadServer
 
 
 @pytest.fixture
@@ -39,6 +40,15 @@ def test_start_prints_the_request_id_alone_and_how_to_end_it(fleet: Cli) -> None
         "end", request_id, "--agent", "gpu-1", "--latency-ms", "MS", "--target", fleet.target,
     ]  # fmt: skip
     assert _active(fleet, "gpu-1") == 1
+
+
+def test_start_model_opens_the_lease_for_that_model(fleet: Cli, server: ThreadServer) -> None:
+    """`start AGENT --model M` names the model: the server's lease keeps it (none without)."""
+    with_model = fleet("start", "cpu-1", "--model", "llama3.2:3b chat").out.strip()
+    without = fleet("start", "cpu-1").out.strip()
+    assert server.balancer is not None
+    leases = server.run(server.balancer._store.leases())  # only the store shows a lease's model
+    assert (leases[with_model].model, leases[without].model) == ("llama3.2:3b chat", "")
 
 
 def test_end_closes_the_lease_and_records_the_latency(fleet: Cli) -> None:

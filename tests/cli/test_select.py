@@ -27,9 +27,15 @@ def test_select_prints_the_pick(fleet: Cli) -> None:
 
 
 def test_select_json_with_session_and_acquire(fleet: Cli) -> None:
-    """--json prints the selection; --session binds, --acquire opens a lease."""
+    """--json prints the selection; --session binds, --acquire opens a lease.
+
+    The first request is started and ended in between, as a dispatcher reports it: a
+    pick left pending would count on the 1-slot CPU host and spill the second over.
+    """
     first = fleet("select", "--cpu", "--session", "s1", "--json").json()
     assert first["agent"]["id"] == "cpu-1"
+    request_id = fleet("start", "cpu-1").out.strip()
+    fleet("end", request_id, "--agent", "cpu-1", "--latency-ms", "50")
     assert (first["strategy"], first["sticky"], first["request_id"]) == (
         "least-connections",
         False,

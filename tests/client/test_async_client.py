@@ -39,6 +39,16 @@ async def _fail_inside(
         raise Boom
 
 
+async def test_start_names_the_model_its_lease_is_for(server: ThreadServer) -> None:
+    """start(model=...) sends the model, which the server's lease keeps."""
+    async with AsyncLoadBalancerClient(server.target) as client:
+        await client.register(CPU)
+        request_id = await client.start("cpu-1", model="llama3:8b")
+    assert server.balancer is not None
+    leases = server.run(server.balancer._store.leases())  # only the store shows a lease's model
+    assert leases[request_id].model == "llama3:8b"
+
+
 async def test_every_method_round_trips(server: ThreadServer) -> None:
     """Every unary method, from register to statistics, returns exact domain values."""
     async with AsyncLoadBalancerClient(server.target) as client:

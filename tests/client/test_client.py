@@ -69,8 +69,13 @@ def test_select_by_keywords(fleet: LoadBalancerClient) -> None:
 
 
 def test_select_by_task_with_session_is_sticky(fleet: LoadBalancerClient) -> None:
-    """A Task selects like keywords, and a session's second pick reports sticky=True."""
+    """A Task selects like keywords, and a session's second pick reports sticky=True.
+
+    The first request is started and ended in between, as a dispatcher reports it: a
+    pick left pending would count on the 1-slot CPU host and spill the second over.
+    """
     first = fleet.select(Task(model="llama3:8b", compute=Compute.CPU), session_id="chat-1")
+    fleet.end(fleet.start(first.agent.id), latency_ms=50.0)
     second = fleet.select(Task(model="llama3:8b"), session_id="chat-1")
     assert (first.agent, first.sticky) == (CPU, False)
     assert (second.agent, second.sticky) == (CPU, True)
@@ -104,6 +109,20 @@ def test_start_and_end_by_request_id(fleet: LoadBalancerClient) -> None:
     load = fleet.loads(["cpu-1"])[0]
     assert (load.active_connections, load.avg_latency_ms, load.total_requests) == (0, 40.0, 1)
     assert load.failed_requests == 0
+
+
+def test_start_names_the_model_its_lease_is_for(
+    server: ThreadServer, fleet: LoadBalancerClient
+) -> None:
+    """start(model=...) sends the model: the server's lease keeps it; too long a name is refused."""
+    request_id = fleet.start("cpu-1", model="llama3:8b")
+    assert server.balancer is not None
+    leases = server.run(server.balancer._store.leases())  # only the store shows a lease's model
+    assert leases[request_id].model == "llama3:8b"
+    with pytest.raises(ClientError) as refused:
+        fleet.start("cpu-1", model="m" * 1025)
+    assert refused.value.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert "model must be at most 1024 characters" in str(refused.value)
 
 
 def test_end_by_agent_marks_failure(fleet: LoadBalancerClient) -> None:

@@ -91,10 +91,18 @@ class SlowStore(MemoryStore):
         return await super().overview()
 
     async def open_lease(
-        self, agent_id: str, now_ms: int, max_leases: int = 0, *, only_known: bool = False
+        self,
+        agent_id: str,
+        now_ms: int,
+        max_leases: int = 0,
+        *,
+        only_known: bool = False,
+        model: str = "",
     ) -> str | Limit | UnknownAgent:
         await self._pause()
-        return await super().open_lease(agent_id, now_ms, max_leases, only_known=only_known)
+        return await super().open_lease(
+            agent_id, now_ms, max_leases, only_known=only_known, model=model
+        )
 
     async def end_request(self, end: RequestEnd) -> EndResult:
         await self._pause()

@@ -231,6 +231,23 @@ def test_record_request_start_returns_a_request_id(harness: Harness) -> None:
     assert harness.loads() == [load_pb("a", active=1, total=1, last_request_at_ms=START_MS)]
 
 
+def test_record_request_start_keeps_the_model_for_the_end_to_teach(harness: Harness) -> None:
+    """A start naming a model opens a lease for that model, whose end is learned as that model's."""
+    harness.register(agent_pb("a"))
+    model = "llama3.2:3b chat"
+
+    response = harness.ok(
+        "RecordRequestStart", pb.RecordRequestStartRequest(agent_id="a", model=model)
+    )
+    store = harness.balancer._store  # what only the store shows: the lease's model
+    [lease] = harness.loop.run(store.leases()).values()
+    end(harness, agent_id="a", request_id=response.request_id, latency_ms=300.0)
+
+    assert (lease.request_id, lease.model) == (response.request_id, model)
+    stats = harness.loop.run(store.stats())["a"]
+    assert stats.model_latency == ((model, math.log(300.0), 1, 1.0),)
+
+
 def test_record_request_end_closes_the_lease_once(harness: Harness) -> None:
     """RecordRequestEnd with a request_id closes the lease, records latency; a repeat is a no-op."""
     harness.register(agent_pb("a"))
@@ -558,6 +575,13 @@ REJECTIONS: dict[str, Rejection] = {
         "agent_id must not be empty",
         _INVALID,
     ),
+    "start-model-1025-characters": Rejection(
+        "RecordRequestStart",
+        pb.RecordRequestStartRequest(agent_id="a", model="m" * 1025),
+        INVALID,
+        "model must be at most 1024 characters, got 1025",
+        _INVALID,
+    ),
     "end-nan-latency": Rejection(
         _END,
         _end(agent_id="a", latency_ms=math.nan),
@@ -751,6 +775,7 @@ BAD_FIELDS = {
     "select-negative-min-vram": "task.min_vram_gb",
     "select-unknown-compute-7": "task.compute",
     "start-empty-id": "agent_id",
+    "start-model-1025-characters": "model",
     "end-nan-latency": "latency_ms",
     "end-inf-latency": "latency_ms",
     "end-negative-latency": "latency_ms",

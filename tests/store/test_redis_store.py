@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import math
 import random
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import fields, replace
@@ -30,6 +31,7 @@ from lb_service.store.base import (
     Committed,
     Configuration,
     Contender,
+    Lease,
     Pick,
     RequestEnd,
 )
@@ -42,7 +44,7 @@ from lb_service.store.feedback import (
     open_lease,
 )
 from lb_service.store.memory import MemoryStore
-from lb_service.store.redis import BOOKKEEPING, ESTIMATES, RedisStore
+from lb_service.store.redis import BOOKKEEPING, ESTIMATES, RedisStore, _OpenedHere
 from lb_service.strategies.base import Candidate, LoadRank, Rank, rotate_lowest
 from tests.factories import START_MS, agent
 from tests.redis_server import PrivateRedis, unique_prefix
@@ -401,6 +403,94 @@ async def test_records_written_before_the_capacity_fields_read_as_zero(
     )
     await started(store, "a", START_MS + 10)
     assert (await store.stats())["a"] == open_lease(stats, START_MS + 10)
+
+
+async def test_records_written_before_the_model_cost_field_read_as_none(
+    replica: Replica, raw: redis.asyncio.Redis
+) -> None:
+    """A record of the release before model cost (21 fields) reads with none, and learns on.
+
+    Bookkeeping carries the model-cost field through as it is; only an estimate write
+    changes it, and every record written since has the 22 fields.
+    """
+    store = replica()
+    await store.put_agent(agent("a"), START_MS)
+
+    async def fields() -> list[str]:
+        return str(await raw.hget(f"{store.prefix}:stats", "a")).split(" ")
+
+    current = await fields()
+    assert (len(current), current[-1]) == (22, "-")
+    await raw.hset(f"{store.prefix}:stats", "a", " ".join(current[:21]))
+    assert (await store.stats())["a"] == AgentStats(joined_ms=START_MS)
+    request_id = str(await store.open_lease("a", START_MS, model="m"))
+    assert (await fields())[21:] == ["-"]
+    await store.end_request(RequestEnd("a", request_id, 20.0, False, START_MS + 20, Feedback()))
+    learned = await fields()
+    assert (await store.stats())["a"].model_latency == (("m", math.log(20.0), 1, 1.0),)
+    await started(store, "a", START_MS + 30)
+    assert (await fields())[21] == learned[21] != "-"
+
+
+async def test_model_cost_figures_keep_any_model_name_in_one_field(replica: Replica) -> None:
+    """Model names with spaces, separators, percent signs and non-ASCII read back exactly."""
+    store, other = replica(), replica()
+    await store.put_agent(agent("a"), START_MS)
+    names = ["a b", "x,y;z", "100% -", "-", "模型:7b", "m\t\n"]
+    for n, name in enumerate(names * 3):
+        request_id = await store.open_lease("a", START_MS + n, model=name)
+        latency = 10.0 * (n + 1)
+        end = RequestEnd("a", str(request_id), latency, False, START_MS + n, Feedback())
+        await store.end_request(end)
+    read = (await other.stats())["a"]
+    assert [entry[0] for entry in read.model_latency] == names
+    assert all(samples == 3 for _, _, samples, _ in read.model_latency)
+    assert read == (await store.stats())["a"]
+
+
+async def test_lease_records_keep_the_model_beside_the_start_time(
+    replica: Replica, raw: redis.asyncio.Redis
+) -> None:
+    """A lease with no model is stored as before (older records read); a model is percent-encoded.
+
+    Its field holds no space, so the agent id after it may hold anything, spaces too.
+    """
+    store = replica()
+    plain = await store.open_lease("a b", START_MS)
+    modelled = await store.open_lease("a b", START_MS + 1, model="x y,%")
+    stored = await raw.hgetall(f"{store.prefix}:leases")
+    assert stored == {plain: f"{START_MS} a b", modelled: f"{START_MS + 1},x%20y%2C%25 a b"}
+    assert list((await store.leases()).values()) == [
+        Lease(str(plain), "a b", START_MS),
+        Lease(str(modelled), "a b", START_MS + 1, "x y,%"),
+    ]
+
+
+def test_the_models_of_leases_opened_here_stay_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What an end guesses a lease's model from: oldest first, forgotten when idle or past LIMIT."""
+    monkeypatch.setattr(_OpenedHere, "LIMIT", 3)
+    opened = _OpenedHere()
+    opened.add("a", "r1", "m1")
+    opened.add("a", "r2", "m2")
+    opened.add("b", "r3", "")
+    assert [opened.model("a", ""), opened.model("a", "r2"), opened.model("a", "r9")] == [
+        "m1",
+        "m2",
+        "",
+    ]
+    opened.discard("a", "r1")
+    opened.discard("a", "r9")  # not held: nothing to forget
+    assert opened.model("a", "") == "m2"
+    opened.idle("a")
+    assert opened.model("a", "r2") == ""
+    opened.add("c", "r4", "m4")
+    opened.add("c", "r5", "m5")
+    opened.add("c", "r6", "m6")  # the fourth held: all forgotten, then this one kept
+    assert [opened.model("b", "r3"), opened.model("c", "r4"), opened.model("c", "")] == [
+        "",
+        "",
+        "m6",
+    ]
 
 
 async def test_an_agent_written_before_parallel_slots_reads_as_undeclared(

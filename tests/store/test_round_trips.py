@@ -21,6 +21,9 @@ RecordRequestEnd (agent_id, request_id)   2             1
 RecordRequestEnd (agent_id only)          3             1
 RecordRequestEnd, record moved elsewhere  2             2
 RecordRequestEnd (request_id only)        2             2
+RecordRequestStart with a model           -             1
+RecordRequestEnd of a model's lease       -             1
+RecordRequestEnd (agent_id only), model   -             1
 GetLoads                                  3             1
 GetStatistics                             3             1
 UpdateWeights                             3             1
@@ -42,10 +45,14 @@ the fold still holds. When another replica moved the record on meanwhile (ended 
 request on that agent), it is two as before: close and book, then fold and write back
 (compare-and-set); see the module docstring of ``lb_service.store.redis``. An end with
 a request_id and no agent_id is two as well (the replica does not guess whose lease it is).
+A lease keeps the model its request asked for, which its end folds into: the replica
+guesses it from the leases it opened (the script checks it), so those ends stay one; the
+end of a lease another replica opened for a model is two (the last test).
 """
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -72,6 +79,10 @@ TARGETS = {
     "RecordRequestEnd": 1,
     "RecordRequestEnd without request_id": 1,
     "RecordRequestEnd with request_id only": 2,
+    "RecordRequestStart with a model": 1,
+    "RecordRequestEnd of a model's lease": 1,
+    "RecordRequestStart with another model": 1,
+    "RecordRequestEnd without request_id of a model's lease": 1,
     "GetLoads": 1,
     "GetStatistics": 1,
     "UpdateWeights": 1,
@@ -178,6 +189,9 @@ def rpcs(pair: Replicas) -> Iterable[tuple[str, Callable[[], Awaitable[object]]]
         # Opened through the other replica (not counted): no agent_id to guess from.
         await lb.end("", 20.0, await pair.other.start("a"))
 
+    async def start_model(model: str) -> None:
+        leases.append(("b", await lb.start("b", model)))
+
     async def weights() -> None:
         assert (await lb.update_weights({"b": 2.0}))["b"] == 2.0
 
@@ -188,6 +202,10 @@ def rpcs(pair: Replicas) -> Iterable[tuple[str, Callable[[], Awaitable[object]]]
     yield "RecordRequestEnd", end
     yield "RecordRequestEnd without request_id", end_oldest
     yield "RecordRequestEnd with request_id only", end_by_request_id
+    yield "RecordRequestStart with a model", lambda: start_model("llama3.2:3b chat")
+    yield "RecordRequestEnd of a model's lease", end
+    yield "RecordRequestStart with another model", lambda: start_model("nomic-embed")
+    yield "RecordRequestEnd without request_id of a model's lease", end_oldest
     yield "GetLoads", lb.loads
     yield "GetStatistics", lb.statistics
     yield "UpdateWeights", weights
@@ -285,3 +303,33 @@ async def test_an_end_after_another_replica_moved_the_record_costs_two_and_lands
     redis_b = (await mine.loads(["b"]), (await replicas.measured._store.stats())["b"])
     memory_b = (await memory.loads(["b"]), (await memory._store.stats())["b"])
     assert redis_b == memory_b
+
+
+async def test_an_end_of_a_lease_another_replica_opened_for_a_model_costs_two(
+    replicas: Replicas,
+) -> None:
+    """A guess without the lease's model is refused in the script: two steps, the model learned.
+
+    The other replica opened the lease for a model; the measured replica's copy of the
+    record is current (it opened a lease since) but it cannot know that model, so its
+    one-step guess (no model) must not be written. The figures are a memory store's.
+    """
+    memory = LoadBalancer(MemoryStore(epoch=EPOCH), BASE_RULES, clock=replicas.clock)
+    for agent_id in ("a", "b"):
+        await memory.register(agent(agent_id))
+    mine, theirs = replicas.measured, replicas.other
+    replicas.clock.advance(1.0)
+    theirs_id, memory_id = await theirs.start("b", "chat"), await memory.start("b", "chat")
+    await mine.start("b")
+    await memory.start("b")
+    replicas.clock.advance(0.5)
+
+    async def end_theirs() -> None:
+        await mine.end("b", 40.0, theirs_id)
+
+    assert await replicas.count(end_theirs) == 2
+    await memory.end("b", 40.0, memory_id)
+    redis_b = (await mine.loads(["b"]), (await replicas.measured._store.stats())["b"])
+    memory_b = (await memory.loads(["b"]), (await memory._store.stats())["b"])
+    assert redis_b == memory_b
+    assert redis_b[1].model_latency == (("chat", math.log(40.0), 1, 1.0),)

@@ -208,3 +208,90 @@ async def test_same_sequence_same_decisions(
     assert sticky > 0
     assert expired > 0
     assert ejected > 0
+
+
+#: Model names as users write them: spaces, separators and percent signs included.
+EMBED = "nomic embed,v1.5"
+CHAT = "llama3.2:3b; chat 100%"
+#: Two agents with different model mixes (model, latency ms, requests): "cpu" answers
+#: mostly embeddings fast, so its average request is short, yet a chat request takes it
+#: seconds; "gpu" serves chat fast and embeddings slowly (another model holds its memory).
+MIXES: dict[str, tuple[tuple[str, float, int], ...]] = {
+    "cpu": ((EMBED, 80.0, 12), (CHAT, 1_500.0, 3)),
+    "gpu": ((CHAT, 400.0, 12), (EMBED, 600.0, 3)),
+}
+
+
+@pytest.mark.parametrize(
+    "strategy",
+    [StrategyName.LEAST_CONNECTIONS, StrategyName.LATENCY_BASED, StrategyName.CAPABILITY_MATCH],
+)
+async def test_model_costs_decide_alike(
+    redis_store: RedisStore, redis_url: str, redis_prefix: str, strategy: StrategyName
+) -> None:
+    """Agents learn each model's cost from ends alike in both stores, and picks per model agree.
+
+    Leases carry their model (started with one, or picked for a task's model), ends fold
+    into the lease's model (by request id, and the agent's oldest lease without one),
+    some reported through a second replica that did not open the lease. Then the task's
+    model decides: chat goes to "gpu", embeddings to "cpu" (a request naming no model
+    goes by the agents' usual mixes). If the Redis store lost a lease's model, its
+    figures and these picks would differ.
+    """
+    config = BalancerConfig()
+    runs = [Run(MemoryStore(epoch=EPOCH), config, 5), Run(redis_store, config, 5)]
+    other = RedisStore(redis_url, prefix=redis_prefix, epoch=EPOCH)
+    # Another replica over the same prefix: it did not open the leases it ends.
+    reporters = [runs[0].lb, LoadBalancer(other, config, clock=runs[1].clock)]
+    try:
+        for run in runs:
+            await run.lb.set_strategy(strategy)
+            for agent_id in MIXES:
+                await run.lb.register(agent(agent_id, models=(EMBED, CHAT), parallel_slots=1))
+        for number in range(12):
+            for agent_id, mix in MIXES.items():
+                due = [(model, latency) for model, latency, count in mix if number < count]
+                await _serve(runs, reporters, agent_id, due, by_id=number % 3 != 2)
+                await _same_state(runs, f"round {number}")
+        picked: dict[str, set[str]] = {}
+        for number in range(6):
+            for model in (CHAT, EMBED, ""):
+                answers = [await run.select(Task(model=model), "", True) for run in runs]
+                assert answers[1] == answers[0], f"pick {number} of {model!r}"
+                await _same_state(runs, f"pick {number} of {model!r}")
+                agent_id = str(answers[0][0])  # type: ignore[index]
+                picked.setdefault(model, set()).add(agent_id)
+                latency = {m: ms for m, ms, _ in MIXES[agent_id]}.get(model, 100.0)
+                for run, reporter in zip(runs, reporters, strict=True):
+                    run.clock.now_ms += 5
+                    held, request_id = run.leases.pop()
+                    await (reporter if number % 2 else run.lb).end(held, latency, request_id)
+                await _same_state(runs, f"end {number} of {model!r}")
+        # The model decided: one fleet, one load, a different agent per model.
+        assert (picked[CHAT], picked[EMBED]) == ({"gpu"}, {"cpu"})
+    finally:
+        await other.close()
+
+
+async def _serve(
+    runs: list[Run],
+    reporters: list[LoadBalancer],
+    agent_id: str,
+    due: list[tuple[str, float]],
+    *,
+    by_id: bool,
+) -> None:
+    """Start a request per (model, latency) on the agent, then end them in turn, oldest first."""
+    for run, reporter in zip(runs, reporters, strict=True):
+        held = [await run.lb.start(agent_id, model) for model, _ in due]
+        for n, ((_, latency), request_id) in enumerate(zip(due, held, strict=True)):
+            run.clock.now_ms += round(latency)
+            # Every other end through the other replica; the oldest lease when not by id.
+            lb = reporter if n % 2 else run.lb
+            await lb.end(agent_id, latency, request_id if by_id else "")
+
+
+async def _same_state(runs: list[Run], where: str) -> None:
+    """Both runs hold the same loads, records, counters, sessions, leases and ejections."""
+    memory, shared = [await run.state() for run in runs]
+    assert shared == memory, where

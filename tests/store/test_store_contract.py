@@ -15,6 +15,7 @@ from dataclasses import replace
 
 import pytest
 
+from lb_service import model_cost
 from lb_service.model import StrategyName
 from lb_service.store.base import (
     AgentStats,
@@ -563,6 +564,57 @@ async def test_end_without_id_closes_the_oldest_lease_of_that_agent(store: Store
     assert await store.end_request(ended("b", b_first)) == EndResult(
         EndOutcome.CLOSED, agent_id="b"
     )
+
+
+#: A model name as users write it: spaces, separators and a percent sign.
+MODEL = "llama3.2:3b; chat 100%"
+
+
+async def test_leases_keep_the_model_they_were_opened_for(store: Store) -> None:
+    """A lease keeps open_lease's model or an acquiring pick's, listed and expired with it."""
+    await put(store, "a")
+    chat = await store.open_lease("a", START_MS, model=MODEL)
+    embed = await lease(store, Pick("a", START_MS + 1, acquire=True, model="embed v1,2"))
+    plain = await started(store, "a", START_MS + 2)
+    assert isinstance(chat, str)
+    leases = [
+        Lease(chat, "a", START_MS, MODEL),
+        Lease(embed, "a", START_MS + 1, "embed v1,2"),
+        Lease(plain, "a", START_MS + 2),
+    ]
+    assert list((await store.leases()).values()) == leases
+    assert await store.expire_leases(START_MS + 3, START_MS + 3, FEEDBACK) == leases
+
+
+async def test_an_end_folds_into_the_model_of_the_lease_it_closes(store: Store) -> None:
+    """A success teaches the model its lease was opened for: by id, or the agent's oldest.
+
+    A failure teaches no model, nor does an end that closes no lease (it has none).
+    """
+    await put(store, "a")
+    embed = await lease(store, Pick("a", START_MS, acquire=True, model="embed"))
+    chat = await store.open_lease("a", START_MS + 1, model=MODEL)
+    failing = await store.open_lease("a", START_MS + 2, model="other")
+    assert isinstance(chat, str)
+    assert isinstance(failing, str)
+
+    await store.end_request(ended("a", chat, 400.0, now_ms=START_MS + 400))
+    await store.end_request(ended("a", "", 50.0, now_ms=START_MS + 401))  # closes `embed`
+    await store.end_request(ended("a", failing, 9.0, failed=True, now_ms=START_MS + 402))
+    await store.end_request(ended("a", "", 70.0, now_ms=START_MS + 403))  # no lease open
+
+    assert dict(await store.leases()) == {}
+    assert await store.end_request(ended("a", embed)) == EndResult(EndOutcome.ALREADY_ENDED)
+    taught = AgentStats()
+    for model, latency in ((MODEL, 400.0), ("embed", 50.0), ("", 70.0)):
+        taught = model_cost.observe(taught, model, latency)
+    stats = (await store.stats())["a"]
+    assert stats.model_latency == taught.model_latency
+    assert [(name, samples) for name, _, samples, _ in stats.model_latency] == [
+        (MODEL, 1),
+        ("embed", 1),
+        ("", 1),
+    ]
 
 
 async def test_later_samples_follow_the_moving_average(store: Store) -> None:

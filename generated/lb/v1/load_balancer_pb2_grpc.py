@@ -156,8 +156,8 @@ class LoadBalancerServicer:
 
     def RecordRequestStart(self, request, context):
         """RecordRequestStart records that a request went to an agent and opens a
-        lease for it. Errors: INVALID_ARGUMENT for an empty id, NOT_FOUND for an
-        agent the service has never seen.
+        lease for it. Errors: INVALID_ARGUMENT for an empty id or a model name too
+        long, NOT_FOUND for an agent the service has never seen.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -74,8 +74,8 @@ class LoadBalancerStub:
     """
     RecordRequestStart: _grpc.UnaryUnaryMultiCallable[_load_balancer_pb2.RecordRequestStartRequest, _load_balancer_pb2.RecordRequestStartResponse]
     """RecordRequestStart records that a request went to an agent and opens a
-    lease for it. Errors: INVALID_ARGUMENT for an empty id, NOT_FOUND for an
-    agent the service has never seen.
+    lease for it. Errors: INVALID_ARGUMENT for an empty id or a model name too
+    long, NOT_FOUND for an agent the service has never seen.
     """
     RecordRequestEnd: _grpc.UnaryUnaryMultiCallable[_load_balancer_pb2.RecordRequestEndRequest, _load_balancer_pb2.RecordRequestEndResponse]
     """RecordRequestEnd records that a request finished. With a request_id it
@@ -146,8 +146,8 @@ class LoadBalancerAsyncStub(LoadBalancerStub):
     """
     RecordRequestStart: _aio.UnaryUnaryMultiCallable[_load_balancer_pb2.RecordRequestStartRequest, _load_balancer_pb2.RecordRequestStartResponse]  # type: ignore[assignment]
     """RecordRequestStart records that a request went to an agent and opens a
-    lease for it. Errors: INVALID_ARGUMENT for an empty id, NOT_FOUND for an
-    agent the service has never seen.
+    lease for it. Errors: INVALID_ARGUMENT for an empty id or a model name too
+    long, NOT_FOUND for an agent the service has never seen.
     """
     RecordRequestEnd: _aio.UnaryUnaryMultiCallable[_load_balancer_pb2.RecordRequestEndRequest, _load_balancer_pb2.RecordRequestEndResponse]  # type: ignore[assignment]
     """RecordRequestEnd records that a request finished. With a request_id it
@@ -251,8 +251,8 @@ class LoadBalancerServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_load_balancer_pb2.RecordRequestStartResponse, _abc.Awaitable[_load_balancer_pb2.RecordRequestStartResponse]]:
         """RecordRequestStart records that a request went to an agent and opens a
-        lease for it. Errors: INVALID_ARGUMENT for an empty id, NOT_FOUND for an
-        agent the service has never seen.
+        lease for it. Errors: INVALID_ARGUMENT for an empty id or a model name too
+        long, NOT_FOUND for an agent the service has never seen.
         """
 
     @_abc_1.abstractmethod
