@@ -120,9 +120,14 @@ _OPTION_RULES: tuple[tuple[tuple[str, ...], str, Callable[[float], bool]], ...] 
         lambda v: _whole(v, 1),
     ),
     (
-        ("choice_count", "ejection_consecutive_failures"),
+        ("ejection_consecutive_failures",),
         "a whole number >= 0",
         lambda v: _whole(v, 0),
+    ),
+    (
+        ("choice_count",),
+        "None (each strategy's own) or a whole number >= 0",
+        lambda v: v is None or _whole(v, 0),
     ),
 )  # fmt: skip
 
@@ -156,10 +161,11 @@ class BalancerConfig:
     #: at most this many times its capacity share of the open requests (else the request
     #: spills over, keeping the binding); capability-match's "room" is the same bound.
     balance_factor: float = 2.0
-    #: Power of two choices: least-connections and latency-based compare this many
-    #: randomly drawn eligible agents and keep the best, so dispatchers acting on the
-    #: same picture do not all herd onto one "least loaded" agent. 0 compares them all.
-    choice_count: int = 2
+    #: Least-connections and latency-based compare this many eligible agents drawn in
+    #: proportion to capacity and keep the best (0: every one); None: each strategy's
+    #: own (``Strategy.default_choice_count``: least-connections every agent, which
+    #: pending picks keep exact when starts are reported late; latency-based two).
+    choice_count: int | None = None
     #: A pick made without ``acquire`` counts as a request on its agent for this long,
     #: or until a start is reported there (``lb_service.store.pending``); 0 = never.
     pick_hold_s: float = 1.0

@@ -98,6 +98,16 @@ _whole = _whole_from(1)
 _whole_or_zero = _whole_from(0)
 
 
+def _choice_count(value: object) -> int | None:
+    """``auto`` (None: each strategy's own), or a whole number >= 0."""
+    if value is None or (isinstance(value, str) and value.strip().lower() == "auto"):
+        return None
+    try:
+        return _whole_or_zero(value)
+    except ValueError:
+        raise ValueError(f"must be auto or a whole number >= 0, got {value!r}") from None
+
+
 def _fraction(value: object) -> float:
     number = _number(value)
     if not 0 < number <= 1:
@@ -190,9 +200,10 @@ OPTIONS: tuple[Option, ...] = (
            "expire a request never ended after this long, as failed", "SECONDS"),
     Option("latency_smoothing", "--latency-smoothing", _fraction, 0.3,
            "weight of a new latency sample in the moving average, in (0, 1]", "ALPHA"),
-    Option("choice_count", "--choice-count", _whole_or_zero, 2,
+    Option("choice_count", "--choice-count", _choice_count, None,
            "least-connections and latency-based compare this many eligible agents, drawn "
-           "in proportion to capacity (power of two choices); 0 compares all", "N"),
+           "in proportion to capacity (power of choices); 0 compares all; auto: each "
+           "strategy's own (least-connections all, latency-based 2)", "N|auto"),
     Option("pick_hold_s", "--pick-hold", _non_negative, 1.0,
            "a pick without acquire counts as a request on its agent this long, or until "
            "a start is reported there; 0 = not at all", "SECONDS"),

@@ -6,9 +6,11 @@ steps leave every member in, in registration order: the candidates a scan would 
 are exactly the pool's members. The remaining steps then read the pool instead of the
 candidates: the session's agent by its position, the stickiness bound from the pool's
 sums, and the strategy through ``choose_from_pool``, which builds candidates only for
-the members it compares (two, at the default ``choice_count``). So a decision costs
-O(log n) instead of O(n) for every strategy but capability-match, whose load bound
-compares every member, and a rule set to rank them all (``choice_count`` 0).
+the members it compares (two drawn by capacity, or for a full scan by expected time
+the one the pool's ``MinTree`` holds lowest). So a decision costs O(log n) instead of
+O(n) for every strategy but capability-match on a GPU task, whose load bound compares
+every member, and latency-based set to rank them all (``choice_count`` 0: its ranks
+fade with time, so none can be kept).
 
 The answer, the candidates compared and the random numbers drawn are the scan's, bit
 for bit: the pool keeps its capacities in the sum trees a scan builds
@@ -66,7 +68,7 @@ def decide(pool: Pool, inputs: DecisionInputs, task: Task, session_id: str) -> D
         (
             inputs.sequence,
             inputs.rng,
-            inputs.choice_count,
+            inputs.choice_count_for(strategy),
             peak_ewma,
             inputs.balance_factor,
             trees.scale,

@@ -36,7 +36,7 @@ from lb_service.errors import NoEligibleAgent
 from lb_service.model import Agent, StrategyName, Task
 from lb_service.requirements import eligible, meets
 from lb_service.store.base import AgentStats, Binding
-from lb_service.strategies import STRATEGIES, Candidate, PickContext
+from lb_service.strategies import STRATEGIES, Candidate, PickContext, Strategy
 from lb_service.strategies.sampling import capacity_trees
 
 if TYPE_CHECKING:
@@ -57,7 +57,8 @@ class DecisionInputs(NamedTuple):
     sequence: int
     now_ms: int
     rng: random.Random
-    choice_count: int
+    #: None: the strategy's own (``Strategy.default_choice_count``).
+    choice_count: int | None
     peak_ewma: bool
     balance_factor: float
     #: The session's live binding (already checked against the session TTL), if any.
@@ -69,6 +70,11 @@ class DecisionInputs(NamedTuple):
     pool: PoolLookup | None = None
     #: Time constant of the peak-EWMA estimate's decay (latency-based).
     decay_ms: float = 10_000.0
+
+    def choice_count_for(self, strategy: Strategy) -> int:
+        """The candidates ``strategy`` compares: as configured, else its own default."""
+        count = self.choice_count
+        return strategy.default_choice_count if count is None else count
 
 
 def decide(inputs: DecisionInputs, task: Task, session_id: str) -> Decision | Refusal:
@@ -105,7 +111,7 @@ def decide(inputs: DecisionInputs, task: Task, session_id: str) -> Decision | Re
     ctx = PickContext(
         inputs.sequence,
         inputs.rng,
-        inputs.choice_count,
+        inputs.choice_count_for(strategy),
         peak_ewma,
         inputs.balance_factor,
         scale,

@@ -24,13 +24,15 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Mapping, Sequence
+from typing import overload
 
 from lb_service.capacity import EXPLORE_LIMIT, hardware_capacity, learned_capacity, scale_of
+from lb_service.mintree import MinTree
 from lb_service.model import Agent, Task
 from lb_service.model_cost import service_factor
 from lb_service.requirements import meets
 from lb_service.store.base import AgentStats
-from lb_service.strategies.base import Candidate
+from lb_service.strategies.base import Candidate, LoadRank, Ranked, expected_time_rank
 from lb_service.strategies.sampling import CapacityTrees
 from lb_service.sumtree import SumTree
 
@@ -132,6 +134,10 @@ class Pool:
         # Every member as a candidate, per latency figure, while in use: kept up to date
         # as loads change, dropped when the scale does.
         self._candidates: dict[bool, list[Candidate]] = {}
+        # Every member's expected time for a new request (strategies.base.
+        # expected_time_rank), built on the first full scan asked for; kept up to date
+        # as loads change, dropped when the scale moves an untrusted member's capacity.
+        self._times: MinTree | None = None
 
     def __len__(self) -> int:
         """The number of members."""
@@ -181,6 +187,18 @@ class Pool:
             ]
         return tuple(built)
 
+    def least_expected_time(self, sequence: int) -> tuple[Candidate, Ranked]:
+        """The member a full scan by expected time picks (ties in turn), and every member ranked.
+
+        O(log n) once the ranks are kept (``MinTree``); the ranked members are built
+        only if read (a shared store's commit reads them; the index is the memory
+        store's).
+        """
+        times = self._times
+        if times is None:
+            times = self._times = MinTree(self._time(n) for n in range(len(self.agents)))
+        return self.candidate(times.pick(sequence), False), _EveryMember(self)
+
     def weight_bounds(self) -> tuple[tuple[int, ...], list[float]]:
         """The positions of the members weighing more than 0, and their running weight sum."""
         if self._bounds is None:
@@ -217,10 +235,49 @@ class Pool:
         else:
             for peak_ewma, built in self._candidates.items():
                 built[position] = self.candidate(position, peak_ewma)
+        if self._times is not None:
+            if figure != was and self.trusted < len(self.agents):
+                self._times = None  # the scale moved every untrusted member's time
+            else:
+                self._times[position] = self._time(position)
+
+    def _time(self, position: int) -> float:
+        """The member's expected time for a new request, as a full scan ranks it."""
+        candidate = self.candidate(position, False)
+        return expected_time_rank(candidate).at(candidate.active)[1]
 
     def _capacity_trees(self) -> CapacityTrees:
         scale = scale_of(self._learned_tree.total, self._trusted_guesses.total)
         return CapacityTrees(self._learned_tree, self._untrusted_guesses, scale)
+
+
+class _EveryMember(Sequence[tuple[Candidate, LoadRank]]):
+    """Every member of a pool with its expected-time rank, built when read."""
+
+    __slots__ = ("_pool",)
+
+    def __init__(self, pool: Pool) -> None:
+        self._pool = pool
+
+    def __len__(self) -> int:
+        return len(self._pool)
+
+    @overload
+    def __getitem__(self, index: int) -> tuple[Candidate, LoadRank]: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[tuple[Candidate, LoadRank]]: ...
+    def __getitem__(
+        self, index: int | slice
+    ) -> tuple[Candidate, LoadRank] | Sequence[tuple[Candidate, LoadRank]]:
+        if isinstance(index, slice):
+            return [self[n] for n in range(len(self))[index]]
+        candidate = self._pool.candidate(range(len(self))[index], False)
+        return candidate, expected_time_rank(candidate)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]  # equal to lists, so unhashable like them
 
 
 def _full(limit: int, record: AgentStats) -> bool:

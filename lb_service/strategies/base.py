@@ -137,6 +137,14 @@ class IndexedPool(Protocol):
         """The members' capacities as sum trees, for draws in proportion to capacity."""
         ...
 
+    def least_expected_time(self, sequence: int) -> tuple[Candidate, Ranked]:
+        """The member with the shortest ``expected_time_rank`` (ties in turn by ``sequence``).
+
+        What ``lowest_by_load`` over every member by that rank picks, and every member
+        ranked; the index keeps the ranks so this is O(log n).
+        """
+        ...
+
     def weight_bounds(self) -> tuple[Sequence[int], Sequence[float]]:
         """The positions of the members weighing more than 0, and their running weight sum."""
         ...
@@ -153,6 +161,9 @@ class Strategy(Protocol):
     """
 
     name: StrategyName
+    #: Candidates compared when the ``choice_count`` option is left to the strategy
+    #: (0: every one). Rules that do not sample ignore it.
+    default_choice_count: int
 
     def choose(
         self, candidates: Sequence[Candidate], task: Task, ctx: PickContext

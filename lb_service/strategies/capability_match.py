@@ -49,6 +49,8 @@ class CapabilityMatch:
     """
 
     name = StrategyName.CAPABILITY_MATCH
+    #: Every eligible agent within the bound.
+    default_choice_count = 0
 
     def choose(
         self, candidates: Sequence[Candidate], task: Task, ctx: PickContext

@@ -78,6 +78,8 @@ class LatencyBased:
     """
 
     name = StrategyName.LATENCY_BASED
+    #: Two drawn by capacity: latency estimates lag, and two choices do not herd on them.
+    default_choice_count = 2
 
     def choose(
         self, candidates: Sequence[Candidate], task: Task, ctx: PickContext

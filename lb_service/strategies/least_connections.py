@@ -30,6 +30,9 @@ class LeastConnections:
     """
 
     name = StrategyName.LEAST_CONNECTIONS
+    #: Every eligible agent: exact while loads are live (pending picks keep them so when
+    #: starts are reported late), O(log n) from the index.
+    default_choice_count = 0
 
     def choose(
         self, candidates: Sequence[Candidate], task: Task, ctx: PickContext
@@ -41,7 +44,13 @@ class LeastConnections:
     def choose_from_pool(
         self, pool: IndexedPool, task: Task, ctx: PickContext
     ) -> tuple[Candidate | None, Ranked]:
-        """``choose`` over the pool's members, drawing from its trees (O(log n) a draw)."""
+        """``choose`` over the pool's members in O(log n).
+
+        Drawn from its capacity trees, or, to compare them all, the least expected time
+        the pool keeps (``IndexedPool.least_expected_time``).
+        """
+        if ctx.choice_count <= 0 or len(pool) <= ctx.choice_count:
+            return pool.least_expected_time(ctx.sequence)
         drawn = sample_pool(pool, ctx)
         return lowest_by_load(drawn, _rank, ctx.sequence)
 

@@ -12,6 +12,8 @@ class RoundRobin:
     """Each decision takes the next agent in turn, so N picks over N agents hit each once."""
 
     name = StrategyName.ROUND_ROBIN
+    #: Not sampled.
+    default_choice_count = 0
 
     def choose(
         self, candidates: Sequence[Candidate], task: Task, ctx: PickContext

@@ -18,6 +18,8 @@ class Weighted:
     """
 
     name = StrategyName.WEIGHTED
+    #: Not sampled.
+    default_choice_count = 0
 
     def choose(
         self, candidates: Sequence[Candidate], task: Task, ctx: PickContext

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 from dataclasses import replace
 
 import pytest
 
 from lb_service.balancer import BalancerConfig, LoadBalancer
+from lb_service.decision.pipeline import DecisionInputs
 from lb_service.model import StrategyName
+from lb_service.strategies import STRATEGIES
 from tests.factories import BASE_RULES, FakeClock, agent, balancer
 
 LEAST = StrategyName.LEAST_CONNECTIONS
@@ -72,18 +75,31 @@ async def test_p2c_spreads_equal_agents_at_random() -> None:
     assert min(counts.values()) > 60
 
 
-async def test_p2c_is_the_default_for_least_connections() -> None:
-    """Out of the box least-connections compares two random agents (so it can skip the idlest).
+def _inputs(choice_count: int | None) -> DecisionInputs:
+    """Decision inputs with nothing in them but ``choice_count``."""
+    return DecisionInputs((), {}, {}, {}, LEAST, 0, 0, random.Random(0), choice_count, False, 2.0)
 
-    Without pending picks (``pick_hold_s=0``): held, 200 picks would fill the idlest.
+
+async def test_least_connections_compares_every_agent_by_default() -> None:
+    """Out of the box least-connections ranks every agent, so the idlest takes every pick.
+
+    Without pending picks (``pick_hold_s=0``), so the loads stay as set up.
     """
     lb = balancer(config=BalancerConfig(pick_hold_s=0))
     await fleet(lb, "a", "b", "c", "d")
     await load(lb, "b", 3)
     await load(lb, "c", 3)
     await load(lb, "d", 3)
-    counts = await picks(lb, 200)
-    assert 0 < counts["b"] + counts["c"] + counts["d"] < counts["a"]
+    assert await picks(lb, 50) == {"a": 50}
+
+
+def test_latency_based_draws_two_by_default_and_the_option_overrides_both() -> None:
+    """Left to the strategies, latency-based draws 2 and least-connections all; set, it rules."""
+    lc, lat = STRATEGIES[StrategyName.LEAST_CONNECTIONS], STRATEGIES[StrategyName.LATENCY_BASED]
+    assert BalancerConfig().choice_count is None
+    assert (lc.default_choice_count, lat.default_choice_count) == (0, 2)
+    assert _inputs(None).choice_count_for(lat) == 2
+    assert _inputs(3).choice_count_for(lc) == 3
 
 
 def peak(clock: FakeClock, **options: object) -> LoadBalancer:
@@ -242,7 +258,7 @@ async def test_slow_start_is_off_by_default() -> None:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"choice_count": -1}, "choice_count must be a whole number >= 0"),
+        ({"choice_count": -1}, r"choice_count must be None \(each strategy's own\) or a whole"),
         ({"ewma_decay_s": 0}, "ewma_decay_s must be a finite number > 0"),
         ({"failure_penalty_ms": -1}, "failure_penalty_ms must be a finite number >= 0"),
         ({"ejection_max_share": 0}, r"ejection_max_share must be in \(0, 1\]"),
