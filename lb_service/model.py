@@ -26,7 +26,7 @@ class Compute(enum.Enum):
 
 
 class Engine(enum.Enum):
-    """The serving software on an agent: says how the service probes it (unspecified: not probed)."""
+    """The serving software on an agent: how the service probes it (unspecified: not probed)."""
 
     UNSPECIFIED = ""
     OLLAMA = "ollama"
