@@ -13,9 +13,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from lb_service.emulate.ollama import BUSY_ERROR
 from lb_service.emulate.server import Emulator
-from lb_service.emulate.spec import Fault, parse
+from lb_service.emulate.spec import Fault
 from lb_service.health.probes import Prober
 from lb_service.model import Engine
+from tests.emulate.running import running_emulator
 
 FLEET = {
     "models": {
@@ -41,12 +42,8 @@ FLEET = {
 @pytest.fixture
 async def emulator() -> AsyncIterator[Emulator]:
     """The two-agent fleet served on loopback; stopped after the test."""
-    running = Emulator(parse(FLEET))
-    await running.start()
-    try:
+    async with running_emulator(FLEET) as running:
         yield running
-    finally:
-        await running.stop()
 
 
 @pytest.fixture
