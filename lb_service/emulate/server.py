@@ -195,7 +195,12 @@ async def _change_fault(request: web.Request) -> web.Response:
         return web.json_response({"error": f"no agent {agent_id!r}"}, status=404)
     except (ValueError, ScenarioError) as error:  # ScenarioError: a bad field
         return web.json_response({"error": str(error)}, status=400)
-    await emulator.set_fault(agent_id, fault)
+    try:
+        await emulator.set_fault(agent_id, fault)
+    except OSError as error:
+        # Its port was taken while it was dead: it stays dead, and the caller is told.
+        await emulator.set_fault(agent_id, Fault("dead"))
+        return web.json_response({"error": f"cannot reopen its port: {error}"}, status=409)
     found = next(s for s in emulator.status() if s["id"] == agent_id)
     return web.json_response(found)
 

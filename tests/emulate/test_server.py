@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -233,3 +234,42 @@ async def test_the_admin_endpoint_lists_agents(emulator: Emulator, http: httpx.A
         ("ol", "ollama", "ok"),
         ("vl", "vllm", "ok"),
     ]
+
+
+async def test_an_agent_whose_port_was_taken_stays_dead(
+    emulator: Emulator, http: httpx.AsyncClient
+) -> None:
+    """Reopening a dead agent whose port another socket took is 409, and the agent stays dead."""
+    await emulator.set_fault("ol", Fault("dead"))
+    port = next(a.port for a in emulator.agents() if a.id == "ol")
+    with socket.socket() as thief:
+        thief.bind(("127.0.0.1", port))
+        thief.listen()
+        answer = await http.post(
+            _admin(emulator, "/emulator/agents/ol/fault"), json={"fault": "ok"}
+        )
+    (status,) = [s for s in emulator.status() if s["id"] == "ol"]
+    assert answer.status_code == 409
+    assert "cannot reopen its port" in answer.json()["error"]
+    assert (status["fault"], status["listening"]) == ("dead", False)
+
+
+@pytest.mark.parametrize(
+    ("fault", "reason"),
+    [
+        ("failing", "probe: HTTP 500"),
+        ("dead", "probe: connection refused"),
+        ("hung", "probe: timeout after 0.3 s"),
+    ],
+)
+async def test_the_prober_sees_each_fault(emulator: Emulator, fault: str, reason: str) -> None:
+    """An emulated fault looks to the prober as the real one would, on both engines."""
+    ports = {a.id: a.port for a in emulator.agents()}
+    prober = Prober(timeout_s=0.3)
+    try:
+        for agent_id, engine in (("ol", Engine.OLLAMA), ("vl", Engine.VLLM)):
+            await emulator.set_fault(agent_id, Fault(fault))
+            result = await prober.probe(engine, "127.0.0.1", ports[agent_id])
+            assert (agent_id, result.ok, result.reason) == (agent_id, False, reason)
+    finally:
+        await prober.aclose()
