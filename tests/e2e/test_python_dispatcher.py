@@ -1,8 +1,9 @@
 """examples/dispatcher.py against a real lb-service server and real emulated agents.
 
 The server and the emulator run in the test's event loop on ephemeral loopback ports;
-the dispatcher is its own process, as a user runs it. Round robin over three agents
-makes the split exact: one agent is failing, so its leases must end failed.
+the dispatcher is its own process, as a user runs it. Round robin over four agents
+makes the split exact: one agent answers 500 and one is dead (its port refuses), so
+their leases must end failed.
 """
 
 from __future__ import annotations
@@ -29,14 +30,15 @@ FLEET = {
         {"id": "ollama", "models": ["m"], "speed": 1, "slots": 2},
         {"id": "vllm", "engine": "vllm", "models": ["m"], "speed": 1, "slots": 2},
         {"id": "broken", "models": ["m"], "speed": 1, "fault": "failing"},
+        {"id": "gone", "models": ["m"], "speed": 1, "fault": "dead"},
     ],
 }
-COUNT = 9
+COUNT = 12
 
 
 @pytest.fixture
 async def emulator() -> AsyncIterator[Emulator]:
-    """Three emulated agents (Ollama, vLLM, a failing Ollama); stopped after the test."""
+    """Four emulated agents (Ollama, vLLM, a failing and a dead Ollama); stopped after the test."""
     async with running_emulator(FLEET) as running:
         yield running
 
@@ -45,12 +47,12 @@ async def emulator() -> AsyncIterator[Emulator]:
 async def test_leases_end_with_latencies_and_failures(
     server: LoadBalancerServer, emulator: Emulator, tmp_path: Path, load: list[str]
 ) -> None:
-    """Closed or open loop, every lease ends: served ones with a latency, failing ones failed."""
+    """Closed or open loop, every lease ends: served ones with a latency, 5xx and refused failed."""
     agents_file = tmp_path / "agents.yaml"
     agents_file.write_text(agents_config(emulator.agents()))
     target = f"127.0.0.1:{server.port}"
     async with AsyncLoadBalancerClient(target) as lb:
-        # Round robin makes the split over the three agents exact.
+        # Round robin makes the split over the four agents exact.
         await lb.set_strategy(StrategyName.ROUND_ROBIN)
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -77,11 +79,13 @@ async def test_leases_end_with_latencies_and_failures(
     assert summary["requests"] == COUNT
     assert summary["by_agent"] == {
         "broken": {"ok": 0, "failed": 3},
+        "gone": {"ok": 0, "failed": 3},
         "ollama": {"ok": 3, "failed": 0},
         "vllm": {"ok": 3, "failed": 0},
     }
     assert {a: (x.total_requests, x.failed_requests) for a, x in loads.items()} == {
         "broken": (3, 3),
+        "gone": (3, 3),
         "ollama": (3, 0),
         "vllm": (3, 0),
     }
