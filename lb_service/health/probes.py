@@ -19,6 +19,7 @@ The whole probe, every request in it, is bounded by ``timeout_s``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import json
 import time
@@ -81,6 +82,11 @@ class Prober:
             follow_redirects=False, trust_env=False, timeout=httpx.Timeout(timeout_s)
         )
 
+    @property
+    def _timed_out(self) -> str:
+        # "1.0 s", not "1 s": the reason reads the same as the option it comes from.
+        return f"probe: timeout after {float(self.timeout_s)!r} s"
+
     async def aclose(self) -> None:
         """Close the HTTP client if the prober made it."""
         if self._owned:
@@ -99,17 +105,10 @@ class Prober:
             async with asyncio.timeout(self.timeout_s):
                 result = await self._by_engine(engine, host, port, path, full)
         except TimeoutError:
-            result = ProbeResult(False, f"probe: timeout after {self.timeout_s:g} s")
+            result = ProbeResult(False, self._timed_out)
         except _Failed as failure:
             result = ProbeResult(False, str(failure))
-        return ProbeResult(
-            result.ok,
-            result.reason,
-            time.monotonic() - started,
-            result.models,
-            result.loaded_models,
-            result.metrics,
-        )
+        return dataclasses.replace(result, duration_s=time.monotonic() - started)
 
     async def _by_engine(
         self, engine: Engine, host: str, port: int, path: str, full: bool
@@ -147,7 +146,7 @@ class Prober:
         except httpx.ConnectError as error:
             raise _Failed(_connect_reason(error)) from None
         except httpx.TimeoutException:
-            raise _Failed(f"probe: timeout after {self.timeout_s:g} s") from None
+            raise _Failed(self._timed_out) from None
         except httpx.InvalidURL:
             raise _Failed("probe: invalid agent address") from None
         except httpx.HTTPError as error:

@@ -115,6 +115,17 @@ async def test_an_agent_that_never_answers_times_out(prober: Prober) -> None:
     assert result.duration_s < 5  # bounded by the prober, not by the server
 
 
+async def test_the_default_timeout_is_named_as_the_option_writes_it() -> None:
+    """With the default 1 s timeout the reason says '1.0 s', as --probe-timeout reads."""
+    prober = Prober()
+    try:
+        async with serve({"/": silent()}) as port:
+            result = await prober.probe(Engine.HTTP, "127.0.0.1", port)
+    finally:
+        await prober.aclose()
+    assert (result.ok, result.reason) == (False, "probe: timeout after 1.0 s")
+
+
 async def test_a_slow_trickle_is_bounded_by_the_total_timeout(prober: Prober) -> None:
     """A body that arrives a byte at a time fails at the probe's total timeout."""
     async with serve({"/api/ps": trickle(0.05)}) as port:
