@@ -15,6 +15,7 @@ from lb_service import commands as client_commands
 from lb_service import config as cfg
 from lb_service.balancer import BalancerConfig, LoadBalancer
 from lb_service.declared import apply_declared, warn_restart_needed
+from lb_service.emulate import command as emulate_command
 from lb_service.errors import StoreUnavailable
 from lb_service.logs import configure_logging
 from lb_service.service.metrics import Metrics
@@ -112,6 +113,7 @@ def _parser() -> argparse.ArgumentParser:
     simulate_command.add_command(commands)
     simulate = commands.choices["simulate"]
     simulate.set_defaults(parser=simulate)
+    emulate_command.add_command(commands)
     return parser
 
 
@@ -126,10 +128,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if extra:
         command_parser.error(f"unrecognized arguments: {' '.join(extra)}")
     command = args.pop("command")
-    if command in {"serve", "simulate"}:
+    if command in {"serve", "simulate", "emulate"}:
         if "target" in args:
             command_parser.error(f"--target is for the client commands, not {command}")
         del args["parser"]
+        if command == "emulate":
+            return emulate_command.run(args)
         return _serve(args) if command == "serve" else simulate_command.run(args)
     return client_commands.run(args)
 

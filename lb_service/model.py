@@ -26,7 +26,7 @@ class Compute(enum.Enum):
 
 
 class Engine(enum.Enum):
-    """The serving software on an agent, which says how it is probed (unspecified: not probed)."""
+    """The serving software on an agent: how the service probes it (unspecified: not probed)."""
 
     UNSPECIFIED = ""
     OLLAMA = "ollama"

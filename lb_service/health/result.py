@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 
@@ -13,7 +14,9 @@ class ProbeResult:
     ``lb-service loads`` (``probe: connection refused``, ``probe: HTTP 503``,
     ``probe: timeout after 1.0 s``). ``models`` is what the agent says it can serve
     (Ollama's ``/api/tags``), ``loaded_models`` what it holds in memory now (Ollama's
-    ``/api/ps``); either is None when this probe did not learn it.
+    ``/api/ps``); either is None when this probe did not learn it. ``metrics`` holds the
+    load series an engine's ``/metrics`` reported (``vllm:num_requests_waiting``, ...,
+    see ``probes.LOAD_SERIES``), each summed over its labels; None when not asked.
     """
 
     ok: bool
@@ -21,3 +24,4 @@ class ProbeResult:
     duration_s: float = 0.0
     models: tuple[str, ...] | None = None
     loaded_models: tuple[str, ...] | None = None
+    metrics: Mapping[str, float] | None = None

@@ -20,18 +20,19 @@ default and simulate something other than what the user wrote.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from lb_service.balancer import BalancerConfig
 from lb_service.model import Agent, Compute, Hardware, StrategyName, Task
 from lb_service.requirements import meets
+
+# ScenarioError is re-exported: every caller reads scenarios through this module.
+from lb_service.simulate.document import Node, names, read_yaml, suggest
+from lb_service.simulate.document import ScenarioError as ScenarioError
 from lb_service.simulate.policies import DEFAULT_POLICIES, REFERENCES, PolicySpec
 from lb_service.validation import MAX_PARALLEL_SLOTS
 
@@ -42,15 +43,6 @@ _Z99 = 2.3263478740408408
 MAX_MIX = 12
 #: Most agents a scenario may define (after ``count`` expansion); keeps a run bounded.
 MAX_AGENTS = 2000
-
-
-class ScenarioError(ValueError):
-    """A scenario file is invalid; the message starts with the offending field's path."""
-
-    def __init__(self, field: str, message: str) -> None:
-        """Record which field is wrong and why."""
-        super().__init__(f"{field}: {message}" if field else message)
-        self.field = field
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,13 +185,13 @@ _FIXED_OPTIONS = frozenset({"max_candidates", "max_agents", "max_sessions", "max
 
 def load(path: Path) -> Scenario:
     """Read and validate a scenario file."""
-    document = _read_yaml(path, "")
+    document = read_yaml(path, "")
     return parse(document, path.parent)
 
 
 def parse(document: Any, base_dir: Path = Path()) -> Scenario:
     """Validate a document as YAML loads it; a ``cluster`` file path resolves from ``base_dir``."""
-    top = _Node(document, "")
+    top = Node(document, "")
     top.only(
         "name",
         "description",
@@ -222,7 +214,7 @@ def parse(document: Any, base_dir: Path = Path()) -> Scenario:
         raise ScenarioError(
             "warmup_s", f"must be less than duration_s ({duration:g}), got {warmup:g}"
         )
-    service = _models(top.child("models", required=True))
+    service = service_times(top.child("models", required=True))
     agents = _cluster(top.child("cluster", required=True), service, base_dir)
     workload = _workload(top.child("workload", required=True), agents)
     ids = {a.agent.id for a in agents}
@@ -294,7 +286,8 @@ def with_utilisation(scenario: Scenario, utilisation: float) -> Scenario:
 # --- sections ------------------------------------------------------------------------
 
 
-def _models(node: _Node) -> dict[str, ServiceTime]:
+def service_times(node: Node) -> dict[str, ServiceTime]:
+    """The ``models`` section: each model's service time on a speed-1.0 agent."""
     if not node.mapping():
         raise ScenarioError(node.path, "must name at least one model")
     found = {}
@@ -329,80 +322,105 @@ def default_speed(hardware: Hardware) -> float:
     return max(hardware.cpu_cores, 1) / 400
 
 
-def _cluster(
-    node: _Node, service: Mapping[str, ServiceTime], base_dir: Path
-) -> tuple[SimAgent, ...]:
+#: The keys of one entry of ``cluster``.
+CLUSTER_KEYS = (
+    "id",
+    "count",
+    "host",
+    "port",
+    "models",
+    "hardware",
+    "speed",
+    "slots",
+    "max_connections",
+    "parallel_slots",
+)
+
+
+def cluster_entries(node: Node, base_dir: Path) -> list[Node]:
+    """The entries of ``cluster``: its list, or the list in the file it names."""
     if isinstance(node.value, str):
         path = base_dir / node.value
-        node = _Node(_read_yaml(path, node.path), f"{node.path}({node.value})")
+        node = Node(read_yaml(path, node.path), f"{node.path}({node.value})")
     entries = node.items()
     if not entries:
         raise ScenarioError(node.path, "must list at least one agent")
+    return entries
+
+
+def _cluster(
+    node: Node, service: Mapping[str, ServiceTime], base_dir: Path
+) -> tuple[SimAgent, ...]:
     agents: list[SimAgent] = []
     seen: set[str] = set()
-    for entry in entries:
-        entry.only(
-            "id",
-            "count",
-            "host",
-            "port",
-            "models",
-            "hardware",
-            "speed",
-            "slots",
-            "max_connections",
-            "parallel_slots",
-        )
-        base_id = entry.string("id", None)
-        if not base_id:
-            raise ScenarioError(f"{entry.path}.id", "must not be empty")
-        count = entry.integer("count", 1, low=1)
-        models_node = entry.child("models", required=True)
-        models = tuple(m.text() for m in models_node.items())
-        for n, model in enumerate(models):
-            if model not in service:
-                raise ScenarioError(
-                    f"{models_node.path}[{n}]",
-                    f"model {model!r} is not defined under models ({_names(service)})",
-                )
-        hw = entry.child("hardware", default={})
-        hw.only("gpu", "vram_gb", "cpu_cores", "ram_gb")
-        hardware = Hardware(
-            gpu=hw.string("gpu", ""),
-            vram_gb=hw.number("vram_gb", 0.0, low=0),
-            cpu_cores=hw.integer("cpu_cores", 0, low=0),
-            ram_gb=hw.number("ram_gb", 0.0, low=0),
-        )
-        speed = entry.number("speed", default_speed(hardware), low=0, low_open=True)
-        # Ollama runs 4 requests at once by default when memory allows, 1 otherwise;
-        # a CPU-only host gains nothing from parallel slots.
-        slots = entry.integer("slots", 4 if hardware.has_gpu else 1, low=1)
-        max_connections = entry.integer("max_connections", 0, low=0)
-        # What the balancer is told, as max_connections; `slots` is what the agent does.
-        declared_slots = entry.integer("parallel_slots", 0, low=0, high=MAX_PARALLEL_SLOTS)
-        host = entry.string("host", "")
-        port = entry.integer("port", 11434, low=1, high=65535)
-        for n in range(count):
-            agent_id = base_id if count == 1 else f"{base_id}-{n + 1}"
-            if agent_id in seen:
-                raise ScenarioError(f"{entry.path}.id", f"agent id {agent_id!r} is used twice")
-            seen.add(agent_id)
-            agent = Agent(
-                id=agent_id,
-                host=host or f"{agent_id}.sim",
-                port=port,
-                models=models,
-                hardware=hardware,
-                max_connections=max_connections,
-                parallel_slots=declared_slots,
-            )
-            agents.append(SimAgent(agent, speed, slots))
+    for entry in cluster_entries(node, base_dir):
+        agents.extend(cluster_entry(entry, service, seen))
     if len(agents) > MAX_AGENTS:
         raise ScenarioError(node.path, f"{len(agents)} agents; at most {MAX_AGENTS} are supported")
     return tuple(agents)
 
 
-def _workload(node: _Node, agents: Sequence[SimAgent]) -> Workload:
+def cluster_entry(
+    entry: Node,
+    service: Mapping[str, ServiceTime],
+    seen: set[str],
+    extra_keys: Sequence[str] = (),
+) -> list[SimAgent]:
+    """The agents one ``cluster`` entry defines (``count`` of them); adds their ids to ``seen``.
+
+    ``extra_keys`` are further keys the caller reads from the entry itself (the emulator's
+    engine and faults); any other unknown key is an error.
+    """
+    entry.only(*CLUSTER_KEYS, *extra_keys)
+    agents: list[SimAgent] = []
+    base_id = entry.string("id", None)
+    if not base_id:
+        raise ScenarioError(f"{entry.path}.id", "must not be empty")
+    count = entry.integer("count", 1, low=1)
+    models_node = entry.child("models", required=True)
+    models = tuple(m.text() for m in models_node.items())
+    for n, model in enumerate(models):
+        if model not in service:
+            raise ScenarioError(
+                f"{models_node.path}[{n}]",
+                f"model {model!r} is not defined under models ({names(service)})",
+            )
+    hw = entry.child("hardware", default={})
+    hw.only("gpu", "vram_gb", "cpu_cores", "ram_gb")
+    hardware = Hardware(
+        gpu=hw.string("gpu", ""),
+        vram_gb=hw.number("vram_gb", 0.0, low=0),
+        cpu_cores=hw.integer("cpu_cores", 0, low=0),
+        ram_gb=hw.number("ram_gb", 0.0, low=0),
+    )
+    speed = entry.number("speed", default_speed(hardware), low=0, low_open=True)
+    # Ollama runs 4 requests at once by default when memory allows, 1 otherwise;
+    # a CPU-only host gains nothing from parallel slots.
+    slots = entry.integer("slots", 4 if hardware.has_gpu else 1, low=1)
+    max_connections = entry.integer("max_connections", 0, low=0)
+    # What the balancer is told, as max_connections; `slots` is what the agent does.
+    declared_slots = entry.integer("parallel_slots", 0, low=0, high=MAX_PARALLEL_SLOTS)
+    host = entry.string("host", "")
+    port = entry.integer("port", 11434, low=1, high=65535)
+    for n in range(count):
+        agent_id = base_id if count == 1 else f"{base_id}-{n + 1}"
+        if agent_id in seen:
+            raise ScenarioError(f"{entry.path}.id", f"agent id {agent_id!r} is used twice")
+        seen.add(agent_id)
+        agent = Agent(
+            id=agent_id,
+            host=host or f"{agent_id}.sim",
+            port=port,
+            models=models,
+            hardware=hardware,
+            max_connections=max_connections,
+            parallel_slots=declared_slots,
+        )
+        agents.append(SimAgent(agent, speed, slots))
+    return agents
+
+
+def _workload(node: Node, agents: Sequence[SimAgent]) -> Workload:
     node.only("utilisation", "rate_per_s", "mix", "sessions", "bursts", "dispatchers")
     if node.has("utilisation") == node.has("rate_per_s"):
         raise ScenarioError(node.path, "give exactly one of utilisation and rate_per_s")
@@ -480,7 +498,7 @@ def _workload(node: _Node, agents: Sequence[SimAgent]) -> Workload:
     )
 
 
-def _fault(node: _Node, ids: set[str]) -> Fault:
+def _fault(node: Node, ids: set[str]) -> Fault:
     node.only("agent", "kind", "at_s", "until_s", "factor", "fail_ms", "in_flight")
     agent_id = node.string("agent", None)
     if agent_id not in ids:
@@ -514,7 +532,7 @@ def _fault(node: _Node, ids: set[str]) -> Fault:
     )
 
 
-def _options(node: _Node) -> dict[str, Any]:
+def _options(node: Node) -> dict[str, Any]:
     """BalancerConfig options, checked against the balancer this lb-service was built with."""
     node.mapping()
     known = {f.name: f for f in dataclasses.fields(BalancerConfig)}
@@ -528,7 +546,7 @@ def _options(node: _Node) -> dict[str, Any]:
         if field is None:
             raise ScenarioError(
                 value.path,
-                f"not an option of this lb-service's balancer{_suggest(key, known)} "
+                f"not an option of this lb-service's balancer{suggest(key, known)} "
                 f"(options: {', '.join(sorted(set(known) - _FIXED_OPTIONS))})",
             )
         default = field.default
@@ -551,7 +569,7 @@ def _options(node: _Node) -> dict[str, Any]:
     return options
 
 
-def _policies(node: _Node) -> tuple[PolicySpec, ...]:
+def _policies(node: Node) -> tuple[PolicySpec, ...]:
     defaults = {p.name: p for p in DEFAULT_POLICIES}
     found: list[PolicySpec] = []
     for entry in node.items():
@@ -560,7 +578,7 @@ def _policies(node: _Node) -> tuple[PolicySpec, ...]:
             if spec is None:
                 raise ScenarioError(
                     entry.path,
-                    f"unknown policy {entry.value!r}{_suggest(entry.value, defaults)}; "
+                    f"unknown policy {entry.value!r}{suggest(entry.value, defaults)}; "
                     f"built-in: {', '.join(defaults)} (or define one with name and strategy)",
                 )
         else:
@@ -595,7 +613,7 @@ def _policies(node: _Node) -> tuple[PolicySpec, ...]:
     return tuple(found)
 
 
-def _target(node: _Node) -> TargetSpec:
+def _target(node: Node) -> TargetSpec:
     kind = node.string("kind", None)
     if kind not in TARGET_KINDS:
         raise ScenarioError(
@@ -670,136 +688,3 @@ def _check_targets(
                     )
             elif not any(f.kind == kind for f in faults):
                 raise ScenarioError(f"targets[{n}].kind", f"needs a {kind} fault in faults")
-
-
-# --- reading helpers -----------------------------------------------------------------
-
-
-def _read_yaml(path: Path, field: str) -> Any:
-    # The command already names the scenario file; a cluster file is named here.
-    subject = f"{path} " if field else ""
-    try:
-        text = path.read_text()
-    except OSError as error:
-        reason = error.strerror or str(error)
-        raise ScenarioError(field, f"{subject}cannot be read: {reason}") from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        problem = f"{path} is not valid YAML" if field else "not valid YAML"
-        raise ScenarioError(field, f"{problem}{where}") from None
-
-
-def _names(names: Mapping[str, Any]) -> str:
-    return ", ".join(names) or "none"
-
-
-def _suggest(word: str, choices: Mapping[str, Any] | Sequence[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-class _Node:
-    """One value of the document and its path, with typed, validating accessors.
-
-    A key that is missing or left empty (``key:`` with nothing after it) takes the
-    default, unchecked; a default of None makes the key required.
-    """
-
-    def __init__(self, value: Any, path: str) -> None:
-        self.value = value
-        self.path = path
-
-    def _at(self, key: str) -> str:
-        return f"{self.path}.{key}" if self.path else key
-
-    def mapping(self) -> Mapping[str, Any]:
-        if not isinstance(self.value, Mapping):
-            # The document itself has no path: say what it is instead.
-            where = self.path or "the scenario"
-            raise ScenarioError(where, f"must be a mapping, got {_kind(self.value)}")
-        return self.value
-
-    def has(self, key: str) -> bool:
-        return self.mapping().get(key) is not None
-
-    def only(self, *keys: str) -> None:
-        for key in self.mapping():
-            if key not in keys:
-                raise ScenarioError(
-                    self._at(str(key)),
-                    f"unknown field{_suggest(str(key), keys)}; expected one of {', '.join(keys)}",
-                )
-
-    def child(self, key: str, default: Any = None, required: bool = False) -> _Node:
-        if not self.has(key):
-            if required:
-                raise ScenarioError(self._at(key), "is required")
-            return _Node(default, self._at(key))
-        return _Node(self.mapping()[key], self._at(key))
-
-    def entries(self) -> list[tuple[str, _Node]]:
-        return [(str(k), _Node(v, self._at(str(k)))) for k, v in self.mapping().items()]
-
-    def items(self) -> list[_Node]:
-        if not isinstance(self.value, list):
-            raise ScenarioError(self.path, f"must be a list, got {_kind(self.value)}")
-        return [_Node(v, f"{self.path}[{n}]") for n, v in enumerate(self.value)]
-
-    def text(self) -> str:
-        if not isinstance(self.value, str):
-            raise ScenarioError(self.path, f"must be a string, got {_kind(self.value)}")
-        return self.value
-
-    def string(self, key: str, default: str | None) -> str:
-        if default is not None and not self.has(key):
-            return default
-        return self.child(key, required=True).text()
-
-    def number(
-        self,
-        key: str,
-        default: float | None,
-        low: float = -math.inf,
-        high: float = math.inf,
-        low_open: bool = False,
-    ) -> float:
-        if default is not None and not self.has(key):
-            return default
-        node = self.child(key, required=True)
-        value = node.value
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not math.isfinite(value)
-        ):
-            raise ScenarioError(node.path, f"must be a number, got {_kind(value)}")
-        if value < low or (low_open and value == low) or value > high:
-            bound = f"> {low:g}" if low_open else f">= {low:g}"
-            rule = bound if high == math.inf else f"{bound} and <= {high:g}"
-            raise ScenarioError(node.path, f"must be {rule}, got {value!r}")
-        return float(value)
-
-    def integer(self, key: str, default: int | None, low: int = 0, high: int | None = None) -> int:
-        if default is not None and not self.has(key):
-            return default
-        node = self.child(key, required=True)
-        value = node.value
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ScenarioError(node.path, f"must be a whole number, got {_kind(value)}")
-        if value < low or (high is not None and value > high):
-            rule = f">= {low}" if high is None else f"from {low} to {high}"
-            raise ScenarioError(node.path, f"must be {rule}, got {value!r}")
-        return value
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "nothing"
-    if isinstance(value, Mapping):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    return repr(value)

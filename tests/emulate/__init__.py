@@ -1,0 +1,1 @@
+"""Tests of the agent emulator: its file, its agents' behaviour, its HTTP APIs and its command."""

@@ -1,0 +1,1 @@
+"""Tests of agent health: the probes by engine."""

@@ -1,0 +1,104 @@
+"""Tiny loopback HTTP servers that answer each path with canned bytes, or misbehave.
+
+Raw asyncio, not a web framework: the misbehaviour (a body that never ends, a trickle,
+a redirect loop, garbage) is written to the socket exactly as a broken agent would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+
+#: Writes one answer to the connection.
+Answer = Callable[[asyncio.StreamWriter], Awaitable[None]]
+#: Most seconds any misbehaving answer keeps a connection, so no test can hang on one.
+BOUND_S = 10.0
+
+
+def canned(status: int, body: bytes = b"", headers: Mapping[str, str] | None = None) -> Answer:
+    """An answer with this status, headers and body (with Content-Length)."""
+
+    async def write(writer: asyncio.StreamWriter) -> None:
+        head = [f"HTTP/1.1 {status} X", f"Content-Length: {len(body)}", "Connection: close"]
+        head += [f"{k}: {v}" for k, v in (headers or {}).items()]
+        writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+        await writer.drain()
+
+    return write
+
+
+def endless(chunk: bytes = b"x" * 65536) -> Answer:
+    """A 200 whose body never ends (until the client hangs up or BOUND_S passes)."""
+
+    async def write(writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")
+        async with asyncio.timeout(BOUND_S):
+            while True:
+                writer.write(chunk)
+                await writer.drain()
+
+    return write
+
+
+def trickle(interval_s: float = 0.2) -> Answer:
+    """A 200 whose body comes one byte per ``interval_s``: each read is quick, the whole is not."""
+
+    async def write(writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nConnection: close\r\n\r\n")
+        async with asyncio.timeout(BOUND_S):
+            for _ in range(1000):
+                writer.write(b"{")
+                await writer.drain()
+                await asyncio.sleep(interval_s)
+
+    return write
+
+
+def silent() -> Answer:
+    """Read the request and never answer (until BOUND_S passes)."""
+
+    async def write(writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(BOUND_S)
+
+    return write
+
+
+@contextlib.asynccontextmanager
+async def serve(routes: Mapping[str, Answer]) -> AsyncIterator[int]:
+    """Serve ``routes`` (path -> answer; others 404) on 127.0.0.1; yields the port."""
+    handlers: set[asyncio.Task[None]] = set()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        handlers.add(task)
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), BOUND_S)
+            path = head.split(b" ", 2)[1].decode()
+            await routes.get(path, canned(404))(writer)
+        except (OSError, TimeoutError, asyncio.IncompleteReadError):
+            pass  # the client hung up, as a prober at its limit does
+        finally:
+            writer.close()
+            handlers.discard(task)
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        # Handlers still running (a bounded trickle) must not outlive the test.
+        for task in list(handlers):
+            task.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
+        await server.wait_closed()
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (bound, then closed)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
