@@ -45,12 +45,23 @@ class MinTree:
 
     def __setitem__(self, position: int, value: float) -> None:
         """Replace the value at ``position``: O(log n)."""
+        lows, counts = self._lows, self._counts
         node = self._size + position
-        self._lows[node] = value
-        node //= 2
+        lows[node] = value
+        node >>= 1
         while node:
-            self._join(node)
-            node //= 2
+            left = 2 * node
+            a, b = lows[left], lows[left + 1]
+            if a < b:
+                low, count = a, counts[left]
+            elif b < a:
+                low, count = b, counts[left + 1]
+            else:
+                low, count = a, counts[left] + counts[left + 1]
+            if low == lows[node] and count == counts[node]:
+                return  # this node is as it was, so is every node above it
+            lows[node], counts[node] = low, count
+            node >>= 1
 
     def pick(self, turn: int) -> int:
         """The position of the ``turn % ties``-th value equal to the lowest, in order."""

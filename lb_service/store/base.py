@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from lb_service.model import Agent, StrategyName
@@ -71,6 +71,24 @@ class AgentStats:
     def in_flight(self) -> int:
         """The requests decisions count on the agent: open leases and pending picks."""
         return self.active + self.pending
+
+
+_STATS_FIELDS = tuple(field.name for field in fields(AgentStats))
+_new_object = object.__new__
+_set = object.__setattr__
+
+
+def with_pending(stats: AgentStats, pending: int) -> AgentStats:
+    """``replace(stats, pending=pending)`` at half its cost: it runs on every pick.
+
+    ``dataclasses.replace`` walks the fields and calls ``__init__`` (about 5 µs for this
+    record); copying the slots directly takes about 2.
+    """
+    copy = _new_object(AgentStats)
+    for name in _STATS_FIELDS:
+        _set(copy, name, getattr(stats, name))
+    _set(copy, "pending", pending)
+    return copy
 
 
 @dataclass(frozen=True, slots=True)

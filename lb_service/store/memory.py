@@ -33,6 +33,7 @@ from lb_service.store.base import (
     Registered,
     RequestEnd,
     UnknownAgent,
+    with_pending,
 )
 from lb_service.store.feedback import (
     Feedback,
@@ -428,7 +429,7 @@ class MemoryStore:
     def _add_pending(self, agent_id: str, change: int) -> None:
         stats = self._stats.get(agent_id)
         if stats is not None:
-            self._stats[agent_id] = replace(stats, pending=max(stats.pending + change, 0))
+            self._stats[agent_id] = with_pending(stats, max(stats.pending + change, 0))
             self._index.load_changed(agent_id)
 
     def _open(self, agent_id: str, now_ms: int, model: str = "") -> str:
