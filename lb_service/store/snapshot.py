@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from lb_service.errors import InvalidArgument
-from lb_service.model import Agent, Hardware, StrategyName
+from lb_service.model import Agent, Engine, Hardware, StrategyName
 from lb_service.store.base import Binding
 from lb_service.validation import check_agent, check_weights, require_id
 
@@ -304,7 +304,18 @@ def _agent_to_json(agent: Agent) -> dict[str, object]:
         "metadata": dict(agent.metadata),
         "max_connections": agent.max_connections,
         "parallel_slots": agent.parallel_slots,
+        "engine": agent.engine.value,
+        "heartbeat_ttl_ms": agent.heartbeat_ttl_ms,
+        "probe_path": agent.probe_path,
     }
+
+
+def _engine(value: str, where: str) -> Engine:
+    try:
+        return Engine(value)
+    except ValueError:
+        known = ", ".join(e.value for e in Engine if e.value)
+        raise SnapshotError(f"{where}: must be one of {known} (or empty), got {value!r}") from None
 
 
 def _agent_from_json(raw: object, where: str) -> Agent:
@@ -331,6 +342,10 @@ def _agent_from_json(raw: object, where: str) -> Agent:
         max_connections=fields.count("max_connections"),
         # A file saved before the field existed reads 0: guessed, as it was.
         parallel_slots=fields.count("parallel_slots"),
+        # Files saved before health existed read as not probed, without heartbeats.
+        engine=_engine(fields.optional("engine", str, ""), f"{where}.engine"),
+        heartbeat_ttl_ms=fields.count("heartbeat_ttl_ms"),
+        probe_path=fields.optional("probe_path", str, ""),
     )
     try:
         # An older release accepted agents without an address: restore them as they were.
