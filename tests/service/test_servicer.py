@@ -86,6 +86,7 @@ def load_pb(
         total_requests=total,
         failed_requests=failed,
         weight=weight,
+        health=pb.AGENT_HEALTH_HEALTHY,
     )
 
 
