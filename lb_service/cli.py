@@ -48,6 +48,11 @@ _BALANCER_OPTIONS = (
     "ejection_max_share",
     "slow_start_window_s",
     "slow_start_min_share",
+    "probe_interval_s",
+    "probe_timeout_s",
+    "probe_unhealthy_threshold",
+    "probe_healthy_threshold",
+    "agent_expiry_s",
 )
 
 

@@ -111,6 +111,11 @@ class HealthMonitor:
         #: Tasks whose last decision was a panic.
         self._panicking = 0
 
+    @property
+    def store(self) -> Store:
+        """The store the records live in (the balancer's)."""
+        return self._store
+
     # Events.
     async def registered(self, agent: Agent) -> None:
         """The agent was (re)registered: a heartbeat agent is alive, a probed one awaits a probe."""
