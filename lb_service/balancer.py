@@ -40,6 +40,7 @@ from lb_service.health.state import HEALTHY_RECORD, HealthRecord, Thresholds
 from lb_service.model import (
     Agent,
     AgentLoad,
+    Engine,
     LoadSnapshot,
     Selection,
     Statistics,
@@ -366,7 +367,11 @@ class LoadBalancer:
             )
         if outcome is Registered.ADDED:
             self.observer.agent_registered(agent.id)
-        await self.health.registered(agent)
+        # An agent nothing watches has no health record unless a change removed what
+        # was watched: only then is there one to update (and a round trip to pay).
+        watched = agent.engine is not Engine.UNSPECIFIED or agent.heartbeat_ttl_ms > 0
+        if watched or outcome is Registered.CHANGED:
+            await self.health.registered(agent)
 
     async def deregister(self, agent_id: str) -> None:
         """Remove an agent; its sessions move on their next request."""

@@ -675,12 +675,12 @@ def _health(client: LoadBalancerClient, args: argparse.Namespace) -> int:
     return 0 if serving else NOT_HEALTHY
 
 
-def _drain(
-    client: LoadBalancerClient,
-    args: argparse.Namespace,
-    clock: Callable[[], float] = time.monotonic,
-    sleep: Callable[[float], None] = time.sleep,
-) -> int:
+#: How ``drain --wait`` reads the time and waits between looks (tests replace them).
+_clock: Callable[[], float] = time.monotonic
+_sleep: Callable[[float], None] = time.sleep
+
+
+def _drain(client: LoadBalancerClient, args: argparse.Namespace) -> int:
     if args.undo and args.wait:
         raise UsageError("--wait waits for a drain to complete; it does not go with --undo")
     active = client.drain(args.agent, undrain=args.undo)
@@ -689,9 +689,9 @@ def _drain(
         return 0
     if args.wait:
         limit = args.timeout or DRAIN_WAIT_TIMEOUT_S
-        deadline = clock() + limit
-        while active and clock() < deadline:
-            sleep(min(args.interval, max(0.0, deadline - clock())))
+        deadline = _clock() + limit
+        while active and _clock() < deadline:
+            _sleep(min(args.interval, max(0.0, deadline - _clock())))
             active = client.loads([args.agent])[0].active_connections
         if active:
             document = {"agent": args.agent, "draining": True, "active_connections": active}

@@ -167,9 +167,10 @@ class HealthMonitor:
         ran, or restored from a state file) is given one: unhealthy until probed.
         """
         now = self._clock()
-        records = await self._store.health()
+        # Copies: the memory store hands out live views, and this loop removes agents.
+        records = dict(await self._store.health())
         expired: list[str] = []
-        for agent in agents.values():
+        for agent in list(agents.values()):
             record = records.get(agent.id)
             unknown = record is None or record.probe_ok is None
             awaits_probe = self.probing and is_probed(agent) and unknown
@@ -236,7 +237,10 @@ class HealthMonitor:
             outcome = await self._store.put_health(agent_id, after, current)
             if outcome is HealthWrite.CONFLICT:
                 continue
-            if outcome is HealthWrite.APPLIED:
+            if outcome is HealthWrite.APPLIED and not (
+                current is None and after.reason == state.NOT_PROBED_YET
+            ):
+                # (A new agent awaiting its first probe is where it starts, not a change.)
                 self._report(agent_id, before, after)
             return outcome
         raise StoreUnavailable(
