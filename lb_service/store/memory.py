@@ -412,6 +412,7 @@ class MemoryStore:
             agents=tuple(self._agents.values()),
             weights=dict(self._weights),
             bindings=dict(self._bindings),
+            drained=tuple(i for i, record in self._health.records().items() if record.drained),
         )
 
     def import_state(self, state: StoreState) -> None:
@@ -426,6 +427,7 @@ class MemoryStore:
             self._stats.setdefault(agent_id, AgentStats())
         self._weights = dict(state.weights)
         self._bindings = dict(state.bindings)
+        self._health.restore({i: HealthRecord(drained=True) for i in state.drained})
         self._index = AgentIndex(self._agents, self._stats, self._weights)
         self._bump()
 

@@ -1,4 +1,4 @@
-"""State that survives a restart: the registry, weights, strategy and sessions in one JSON file.
+"""State that survives a restart: registry, weights, strategy, sessions and drains in one JSON file.
 
 A save writes a temporary file in the same directory, fsyncs it, renames it over the
 state file and fsyncs the directory, so a crash at any moment leaves either the old
@@ -7,7 +7,9 @@ snapshot or the new one, never half of one. A restore that finds a file it canno
 reports why; the caller logs that and starts empty rather than failing to start.
 
 Loads, leases and counters are not saved: after a restart every active count is 0,
-leases issued before it are unknown, and latency averages start again.
+leases issued before it are unknown, and latency averages start again. Of agent health
+only drains are saved (an operator's word must outlive a restart); probe verdicts and
+heartbeats start again, as the prober and the agents renew them within seconds.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ class StoreState:
     agents: tuple[Agent, ...]
     weights: Mapping[str, float]
     bindings: Mapping[str, Binding]
+    #: Agents drained by an admin (DrainAgent) and not undrained.
+    drained: tuple[str, ...] = ()
 
 
 class SnapshotError(ValueError):
@@ -78,6 +82,8 @@ def encode(state: StoreState, saved_at_ms: int) -> bytes:
             session_id: {"agent_id": b.agent_id, "last_used_ms": b.last_used_ms}
             for session_id, b in state.bindings.items()
         },
+        # A file saved before drains were kept has no such key: none drained.
+        "drained": list(state.drained),
     }
     # allow_nan=False: a NaN would make a file that strict JSON readers reject.
     return json.dumps(document, allow_nan=False, separators=(",", ":")).encode()
@@ -122,7 +128,10 @@ def decode(data: bytes) -> StoreState:
             fields.get("last_used_ms", int),
         )
         _valid_id(session_id, "sessions: a session id")
-    return StoreState(strategy, agents, weights, bindings)
+    drained = tuple(root.optional("drained", list, []))
+    if not all(isinstance(i, str) for i in drained) or set(drained) - set(ids):
+        raise SnapshotError("drained: must list ids of agents in agents")
+    return StoreState(strategy, agents, weights, bindings, drained)
 
 
 def read(path: Path) -> StoreState | None:
