@@ -12,17 +12,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import structlog
 
-from lb_service.errors import AgentNotFound, StoreUnavailable
+from lb_service.errors import AgentNotFound, InvalidArgument, StoreUnavailable
 from lb_service.health import state
 from lb_service.health.result import ProbeResult
 from lb_service.health.state import HEALTHY_RECORD, HealthRecord, Thresholds
 from lb_service.model import Agent, AgentHealth, Engine, Task
 from lb_service.store.base import HealthWrite, Store
+from lb_service.validation import check_agent
 
 #: Compare-and-set attempts of one change before it gives up (only under heavy contention).
 WRITE_ATTEMPTS = 8
@@ -159,6 +160,23 @@ class HealthMonitor:
         await self._change(
             agent_id, lambda r: state.probed(r, result.ok, result.reason, thresholds)
         )
+
+    async def models_found(self, agent: Agent, models: tuple[str, ...]) -> None:
+        """Record the models an agent registered without any says it has (Ollama's /api/tags).
+
+        Only while the agent is registered exactly as probed: a registration since decides.
+        A list that would make the agent invalid (an empty name, too much text) is ignored.
+        """
+        if agent.models or not models or (await self._store.agents()).get(agent.id) != agent:
+            return
+        learned = replace(agent, models=models)
+        try:
+            check_agent(learned)
+        except InvalidArgument as error:
+            self._log.warning("agent_models_ignored", agent_id=agent.id, reason=str(error))
+            return
+        await self._store.put_agent(learned, self._clock())
+        self._log.info("agent_models_found", agent_id=agent.id, models=list(models))
 
     async def sweep(self, agents: Mapping[str, Agent]) -> list[str]:
         """Check every heartbeat agent's silence, expire the long-silent ones; return those expired.

@@ -6,7 +6,8 @@ set one interval after its last probe with ±10% jitter, so probes drift apart i
 of arriving in lockstep; a new agent is due at once. A probe runs under a semaphore
 (at most ``concurrency`` at a time) and a timeout (``probe: timeout after 1.0 s``),
 never more than one per agent at a time. Ollama agents get ``full=True`` (its
-``/api/tags`` pass too) on their first probe and every ``full_every``-th after.
+``/api/tags`` pass too) on their first probe and every ``full_every``-th after; the
+models it reports fill an agent registered without any.
 
 Before probing, the scheduler claims the agent's probe in the store for 90% of an
 interval (``Store.claim_probe``): replicas sharing a store probe each agent about once
@@ -166,6 +167,8 @@ class ProbeScheduler:
             result = await self._bounded(agent, full)
         try:
             await self._monitor.probed(agent.id, result)
+            if result.ok and result.models and not agent.models:
+                await self._monitor.models_found(agent, result.models)
         except StoreUnavailable as error:
             log.warning("probe_result_lost", agent_id=agent.id, error=str(error))
 

@@ -209,3 +209,21 @@ async def test_stop_cancels_probes_in_flight(clock: FakeClock) -> None:
     await scheduler.stop()
 
     assert probe.running == 0
+
+
+async def test_models_an_agent_reports_fill_a_registration_without_any(clock: FakeClock) -> None:
+    """An Ollama agent registered with no models gets the ones its full probe lists."""
+
+    async def tags(agent: Agent, full: bool) -> ProbeResult:
+        return ProbeResult(True, models=("llama3:8b", "qwen2:7b") if full else None)
+
+    lb = balancer(clock)
+    scheduler = ProbeScheduler(lb.health, tags, clock=clock)
+    await lb.register(dataclasses.replace(agent("o", models=()), engine=Engine.OLLAMA))
+    await lb.register(dataclasses.replace(agent("declared"), engine=Engine.OLLAMA))
+
+    await asyncio.gather(*await scheduler.tick())
+
+    registry = await lb.health.store.agents()
+    assert registry["o"].models == ("llama3:8b", "qwen2:7b")
+    assert registry["declared"].models == ("llama3:8b",)  # a declared list is kept as is
