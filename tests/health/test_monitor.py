@@ -8,9 +8,11 @@ import pytest
 from structlog.testing import capture_logs
 
 from lb_service.balancer import LoadBalancer
-from lb_service.errors import AgentNotFound
-from lb_service.health import ProbeResult
-from lb_service.model import AgentHealth, Engine
+from lb_service.errors import AgentNotFound, StoreUnavailable
+from lb_service.health import ProbeResult, state
+from lb_service.health.state import HEALTHY_RECORD, HealthRecord
+from lb_service.model import AgentHealth, Engine, Task
+from lb_service.store.base import HealthWrite
 from lb_service.store.memory import MemoryStore
 from tests.factories import FakeClock, agent, balancer
 
@@ -197,3 +199,69 @@ async def test_the_sweep_gives_engine_agents_registered_before_probing_a_verdict
     await lb.health.sweep(await store.agents())
 
     assert await _health(lb, "a") == (AgentHealth.UNHEALTHY, "probe: not probed yet")
+
+
+class Racing(MemoryStore):
+    """A memory store where another writer changes the record just before each of our writes."""
+
+    def __init__(self, races: int) -> None:
+        super().__init__(epoch="test")
+        self.races = races
+
+    async def put_health(
+        self, agent_id: str, record: HealthRecord, expected: HealthRecord | None
+    ) -> HealthWrite:
+        if self.races:
+            self.races -= 1
+            current = await self.health_of(agent_id)
+            # The other writer: a heartbeat through another replica.
+            await super().put_health(
+                agent_id, state.heartbeat(current or HEALTHY_RECORD, 1 + self.races), current
+            )
+        return await super().put_health(agent_id, record, expected)
+
+
+async def test_a_write_that_lost_a_race_is_read_again_and_keeps_both_changes(
+    clock: FakeClock,
+) -> None:
+    """A conflicting write is retried over the new record: the drain and the heartbeat both stay."""
+    store = Racing(races=2)
+    lb = balancer(clock, store=store)
+    await lb.register(agent("a"))
+
+    await lb.health.drain("a")
+
+    record = await store.health_of("a")
+    assert record is not None
+    assert (record.drained, record.heartbeat_at_ms) == (True, 1)
+
+
+async def test_a_write_that_always_loses_gives_up_as_unavailable(clock: FakeClock) -> None:
+    """Under endless contention a change gives up with StoreUnavailable (retry), not a loop."""
+    store = Racing(races=100)
+    lb = balancer(clock, store=store)
+    await lb.register(agent("a"))
+
+    with pytest.raises(StoreUnavailable, match="kept changing"):
+        await lb.health.drain("a")
+
+
+async def test_models_that_would_make_the_agent_invalid_are_ignored(lb: LoadBalancer) -> None:
+    """A probe listing an empty model name leaves the registration as it was, with a warning."""
+    registered = dataclasses.replace(agent("o", models=()), engine=Engine.OLLAMA)
+    await lb.register(registered)
+
+    with capture_logs() as logs:
+        await lb.health.models_found(registered, ("llama3:8b", ""))
+
+    assert (await lb.health.store.agents())["o"].models == ()
+    assert [line["event"] for line in logs] == ["agent_models_ignored"]
+
+
+async def test_panic_memory_stays_bounded(lb: LoadBalancer) -> None:
+    """Ever new task shapes do not grow the panic memory past its bound; live panics are kept."""
+    for n in range(1100):
+        lb.health.decided(Task(model=f"m{n}"), n == 0)
+
+    assert lb.health.panicking
+    assert len(lb.health._panics) <= 1024

@@ -227,3 +227,19 @@ async def test_models_an_agent_reports_fill_a_registration_without_any(clock: Fa
     registry = await lb.health.store.agents()
     assert registry["o"].models == ("llama3:8b", "qwen2:7b")
     assert registry["declared"].models == ("llama3:8b",)  # a declared list is kept as is
+
+
+async def test_a_deregistered_agent_is_no_longer_probed(clock: FakeClock) -> None:
+    """Once an agent leaves the registry the scheduler forgets it; back again, it is new."""
+    probe = FakeProbe()
+    lb, scheduler = await _setup(clock, probe, _engine("a"), interval_s=5.0)
+    await _tick(scheduler)
+    await lb.deregister("a")
+    clock.advance(6)
+    await _tick(scheduler)
+    assert probe.calls == [("a", False)]
+
+    await lb.register(_engine("a"))
+    await _tick(scheduler)  # at once, as a new agent
+
+    assert probe.calls == [("a", False), ("a", False)]
