@@ -80,7 +80,11 @@ class ProbeScheduler:
         clock: Callable[[], int] = _system_clock,
         rng: random.Random | None = None,
     ) -> None:
-        """Probe with ``probe`` (None: heartbeats only); ``clock`` returns unix ms."""
+        """Probe with ``probe`` (None: heartbeats only); ``clock`` returns unix ms.
+
+        Sets ``monitor.probing``: with a probe, new engine agents wait for their first
+        probe before they take picks; without, they are not probed and stay healthy.
+        """
         self._store: Store = monitor.store
         self._monitor = monitor
         self._probe = probe
@@ -88,7 +92,8 @@ class ProbeScheduler:
         self._timeout_s = timeout_s
         self._semaphore = asyncio.Semaphore(concurrency)
         self._full_every = max(full_every, 1)
-        self._tick_s = min(tick_s, interval_s)
+        # Probing needs a tick at least once an interval; heartbeats alone follow tick_s.
+        self._tick_s = min(tick_s, interval_s) if probe is not None else tick_s
         self._clock = clock
         self._rng = rng or random.Random()
         self._due: dict[str, float] = {}

@@ -78,7 +78,8 @@ class ServerOptions:
     listen: str = "127.0.0.1:50051"
     #: Seconds in-flight RPCs get to finish on shutdown.
     grace_s: float = 5.0
-    #: Seconds between sweeps that expire overdue leases and idle sessions.
+    #: Seconds between sweeps that expire overdue leases and idle sessions, and between
+    #: two checks of heartbeat agents' silence (a missed heartbeat shows within it).
     sweep_interval_s: float = 1.0
     #: Serve TLS (and mutual TLS) with these files; plaintext when None.
     tls: TlsFiles | None = None
@@ -184,7 +185,7 @@ class LoadBalancerServer:
             self._probe_with(self._prober) if self._prober is not None else None,
             interval_s=config.probe_interval_s,
             timeout_s=config.probe_timeout_s,
-            tick_s=min(1.0, self._options.sweep_interval_s),
+            tick_s=self._options.sweep_interval_s,
         )
 
     @staticmethod

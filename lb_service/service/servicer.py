@@ -289,9 +289,10 @@ class LoadBalancerServicer(pb_grpc.LoadBalancerServicer):
         self, request: pb.DrainAgentRequest, context: grpc.aio.ServicerContext
     ) -> pb.DrainAgentResponse:
         """Drain an agent (no new picks) or end its drain; answer its open leases."""
-        agent_id = require_id(request.agent_id)
-        active = await self._balancer.health.drain(agent_id, undrain=request.undrain)
-        log.info("agent_drain_requested", agent_id=agent_id, undrain=request.undrain)
+        # The transition is logged once, by the monitor (agent_health_changed).
+        active = await self._balancer.health.drain(
+            require_id(request.agent_id), undrain=request.undrain
+        )
         return pb.DrainAgentResponse(active_connections=active)
 
 
