@@ -12,7 +12,8 @@ models it reports fill an agent registered without any.
 Before probing, the scheduler claims the agent's probe in the store for 90% of an
 interval (``Store.claim_probe``): replicas sharing a store probe each agent about once
 per interval between them, and a dead replica's claims lapse, so its agents are
-probed by the others within an interval or two. The probe itself is injected
+probed by the others within an interval (a replica that lost a claim tries again
+once the claim must have lapsed). The probe itself is injected
 (``ProbeFunction``): the scheduler knows nothing of HTTP.
 """
 
@@ -149,7 +150,11 @@ class ProbeScheduler:
             self._due[agent.id] = now + self._interval_ms * (1 + self._rng.uniform(-JITTER, JITTER))
             hold = int(self._interval_ms * CLAIM_SHARE)
             if not await self._store.claim_probe(agent.id, now, hold):
-                continue  # another replica probes it this interval
+                # Another replica probes it this interval. Its claim, taken at the latest
+                # now, has lapsed one hold from now: try again then, so the agent of a
+                # replica that died is probed within an interval.
+                self._due[agent.id] = now + hold * (1 + self._rng.uniform(0, JITTER))
+                continue
             task = asyncio.create_task(self._probe_one(agent))
             self._running[agent.id] = task
             task.add_done_callback(self._finished(agent.id))

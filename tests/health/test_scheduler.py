@@ -243,3 +243,27 @@ async def test_a_deregistered_agent_is_no_longer_probed(clock: FakeClock) -> Non
     await _tick(scheduler)  # at once, as a new agent
 
     assert probe.calls == [("a", False), ("a", False)]
+
+
+async def test_a_dead_replicas_claims_lapse_and_another_probes(clock: FakeClock) -> None:
+    """When the replica that held an agent's probe stops, another probes it within an interval."""
+    store = MemoryStore(epoch="test")
+    first, second = FakeProbe(), FakeProbe()
+    lb = balancer(clock, store=store)
+    dying = ProbeScheduler(lb.health, first, clock=clock, interval_s=5.0)
+    await lb.register(_engine("a"))
+    await _tick(dying)  # claims and probes "a"; then its process dies
+    survivor = ProbeScheduler(
+        balancer(clock, store=store, seed=2).health, second, clock=clock, interval_s=5.0
+    )
+
+    died_at = clock()
+    for _ in range(100):  # 20 s at most
+        await _tick(survivor)
+        if second.calls:
+            break
+        clock.advance(0.2)
+
+    assert first.calls == [("a", False)]
+    assert second.calls == [("a", False)]
+    assert clock() - died_at <= 5_000  # one interval
