@@ -32,12 +32,12 @@ test: $(STAMP) ## run the whole suite with branch coverage (fails under 90%)
 	$(BIN)/pytest --cov --cov-report=term $(PYTEST_ARGS)
 
 # The fast tier, for the edit-test loop: the core's unit tests in-process (strategies,
-# decisions, the store contract on the memory store, the servicer through grpc_testing,
+# decisions, health, the store contract on the memory store, the servicer through grpc_testing,
 # config and public surface). Left out: tests marked `redis` (a real Redis server) or
 # `slow` (long equivalence runs), and the layers that start servers or processes (e2e,
 # cli, cluster, reliability, simulate, bench). Not a replacement for `make test`: CI
 # runs everything, with coverage.
-FAST_TESTS := tests/strategies tests/core tests/store tests/service \
+FAST_TESTS := tests/strategies tests/core tests/store tests/service tests/health \
 	tests/test_config.py tests/test_declared.py tests/test_public_api.py tests/test_packaging.py
 
 test-fast: $(STAMP) ## the core's unit tests without Redis, sockets or coverage (~15 s)

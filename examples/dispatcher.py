@@ -34,7 +34,7 @@ import httpx
 
 from lb_service import config as cfg
 from lb_service.client import AsyncLoadBalancerClient, ClientError
-from lb_service.model import Agent
+from lb_service.model import Agent, Engine
 
 #: The most requests in flight at once in --rate mode (an open loop must still be bounded).
 MAX_IN_FLIGHT = 1000
@@ -72,7 +72,7 @@ class Tally:
 async def call_agent(http: httpx.AsyncClient, agent: Agent, model: str) -> int:
     """Send one request for ``model`` to ``agent`` in its engine's API; return the status."""
     base = f"http://{agent.host}:{agent.port}"
-    if agent.metadata.get("engine") == "vllm":
+    if agent.engine is Engine.VLLM:
         body = {"model": model, "prompt": "Say hello.", "max_tokens": 16}
         response = await http.post(f"{base}/v1/completions", json=body)
     else:

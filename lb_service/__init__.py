@@ -10,6 +10,7 @@ from lb_service.balancer import BalancerConfig, LoadBalancer
 from lb_service.errors import (
     AgentNotFound,
     AllAgentsBusy,
+    AllAgentsDraining,
     InvalidArgument,
     LeaseNotFound,
     LimitExceeded,
@@ -20,10 +21,15 @@ from lb_service.errors import (
     NotFound,
     StoreUnavailable,
 )
+from lb_service.health.monitor import HealthMonitor
+from lb_service.health.result import ProbeResult
+from lb_service.health.scheduler import ProbeScheduler
 from lb_service.model import (
     Agent,
+    AgentHealth,
     AgentLoad,
     Compute,
+    Engine,
     Hardware,
     LoadSnapshot,
     Selection,
@@ -36,12 +42,16 @@ from lb_service.store import MemoryStore, Store
 
 __all__ = [
     "Agent",
+    "AgentHealth",
     "AgentLoad",
     "AgentNotFound",
     "AllAgentsBusy",
+    "AllAgentsDraining",
     "BalancerConfig",
     "Compute",
+    "Engine",
     "Hardware",
+    "HealthMonitor",
     "InvalidArgument",
     "LeaseNotFound",
     "LimitExceeded",
@@ -53,6 +63,8 @@ __all__ = [
     "NoAgentsRegistered",
     "NoEligibleAgent",
     "NotFound",
+    "ProbeResult",
+    "ProbeScheduler",
     "Selection",
     "SelectionRequest",
     "Statistics",

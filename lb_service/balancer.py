@@ -27,6 +27,7 @@ from lb_service.decision import Decision, DecisionInputs, Refusal, RefusalKind, 
 from lb_service.errors import (
     AgentNotFound,
     AllAgentsBusy,
+    AllAgentsDraining,
     InvalidArgument,
     LeaseNotFound,
     LimitExceeded,
@@ -34,9 +35,12 @@ from lb_service.errors import (
     NoAgentsRegistered,
     NoEligibleAgent,
 )
+from lb_service.health.monitor import HealthMonitor, HealthObserver, HealthOptions, NoHealthObserver
+from lb_service.health.state import HEALTHY_RECORD, HealthRecord, Thresholds
 from lb_service.model import (
     Agent,
     AgentLoad,
+    Engine,
     LoadSnapshot,
     Selection,
     Statistics,
@@ -95,7 +99,8 @@ def _whole(value: object, minimum: int) -> bool:
 _OPTION_RULES: tuple[tuple[tuple[str, ...], str, Callable[[float], bool]], ...] = (
     (
         ("session_ttl_s", "request_timeout_s", "watch_min_interval_s", "ewma_decay_s",
-         "ejection_base_s", "ejection_max_s"),
+         "ejection_base_s", "ejection_max_s", "probe_interval_s", "probe_timeout_s",
+         "agent_expiry_s"),
         "a finite number > 0",
         lambda v: math.isfinite(v) and v > 0,
     ),
@@ -115,7 +120,8 @@ _OPTION_RULES: tuple[tuple[tuple[str, ...], str, Callable[[float], bool]], ...] 
         lambda v: math.isfinite(v) and v >= 1,
     ),
     (
-        ("max_candidates", "max_agents", "max_sessions", "max_leases"),
+        ("max_candidates", "max_agents", "max_sessions", "max_leases",
+         "probe_unhealthy_threshold", "probe_healthy_threshold"),
         "a whole number >= 1",
         lambda v: _whole(v, 1),
     ),
@@ -187,6 +193,18 @@ class BalancerConfig:
     slow_start_window_s: float = 0.0
     #: The share of its picks an agent takes at the start of its slow-start window.
     slow_start_min_share: float = 0.1
+    # Health (see lb_service.health): probes, heartbeats, drain.
+    #: Time between two probes of an agent with an engine (jittered).
+    probe_interval_s: float = 5.0
+    #: A probe not answered within this time fails (``probe: timeout after 1.0 s``).
+    probe_timeout_s: float = 1.0
+    #: Failed probes in a row that make a healthy agent unhealthy.
+    probe_unhealthy_threshold: int = 3
+    #: Successful probes in a row that bring an unhealthy agent back (the first ever
+    #: success makes a new agent healthy on its own, as in Envoy).
+    probe_healthy_threshold: int = 2
+    #: How long a heartbeat agent silent past its heartbeat TTL stays registered.
+    agent_expiry_s: float = 300.0
 
     def __post_init__(self) -> None:
         """Reject values the balancer cannot work with."""
@@ -195,6 +213,16 @@ class BalancerConfig:
                 value = getattr(self, name)
                 if not holds(value):
                     raise ValueError(f"{name} must be {rule}, got {value!r}")
+
+    @property
+    def health_options(self) -> HealthOptions:
+        """The rules the health monitor applies."""
+        return HealthOptions(
+            thresholds=Thresholds(
+                healthy=self.probe_healthy_threshold, unhealthy=self.probe_unhealthy_threshold
+            ),
+            agent_expiry_ms=int(self.agent_expiry_s * 1000),
+        )
 
     @property
     def feedback(self) -> Feedback:
@@ -220,11 +248,13 @@ class Outcome(enum.Enum):
     NO_AGENTS = "no_agents"
     NO_ELIGIBLE_AGENT = "no_eligible_agent"
     ALL_BUSY = "all_busy"
+    ALL_DRAINING = "all_draining"
 
 
 _REFUSALS: tuple[tuple[type[NoAgentAvailable], Outcome], ...] = (
     (NoAgentsRegistered, Outcome.NO_AGENTS),
     (AllAgentsBusy, Outcome.ALL_BUSY),
+    (AllAgentsDraining, Outcome.ALL_DRAINING),
     (NoAgentAvailable, Outcome.NO_ELIGIBLE_AGENT),
 )
 
@@ -235,6 +265,8 @@ def _refusal_error(refusal: Refusal) -> NoAgentAvailable:
         return NoAgentsRegistered()
     if refusal.kind is RefusalKind.ALL_BUSY:
         return AllAgentsBusy(refusal.message)
+    if refusal.kind is RefusalKind.ALL_DRAINING:
+        return AllAgentsDraining(refusal.message)
     return NoEligibleAgent(refusal.message)
 
 
@@ -250,7 +282,7 @@ def _contenders(decision: Decision) -> tuple[Contender, ...]:
     return tuple(Contender(c.agent.id, c.agent.max_connections, *r) for c, r in decision.compared)
 
 
-class Observer(Protocol):
+class Observer(HealthObserver, Protocol):
     """Receives events worth counting (metrics), without the core knowing who listens."""
 
     def selection(self, strategy: StrategyName, outcome: Outcome) -> None:
@@ -272,7 +304,7 @@ class Observer(Protocol):
         """The agent was removed from the registry."""
 
 
-class _NoObserver:
+class _NoObserver(NoHealthObserver):
     def selection(self, strategy: StrategyName, outcome: Outcome) -> None:
         pass
 
@@ -286,9 +318,6 @@ class _NoObserver:
         pass
 
     def agent_registered(self, agent_id: str) -> None:
-        pass
-
-    def agent_deregistered(self, agent_id: str) -> None:
         pass
 
 
@@ -316,6 +345,10 @@ class LoadBalancer:
         self._rng = rng or random.Random()
         self.observer: Observer = observer or _NoObserver()
         self._log = logger or log
+        #: Probes, heartbeats and drains, through the same store, clock and log.
+        self.health = HealthMonitor(
+            store, self._config.health_options, clock, self._log, self.observer
+        )
         # The last snapshot read for a watcher, by (agent ids, store version).
         self._last_snapshot: tuple[tuple[tuple[str, ...], int], LoadSnapshot] | None = None
 
@@ -344,6 +377,11 @@ class LoadBalancer:
             )
         if outcome is Registered.ADDED:
             self.observer.agent_registered(agent.id)
+        # An agent nothing watches has no health record unless a change removed what
+        # was watched: only then is there one to update (and a round trip to pay).
+        watched = agent.engine is not Engine.UNSPECIFIED or agent.heartbeat_ttl_ms > 0
+        if watched or outcome is Registered.CHANGED:
+            await self.health.registered(agent)
 
     async def deregister(self, agent_id: str) -> None:
         """Remove an agent; its sessions move on their next request."""
@@ -396,6 +434,8 @@ class LoadBalancer:
             refusal = _refusal_error(outcome)
             await self._refused(state.strategy, refusal)
             raise refusal
+        if outcome.panic or self.health.panicking:
+            self.health.decided(task, outcome.panic)
         choice = outcome.choice.agent
         committed = await self._store.commit_pick(
             Pick(
@@ -420,7 +460,9 @@ class LoadBalancer:
         if committed is None:
             # Only a shared store: other replicas filled every contender meanwhile. The
             # store counted the failed selection in the commit's own step.
-            busy = AllAgentsBusy("every agent chosen among reached max_connections; retry later")
+            busy = AllAgentsBusy(
+                "every agent chosen among reached max_connections (or was drained) meanwhile; retry"
+            )
             self.observer.selection(state.strategy, Outcome.ALL_BUSY)
             raise busy
         agent = choice
@@ -463,6 +505,7 @@ class LoadBalancer:
                 config.slow_start_min_share,
                 None if candidates or state.shared else state.pool,
                 config.ewma_decay_s * 1000,
+                state.out,
             ),
         )
 
@@ -599,13 +642,17 @@ class LoadBalancer:
         ids = check_ids(agent_ids)
         overview = await self._store.overview()
         agents, stats, weights = overview.agents, overview.stats, overview.weights
+        health = overview.health
         if not ids:
             ids = tuple(agents)
         for agent_id in ids:
             if agent_id not in agents and agent_id not in stats:
                 raise AgentNotFound(agent_id)
         now = self._clock()
-        return [_load(agent_id, agents, stats, weights, now) for agent_id in ids]
+        return [
+            _load(agent_id, agents, stats, weights, now, health.get(agent_id, HEALTHY_RECORD))
+            for agent_id in ids
+        ]
 
     async def statistics(self) -> Statistics:
         """Service-wide counters and the current strategy."""
@@ -682,6 +729,7 @@ def _load(
     stats: Mapping[str, AgentStats],
     weights: Mapping[str, float],
     now: int,
+    health: HealthRecord,
 ) -> AgentLoad:
     record = stats.get(agent_id, AgentStats())
     agent = agents.get(agent_id)
@@ -697,4 +745,6 @@ def _load(
         weight=weights.get(agent_id, default),
         ejected_until_ms=record.ejected_until_ms if is_ejected(record, now) else 0,
         capacity_rps=learned_capacity(record) or 0.0,
+        health=health.health,
+        health_reason=health.reason,
     )

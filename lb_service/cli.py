@@ -17,6 +17,7 @@ from lb_service.balancer import BalancerConfig, LoadBalancer
 from lb_service.declared import apply_declared, warn_restart_needed
 from lb_service.emulate import command as emulate_command
 from lb_service.errors import StoreUnavailable
+from lb_service.health.probes import Prober
 from lb_service.logs import configure_logging
 from lb_service.service.metrics import Metrics
 from lb_service.service.server import ListenError, ServerOptions, TlsFiles, restore_state, serve
@@ -50,6 +51,11 @@ _BALANCER_OPTIONS = (
     "ejection_max_share",
     "slow_start_window_s",
     "slow_start_min_share",
+    "probe_interval_s",
+    "probe_timeout_s",
+    "probe_unhealthy_threshold",
+    "probe_healthy_threshold",
+    "agent_expiry_s",
 )
 
 
@@ -242,6 +248,7 @@ async def _run(
             on_reload=reload if config.config_path else None,
             state=state,
             store=store,
+            probe_factory=lambda timeout_s: Prober(timeout_s=timeout_s),
         )
     finally:
         if store is not None:

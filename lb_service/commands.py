@@ -4,7 +4,8 @@ Each command makes its calls through LoadBalancerClient and prints an aligned ta
 or with ``--json`` one JSON document (one JSON line per update for ``loads --watch``).
 Exit status: 0 on success, the gRPC status code of a failed call otherwise (9
 FAILED_PRECONDITION, 14 UNAVAILABLE, 16 UNAUTHENTICATED, 4 DEADLINE_EXCEEDED when
-``loads --watch --count`` runs out of time, ...), 2 for usage errors (with the command's
+``loads --watch --count`` runs out of time or ``drain --wait`` before the agent's requests
+ended, ...), 2 for usage errors (with the command's
 own usage), 1 from ``health`` when the server is not serving, 130 when interrupted
 (except ``loads --watch``, which Ctrl-C ends normally).
 """
@@ -20,6 +21,7 @@ import json
 import os
 import shlex
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,8 +31,10 @@ import grpc
 from lb_service.client import DEFAULT_TARGET, DEFAULT_TIMEOUT_S, ClientError, LoadBalancerClient
 from lb_service.model import (
     Agent,
+    AgentHealth,
     AgentLoad,
     Compute,
+    Engine,
     Hardware,
     LoadSnapshot,
     Selection,
@@ -44,6 +48,10 @@ TOKEN_ENV = "LB_ADMIN_TOKEN"
 TARGET_ENV = "LB_TARGET"
 #: Seconds ``loads --watch --count N`` waits for its N updates unless --timeout says.
 WATCH_COUNT_TIMEOUT_S = 30.0
+#: Seconds ``drain --wait`` waits for the agent's open requests to end unless --timeout says.
+DRAIN_WAIT_TIMEOUT_S = 300.0
+#: Exit status of ``drain --wait`` when requests remain at the timeout (DEADLINE_EXCEEDED).
+DRAIN_INCOMPLETE = 4
 #: Exit status of ``health`` when the server is not SERVING (or cannot be asked).
 NOT_HEALTHY = 1
 #: The ErrorInfo reason of the server's own UNAVAILABLE when nothing is registered.
@@ -176,6 +184,7 @@ def add_commands(commands: Any) -> None:
     _add_leases(commands, common)
     _add_loads(commands, common)
     _add_admin(commands, common)
+    _add_health(commands, common)
     _command(
         commands,
         "health",
@@ -236,6 +245,29 @@ def _add_agents(commands: Any, common: argparse.ArgumentParser) -> None:
         metavar="N",
         help="requests the agent serves at once, e.g. OLLAMA_NUM_PARALLEL; more queue on "
         "the agent, none is refused (default 0: --max-connections, else 4 on a GPU, 1 on a CPU)",
+    )
+    engines = [e.value for e in Engine if e.value]
+    add.add_argument(
+        "--engine",
+        choices=engines,
+        default="",
+        metavar="ENGINE",
+        help=f"the serving software, so the service probes its health: one of "
+        f"{', '.join(engines)} (default: not probed)",
+    )
+    add.add_argument(
+        "--heartbeat-ttl-ms",
+        type=_count,
+        default=0,
+        metavar="MS",
+        help="the agent sends a Heartbeat at least this often; none for this long makes it "
+        "unhealthy (default 0: no heartbeats)",
+    )
+    add.add_argument(
+        "--probe-path",
+        default="",
+        metavar="PATH",
+        help="with --engine http: the path probed with GET (default /)",
     )
     add.add_argument(
         "--meta",
@@ -346,6 +378,32 @@ def _add_admin(commands: Any, common: argparse.ArgumentParser) -> None:
     set_strategy.add_argument(
         "name", choices=names, metavar="NAME", help=f"one of: {', '.join(names)}"
     )
+
+
+def _add_health(commands: Any, common: argparse.ArgumentParser) -> None:
+    text = (
+        "drain an agent: no new picks, its open requests end normally (--undo takes it "
+        "back; --wait waits until none is open, exit 4 if some remain at --timeout)"
+    )
+    drain = _command(commands, "drain", _drain, text, common)
+    drain.add_argument("agent", metavar="AGENT", help="id of the agent to drain")
+    drain.add_argument("--undo", action="store_true", help="end the drain: picks resume")
+    drain.add_argument(
+        "--wait",
+        action="store_true",
+        help=f"then wait until its open requests are 0 (at most --timeout, default "
+        f"{DRAIN_WAIT_TIMEOUT_S:g} s)",
+    )
+    drain.add_argument(
+        "--interval",
+        type=_seconds,
+        default=1.0,
+        metavar="SECONDS",
+        help="with --wait: time between two looks at its open requests (default 1)",
+    )
+    text = "send one heartbeat for an agent registered with --heartbeat-ttl-ms"
+    beat = _command(commands, "heartbeat", _heartbeat, text, common)
+    beat.add_argument("agent", metavar="AGENT", help="id of the agent that is alive")
 
 
 # --- running ------------------------------------------------------------------------
@@ -468,6 +526,9 @@ def _agents_add(client: LoadBalancerClient, args: argparse.Namespace) -> None:
         metadata=dict(args.metadata),
         max_connections=args.max_connections,
         parallel_slots=args.parallel_slots,
+        engine=Engine(args.engine),
+        heartbeat_ttl_ms=args.heartbeat_ttl_ms,
+        probe_path=args.probe_path,
     )
     client.register(agent)
     _emit(args, agent, lambda: f"registered agent {agent.id}")
@@ -620,6 +681,44 @@ def _health(client: LoadBalancerClient, args: argparse.Namespace) -> int:
     return 0 if serving else NOT_HEALTHY
 
 
+#: How ``drain --wait`` reads the time and waits between looks (tests replace them).
+_clock: Callable[[], float] = time.monotonic
+_sleep: Callable[[float], None] = time.sleep
+
+
+def _drain(client: LoadBalancerClient, args: argparse.Namespace) -> int:
+    if args.undo and args.wait:
+        raise UsageError("--wait waits for a drain to complete; it does not go with --undo")
+    active = client.drain(args.agent, undrain=args.undo)
+    if args.undo:
+        _emit(args, {"agent": args.agent, "draining": False}, lambda: f"{args.agent}: undrained")
+        return 0
+    if args.wait:
+        limit = args.timeout or DRAIN_WAIT_TIMEOUT_S
+        deadline = _clock() + limit
+        while active and _clock() < deadline:
+            _sleep(min(args.interval, max(0.0, deadline - _clock())))
+            active = client.loads([args.agent])[0].active_connections
+        if active:
+            document = {"agent": args.agent, "draining": True, "active_connections": active}
+            _emit(args, document, lambda: f"{args.agent}: draining, {active} request(s) open")
+            print(
+                f"lb-service: drain of {args.agent} incomplete: {active} request(s) still "
+                f"open after {limit:g} s; wait longer (--timeout) or check the dispatchers",
+                file=sys.stderr,
+            )
+            return DRAIN_INCOMPLETE
+    document = {"agent": args.agent, "draining": True, "active_connections": active}
+    done = "drained" if args.wait else f"draining, {active} request(s) open"
+    _emit(args, document, lambda: f"{args.agent}: {done}")
+    return 0
+
+
+def _heartbeat(client: LoadBalancerClient, args: argparse.Namespace) -> None:
+    client.heartbeat(args.agent)
+    _emit(args, {"agent": args.agent}, lambda: f"{args.agent}: alive")
+
+
 def _strategy_get(client: LoadBalancerClient, args: argparse.Namespace) -> None:
     strategy = client.statistics().strategy
     _emit(args, {"strategy": strategy}, lambda: strategy.value)
@@ -714,7 +813,7 @@ def _selection_table(selection: Selection) -> str:
 
 def _loads_table(loads: Sequence[AgentLoad]) -> str:
     headers = ("AGENT", "ACTIVE", "AVG_LATENCY_MS", "CAPACITY_RPS", "REQUESTS", "FAILED",
-               "WEIGHT", "LAST_REQUEST", "EJECTED_UNTIL")  # fmt: skip
+               "WEIGHT", "LAST_REQUEST", "EJECTED_UNTIL", "HEALTH")  # fmt: skip
     rows = [
         (
             load.agent_id,
@@ -726,10 +825,18 @@ def _loads_table(loads: Sequence[AgentLoad]) -> str:
             _number(load.weight),
             _time(load.last_request_at_ms),
             _time(load.ejected_until_ms),
+            _health_cell(load),
         )
         for load in loads
     ]
     return _table(headers, rows)
+
+
+def _health_cell(load: AgentLoad) -> str:
+    """``healthy``, or the state with its reason: ``unhealthy (probe: connection refused)``."""
+    if load.health is AgentHealth.HEALTHY or not load.health_reason:
+        return load.health.value
+    return f"{load.health.value} ({load.health_reason})"
 
 
 def _stats_text(stats: Statistics) -> str:

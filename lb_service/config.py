@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from lb_service.errors import InvalidArgument
-from lb_service.model import Agent, Hardware, StrategyName
+from lb_service.model import Agent, Engine, Hardware, StrategyName
 from lb_service.validation import check_agent, check_weights
 
 #: Keys a config file may hold besides the options: the declared registry.
@@ -164,6 +164,13 @@ def _optional_address(value: object) -> str:
     return _address(value) if _text(value) else ""
 
 
+def _engine(value: object) -> Engine:
+    """An agent's engine as the config file and the CLI spell it; empty means none."""
+    if value == "" or value is None:
+        return Engine.UNSPECIFIED
+    return Engine(_choice(*(e.value for e in Engine if e.value))(value))
+
+
 def _strategy(value: object) -> StrategyName:
     return StrategyName(_choice(*(s.value for s in StrategyName))(value))
 
@@ -231,6 +238,17 @@ OPTIONS: tuple[Option, ...] = (
            "SECONDS"),
     Option("slow_start_min_share", "--slow-start-min-share", _fraction, 0.1,
            "share of its picks an agent takes as its slow start begins, in (0, 1]", "SHARE"),
+    Option("probe_interval_s", "--probe-interval", _positive, 5.0,
+           "time between two health probes of an agent with an engine (jittered)", "SECONDS"),
+    Option("probe_timeout_s", "--probe-timeout", _positive, 1.0,
+           "a health probe not answered within this long fails", "SECONDS"),
+    Option("probe_unhealthy_threshold", "--probe-unhealthy-threshold", _whole, 3,
+           "failed probes in a row that make a healthy agent unhealthy", "N"),
+    Option("probe_healthy_threshold", "--probe-healthy-threshold", _whole, 2,
+           "successful probes in a row that bring an unhealthy agent back", "N"),
+    Option("agent_expiry_s", "--agent-expiry", _positive, 300.0,
+           "a heartbeat agent silent this long past its heartbeat TTL is deregistered",
+           "SECONDS"),
     Option("watch_min_interval_ms", "--watch-min-interval-ms", _positive, 100.0,
            "least time between two WatchLoads updates", "MS"),
     Option("grace_period_s", "--grace-period", _positive, 5.0,
@@ -417,6 +435,9 @@ def _agent(raw: object, where: str) -> Agent:
         "metadata",
         "max_connections",
         "parallel_slots",
+        "engine",
+        "heartbeat_ttl_ms",
+        "probe_path",
     }
     unknown = sorted(set(raw) - allowed)
     if unknown:
@@ -445,6 +466,9 @@ def _agent(raw: object, where: str) -> Agent:
             metadata={str(k): str(v) for k, v in metadata.items()},
             max_connections=_count(raw.get("max_connections", 0), f"{where}.max_connections"),
             parallel_slots=_count(raw.get("parallel_slots", 0), f"{where}.parallel_slots"),
+            engine=_parse_value(_engine, raw.get("engine", ""), f"{where}.engine"),
+            heartbeat_ttl_ms=_count(raw.get("heartbeat_ttl_ms", 0), f"{where}.heartbeat_ttl_ms"),
+            probe_path=str(raw.get("probe_path", "")),
         )
         return check_agent(agent, where)
     except InvalidArgument as error:

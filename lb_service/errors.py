@@ -15,7 +15,8 @@
     └── NoAgentAvailable         a pick that cannot be made
         ├── NoAgentsRegistered   nothing to pick from at all          UNAVAILABLE
         ├── NoEligibleAgent      no agent meets the task              FAILED_PRECONDITION
-        └── AllAgentsBusy        every eligible agent is at capacity  RESOURCE_EXHAUSTED
+        ├── AllAgentsBusy        every eligible agent is at capacity  RESOURCE_EXHAUSTED
+        └── AllAgentsDraining    every eligible agent is drained      UNAVAILABLE
 
 Every message says what was wrong in words a person can act on; the service
 passes it through unchanged as the status details.
@@ -47,8 +48,8 @@ class NotFound(LoadBalancerError):
 class AgentNotFound(NotFound):
     """An agent id the service does not know."""
 
-    def __init__(self, agent_id: str) -> None:
-        super().__init__(f"unknown agent {agent_id!r}")
+    def __init__(self, agent_id: str, hint: str = "") -> None:
+        super().__init__(f"unknown agent {agent_id!r}" + (f"; {hint}" if hint else ""))
         self.agent_id = agent_id
 
 
@@ -93,3 +94,7 @@ class NoEligibleAgent(NoAgentAvailable):
 
 class AllAgentsBusy(NoAgentAvailable):
     """Eligible agents exist but every one is at its max_connections."""
+
+
+class AllAgentsDraining(NoAgentAvailable):
+    """Eligible agents exist but every one is draining (DrainAgent); undrain one or add one."""

@@ -36,6 +36,17 @@ class Engine(enum.Enum):
     GRPC = "grpc"
 
 
+class AgentHealth(enum.Enum):
+    """Whether an agent takes new picks, as probes, heartbeats and drains decided."""
+
+    HEALTHY = "healthy"
+    #: No new picks (probes failed, heartbeat missed, not yet probed), except in panic
+    #: mode: when every eligible agent is unhealthy they are picked among all the same.
+    UNHEALTHY = "unhealthy"
+    #: No new picks until undrained; open leases end normally.
+    DRAINING = "draining"
+
+
 @dataclass(frozen=True, slots=True)
 class Hardware:
     """An agent's machine: GPU model and memory, CPU cores, system memory."""
@@ -67,6 +78,12 @@ class Agent:
     metadata: Mapping[str, str] = field(default_factory=dict)
     max_connections: int = 0
     parallel_slots: int = 0
+    #: The serving software: how the service probes it (``UNSPECIFIED``: not probed).
+    engine: Engine = Engine.UNSPECIFIED
+    #: The agent heartbeats at least this often (ms); 0 = it sends none.
+    heartbeat_ttl_ms: int = 0
+    #: For ``Engine.HTTP``: the path probed with GET; empty means "/".
+    probe_path: str = ""
 
     @property
     def default_weight(self) -> float:
@@ -113,6 +130,9 @@ class AgentLoad:
     #: Learned capacity, requests per second while busy (``lb_service.capacity``); 0 until
     #: enough requests have completed to trust it.
     capacity_rps: float = 0.0
+    #: Whether the agent takes new picks; ``health_reason`` says why not (empty if healthy).
+    health: AgentHealth = AgentHealth.HEALTHY
+    health_reason: str = ""
 
     @property
     def ejected(self) -> bool:

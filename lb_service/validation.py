@@ -25,6 +25,10 @@ MAX_PARALLEL_SLOTS = 1024
 #: Longest model name a request start may name. Its lease keeps the name until it ends,
 #: and the agent's model-cost figures keep up to ``model_cost.MAX_MODELS`` of them.
 MAX_MODEL_LENGTH = 1024
+#: Longest heartbeat TTL an agent may declare (one day): a longer one is a typo of units.
+MAX_HEARTBEAT_TTL_MS = 86_400_000
+#: Longest probe path an agent may declare.
+MAX_PROBE_PATH = 1024
 
 
 def require_id(value: str, what: str = "agent_id", field: str | None = None) -> str:
@@ -93,6 +97,7 @@ def check_agent(agent: Agent, where: str = "agent", *, address: bool = True) -> 
             f"{MAX_PARALLEL_SLOTS}, got {agent.parallel_slots} (agent {agent.id!r})",
             f"{where}.parallel_slots",
         )
+    check_health_fields(agent, where)
     for name, amount in (("vram_gb", agent.hardware.vram_gb), ("ram_gb", agent.hardware.ram_gb)):
         require_amount(amount, f"{where} {agent.id!r}: hardware.{name}", f"{where}.hardware.{name}")
     empty = next((n for n, model in enumerate(agent.models) if not model), None)
@@ -108,6 +113,23 @@ def check_agent(agent: Agent, where: str = "agent", *, address: bool = True) -> 
             where,
         )
     return agent
+
+
+def check_health_fields(agent: Agent, where: str = "agent") -> None:
+    """Raise InvalidArgument unless the heartbeat TTL and probe path are usable."""
+    if not 0 <= agent.heartbeat_ttl_ms <= MAX_HEARTBEAT_TTL_MS:
+        raise InvalidArgument(
+            f"{where}.heartbeat_ttl_ms: must be from 0 (no heartbeats) to "
+            f"{MAX_HEARTBEAT_TTL_MS} (one day), got {agent.heartbeat_ttl_ms} (agent {agent.id!r})",
+            f"{where}.heartbeat_ttl_ms",
+        )
+    path = agent.probe_path
+    if path and (not path.startswith("/") or len(path) > MAX_PROBE_PATH or not path.isprintable()):
+        raise InvalidArgument(
+            f'{where}.probe_path: must be empty ("/") or a printable path starting with '
+            f'"/" of at most {MAX_PROBE_PATH} characters, got {path[:64]!r} (agent {agent.id!r})',
+            f"{where}.probe_path",
+        )
 
 
 def check_address(agent: Agent, where: str = "agent") -> None:

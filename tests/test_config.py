@@ -8,8 +8,9 @@ import pytest
 import yaml
 
 from lb_service import config as cfg
-from lb_service.cli import main
-from lb_service.model import StrategyName
+from lb_service.balancer import BalancerConfig
+from lb_service.cli import _BALANCER_OPTIONS, main
+from lb_service.model import Engine, StrategyName
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -230,3 +231,73 @@ def test_serve_exits_2_on_an_agent_without_an_address(
         f"lb-service: config error: {path}: agents[0].host: required: the host name or "
         "address dispatchers connect to (agent 'a')\n"
     )
+
+
+def test_serve_exits_2_on_an_unknown_engine(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An agent declared with an engine the service cannot probe stops start-up with status 2."""
+    path = tmp_path / "lb.yaml"
+    path.write_text("agents:\n  - {id: a, host: h, port: 1, engine: tgi}\n")
+
+    assert main(["serve", "--config", str(path)]) == 2
+    assert capsys.readouterr().err == (
+        f"lb-service: config error: {path}: agents[0].engine: must be one of ollama, vllm, "
+        "sglang, http, grpc; got 'tgi'\n"
+    )
+
+
+def test_declared_agents_carry_their_health_fields(tmp_path: Path) -> None:
+    """engine, heartbeat_ttl_ms and probe_path in the file reach the declared agent."""
+    path = tmp_path / "lb.yaml"
+    path.write_text(
+        "agents:\n  - {id: a, host: h, port: 1, engine: http, heartbeat_ttl_ms: 5000, "
+        "probe_path: /healthz}\n"
+    )
+    (declared,) = cfg.load({}, environ={}, config_path=path).declared.agents
+
+    assert (declared.engine, declared.heartbeat_ttl_ms, declared.probe_path) == (
+        Engine.HTTP,
+        5000,
+        "/healthz",
+    )
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("LB_PROBE_INTERVAL_S", "0", "probe_interval_s: must be a finite number > 0, got '0'"),
+        ("LB_PROBE_TIMEOUT_S", "-1", "probe_timeout_s: must be a finite number > 0, got '-1'"),
+        (
+            "LB_PROBE_UNHEALTHY_THRESHOLD",
+            "0",
+            "probe_unhealthy_threshold: must be a whole number >= 1, got '0'",
+        ),
+        (
+            "LB_PROBE_HEALTHY_THRESHOLD",
+            "1.5",
+            "probe_healthy_threshold: must be a whole number >= 1, got '1.5'",
+        ),
+        ("LB_AGENT_EXPIRY_S", "soon", "agent_expiry_s: must be a number, got 'soon'"),
+    ],
+)
+def test_bad_health_options_are_refused(variable: str, value: str, message: str) -> None:
+    """Each health option refuses a value it cannot work with, naming option and source."""
+    with pytest.raises(cfg.ConfigError) as error:
+        cfg.load({}, environ={variable: value})
+
+    assert str(error.value) == f"environment {variable}: {message}"
+
+
+def test_health_options_reach_the_balancer_config() -> None:
+    """The health options' defaults are the balancer's: 5 s, 1 s, 3, 2 and 300 s."""
+    config = cfg.load({}, environ={})
+    balancer = BalancerConfig(**{key: config[key] for key in _BALANCER_OPTIONS})
+
+    assert (
+        balancer.probe_interval_s,
+        balancer.probe_timeout_s,
+        balancer.probe_unhealthy_threshold,
+        balancer.probe_healthy_threshold,
+        balancer.agent_expiry_s,
+    ) == (5.0, 1.0, 3, 2, 300.0)

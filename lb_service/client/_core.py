@@ -210,6 +210,21 @@ def set_strategy(strategy: StrategyName) -> Call[StrategyName]:
     return Call(LOAD_BALANCER, "SetStrategy", request, _previous_strategy)
 
 
+def heartbeat(agent_id: str) -> Call[None]:
+    """Heartbeat: the agent is alive."""
+    return Call(LOAD_BALANCER, "Heartbeat", pb.HeartbeatRequest(agent_id=agent_id), _nothing)
+
+
+def _active(response: pb.DrainAgentResponse) -> int:
+    return int(response.active_connections)
+
+
+def drain(agent_id: str, *, undrain: bool) -> Call[int]:
+    """DrainAgent (or its undo), read into the agent's open leases."""
+    request = pb.DrainAgentRequest(agent_id=agent_id, undrain=undrain)
+    return Call(LOAD_BALANCER, "DrainAgent", request, _active)
+
+
 def note_unended(error: BaseException, lease: Lease, end_error: ClientError) -> None:
     """Tell, on the block's own exception, that its lease could not be ended."""
     # The block's own exception is what the caller must see; the lease will expire on

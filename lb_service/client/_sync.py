@@ -262,6 +262,17 @@ class LoadBalancerClient(_core.ClientCore):
         """Switch the selection strategy; return the one it replaced."""
         return self._send(_core.set_strategy(strategy), timeout)
 
+    def heartbeat(self, agent_id: str, *, timeout: float | None = None) -> None:
+        """Tell the service the agent is alive (it registered with a heartbeat TTL).
+
+        NOT_FOUND means the agent is no longer registered (it expired): register again.
+        """
+        self._send(_core.heartbeat(agent_id), timeout)
+
+    def drain(self, agent_id: str, *, undrain: bool = False, timeout: float | None = None) -> int:
+        """Stop new picks of the agent (``undrain``: allow them again); return its open leases."""
+        return self._send(_core.drain(agent_id, undrain=undrain), timeout)
+
     def _send(self, call: _core.Call[_Result], timeout: float | None) -> _Result:
         """Make a unary call, retried per the policy within one deadline; read its answer."""
         method = self._method(call)

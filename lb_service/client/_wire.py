@@ -16,8 +16,10 @@ from lb.v1 import load_balancer_pb2 as pb
 from lb_service.errors import InvalidArgument
 from lb_service.model import (
     Agent,
+    AgentHealth,
     AgentLoad,
     Compute,
+    Engine,
     Hardware,
     LoadSnapshot,
     Selection,
@@ -51,6 +53,25 @@ _COMPUTE_FROM_PB: Mapping[int, Compute] = {
 _COMPUTE_TO_PB: Mapping[Compute, pb.Compute.ValueType] = {
     compute: pb.Compute.ValueType(number) for number, compute in _COMPUTE_FROM_PB.items()
 }
+_ENGINE_FROM_PB: Mapping[int, Engine] = {
+    pb.ENGINE_UNSPECIFIED: Engine.UNSPECIFIED,
+    pb.ENGINE_OLLAMA: Engine.OLLAMA,
+    pb.ENGINE_VLLM: Engine.VLLM,
+    pb.ENGINE_SGLANG: Engine.SGLANG,
+    pb.ENGINE_HTTP: Engine.HTTP,
+    pb.ENGINE_GRPC: Engine.GRPC,
+}
+_ENGINE_TO_PB: Mapping[Engine, pb.Engine.ValueType] = {
+    engine: pb.Engine.ValueType(number) for number, engine in _ENGINE_FROM_PB.items()
+}
+_HEALTH_FROM_PB: Mapping[int, AgentHealth] = {
+    pb.AGENT_HEALTH_HEALTHY: AgentHealth.HEALTHY,
+    pb.AGENT_HEALTH_UNHEALTHY: AgentHealth.UNHEALTHY,
+    pb.AGENT_HEALTH_DRAINING: AgentHealth.DRAINING,
+}
+_HEALTH_TO_PB: Mapping[AgentHealth, pb.AgentHealth.ValueType] = {
+    health: pb.AgentHealth.ValueType(number) for number, health in _HEALTH_FROM_PB.items()
+}
 
 
 def strategy_from_pb(value: int) -> StrategyName:
@@ -78,8 +99,21 @@ def compute_from_pb(value: int) -> Compute:
         ) from None
 
 
-def agent_from_pb(message: pb.Agent) -> Agent:
-    """Build a domain agent from its message (not yet validated)."""
+def engine_from_pb(value: int, field: str = "agent.engine") -> Engine:
+    """Map an Engine enum number; an unknown number is invalid, naming ``field``."""
+    try:
+        return _ENGINE_FROM_PB[value]
+    except KeyError:
+        valid = ", ".join(pb.Engine.Name(pb.Engine.ValueType(n)) for n in _ENGINE_FROM_PB)
+        raise InvalidArgument(f"{field} must be one of {valid}; got {value}", field) from None
+
+
+def agent_from_pb(message: pb.Agent, where: str = "agent") -> Agent:
+    """Build a domain agent from its message (not yet validated but for its engine).
+
+    ``where`` is the message's path in the request (``agent``, ``candidates[2]``): an
+    unknown engine number is refused naming ``<where>.engine``.
+    """
     hw = message.hardware
     return Agent(
         id=message.id,
@@ -90,6 +124,11 @@ def agent_from_pb(message: pb.Agent) -> Agent:
         metadata=dict(message.metadata),
         max_connections=message.max_connections,
         parallel_slots=message.parallel_slots,
+        engine=engine_from_pb(message.engine, f"{where}.engine")
+        if message.engine
+        else Engine.UNSPECIFIED,
+        heartbeat_ttl_ms=message.heartbeat_ttl_ms,
+        probe_path=message.probe_path,
     )
 
 
@@ -107,6 +146,9 @@ def agent_to_pb(agent: Agent) -> pb.Agent:
         metadata=agent.metadata,
         max_connections=agent.max_connections,
         parallel_slots=agent.parallel_slots,
+        engine=_ENGINE_TO_PB[agent.engine],
+        heartbeat_ttl_ms=agent.heartbeat_ttl_ms,
+        probe_path=agent.probe_path,
     )
 
 
@@ -166,6 +208,8 @@ def load_to_pb(load: AgentLoad) -> pb.AgentLoad:
         ejected=load.ejected,
         ejected_until_ms=load.ejected_until_ms,
         capacity_rps=load.capacity_rps,
+        health=_HEALTH_TO_PB[load.health],
+        health_reason=load.health_reason,
     )
 
 
@@ -211,6 +255,9 @@ def load_from_pb(message: pb.AgentLoad) -> AgentLoad:
         weight=message.weight,
         ejected_until_ms=message.ejected_until_ms,
         capacity_rps=message.capacity_rps,
+        # A server that predates health (or a state it does not know yet) reads as healthy.
+        health=_HEALTH_FROM_PB.get(message.health, AgentHealth.HEALTHY),
+        health_reason=message.health_reason,
     )
 
 

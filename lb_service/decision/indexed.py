@@ -17,7 +17,8 @@ for bit: the pool keeps its capacities in the sum trees a scan builds
 (``strategies.sampling``), so a seeded run is the same with or without the index
 (tests/core/test_indexed_picks.py). Anything else takes the scan: candidates passed by
 the caller, a shared store, slow start (it re-draws among the others), a pool with a
-member out, and an empty pool (the scan names the requirement no agent meets).
+member out (ejected, unhealthy or draining), and an empty pool (the scan names the
+requirement no agent meets).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING
 
 from lb_service.decision import stickiness
 from lb_service.decision.outcome import Decision, Refusal, conclude
-from lb_service.model import StrategyName, Task
+from lb_service.model import AgentHealth, StrategyName, Task
 from lb_service.strategies import STRATEGIES, PickContext
 
 if TYPE_CHECKING:
@@ -35,8 +36,10 @@ if TYPE_CHECKING:
     from lb_service.store.index import Pool
 
 
-def every_member_counts(pool: Pool, ejections: Mapping[str, int], now_ms: int) -> bool:
-    """Whether availability and room leave every member of a non-empty ``pool`` in.
+def every_member_counts(
+    pool: Pool, ejections: Mapping[str, int], now_ms: int, out: Mapping[str, AgentHealth]
+) -> bool:
+    """Whether health, availability and room leave every member of a non-empty ``pool`` in.
 
     Exploration holds untrusted members back only while some members are trusted and
     some are not (``room.explore_bounded``).
@@ -46,6 +49,7 @@ def every_member_counts(pool: Pool, ejections: Mapping[str, int], now_ms: int) -
         and not pool.full
         and not (pool.exploring and 0 < pool.trusted < len(pool))
         and not (ejections and pool.holds_ejected(ejections, now_ms))
+        and not (out and pool.holds_any(out))
     )
 
 

@@ -16,6 +16,7 @@ class RefusalKind(enum.Enum):
     NO_AGENTS = "no_agents"  # nothing registered and no candidates given
     NO_ELIGIBLE_AGENT = "no_eligible_agent"  # none meets the task, or all weigh 0
     ALL_BUSY = "all_busy"  # every eligible agent is at max_connections
+    ALL_DRAINING = "all_draining"  # every eligible agent is draining (DrainAgent)
 
 
 class Refusal(NamedTuple):
@@ -39,10 +40,12 @@ class Decision(NamedTuple):
     #: Bind (or rebind) the session to the pick.
     bind: bool
     compared: Sequence[tuple[Candidate, LoadRank]] = ()
+    #: Every eligible agent was unhealthy, so they were picked among all the same.
+    panic: bool = False
 
 
 def conclude(
-    strategy: Strategy, choice: Candidate | None, compared: Ranked, bind: bool
+    strategy: Strategy, choice: Candidate | None, compared: Ranked, bind: bool, panic: bool = False
 ) -> Decision | Refusal:
     """The strategy's choice as a decision; none chosen (every weight 0) is a refusal."""
     if choice is None:
@@ -52,4 +55,4 @@ def conclude(
             "picks none; raise a weight with UpdateWeights or change strategy",
         )
     # tuple.__new__: the NamedTuple without its generated __new__ (a Python call).
-    return tuple.__new__(Decision, (choice, False, bind, compared))
+    return tuple.__new__(Decision, (choice, False, bind, compared, panic))

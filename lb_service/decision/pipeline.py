@@ -5,7 +5,10 @@
 
 1. **requirements** (``lb_service.requirements``): the agents that meet the task
    (model, VRAM, CPU or GPU); none is a refusal naming the requirement.
-2. **candidates** (``candidates``): each with its load figures and its capacity.
+2. **health** (``health``): draining agents never take a pick (all draining is a
+   refusal); unhealthy ones only when every other one is unhealthy too (panic mode).
+   A session bound to an agent that is out binds anew.
+   **candidates** (``candidates``): each with its load figures and its capacity.
 3. **availability** (``availability``): agents out by outlier ejection, unless all are.
 4. **room** (``room``): agents at ``max_connections`` are skipped; none left is a
    refusal ("all busy"). Then **exploration**: untrusted agents take one request at a
@@ -30,10 +33,18 @@ import random
 from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
-from lb_service.decision import availability, candidates, indexed, room, slow_start, stickiness
+from lb_service.decision import (
+    availability,
+    candidates,
+    health,
+    indexed,
+    room,
+    slow_start,
+    stickiness,
+)
 from lb_service.decision.outcome import Decision, Refusal, RefusalKind, conclude
 from lb_service.errors import NoEligibleAgent
-from lb_service.model import Agent, StrategyName, Task
+from lb_service.model import Agent, AgentHealth, StrategyName, Task
 from lb_service.requirements import eligible, meets
 from lb_service.store.base import AgentStats, Binding
 from lb_service.strategies import STRATEGIES, Candidate, PickContext, Strategy
@@ -70,6 +81,8 @@ class DecisionInputs(NamedTuple):
     pool: PoolLookup | None = None
     #: Time constant of the peak-EWMA estimate's decay (latency-based).
     decay_ms: float = 10_000.0
+    #: Agents out by health (``PickState.out``): UNHEALTHY or DRAINING, by id.
+    out: Mapping[str, AgentHealth] = {}
 
     def choice_count_for(self, strategy: Strategy) -> int:
         """The candidates ``strategy`` compares: as configured, else its own default."""
@@ -81,14 +94,18 @@ def decide(inputs: DecisionInputs, task: Task, session_id: str) -> Decision | Re
     """Run the pipeline (see the module docstring), from the task's pool when it may."""
     if inputs.pool is not None and inputs.slow_start_window_ms <= 0:
         members = inputs.pool(task)
-        if indexed.every_member_counts(members, inputs.ejections, inputs.now_ms):
+        if indexed.every_member_counts(members, inputs.ejections, inputs.now_ms, inputs.out):
             return indexed.decide(members, inputs, task, session_id)
     if not inputs.agents:
         return Refusal(RefusalKind.NO_AGENTS, "")
     try:
-        matching = eligible(inputs.agents, task)
+        meeting = eligible(inputs.agents, task)
     except NoEligibleAgent as error:
         return Refusal(RefusalKind.NO_ELIGIBLE_AGENT, str(error))
+    fit = health.healthy(meeting, inputs.out)
+    if isinstance(fit, Refusal):
+        return fit
+    matching, panic = fit
     strategy = STRATEGIES[inputs.strategy]
     peak_ewma = inputs.peak_ewma and inputs.strategy is StrategyName.LATENCY_BASED
     built, scale = candidates.build(matching, inputs.stats, inputs.weights, peak_ewma, task.model)
@@ -107,7 +124,7 @@ def decide(inputs: DecisionInputs, task: Task, session_id: str) -> Decision | Re
         capacity_trees(pool, scale).total,
         inputs.balance_factor,
     ):
-        return Decision(bound, sticky=True, bind=False)
+        return Decision(bound, sticky=True, bind=False, panic=panic)
     ctx = PickContext(
         inputs.sequence,
         inputs.rng,
@@ -134,11 +151,12 @@ def decide(inputs: DecisionInputs, task: Task, session_id: str) -> Decision | Re
             if again is not None:
                 choice, compared = again, compared_again
     # A session whose agent is over its bound, full or ejected spills over and keeps its
-    # binding; one with no binding, or whose agent left or cannot serve the task, binds anew.
+    # binding; one with no binding, or whose agent left, cannot serve the task or is out
+    # by health (unhealthy or draining), binds anew.
     bind = bool(session_id) and (
         inputs.binding is None or not _serves(inputs.binding.agent_id, matching)
     )
-    return conclude(strategy, choice, compared, bind)
+    return conclude(strategy, choice, compared, bind, panic)
 
 
 def _bound(binding: Binding | None, options: Sequence[Candidate], task: Task) -> Candidate | None:

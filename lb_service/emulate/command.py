@@ -137,7 +137,8 @@ def agents_config(agents: list[Agent]) -> str:
             "models": list(agent.models),
             "hardware": hardware,
             "parallel_slots": agent.parallel_slots,
-            "metadata": dict(agent.metadata),
+            # Probed by the server as its engine documents (lb_service.health.probes).
+            "engine": agent.engine.value,
         }
         if agent.max_connections:
             entry["max_connections"] = agent.max_connections

@@ -144,7 +144,7 @@ class Emulator:
                     port=listener.port,
                     models=agent.models,
                     hardware=agent.hardware,
-                    metadata={"engine": listener.host.spec.engine.value},
+                    engine=listener.host.spec.engine,
                     max_connections=agent.max_connections,
                     parallel_slots=sim.slots,
                 )

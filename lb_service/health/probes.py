@@ -32,7 +32,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from lb_service.health.result import ProbeResult
-from lb_service.model import Engine
+from lb_service.model import Agent, Engine
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "LOAD_SERIES", "Prober"]
 
@@ -92,7 +92,16 @@ class Prober:
         if self._owned:
             await self._client.aclose()
 
-    async def probe(
+    async def probe(self, agent: Agent, *, full: bool = False) -> ProbeResult:
+        """Probe a registered agent by its engine, address and probe path; never raises.
+
+        What the server's probe scheduler calls (``health.scheduler.Prober``).
+        """
+        return await self.probe_address(
+            agent.engine, agent.host, agent.port, path=agent.probe_path, full=full
+        )
+
+    async def probe_address(
         self, engine: Engine, host: str, port: int, *, path: str = "", full: bool = False
     ) -> ProbeResult:
         """Probe the agent at ``host:port`` as its ``engine`` documents; never raises.

@@ -11,7 +11,16 @@ import grpc
 #: The RPCs that change what the balancer does; they need the token whenever one is set.
 ADMIN_METHODS = frozenset(
     f"/lb.v1.LoadBalancer/{name}"
-    for name in ("RegisterAgent", "DeregisterAgent", "UpdateWeights", "SetStrategy")
+    for name in (
+        "RegisterAgent",
+        "DeregisterAgent",
+        "UpdateWeights",
+        "SetStrategy",
+        "DrainAgent",
+        # Whoever registers an agent holds the token; without it anyone could keep a
+        # dead heartbeat agent looking alive.
+        "Heartbeat",
+    )
 )
 #: What the "token on everything" option protects: every lb.v1 RPC and server reflection.
 #: Health checks stay open so orchestrators can probe without a secret.

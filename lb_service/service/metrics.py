@@ -26,7 +26,9 @@ from prometheus_client.registry import Collector
 
 from lb_service.balancer import LoadBalancer, Outcome
 from lb_service.errors import StoreUnavailable
-from lb_service.model import AgentLoad, StrategyName
+from lb_service.health.result import ProbeResult
+from lb_service.model import AgentHealth, AgentLoad, StrategyName
+from lb_service.service.health_metrics import HealthMetrics
 from lb_service.service.observe import MethodRecorder, ObservingInterceptor, RpcType
 
 #: Status codes as Go spells them (``codes.Code.String()``), which go-grpc-prometheus
@@ -131,8 +133,14 @@ class _AgentCollector(Collector):
             ),
             "healthy": GaugeMetricFamily(
                 "lb_agent_healthy",
-                "1 while the agent is registered and not ejected.",
+                "1 while the agent takes picks: healthy (probes, heartbeats), not "
+                "draining, not ejected.",
                 labels=["agent"],
+            ),
+            "health": GaugeMetricFamily(
+                "lb_agent_health",
+                "1 for the agent's current health state (healthy, unhealthy, draining).",
+                labels=["agent", "state"],
             ),
             "ejected": GaugeMetricFamily(
                 "lb_agent_ejected",
@@ -145,7 +153,12 @@ class _AgentCollector(Collector):
             gauges["active"].add_metric(labels, load.active_connections)
             gauges["latency"].add_metric(labels, load.avg_latency_ms)
             gauges["weight"].add_metric(labels, load.weight)
-            gauges["healthy"].add_metric(labels, 0 if load.ejected else 1)
+            healthy = load.health is AgentHealth.HEALTHY and not load.ejected
+            gauges["healthy"].add_metric(labels, 1 if healthy else 0)
+            for state in AgentHealth:
+                gauges["health"].add_metric(
+                    [load.agent_id, state.value], 1 if load.health is state else 0
+                )
             gauges["ejected"].add_metric(labels, 1 if load.ejected else 0)
         yield from gauges.values()
         sessions = GaugeMetricFamily("lb_sticky_sessions", "Sticky-session bindings held.")
@@ -279,6 +292,7 @@ class Metrics:
             ["agent"],
             registry=self.registry,
         )
+        self.health = HealthMetrics(self.registry)
         build = Gauge(
             "lb_build_info",
             "Always 1; the version label says which lb-service runs.",
@@ -334,6 +348,23 @@ class Metrics:
         for family in (self._requests, self._failures, self._durations, self._ejections):
             with contextlib.suppress(KeyError):
                 family.remove(agent_id)
+
+    # The health monitor's HealthObserver protocol.
+    def health_changed(self, agent_id: str, previous: AgentHealth, health: AgentHealth) -> None:
+        """Count an agent's health transition."""
+        self.health.health_changed(agent_id, previous, health)
+
+    def probe_finished(self, agent_id: str, result: ProbeResult) -> None:
+        """Time a probe and count its failure."""
+        self.health.probe_finished(agent_id, result)
+
+    def heartbeat_missed(self, agent_id: str) -> None:
+        """Count a missed heartbeat."""
+        self.health.heartbeat_missed(agent_id)
+
+    def panic_changed(self, panicking: bool) -> None:
+        """Count an entry into panic mode."""
+        self.health.panic_changed(panicking)
 
     def attach(self, balancer: LoadBalancer, loop: asyncio.AbstractEventLoop) -> None:
         """Read ``balancer``'s per-agent gauges on ``loop`` at every scrape."""

@@ -1,5 +1,9 @@
 """The gRPC server: LoadBalancer, health and reflection services, upkeep, graceful stop.
 
+Agent health (``lb_service.health``) runs beside upkeep in its own task: the probe
+scheduler probes engine agents with the prober ``probe_factory`` builds (none: agents
+are not probed, heartbeats are still checked) and stops before the server does.
+
 Upkeep (expiring leases and sessions, refreshing metrics, saving the state file,
 checking a shared store) runs in one background task, off the request path. While a
 shared store does not answer, health reports NOT_SERVING and upkeep keeps trying; both
@@ -14,7 +18,7 @@ import asyncio
 import contextlib
 import math
 import signal
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +31,9 @@ from lb.v1 import load_balancer_pb2_grpc as pb_grpc
 
 from lb_service.balancer import LoadBalancer
 from lb_service.errors import StoreUnavailable
-from lb_service.model import StrategyName
+from lb_service.health.result import ProbeResult
+from lb_service.health.scheduler import ProbeFactory, Prober, ProbeScheduler
+from lb_service.model import Agent, StrategyName
 from lb_service.service.auth import TokenAuthInterceptor
 from lb_service.service.draining import DrainInterceptor
 from lb_service.service.malformed import MalformedRequestInterceptor, request_types
@@ -72,7 +78,8 @@ class ServerOptions:
     listen: str = "127.0.0.1:50051"
     #: Seconds in-flight RPCs get to finish on shutdown.
     grace_s: float = 5.0
-    #: Seconds between sweeps that expire overdue leases and idle sessions.
+    #: Seconds between sweeps that expire overdue leases and idle sessions, and between
+    #: two checks of heartbeat agents' silence (a missed heartbeat shows within it).
     sweep_interval_s: float = 1.0
     #: Serve TLS (and mutual TLS) with these files; plaintext when None.
     tls: TlsFiles | None = None
@@ -116,8 +123,13 @@ class LoadBalancerServer:
         metrics: Metrics | None = None,
         state: StateFile | None = None,
         store: Store | None = None,
+        probe_factory: ProbeFactory | None = None,
     ) -> None:
         """Prepare a server for ``balancer``; nothing listens until ``start``.
+
+        With ``probe_factory`` (``lambda timeout_s: Prober(timeout_s=timeout_s)``),
+        agents with an engine are probed every ``probe_interval_s``; without, they are
+        not (heartbeats and drains work either way).
 
         With ``metrics`` (which should also be the balancer's observer), RPCs are counted
         and /metrics is exported on ``options.metrics_listen``. With ``state`` (already
@@ -164,6 +176,24 @@ class LoadBalancerServer:
         )
         self._upkeep: asyncio.Task[None] | None = None
         self.port = 0
+        config = balancer.config
+        self._prober: Prober | None = (
+            probe_factory(config.probe_timeout_s) if probe_factory is not None else None
+        )
+        self.probes = ProbeScheduler(
+            balancer.health,
+            self._probe_with(self._prober) if self._prober is not None else None,
+            interval_s=config.probe_interval_s,
+            timeout_s=config.probe_timeout_s,
+            tick_s=self._options.sweep_interval_s,
+        )
+
+    @staticmethod
+    def _probe_with(prober: Prober) -> Callable[[Agent, bool], Awaitable[ProbeResult]]:
+        async def probe(agent: Agent, full: bool) -> ProbeResult:
+            return await prober.probe(agent, full=full)
+
+        return probe
 
     def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
         """Serve more methods on the same server, behind the same interceptors; before ``start``.
@@ -201,6 +231,7 @@ class LoadBalancerServer:
         if self.store_available:
             await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         self._upkeep = asyncio.create_task(self._upkeep_forever())
+        self.probes.start()
         for warning in self._options.exposure_warnings():
             log.warning("exposed", problem=warning)
         log.info("serving", listen=self._options.listen, port=self.port, tls=tls is not None)
@@ -217,6 +248,9 @@ class LoadBalancerServer:
             self._upkeep.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._upkeep
+        await self.probes.stop()
+        if self._prober is not None:
+            await self._prober.aclose()
         drained = await self._drain.drained(DRAIN_QUIET_S, grace)
         remaining = max(0.0, grace - (asyncio.get_running_loop().time() - started))
         await self._server.stop(remaining)
@@ -351,12 +385,14 @@ async def serve(
     on_reload: Callable[[], Coroutine[Any, Any, None]] | None = None,
     state: StateFile | None = None,
     store: Store | None = None,
+    probe_factory: ProbeFactory | None = None,
 ) -> None:
     """Serve until SIGTERM or SIGINT, then stop gracefully; SIGHUP calls ``on_reload``.
 
-    With ``store`` (the balancer's), health follows whether it answers.
+    With ``store`` (the balancer's), health follows whether it answers. With
+    ``probe_factory``, engine agents are probed (see ``LoadBalancerServer``).
     """
-    server = LoadBalancerServer(balancer, options, metrics, state, store)
+    server = LoadBalancerServer(balancer, options, metrics, state, store, probe_factory)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     # Handlers go in before the server starts (and logs "serving"), so a signal sent as

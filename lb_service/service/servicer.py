@@ -20,7 +20,7 @@ from lb_service.errors import InvalidArgument, LimitExceeded, LoadBalancerError,
 from lb_service.model import Agent, LoadSnapshot, Selection
 from lb_service.service import convert
 from lb_service.service.status import to_status
-from lb_service.validation import MAX_AGENT_TEXT, MAX_ID_LENGTH
+from lb_service.validation import MAX_AGENT_TEXT, MAX_ID_LENGTH, require_id
 
 log = structlog.get_logger(__name__)
 
@@ -180,7 +180,10 @@ class LoadBalancerServicer(pb_grpc.LoadBalancerServicer):
         candidates: Iterable[Agent] = ()
         if request.candidates:
             # Lazy, so an oversized candidate list is refused before it is all converted.
-            candidates = (convert.agent_from_pb(a) for a in request.candidates)
+            candidates = (
+                convert.agent_from_pb(a, f"candidates[{n}]")
+                for n, a in enumerate(request.candidates)
+            )
         return await self._balancer.select(
             task=convert.task_from_pb(request.task),
             session_id=request.session_id,
@@ -272,6 +275,25 @@ class LoadBalancerServicer(pb_grpc.LoadBalancerServicer):
         previous = await self._balancer.set_strategy(strategy)
         log.info("strategy_changed", strategy=strategy.value, previous=previous.value)
         return pb.SetStrategyResponse(previous=convert.strategy_to_pb(previous))
+
+    @_translate_errors
+    async def Heartbeat(  # noqa: N802
+        self, request: pb.HeartbeatRequest, context: grpc.aio.ServicerContext
+    ) -> pb.HeartbeatResponse:
+        """Record that an agent is alive."""
+        await self._balancer.health.heartbeat(require_id(request.agent_id))
+        return pb.HeartbeatResponse()
+
+    @_translate_errors
+    async def DrainAgent(  # noqa: N802
+        self, request: pb.DrainAgentRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DrainAgentResponse:
+        """Drain an agent (no new picks) or end its drain; answer its open leases."""
+        # The transition is logged once, by the monitor (agent_health_changed).
+        active = await self._balancer.health.drain(
+            require_id(request.agent_id), undrain=request.undrain
+        )
+        return pb.DrainAgentResponse(active_connections=active)
 
 
 class _Outage:

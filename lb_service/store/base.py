@@ -16,7 +16,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
-from lb_service.model import Agent, StrategyName
+from lb_service.health.state import HealthRecord
+from lb_service.model import Agent, AgentHealth, StrategyName
 
 if TYPE_CHECKING:
     from lb_service.store.feedback import Feedback
@@ -131,6 +132,8 @@ class PickState:
     #: The store's index, if it keeps one (``store.index``): the pool of the registered
     #: agents meeting a task, which a decision reads instead of scanning the registry.
     pool: PoolLookup | None = None
+    #: Registered agents that are not healthy (``health.state``): UNHEALTHY or DRAINING.
+    out: Mapping[str, AgentHealth] = field(default_factory=dict)
 
 
 class Registered(enum.Enum):
@@ -163,6 +166,16 @@ class UnknownAgent(NamedTuple):
     """
 
     agent_id: str
+
+
+class HealthWrite(enum.Enum):
+    """What ``put_health`` did."""
+
+    APPLIED = "applied"
+    #: The record was not the one expected (another writer came first); nothing changed.
+    CONFLICT = "conflict"
+    #: The agent is not registered; nothing changed.
+    UNKNOWN_AGENT = "unknown-agent"
 
 
 class Contender(NamedTuple):
@@ -302,6 +315,8 @@ class Overview:
     #: Every agent id ever seen, as ``Store.stats``.
     stats: Mapping[str, AgentStats]
     counters: Counters
+    #: Health records of the registered agents that have one (``health.state``).
+    health: Mapping[str, HealthRecord] = field(default_factory=dict)
 
 
 class Store(Protocol):
@@ -424,6 +439,37 @@ class Store(Protocol):
         An id goes when unused (picked, started or ended) since the cutoff, or when more
         than ``keep`` such ids remain (least recently used first). Its selections stay
         counted under the empty id in ``selections_by_agent``. Returns how many went.
+        """
+        ...
+
+    # Health (``lb_service.health``): records written compare-and-set, probe claims.
+    async def health(self) -> Mapping[str, HealthRecord]:
+        """Health records of the registered agents that have one."""
+        ...
+
+    async def health_of(self, agent_id: str) -> HealthRecord | None:
+        """One agent's health record; None when it has none (or is not registered)."""
+        ...
+
+    async def put_health(
+        self, agent_id: str, record: HealthRecord, expected: HealthRecord | None
+    ) -> HealthWrite:
+        """Replace the agent's record with ``record`` if it is still ``expected`` (None: none).
+
+        Atomic, so writers on several replicas (probes, heartbeats, drains, the sweep)
+        never lose each other's changes: a ``CONFLICT`` is read again and retried. An
+        agent not registered is ``UNKNOWN_AGENT``. A write that changes the agent's
+        health moves the version (WatchLoads) and what ``PickState.out`` shows.
+        ``delete_agent`` drops the record.
+        """
+        ...
+
+    async def claim_probe(self, agent_id: str, now_ms: int, hold_ms: int) -> bool:
+        """Claim the agent's next probe for ``hold_ms``; False while another claim holds.
+
+        With replicas sharing the store, one probe per agent per interval is made across
+        all of them; a claim lapses by itself, so a replica that dies leaves no agent
+        unprobed for longer than one hold.
         """
         ...
 

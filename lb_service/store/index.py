@@ -152,6 +152,11 @@ class Pool:
         position = self._position
         return any(until > now_ms and i in position for i, until in ejections.items())
 
+    def holds_any(self, agent_ids: Mapping[str, object]) -> bool:
+        """Whether one of ``agent_ids`` is a member (the agents out by health)."""
+        position = self._position
+        return any(agent_id in position for agent_id in agent_ids)
+
     def capacities(self) -> CapacityTrees:
         """The members' capacities as sum trees, with ``capacity.scale`` over the members."""
         return self._trees

@@ -16,6 +16,7 @@ from dataclasses import replace
 from types import MappingProxyType
 
 from lb_service.capacity import accrue, parallel_slots
+from lb_service.health.state import HealthRecord
 from lb_service.model import Agent, StrategyName
 from lb_service.store.base import (
     AgentStats,
@@ -25,6 +26,7 @@ from lb_service.store.base import (
     Counters,
     EndOutcome,
     EndResult,
+    HealthWrite,
     Lease,
     Limit,
     Overview,
@@ -44,6 +46,7 @@ from lb_service.store.feedback import (
     is_ejected,
     open_lease,
 )
+from lb_service.store.health import HealthTable
 from lb_service.store.index import AgentIndex
 from lb_service.store.pending import PendingPicks
 from lb_service.store.snapshot import StoreState
@@ -87,6 +90,7 @@ class MemoryStore:
         self._changed = asyncio.Event()
         self._index = AgentIndex(self._agents, self._stats, self._weights)
         self._pending = PendingPicks()
+        self._health = HealthTable()
 
     # Registry, weights and strategy.
     async def put_agent(self, agent: Agent, now_ms: int, max_agents: int = 0) -> Registered | Limit:
@@ -119,6 +123,7 @@ class MemoryStore:
         if self._agents.pop(agent_id, None) is None:
             return False
         self._weights.pop(agent_id, None)
+        self._health.forget(agent_id)
         self._index.registry_changed()
         self._bump()
         return True
@@ -180,6 +185,7 @@ class MemoryStore:
             lease_count=len(self._leases),
             ejections=self._ejections_view,
             pool=self._index.pool,
+            out=self._health.out,
         )
 
     async def commit_pick(self, pick: Pick) -> Committed | Limit | None:
@@ -341,6 +347,30 @@ class MemoryStore:
             self._bump()
         return len(gone)
 
+    # Health.
+    async def health(self) -> Mapping[str, HealthRecord]:
+        """Health records of the registered agents that have one (a live view)."""
+        return self._health.records()
+
+    async def health_of(self, agent_id: str) -> HealthRecord | None:
+        """One agent's health record, or None."""
+        return self._health.get(agent_id)
+
+    async def put_health(
+        self, agent_id: str, record: HealthRecord, expected: HealthRecord | None
+    ) -> HealthWrite:
+        """Replace the agent's record if still ``expected``; a health change moves the version."""
+        outcome, changed = self._health.put(
+            agent_id, record, expected, registered=agent_id in self._agents
+        )
+        if changed:
+            self._bump()
+        return outcome
+
+    async def claim_probe(self, agent_id: str, now_ms: int, hold_ms: int) -> bool:
+        """Claim the agent's next probe for ``hold_ms`` (one process: always the claimant)."""
+        return self._health.claim(agent_id, now_ms, hold_ms)
+
     # Reads and change notification.
     async def stats(self) -> Mapping[str, AgentStats]:
         """Load history of every agent id ever seen, registered or candidate."""
@@ -377,6 +407,7 @@ class MemoryStore:
             weights=MappingProxyType(self._weights),
             stats=MappingProxyType(self._stats),
             counters=await self.counters(),
+            health=self._health.records(),
         )
 
     async def wait_for_change(self, seen_version: int) -> int:
@@ -403,6 +434,7 @@ class MemoryStore:
             agents=tuple(self._agents.values()),
             weights=dict(self._weights),
             bindings=dict(self._bindings),
+            drained=tuple(i for i, record in self._health.records().items() if record.drained),
         )
 
     def import_state(self, state: StoreState) -> None:
@@ -417,6 +449,7 @@ class MemoryStore:
             self._stats.setdefault(agent_id, AgentStats())
         self._weights = dict(state.weights)
         self._bindings = dict(state.bindings)
+        self._health.restore({i: HealthRecord(drained=True) for i in state.drained})
         self._index = AgentIndex(self._agents, self._stats, self._weights)
         self._bump()
 

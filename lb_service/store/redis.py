@@ -104,7 +104,8 @@ from redis.commands.core import AsyncScript
 
 from lb_service.capacity import parallel_slots
 from lb_service.errors import StoreUnavailable
-from lb_service.model import Agent, Hardware, StrategyName
+from lb_service.health.state import HealthRecord
+from lb_service.model import Agent, AgentHealth, Engine, Hardware, StrategyName
 from lb_service.store.base import (
     AgentStats,
     Binding,
@@ -113,6 +114,7 @@ from lb_service.store.base import (
     Counters,
     EndOutcome,
     EndResult,
+    HealthWrite,
     Lease,
     Limit,
     Overview,
@@ -130,6 +132,7 @@ from lb_service.store.feedback import (
     fold_expiry,
     is_ejected,
 )
+from lb_service.store.health import decode_health, encode_health, out_value
 
 log = structlog.get_logger(__name__)
 
@@ -410,6 +413,7 @@ class RedisStore:
             ejections,
             registered,
             candidates,
+            out,
         ) = reply
         config = self._adopt(config_version, payload, sent)
         self._observed(version)
@@ -433,6 +437,7 @@ class RedisStore:
             lease_count=int(lease_count),
             ejections=MappingProxyType(dict(self._ejections)),
             shared=True,
+            out={out[i]: AgentHealth(out[i + 1]) for i in range(0, len(out), 2)} if out else {},
         )
 
     async def commit_pick(self, pick: Pick) -> Committed | Limit | None:
@@ -670,6 +675,43 @@ class RedisStore:
         self._observed(version)
         return int(gone)
 
+    # Health.
+    async def health(self) -> Mapping[str, HealthRecord]:
+        """Health records of the registered agents that have one (one HGETALL)."""
+        raw = await self._call(lambda r: r.hgetall(self._key("health")))
+        return {agent_id: decode_health(text) for agent_id, text in raw.items()}
+
+    async def health_of(self, agent_id: str) -> HealthRecord | None:
+        """One agent's health record, or None (one HGET)."""
+        text = await self._call(lambda r: r.hget(self._key("health"), agent_id))
+        return decode_health(text) if text is not None else None
+
+    async def put_health(
+        self, agent_id: str, record: HealthRecord, expected: HealthRecord | None
+    ) -> HealthWrite:
+        """Replace the agent's record if it is still ``expected``: one script, atomic."""
+        reply = await self._eval(
+            "put_health",
+            [
+                agent_id,
+                encode_health(record),
+                encode_health(expected) if expected is not None else "",
+                out_value(record),
+            ],
+        )
+        if isinstance(reply, str):
+            return HealthWrite(reply)
+        self._observed(reply[1])
+        return HealthWrite.APPLIED
+
+    async def claim_probe(self, agent_id: str, now_ms: int, hold_ms: int) -> bool:
+        """Claim the agent's next probe: ``SET NX PX hold_ms``, so it lapses by itself."""
+        key = self._key(f"probe_claim:{agent_id}")
+        claimed = await self._call(
+            lambda r: r.set(key, now_ms, nx=True, px=max(int(hold_ms), 1)), writes=True
+        )
+        return bool(claimed)
+
     # Reads and change notification.
     async def stats(self) -> Mapping[str, AgentStats]:
         """Load history of every agent id ever seen, in the order they were first seen."""
@@ -718,7 +760,14 @@ class RedisStore:
         The cached configuration is re-validated in the same reply, as in ``pick_state``.
         """
         sent = self._config
-        config_version, payload, flat_stats, flat_counters, flat_selections = await self._eval(
+        (
+            config_version,
+            payload,
+            flat_stats,
+            flat_counters,
+            flat_selections,
+            flat_health,
+        ) = await self._eval(
             "overview",
             [sent.version if sent is not None else "", self._default_strategy.value],
             writes=False,
@@ -730,6 +779,7 @@ class RedisStore:
             weights=config.weights,
             stats=_records_in_order(_pairs(flat_stats)),
             counters=_counters(_pairs(flat_counters), _pairs(flat_selections)),
+            health={k: decode_health(v) for k, v in _pairs(flat_health).items()},
         )
 
     async def wait_for_change(self, seen_version: int) -> int:
@@ -1204,19 +1254,33 @@ def _encode_agent(agent: Agent) -> str:
             hardware.ram_gb,
             dict(agent.metadata),
             agent.max_connections,
-            # Only when declared, so a replica of the release before reads the record.
-            *([agent.parallel_slots] if agent.parallel_slots else []),
+            # Only as far as declared, so a replica of an older release reads the record.
+            *_trailing(agent),
         ],
         separators=(",", ":"),
         allow_nan=False,
     )
 
 
+def _trailing(agent: Agent) -> list[object]:
+    """The fields added after the first release, without the defaults at the end."""
+    fields: list[object] = [
+        agent.parallel_slots,
+        agent.engine.value,
+        agent.heartbeat_ttl_ms,
+        agent.probe_path,
+    ]
+    while fields and not fields[-1]:
+        fields.pop()
+    return fields
+
+
 def _decode_agent(text: str) -> Agent:
-    # An agent written before parallel_slots existed has no 11th field: 0, as it was.
-    agent_id, host, port, models, gpu, vram_gb, cpu_cores, ram_gb, metadata, limit, *slots = (
+    # An agent written before a trailing field existed lacks it: its default, as it was.
+    agent_id, host, port, models, gpu, vram_gb, cpu_cores, ram_gb, metadata, limit, *rest = (
         json.loads(text)
     )
+    rest += [0, "", 0, ""][len(rest) :]
     return Agent(
         id=agent_id,
         host=host,
@@ -1225,7 +1289,10 @@ def _decode_agent(text: str) -> Agent:
         hardware=Hardware(gpu=gpu, vram_gb=vram_gb, cpu_cores=cpu_cores, ram_gb=ram_gb),
         metadata=metadata,
         max_connections=limit,
-        parallel_slots=slots[0] if slots else 0,
+        parallel_slots=rest[0],
+        engine=Engine(rest[1]),
+        heartbeat_ttl_ms=rest[2],
+        probe_path=rest[3],
     )
 
 

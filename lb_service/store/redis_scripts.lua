@@ -64,6 +64,12 @@ local K = {
   -- hash: agent id -> ejected until (unix ms); entries whose time is up stay until
   -- expire_ejections, as in the memory store.
   ejections = PREFIX .. 'ejections',
+  -- hash: agent id -> health record (store/health.py encode_health) of registered
+  -- agents that have one; written compare-and-set by put_health.
+  health = PREFIX .. 'health',
+  -- hash: agent id -> 'unhealthy' | 'draining' for registered agents that are out
+  -- (model.AgentHealth values): what every pick reads, usually empty.
+  out = PREFIX .. 'out',
   -- string: random hex naming this prefix's request ids; created with SET NX by the
   -- first script that issues an id (again after a Redis restart lost it).
   epoch = PREFIX .. 'epoch',
@@ -341,7 +347,8 @@ return {version, config_payload()}
 --- script: overview
 -- What GetLoads and GetStatistics read, as of one instant. ARGV: prefix, cached config
 -- version, default strategy. Returns {config version, configuration or false, every
--- load record (flat id/record pairs), counters (flat), selections (flat)}.
+-- load record (flat id/record pairs), counters (flat), selections (flat), health
+-- records (flat id/record pairs)}.
 local version = config_version(ARGV[3])
 local payload = false
 if version ~= ARGV[2] then payload = config_payload() end
@@ -351,6 +358,7 @@ return {
   redis.call('HGETALL', K.stats),
   redis.call('HGETALL', K.counters),
   redis.call('HGETALL', K.selections),
+  redis.call('HGETALL', K.health),
 }
 
 --- script: pick_state
@@ -359,7 +367,8 @@ return {
 -- Returns {config version, configuration or false, state version or false, sequence,
 -- bindings held, leases open, bound agent or false, binding last used or false,
 -- ejections (flat id/until pairs), records of the registered agents in registration
--- order, records of the candidates in the order given}. Records come as one string,
+-- order, records of the candidates in the order given, agents out by health (flat
+-- id/'unhealthy'|'draining' pairs)}. Records come as one string,
 -- one per line ("" where an id has none): one reply element instead of one per agent
 -- keeps the client's parsing from dominating a pick over a large registry.
 local config = config_version(ARGV[3])
@@ -392,6 +401,7 @@ return {
   redis.call('HGETALL', K.ejections),
   records(redis.call('ZRANGE', K.order, 0, -1)),
   records(candidates),
+  redis.call('HGETALL', K.out),
 }
 
 --- script: put_agent
@@ -438,6 +448,8 @@ local agent_id = ARGV[2]
 if redis.call('HDEL', K.agents, agent_id) == 0 then return {0, false} end
 redis.call('ZREM', K.order, agent_id)
 redis.call('HDEL', K.weights, agent_id)
+redis.call('HDEL', K.health, agent_id)
+redis.call('HDEL', K.out, agent_id)
 bump_config()
 return {1, bump_version()}
 
@@ -492,7 +504,8 @@ return {previous, bump_version()}
 -- open_lease keeps it; "" = none), then the contenders as (id, max_connections, tier,
 -- per_request, offset, floor) sextuples (store.base.Contender; none: commit the agent
 -- id as it is). Returns 'max_leases' or 'max_sessions' when the
--- pick would go past that limit, false when every contender is at max_connections
+-- pick would go past that limit, false when every contender is at max_connections or
+-- draining
 -- (nothing recorded either way), else {agent id, request id or "", sticky 1/0, version}.
 local agent_id, now = ARGV[3], tonumber(ARGV[4])
 local acquire, session_id, bind = ARGV[5] == '1', ARGV[6], ARGV[7] == '1'
@@ -510,7 +523,9 @@ if bind and bound then
   -- the balancer chose to replace (idle, its agent gone or not fit for this task).
   local used = redis.call('ZSCORE', K.used, session_id)
   local shown = bound == seen_agent and seen_used ~= '' and tonumber(used) == tonumber(seen_used)
-  if used and tonumber(used) >= fresh_since and not shown then
+  -- A draining agent takes no pick, not even through a binding (DrainAgent's promise).
+  if used and tonumber(used) >= fresh_since and not shown
+      and redis.call('HGET', K.out, bound) ~= 'draining' then
     agent_id = bound
     sticky = 1
     decided = true
@@ -530,7 +545,9 @@ if not decided and #ARGV >= 19 then
     local s = load_stats(id)
     local active = 0
     if s then active = s.active end
-    if limit == 0 or active < limit then
+    -- A contender drained after this replica read its snapshot is passed over: once
+    -- DrainAgent has returned, no pick commits to the agent.
+    if (limit == 0 or active < limit) and redis.call('HGET', K.out, id) ~= 'draining' then
       local r1 = tonumber(ARGV[i + 2])
       local per_request, offset, floor = tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4]), tonumber(ARGV[i + 5])
       local r2 = math.max(floor, per_request * (active + 1) + offset)
@@ -549,6 +566,11 @@ if not decided and #ARGV >= 19 then
   end
   local sequence = tonumber(redis.call('HGET', K.counters, 'sequence') or 0)
   agent_id = ties[(sequence % #ties) + 1]
+end
+
+if not decided and #ARGV < 18 and redis.call('HGET', K.out, agent_id) == 'draining' then
+  redis.call('HINCRBY', K.counters, 'failed', 1)
+  return false
 end
 
 -- The limits, in the same atomic step that would go past them: a lease to open, a
@@ -814,3 +836,21 @@ for n, entry in ipairs(idle) do
 end
 if gone == 0 then return {0, false} end
 return {gone, bump_version()}
+
+--- script: put_health
+-- Replace an agent's health record, compare-and-set. ARGV: prefix, agent id, the new
+-- record, the record expected now ("" = none), the agent's out value ("" = healthy,
+-- else 'unhealthy' | 'draining'). Returns 'unknown-agent' when the agent is not
+-- registered, 'conflict' when the record is not the one expected (nothing changed
+-- either way), else {'applied', version}.
+local agent_id, record, expected, out = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+if redis.call('HEXISTS', K.agents, agent_id) == 0 then return 'unknown-agent' end
+local current = redis.call('HGET', K.health, agent_id) or ''
+if current ~= expected then return 'conflict' end
+redis.call('HSET', K.health, agent_id, record)
+if out == '' then
+  redis.call('HDEL', K.out, agent_id)
+else
+  redis.call('HSET', K.out, agent_id, out)
+end
+return {'applied', bump_version()}

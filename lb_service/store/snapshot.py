@@ -1,4 +1,4 @@
-"""State that survives a restart: the registry, weights, strategy and sessions in one JSON file.
+"""State that survives a restart: registry, weights, strategy, sessions and drains in one JSON file.
 
 A save writes a temporary file in the same directory, fsyncs it, renames it over the
 state file and fsyncs the directory, so a crash at any moment leaves either the old
@@ -7,7 +7,9 @@ snapshot or the new one, never half of one. A restore that finds a file it canno
 reports why; the caller logs that and starts empty rather than failing to start.
 
 Loads, leases and counters are not saved: after a restart every active count is 0,
-leases issued before it are unknown, and latency averages start again.
+leases issued before it are unknown, and latency averages start again. Of agent health
+only drains are saved (an operator's word must outlive a restart); probe verdicts and
+heartbeats start again, as the prober and the agents renew them within seconds.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from lb_service.errors import InvalidArgument
-from lb_service.model import Agent, Hardware, StrategyName
+from lb_service.model import Agent, Engine, Hardware, StrategyName
 from lb_service.store.base import Binding
 from lb_service.validation import check_agent, check_weights, require_id
 
@@ -43,6 +45,8 @@ class StoreState:
     agents: tuple[Agent, ...]
     weights: Mapping[str, float]
     bindings: Mapping[str, Binding]
+    #: Agents drained by an admin (DrainAgent) and not undrained.
+    drained: tuple[str, ...] = ()
 
 
 class SnapshotError(ValueError):
@@ -78,6 +82,8 @@ def encode(state: StoreState, saved_at_ms: int) -> bytes:
             session_id: {"agent_id": b.agent_id, "last_used_ms": b.last_used_ms}
             for session_id, b in state.bindings.items()
         },
+        # A file saved before drains were kept has no such key: none drained.
+        "drained": list(state.drained),
     }
     # allow_nan=False: a NaN would make a file that strict JSON readers reject.
     return json.dumps(document, allow_nan=False, separators=(",", ":")).encode()
@@ -122,7 +128,10 @@ def decode(data: bytes) -> StoreState:
             fields.get("last_used_ms", int),
         )
         _valid_id(session_id, "sessions: a session id")
-    return StoreState(strategy, agents, weights, bindings)
+    drained = tuple(root.optional("drained", list, []))
+    if not all(isinstance(i, str) for i in drained) or set(drained) - set(ids):
+        raise SnapshotError("drained: must list ids of agents in agents")
+    return StoreState(strategy, agents, weights, bindings, drained)
 
 
 def read(path: Path) -> StoreState | None:
@@ -304,7 +313,18 @@ def _agent_to_json(agent: Agent) -> dict[str, object]:
         "metadata": dict(agent.metadata),
         "max_connections": agent.max_connections,
         "parallel_slots": agent.parallel_slots,
+        "engine": agent.engine.value,
+        "heartbeat_ttl_ms": agent.heartbeat_ttl_ms,
+        "probe_path": agent.probe_path,
     }
+
+
+def _engine(value: str, where: str) -> Engine:
+    try:
+        return Engine(value)
+    except ValueError:
+        known = ", ".join(e.value for e in Engine if e.value)
+        raise SnapshotError(f"{where}: must be one of {known} (or empty), got {value!r}") from None
 
 
 def _agent_from_json(raw: object, where: str) -> Agent:
@@ -331,6 +351,10 @@ def _agent_from_json(raw: object, where: str) -> Agent:
         max_connections=fields.count("max_connections"),
         # A file saved before the field existed reads 0: guessed, as it was.
         parallel_slots=fields.count("parallel_slots"),
+        # Files saved before health existed read as not probed, without heartbeats.
+        engine=_engine(fields.optional("engine", str, ""), f"{where}.engine"),
+        heartbeat_ttl_ms=fields.count("heartbeat_ttl_ms"),
+        probe_path=fields.optional("probe_path", str, ""),
     )
     try:
         # An older release accepted agents without an address: restore them as they were.

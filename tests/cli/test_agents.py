@@ -18,6 +18,9 @@ GPU_JSON = {
     "metadata": {"zone": "eu-1", "rack": "r7"},
     "max_connections": 4,
     "parallel_slots": 2,
+    "engine": "",
+    "heartbeat_ttl_ms": 0,
+    "probe_path": "",
 }
 
 

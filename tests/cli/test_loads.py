@@ -27,12 +27,12 @@ def test_loads_table(fleet: Cli) -> None:
     lines = fleet("loads").out.splitlines()
     assert lines[0].split() == [
         "AGENT", "ACTIVE", "AVG_LATENCY_MS", "CAPACITY_RPS", "REQUESTS", "FAILED", "WEIGHT",
-        "LAST_REQUEST", "EJECTED_UNTIL",
+        "LAST_REQUEST", "EJECTED_UNTIL", "HEALTH",
     ]  # fmt: skip
     # No request has completed yet, so no capacity is learned ("-").
-    assert lines[1].split() == ["cpu-1", "0", "0.0", "-", "0", "0", "1", "-", "-"]
+    assert lines[1].split() == ["cpu-1", "0", "0.0", "-", "0", "0", "1", "-", "-", "healthy"]
     assert lines[2].split()[:7] == ["gpu-1", "1", "0.0", "-", "1", "0", "24"]
-    assert lines[2].split()[-1] == "-"  # not ejected
+    assert lines[2].split()[-2:] == ["-", "healthy"]  # not ejected, healthy
     assert len(lines) == 3
 
 
@@ -50,6 +50,8 @@ def test_loads_json_for_named_agents(fleet: Cli) -> None:
         "weight": 1.0,
         "ejected_until_ms": 0,
         "capacity_rps": 0.0,
+        "health": "healthy",
+        "health_reason": "",
     }
 
 
@@ -123,6 +125,8 @@ def test_ctrl_c_ends_a_watch_cleanly(fleet: Cli, monkeypatch: pytest.MonkeyPatch
                 "weight": 1.0,
                 "ejected_until_ms": 0,
                 "capacity_rps": 0.0,
+                "health": "healthy",
+                "health_reason": "",
             }
         ],
         "timestamp_ms": 1,

@@ -37,6 +37,8 @@ CLIENT_METHODS: dict[str, tuple[str, tuple[Any, ...], dict[str, Any]]] = {
     "WatchLoads": ("watch", (), {}),
     "UpdateWeights": ("update_weights", ({"cpu-1": 2.0},), {}),
     "SetStrategy": ("set_strategy", (StrategyName.WEIGHTED,), {}),
+    "Heartbeat": ("heartbeat", ("cpu-1",), {}),
+    "DrainAgent": ("drain", ("cpu-1",), {}),
 }
 
 

@@ -29,6 +29,7 @@ from lb_service.balancer import BalancerConfig, LoadBalancer
 from lb_service.capacity import TRUST_COMPLETIONS
 from lb_service.decision import Decision, decide, indexed
 from lb_service.errors import LoadBalancerError
+from lb_service.health import ProbeResult
 from lb_service.model import Agent, Compute, StrategyName, Task
 from lb_service.store.base import PickState, Store
 from lb_service.store.memory import MemoryStore
@@ -108,6 +109,8 @@ _operations = st.one_of(
     st.tuples(st.just("weight"), st.sampled_from(IDS), st.sampled_from((0.0, 1.0, 5.0, 80.0))),
     st.tuples(st.just("wait"), st.integers(1, 2_000)),
     st.tuples(st.just("sweep"), st.sampled_from((1.0, 90.0, 700.0))),
+    st.tuples(st.just("drain"), st.sampled_from(IDS), st.booleans()),
+    st.tuples(st.just("probe"), st.sampled_from(IDS), st.booleans()),
 )
 
 
@@ -140,7 +143,7 @@ async def _same_decision(side: _Side, task: Task, session_id: str) -> None:
     side.compared += 1
     pool = inputs.pool(task)
     if inputs.slow_start_window_ms <= 0 and indexed.every_member_counts(
-        pool, inputs.ejections, inputs.now_ms
+        pool, inputs.ejections, inputs.now_ms, inputs.out
     ):
         side.from_pool += 1
         trust = "all" if pool.trusted == len(pool) else "some" if pool.trusted else "none"
@@ -197,6 +200,12 @@ async def _apply(side: _Side, op: tuple[Any, ...], check: bool) -> Any:
             case ("sweep", seconds):
                 side.clock.advance(seconds)
                 return await lb.sweep()
+            case ("drain", agent_id, undrain):
+                return await lb.health.drain(agent_id, undrain=undrain)
+            case ("probe", agent_id, ok):
+                # A probe answer as the scheduler hands it over: agents go unhealthy and
+                # come back, so pools hold members out by health.
+                return await lb.health.probed(agent_id, ProbeResult(ok, "" if ok else "probe: x"))
     except LoadBalancerError as error:
         return (type(error), str(error))
     raise AssertionError(op)

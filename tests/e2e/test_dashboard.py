@@ -100,6 +100,7 @@ async def test_every_series_the_dashboard_queries_is_in_a_real_scrape() -> None:
         "lb_agent_request_duration_seconds_bucket",
         "lb_agent_failures_total",
         "lb_agent_ejections_total",
+        "lb_agent_health",
     } <= wanted
     assert sorted(wanted - exported) == []
 

@@ -77,3 +77,27 @@ def test_start_up_line_names_the_version(process: subprocess.Popen[str]) -> None
     """The `starting` log line carries the installed version, as `--version` prints it."""
     starting = processes.wait_for(process, "starting")
     assert starting["version"] == metadata.version("lb-service")
+
+
+def test_a_silent_heartbeat_agent_goes_unhealthy_then_expires() -> None:
+    """With --agent-expiry 1, the real process logs the miss, then removes the silent agent."""
+    proc = processes.start("--agent-expiry", "1")
+    try:
+        port = processes.port(proc)
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = pb_grpc.LoadBalancerStub(channel)
+            agent = pb.Agent(id="hb", host="10.0.0.1", port=8000, heartbeat_ttl_ms=300)
+            stub.RegisterAgent(pb.RegisterAgentRequest(agent=agent), timeout=HANG_GUARD_S)
+
+            missed = processes.wait_for(proc, "agent_health_changed")
+            expired = processes.wait_for(proc, "agent_expired")
+            with pytest.raises(grpc.RpcError) as gone:
+                stub.Heartbeat(pb.HeartbeatRequest(agent_id="hb"), timeout=HANG_GUARD_S)
+    finally:
+        processes.stop(proc)
+
+    assert (missed["agent_id"], missed["health"]) == ("hb", "unhealthy")
+    assert missed["reason"].startswith("heartbeat missed for ")
+    assert expired["agent_id"] == "hb"
+    assert gone.value.code() is grpc.StatusCode.NOT_FOUND
+    assert "register it again" in (gone.value.details() or "")

@@ -14,6 +14,7 @@ import pytest
 
 from lb_service import config as cfg
 from lb_service.cli import main
+from lb_service.model import Engine
 
 LB_SERVICE = str(Path(sys.executable).with_name("lb-service"))
 FILE = """
@@ -59,10 +60,10 @@ def test_the_process_serves_writes_agents_and_stops_on_sigterm(tmp_path: Path) -
         proc.wait(timeout=10)
     assert "serving 2 agents; admin: http://127.0.0.1:" in line
     assert [a.id for a in declared.agents] == ["ol", "vl"]
-    assert (ollama.parallel_slots, ollama.hardware.vram_gb, dict(ollama.metadata)) == (
+    assert (ollama.parallel_slots, ollama.hardware.vram_gb, ollama.engine) == (
         2,
         16.0,
-        {"engine": "ollama"},
+        Engine.OLLAMA,
     )
     assert root.text == "Ollama is running"
     assert status == 0

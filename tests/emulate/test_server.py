@@ -163,8 +163,8 @@ async def test_the_prober_reads_the_emulator(emulator: Emulator, http: httpx.Asy
     ports = {a.id: a.port for a in emulator.agents()}
     prober = Prober(timeout_s=2.0)
     try:
-        ollama = await prober.probe(Engine.OLLAMA, "127.0.0.1", ports["ol"], full=True)
-        vllm = await prober.probe(Engine.VLLM, "127.0.0.1", ports["vl"])
+        ollama = await prober.probe_address(Engine.OLLAMA, "127.0.0.1", ports["ol"], full=True)
+        vllm = await prober.probe_address(Engine.VLLM, "127.0.0.1", ports["vl"])
     finally:
         await prober.aclose()
     assert (ollama.ok, ollama.loaded_models, ollama.models) == (
@@ -269,7 +269,7 @@ async def test_the_prober_sees_each_fault(emulator: Emulator, fault: str, reason
     try:
         for agent_id, engine in (("ol", Engine.OLLAMA), ("vl", Engine.VLLM)):
             await emulator.set_fault(agent_id, Fault(fault))
-            result = await prober.probe(engine, "127.0.0.1", ports[agent_id])
+            result = await prober.probe_address(engine, "127.0.0.1", ports[agent_id])
             assert (agent_id, result.ok, result.reason) == (agent_id, False, reason)
     finally:
         await prober.aclose()

@@ -45,7 +45,7 @@ async def prober() -> AsyncIterator[Prober]:
 async def test_ollama_probe_reports_loaded_models(prober: Prober) -> None:
     """An Ollama agent is up when /api/ps answers; its loaded models come from models[].name."""
     async with serve({"/api/ps": canned(200, PS), "/api/tags": canned(500)}) as port:
-        result = await prober.probe(Engine.OLLAMA, "127.0.0.1", port)
+        result = await prober.probe_address(Engine.OLLAMA, "127.0.0.1", port)
     assert result.ok
     assert result.reason == ""
     assert result.loaded_models == ("llama3:8b",)
@@ -55,7 +55,7 @@ async def test_ollama_probe_reports_loaded_models(prober: Prober) -> None:
 async def test_full_ollama_probe_also_lists_the_models_it_has(prober: Prober) -> None:
     """A full Ollama probe adds /api/tags' models."""
     async with serve({"/api/ps": canned(200, PS), "/api/tags": canned(200, TAGS)}) as port:
-        result = await prober.probe(Engine.OLLAMA, "127.0.0.1", port, full=True)
+        result = await prober.probe_address(Engine.OLLAMA, "127.0.0.1", port, full=True)
     assert result.ok
     assert result.models == ("llama3:8b", "phi3:mini")
     assert result.duration_s > 0
@@ -68,7 +68,7 @@ async def test_vllm_probe_keeps_the_load_series_summed_over_labels(
     """vLLM/SGLang: /health 2xx and /metrics parsed; known load series are summed, others left."""
     routes = {"/health": canned(200), "/metrics": canned(200, VLLM_METRICS)}
     async with serve(routes) as port:
-        result = await prober.probe(engine, "127.0.0.1", port)
+        result = await prober.probe_address(engine, "127.0.0.1", port)
     assert result.ok
     assert result.metrics == {
         "vllm:num_requests_running": 4.0,
@@ -81,36 +81,36 @@ async def test_vllm_probe_fails_on_metrics_that_do_not_parse(prober: Prober) -> 
     """A /metrics answer that is not Prometheus text fails the probe."""
     routes = {"/health": canned(200), "/metrics": canned(200, b"vllm:x{model_name= 1 2 3\n")}
     async with serve(routes) as port:
-        result = await prober.probe(Engine.VLLM, "127.0.0.1", port)
+        result = await prober.probe_address(Engine.VLLM, "127.0.0.1", port)
     assert (result.ok, result.reason) == (False, "probe: bad metrics from /metrics")
 
 
 async def test_vllm_probe_fails_when_health_is_not_2xx(prober: Prober) -> None:
     """A 503 from /health fails the probe with the status in the reason."""
     async with serve({"/health": canned(503), "/metrics": canned(200, b"")}) as port:
-        result = await prober.probe(Engine.VLLM, "127.0.0.1", port)
+        result = await prober.probe_address(Engine.VLLM, "127.0.0.1", port)
     assert (result.ok, result.reason) == (False, "probe: HTTP 503")
 
 
 async def test_http_probe_uses_the_given_path(prober: Prober) -> None:
     """A plain HTTP agent is probed at its path (leading slash optional), 2xx being up."""
     async with serve({"/ready": canned(204), "/": canned(500)}) as port:
-        ok = await prober.probe(Engine.HTTP, "127.0.0.1", port, path="ready")
-        root = await prober.probe(Engine.HTTP, "127.0.0.1", port)
+        ok = await prober.probe_address(Engine.HTTP, "127.0.0.1", port, path="ready")
+        root = await prober.probe_address(Engine.HTTP, "127.0.0.1", port)
     assert ok.ok
     assert (root.ok, root.reason) == (False, "probe: HTTP 500")
 
 
 async def test_refused_connection_is_named(prober: Prober) -> None:
     """Nothing listening is 'probe: connection refused'."""
-    result = await prober.probe(Engine.HTTP, "127.0.0.1", free_port())
+    result = await prober.probe_address(Engine.HTTP, "127.0.0.1", free_port())
     assert (result.ok, result.reason) == (False, "probe: connection refused")
 
 
 async def test_an_agent_that_never_answers_times_out(prober: Prober) -> None:
     """An agent that accepts and never answers fails with the timeout in the reason."""
     async with serve({"/api/ps": silent()}) as port:
-        result = await prober.probe(Engine.OLLAMA, "127.0.0.1", port)
+        result = await prober.probe_address(Engine.OLLAMA, "127.0.0.1", port)
     assert (result.ok, result.reason) == (False, "probe: timeout after 0.5 s")
     assert result.duration_s < 5  # bounded by the prober, not by the server
 
@@ -120,7 +120,7 @@ async def test_the_default_timeout_is_named_as_the_option_writes_it() -> None:
     prober = Prober()
     try:
         async with serve({"/": silent()}) as port:
-            result = await prober.probe(Engine.HTTP, "127.0.0.1", port)
+            result = await prober.probe_address(Engine.HTTP, "127.0.0.1", port)
     finally:
         await prober.aclose()
     assert (result.ok, result.reason) == (False, "probe: timeout after 1.0 s")
@@ -129,7 +129,7 @@ async def test_the_default_timeout_is_named_as_the_option_writes_it() -> None:
 async def test_a_slow_trickle_is_bounded_by_the_total_timeout(prober: Prober) -> None:
     """A body that arrives a byte at a time fails at the probe's total timeout."""
     async with serve({"/api/ps": trickle(0.05)}) as port:
-        result = await prober.probe(Engine.OLLAMA, "127.0.0.1", port)
+        result = await prober.probe_address(Engine.OLLAMA, "127.0.0.1", port)
     assert (result.ok, result.reason) == (False, "probe: timeout after 0.5 s")
 
 
@@ -138,7 +138,7 @@ async def test_a_huge_body_stops_at_the_cap() -> None:
     prober = Prober(timeout_s=5.0, max_body_bytes=1 << 20)
     try:
         async with serve({"/api/ps": endless()}) as port:
-            result = await prober.probe(Engine.OLLAMA, "127.0.0.1", port)
+            result = await prober.probe_address(Engine.OLLAMA, "127.0.0.1", port)
     finally:
         await prober.aclose()
     assert (result.ok, result.reason) == (False, "probe: body over 1 MiB")
@@ -147,9 +147,9 @@ async def test_a_huge_body_stops_at_the_cap() -> None:
 async def test_garbage_json_is_a_failure(prober: Prober) -> None:
     """Garbage, or JSON of the wrong shape, from /api/ps fails the probe."""
     async with serve({"/api/ps": canned(200, b"<html>not json")}) as port:
-        garbage = await prober.probe(Engine.OLLAMA, "127.0.0.1", port)
+        garbage = await prober.probe_address(Engine.OLLAMA, "127.0.0.1", port)
     async with serve({"/api/ps": canned(200, b'{"models": [{"size": 1}]}')}) as port:
-        shape = await prober.probe(Engine.OLLAMA, "127.0.0.1", port)
+        shape = await prober.probe_address(Engine.OLLAMA, "127.0.0.1", port)
     assert (garbage.ok, garbage.reason) == (False, "probe: bad JSON from /api/ps")
     assert (shape.ok, shape.reason) == (False, "probe: bad JSON from /api/ps")
 
@@ -157,7 +157,7 @@ async def test_garbage_json_is_a_failure(prober: Prober) -> None:
 async def test_a_redirect_is_a_failure_and_not_followed(prober: Prober) -> None:
     """A 3xx (here a loop to itself) fails the probe and names where it pointed."""
     async with serve({"/health": canned(302, headers={"Location": "/health"})}) as port:
-        result = await prober.probe(Engine.HTTP, "127.0.0.1", port, path="/health")
+        result = await prober.probe_address(Engine.HTTP, "127.0.0.1", port, path="/health")
     assert (result.ok, result.reason) == (False, "probe: redirect to /health")
 
 
@@ -168,14 +168,14 @@ async def test_a_protocol_violation_is_a_failure(prober: Prober) -> None:
         writer.write(b"SSH-2.0-OpenSSH\r\n\r\n")
 
     async with serve({"/": garbage}) as port:
-        result = await prober.probe(Engine.HTTP, "127.0.0.1", port)
+        result = await prober.probe_address(Engine.HTTP, "127.0.0.1", port)
     assert not result.ok
     assert result.reason.startswith("probe: ")
 
 
 async def test_unspecified_engine_is_not_probed(prober: Prober) -> None:
     """An agent without an engine gets a failed result saying there is nothing to probe."""
-    result = await prober.probe(Engine.UNSPECIFIED, "127.0.0.1", free_port())
+    result = await prober.probe_address(Engine.UNSPECIFIED, "127.0.0.1", free_port())
     assert (result.ok, result.reason) == (False, "probe: agent has no engine to probe")
 
 
@@ -188,9 +188,9 @@ async def test_grpc_probe_follows_the_health_service(prober: Prober) -> None:
     await server.start()
     try:
         await servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-        up = await prober.probe(Engine.GRPC, "127.0.0.1", port)
+        up = await prober.probe_address(Engine.GRPC, "127.0.0.1", port)
         await servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
-        down = await prober.probe(Engine.GRPC, "127.0.0.1", port)
+        down = await prober.probe_address(Engine.GRPC, "127.0.0.1", port)
     finally:
         await server.stop(0)
     assert up.ok
@@ -199,7 +199,7 @@ async def test_grpc_probe_follows_the_health_service(prober: Prober) -> None:
 
 async def test_grpc_probe_of_a_closed_port_fails(prober: Prober) -> None:
     """A gRPC agent with nothing listening fails without raising."""
-    result = await prober.probe(Engine.GRPC, "127.0.0.1", free_port())
+    result = await prober.probe_address(Engine.GRPC, "127.0.0.1", free_port())
     assert not result.ok
     assert result.reason.startswith("probe: ")
 

@@ -57,6 +57,8 @@ DOCUMENTED: dict[str, set[Code]] = {
     "WatchLoads": {Code.OK, Code.INVALID_ARGUMENT, Code.NOT_FOUND},
     "UpdateWeights": {Code.OK, Code.INVALID_ARGUMENT, Code.NOT_FOUND},
     "SetStrategy": {Code.OK, Code.INVALID_ARGUMENT},
+    "Heartbeat": {Code.OK, Code.INVALID_ARGUMENT, Code.NOT_FOUND},
+    "DrainAgent": {Code.OK, Code.INVALID_ARGUMENT, Code.NOT_FOUND},
     # Each entry of the batch fails on its own, inside the answer; the call only for size.
     "SelectAgents": {Code.OK, Code.INVALID_ARGUMENT, Code.RESOURCE_EXHAUSTED},
 }
@@ -402,6 +404,7 @@ async def state(target: Target, *, count_failed: bool = True) -> tuple[Any, ...]
         await store.session_count(),
         await store.strategy(),
         counters,
+        dict(await store.health()),
     )
 
 

@@ -38,6 +38,7 @@ from lb_service.capacity import (
 from lb_service.errors import (
     AgentNotFound,
     AllAgentsBusy,
+    AllAgentsDraining,
     InvalidArgument,
     LeaseNotFound,
     LimitExceeded,
@@ -130,6 +131,7 @@ class BalancerMachine(RuleBasedStateMachine):
         self.bindings: dict[str, tuple[str, int]] = {}
         self.selections = 0
         self.failed_selections = 0
+        self.drained: set[str] = set()  # agents drained and not undrained (by id)
 
     def teardown(self) -> None:
         self.loop.close()
@@ -210,6 +212,23 @@ class BalancerMachine(RuleBasedStateMachine):
         self.run(self.lb.deregister(agent_id))
         del self.registry[agent_id]
         self.weights.pop(agent_id, None)
+        self.drained.discard(agent_id)  # its health goes with it
+
+    @rule(agent_id=st.sampled_from(AGENT_IDS), undrain=st.booleans())
+    def drain(self, agent_id: str, undrain: bool) -> None:
+        """Drain or undrain; an unknown id is NOT_FOUND and changes nothing."""
+        if agent_id not in self.registry:
+            before = self.observable()
+            with pytest.raises(AgentNotFound):
+                self.run(self.lb.health.drain(agent_id, undrain=undrain))
+            assert self.observable() == before
+            return
+        active = self.run(self.lb.health.drain(agent_id, undrain=undrain))
+        assert active == self.open_count(agent_id)
+        if undrain:
+            self.drained.discard(agent_id)
+        else:
+            self.drained.add(agent_id)
 
     @rule(
         weights=st.dictionaries(
@@ -256,7 +275,9 @@ class BalancerMachine(RuleBasedStateMachine):
             return
         now = self.clock()
         pool = candidates or list(self.registry.values())
-        matching = [a for a in pool if meets(a, task)]
+        meeting = [a for a in pool if meets(a, task)]
+        # Health goes by id: a drained agent never takes a pick, as a candidate either.
+        matching = [a for a in meeting if a.id not in self.drained]
         weights = self.run(self.store.weights())
 
         def has_room(agent: Agent) -> bool:
@@ -274,6 +295,12 @@ class BalancerMachine(RuleBasedStateMachine):
         except NoAgentsRegistered:
             event("select: no agents")
             assert not pool
+            self.failed_selections += 1
+            return
+        except AllAgentsDraining:
+            event("select: all draining")
+            assert meeting
+            assert not matching
             self.failed_selections += 1
             return
         except NoEligibleAgent:
@@ -339,6 +366,7 @@ class BalancerMachine(RuleBasedStateMachine):
     ) -> None:
         """The picked agent is from the pool, eligible, under capacity; a live binding wins."""
         assert picked.agent in pool
+        assert picked.agent.id not in self.drained, "picked a draining agent"
         assert meets(picked.agent, task)
         assert has_room(picked.agent), "picked an agent at max_connections"
         # A live binding answers unless its agent is over the load bound (then the

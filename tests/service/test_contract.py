@@ -18,7 +18,7 @@ from lb.v1 import load_balancer_pb2_grpc as pb_grpc
 import lb_service
 from lb_service import errors
 from lb_service.errors import InvalidArgument, LoadBalancerError
-from lb_service.model import Agent, Hardware, StrategyName
+from lb_service.model import Agent, Engine, Hardware, StrategyName
 from lb_service.service import convert, status
 from lb_service.service.servicer import LoadBalancerServicer
 from tests.service.harness import SERVICE
@@ -37,6 +37,8 @@ PROTO_RPCS = {
     "WatchLoads": True,
     "UpdateWeights": False,
     "SetStrategy": False,
+    "Heartbeat": False,
+    "DrainAgent": False,
 }
 
 #: The status code errors.py documents for each leaf of the error tree.
@@ -49,14 +51,15 @@ DOCUMENTED_CODES = {
     errors.NoAgentsRegistered: grpc.StatusCode.UNAVAILABLE,
     errors.NoEligibleAgent: grpc.StatusCode.FAILED_PRECONDITION,
     errors.AllAgentsBusy: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.AllAgentsDraining: grpc.StatusCode.UNAVAILABLE,
 }
 
 
-def test_service_declares_exactly_the_twelve_rpcs() -> None:
-    """The LoadBalancer service has exactly the twelve RPCs of the proto, streaming as declared."""
+def test_service_declares_exactly_the_fourteen_rpcs() -> None:
+    """The LoadBalancer service has exactly the proto's fourteen RPCs, streaming as declared."""
     declared = {method.name: method.server_streaming for method in SERVICE.methods}
 
-    assert len(SERVICE.methods) == 12
+    assert len(SERVICE.methods) == 14
     assert declared == PROTO_RPCS
     assert not any(method.client_streaming for method in SERVICE.methods)
 
@@ -94,6 +97,48 @@ def test_strategy_enum_matches_the_proto() -> None:
     }
 
 
+def test_engine_enum_matches_the_contract() -> None:
+    """The Engine enum has exactly the names and numbers issue 13's contract binds."""
+    assert dict(pb.Engine.items()) == {
+        "ENGINE_UNSPECIFIED": 0,
+        "ENGINE_OLLAMA": 1,
+        "ENGINE_VLLM": 2,
+        "ENGINE_SGLANG": 3,
+        "ENGINE_HTTP": 4,
+        "ENGINE_GRPC": 5,
+    }
+
+
+def test_agent_health_enum_matches_the_contract() -> None:
+    """The AgentHealth enum has exactly the names and numbers issue 13's contract binds."""
+    assert dict(pb.AgentHealth.items()) == {
+        "AGENT_HEALTH_UNSPECIFIED": 0,
+        "AGENT_HEALTH_HEALTHY": 1,
+        "AGENT_HEALTH_UNHEALTHY": 2,
+        "AGENT_HEALTH_DRAINING": 3,
+    }
+
+
+@pytest.mark.parametrize("engine", list(Engine), ids=lambda e: e.name)
+def test_engine_numbers_name_the_same_engines(engine: Engine) -> None:
+    """Each domain engine maps to the Engine number of the same name, and back."""
+    message = pb.Agent(id="a", engine=getattr(pb, f"ENGINE_{engine.name}"))
+
+    assert convert.agent_from_pb(message).engine is engine
+    assert convert.agent_to_pb(convert.agent_from_pb(message)).engine == message.engine
+
+
+@pytest.mark.parametrize(
+    ("where", "field"), [("agent", "agent.engine"), ("candidates[3]", "candidates[3].engine")]
+)
+def test_unknown_engine_number_is_invalid_naming_the_field(where: str, field: str) -> None:
+    """An Engine number the proto does not define is INVALID_ARGUMENT naming the field's path."""
+    with pytest.raises(InvalidArgument, match="ENGINE_OLLAMA") as caught:
+        convert.agent_from_pb(pb.Agent(id="a", engine=99), where)  # type: ignore[arg-type]
+
+    assert caught.value.field == field
+
+
 def test_compute_enum_matches_the_proto() -> None:
     """The Compute enum has exactly the proto's names and numbers."""
     assert dict(pb.Compute.items()) == {
@@ -113,6 +158,9 @@ FULL_AGENT = pb.Agent(
     metadata={"zone": "eu-west-1a", "rack": "r12"},
     max_connections=4,
     parallel_slots=8,
+    engine=pb.ENGINE_OLLAMA,
+    heartbeat_ttl_ms=15_000,
+    probe_path="/healthz",
 )
 
 
@@ -149,6 +197,9 @@ def test_agent_from_pb_reads_every_field() -> None:
         metadata={"zone": "eu-west-1a", "rack": "r12"},
         max_connections=4,
         parallel_slots=8,
+        engine=Engine.OLLAMA,
+        heartbeat_ttl_ms=15_000,
+        probe_path="/healthz",
     )
 
 

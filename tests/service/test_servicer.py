@@ -86,6 +86,7 @@ def load_pb(
         total_requests=total,
         failed_requests=failed,
         weight=weight,
+        health=pb.AGENT_HEALTH_HEALTHY,
     )
 
 
@@ -369,6 +370,31 @@ def test_set_strategy_returns_previous_and_applies_to_later_picks(
     assert back == pb.SetStrategyResponse(previous=strategy)
 
 
+def test_drain_answers_open_leases_and_shows_in_loads(harness: Harness) -> None:
+    """DrainAgent answers the open leases, loads show DRAINING, and undrain returns it."""
+    harness.register(agent_pb("a"), agent_pb("b"))
+    start(harness, "a")
+
+    drained = harness.ok("DrainAgent", pb.DrainAgentRequest(agent_id="a"))
+
+    assert drained == pb.DrainAgentResponse(active_connections=1)
+    (load,) = harness.loads("a")
+    assert (load.health, load.health_reason) == (pb.AGENT_HEALTH_DRAINING, "drained by admin")
+    assert {select(harness).agent.id for _ in range(4)} == {"b"}
+    harness.ok("DrainAgent", pb.DrainAgentRequest(agent_id="a", undrain=True))
+    assert harness.loads("a")[0].health == pb.AGENT_HEALTH_HEALTHY
+
+
+def test_heartbeat_of_a_registered_agent_is_ok(harness: Harness) -> None:
+    """Heartbeat for a registered heartbeat agent answers OK and leaves it healthy."""
+    agent = agent_pb("a")
+    agent.heartbeat_ttl_ms = 30_000
+    harness.register(agent)
+
+    assert harness.ok("Heartbeat", pb.HeartbeatRequest(agent_id="a")) == pb.HeartbeatResponse()
+    assert harness.loads("a")[0].health == pb.AGENT_HEALTH_HEALTHY
+
+
 # Rejections: the code, the human message, the ErrorInfo reason, and no state change.
 
 
@@ -442,7 +468,77 @@ _WEIGHTS = "UpdateWeights"
 _INVALID = "INVALID_ARGUMENT"
 _AMOUNT = "must be a finite number >= 0, got"
 
+
+def _a_draining(harness: Harness) -> None:
+    harness.register(agent_pb("a"))
+    harness.ok("DrainAgent", pb.DrainAgentRequest(agent_id="a"))
+
+
 REJECTIONS: dict[str, Rejection] = {
+    # Health (issue 13)
+    "register-unknown-engine": Rejection(
+        _REGISTER,
+        pb.RegisterAgentRequest(agent=pb.Agent(id="a", host="a.local", port=1, engine=42)),  # type: ignore[arg-type]
+        INVALID,
+        "agent.engine must be one of ENGINE_UNSPECIFIED, ENGINE_OLLAMA, ENGINE_VLLM, "
+        "ENGINE_SGLANG, ENGINE_HTTP, ENGINE_GRPC; got 42",
+        _INVALID,
+    ),
+    "select-candidate-unknown-engine": Rejection(
+        _SELECT,
+        pb.SelectAgentRequest(candidates=[agent_pb("c"), pb.Agent(id="d", engine=7)]),  # type: ignore[arg-type]
+        INVALID,
+        "candidates[1].engine must be one of ENGINE_UNSPECIFIED, ENGINE_OLLAMA, ENGINE_VLLM, "
+        "ENGINE_SGLANG, ENGINE_HTTP, ENGINE_GRPC; got 7",
+        _INVALID,
+    ),
+    "register-heartbeat-ttl-too-long": Rejection(
+        _REGISTER,
+        pb.RegisterAgentRequest(
+            agent=pb.Agent(id="a", host="a.local", port=1, heartbeat_ttl_ms=86_400_001)
+        ),
+        INVALID,
+        "agent.heartbeat_ttl_ms: must be from 0 (no heartbeats) to 86400000 (one day), got "
+        "86400001 (agent 'a')",
+        _INVALID,
+    ),
+    "register-probe-path-without-slash": Rejection(
+        _REGISTER,
+        pb.RegisterAgentRequest(agent=pb.Agent(id="a", host="a.local", port=1, probe_path="h")),
+        INVALID,
+        'agent.probe_path: must be empty ("/") or a printable path starting with "/" of at '
+        "most 1024 characters, got 'h' (agent 'a')",
+        _INVALID,
+    ),
+    "heartbeat-empty-id": Rejection(
+        "Heartbeat", pb.HeartbeatRequest(), INVALID, "agent_id must not be empty", _INVALID
+    ),
+    "heartbeat-unknown-agent": Rejection(
+        "Heartbeat",
+        pb.HeartbeatRequest(agent_id="ghost"),
+        NOT_FOUND,
+        "unknown agent 'ghost'; register it again (RegisterAgent), then heartbeat",
+        "AGENT_NOT_FOUND",
+    ),
+    "drain-empty-id": Rejection(
+        "DrainAgent", pb.DrainAgentRequest(), INVALID, "agent_id must not be empty", _INVALID
+    ),
+    "drain-unknown-agent": Rejection(
+        "DrainAgent",
+        pb.DrainAgentRequest(agent_id="ghost"),
+        NOT_FOUND,
+        "unknown agent 'ghost'; only registered agents can be drained",
+        "AGENT_NOT_FOUND",
+    ),
+    "select-every-agent-draining": Rejection(
+        _SELECT,
+        pb.SelectAgentRequest(),
+        grpc.StatusCode.UNAVAILABLE,
+        "all 1 eligible agent(s) are draining; undrain one (lb-service drain AGENT --undo) "
+        "or register another",
+        "ALL_AGENTS_DRAINING",
+        setup=_a_draining,
+    ),
     # INVALID_ARGUMENT
     "register-empty-id": Rejection(
         _REGISTER,
@@ -789,6 +885,12 @@ BAD_FIELDS = {
     "weights-empty-id": "weights",
     "strategy-unspecified": "strategy",
     "strategy-unknown-99": "strategy",
+    "register-unknown-engine": "agent.engine",
+    "select-candidate-unknown-engine": "candidates[1].engine",
+    "register-heartbeat-ttl-too-long": "agent.heartbeat_ttl_ms",
+    "register-probe-path-without-slash": "agent.probe_path",
+    "heartbeat-empty-id": "agent_id",
+    "drain-empty-id": "agent_id",
 }
 
 

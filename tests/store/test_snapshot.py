@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from lb_service.model import Agent, Hardware, StrategyName
+from lb_service.health import state
+from lb_service.health.state import HEALTHY_RECORD
+from lb_service.model import Agent, AgentHealth, Engine, Hardware, StrategyName
 from lb_service.store.base import Binding, Pick
 from lb_service.store.memory import MemoryStore
 from lb_service.store.snapshot import (
@@ -113,6 +116,13 @@ def _valid() -> dict[str, object]:
         ({"sessions": {"s": {"agent_id": ""}}}, "sessions.s.agent_id must not be empty"),
         ({"sessions": {"s": {"agent_id": "a", "last_used_ms": 1.5}}}, "last_used_ms: must be"),
         ({"sessions": {"": {"agent_id": "a", "last_used_ms": 1}}}, "a session id must not be"),
+        ({"drained": ["ghost"]}, "drained: must list ids of agents in agents"),
+        ({"drained": [1]}, "drained: must list ids of agents in agents"),
+        ({"agents": [{"id": "a", "engine": "tgi"}]}, "agents[0].engine: must be one of ollama"),
+        (
+            {"agents": [{"id": "a", "heartbeat_ttl_ms": 86_400_001}]},
+            "agents[0].heartbeat_ttl_ms: must be from 0",
+        ),
     ],
 )
 def test_decode_names_what_is_wrong(change: dict[str, object], message: str) -> None:
@@ -248,3 +258,33 @@ def test_decode_reads_an_agent_saved_before_parallel_slots_as_undeclared() -> No
     document = {**_valid(), "agents": [saved], "weights": {}, "sessions": {}}
     [restored] = decode(json.dumps(document).encode()).agents
     assert (restored.max_connections, restored.parallel_slots) == (4, 0)
+
+
+async def test_drains_and_health_fields_survive_a_restart() -> None:
+    """A drained agent is still draining after export and import; engine and TTL come back."""
+    source = MemoryStore()
+    watched = replace(GPU, engine=Engine.OLLAMA, heartbeat_ttl_ms=30_000, probe_path="/x")
+    await source.put_agent(watched, START_MS)
+    await source.put_agent(agent("cpu-1"), START_MS)
+    await source.put_health("gpu-1", state.drained(HEALTHY_RECORD, True), None)
+    target = MemoryStore()
+
+    target.import_state(decode(encode(source.export_state(), START_MS)))
+
+    assert (await target.agents())["gpu-1"] == watched
+    assert dict((await target.pick_state("")).out) == {"gpu-1": AgentHealth.DRAINING}
+
+
+def test_decode_reads_a_file_saved_before_health_as_nothing_drained() -> None:
+    """A state file without drains or health fields restores agents unprobed and undrained."""
+    document = {**_valid()}
+    del document["drained"]
+    for saved in document["agents"]:  # type: ignore[attr-defined]
+        for key in ("engine", "heartbeat_ttl_ms", "probe_path"):
+            del saved[key]
+    restored = decode(json.dumps(document).encode())
+    assert restored.drained == ()
+    assert (restored.agents[0].engine, restored.agents[0].heartbeat_ttl_ms) == (
+        Engine.UNSPECIFIED,
+        0,
+    )

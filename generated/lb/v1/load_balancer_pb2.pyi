@@ -25,6 +25,78 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _Engine:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _EngineEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Engine.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ENGINE_UNSPECIFIED: _Engine.ValueType  # 0
+    """Not said: the agent is not probed (healthy unless it heartbeats or is drained)."""
+    ENGINE_OLLAMA: _Engine.ValueType  # 1
+    """Ollama: GET /api/ps, and less often GET /api/tags (its models)."""
+    ENGINE_VLLM: _Engine.ValueType  # 2
+    """vLLM: GET /health and GET /metrics."""
+    ENGINE_SGLANG: _Engine.ValueType  # 3
+    """SGLang: GET /health and GET /metrics."""
+    ENGINE_HTTP: _Engine.ValueType  # 4
+    """Any HTTP server: GET probe_path (default "/") answers 2xx."""
+    ENGINE_GRPC: _Engine.ValueType  # 5
+    """A gRPC server: grpc.health.v1.Health/Check answers SERVING."""
+
+class Engine(_Engine, metaclass=_EngineEnumTypeWrapper):
+    """Engine is the serving software on an agent: it says how the service probes it."""
+
+ENGINE_UNSPECIFIED: Engine.ValueType  # 0
+"""Not said: the agent is not probed (healthy unless it heartbeats or is drained)."""
+ENGINE_OLLAMA: Engine.ValueType  # 1
+"""Ollama: GET /api/ps, and less often GET /api/tags (its models)."""
+ENGINE_VLLM: Engine.ValueType  # 2
+"""vLLM: GET /health and GET /metrics."""
+ENGINE_SGLANG: Engine.ValueType  # 3
+"""SGLang: GET /health and GET /metrics."""
+ENGINE_HTTP: Engine.ValueType  # 4
+"""Any HTTP server: GET probe_path (default "/") answers 2xx."""
+ENGINE_GRPC: Engine.ValueType  # 5
+"""A gRPC server: grpc.health.v1.Health/Check answers SERVING."""
+Global___Engine: _TypeAlias = Engine  # noqa: Y015
+
+class _AgentHealth:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AgentHealthEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AgentHealth.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    AGENT_HEALTH_UNSPECIFIED: _AgentHealth.ValueType  # 0
+    """Never sent by the service."""
+    AGENT_HEALTH_HEALTHY: _AgentHealth.ValueType  # 1
+    """Takes new picks (not probed, or its probes and heartbeats are fine)."""
+    AGENT_HEALTH_UNHEALTHY: _AgentHealth.ValueType  # 2
+    """Gets no new picks: its probes failed, it missed its heartbeat, or it was not
+    probed successfully yet. When every eligible agent is unhealthy the service
+    picks among them all the same (panic mode: fail open).
+    """
+    AGENT_HEALTH_DRAINING: _AgentHealth.ValueType  # 3
+    """Gets no new picks, ever, until undrained (DrainAgent); open leases end normally."""
+
+class AgentHealth(_AgentHealth, metaclass=_AgentHealthEnumTypeWrapper):
+    """AgentHealth is whether an agent takes new picks, as probes, heartbeats and
+    drains decided.
+    """
+
+AGENT_HEALTH_UNSPECIFIED: AgentHealth.ValueType  # 0
+"""Never sent by the service."""
+AGENT_HEALTH_HEALTHY: AgentHealth.ValueType  # 1
+"""Takes new picks (not probed, or its probes and heartbeats are fine)."""
+AGENT_HEALTH_UNHEALTHY: AgentHealth.ValueType  # 2
+"""Gets no new picks: its probes failed, it missed its heartbeat, or it was not
+probed successfully yet. When every eligible agent is unhealthy the service
+picks among them all the same (panic mode: fail open).
+"""
+AGENT_HEALTH_DRAINING: AgentHealth.ValueType  # 3
+"""Gets no new picks, ever, until undrained (DrainAgent); open leases end normally."""
+Global___AgentHealth: _TypeAlias = AgentHealth  # noqa: Y015
+
 class _Strategy:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -153,6 +225,9 @@ class Agent(_message.Message):
     METADATA_FIELD_NUMBER: _builtins.int
     MAX_CONNECTIONS_FIELD_NUMBER: _builtins.int
     PARALLEL_SLOTS_FIELD_NUMBER: _builtins.int
+    ENGINE_FIELD_NUMBER: _builtins.int
+    HEARTBEAT_TTL_MS_FIELD_NUMBER: _builtins.int
+    PROBE_PATH_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Unique, non-empty id."""
     host: _builtins.str
@@ -167,6 +242,19 @@ class Agent(_message.Message):
     by it. 0 means guessed: max_connections when set, else 4 on a GPU and 1 on a
     CPU-only host. Unlike max_connections it is not a limit: an agent with all its
     slots busy still takes requests. At most 1024.
+    """
+    engine: Global___Engine.ValueType
+    """The serving software, which says how the service probes the agent's health;
+    ENGINE_UNSPECIFIED means it is not probed. An unknown value is INVALID_ARGUMENT.
+    """
+    heartbeat_ttl_ms: _builtins.int
+    """The agent promises a Heartbeat at least this often, in ms; 0 means it sends
+    none. One missed makes it unhealthy; silent for this plus the server's
+    --agent-expiry, it is deregistered. At most 86400000 (one day).
+    """
+    probe_path: _builtins.str
+    """For ENGINE_HTTP: the path probed with GET, e.g. "/healthz"; empty means "/".
+    Must start with "/" and be at most 1024 characters; ignored by other engines.
     """
     @_builtins.property
     def models(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -191,10 +279,13 @@ class Agent(_message.Message):
         metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         max_connections: _builtins.int = ...,
         parallel_slots: _builtins.int = ...,
+        engine: Global___Engine.ValueType = ...,
+        heartbeat_ttl_ms: _builtins.int = ...,
+        probe_path: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["hardware", b"hardware"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["hardware", b"hardware", "host", b"host", "id", b"id", "max_connections", b"max_connections", "metadata", b"metadata", "models", b"models", "parallel_slots", b"parallel_slots", "port", b"port"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["engine", b"engine", "hardware", b"hardware", "heartbeat_ttl_ms", b"heartbeat_ttl_ms", "host", b"host", "id", b"id", "max_connections", b"max_connections", "metadata", b"metadata", "models", b"models", "parallel_slots", b"parallel_slots", "port", b"port", "probe_path", b"probe_path"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -246,6 +337,8 @@ class AgentLoad(_message.Message):
     EJECTED_FIELD_NUMBER: _builtins.int
     EJECTED_UNTIL_MS_FIELD_NUMBER: _builtins.int
     CAPACITY_RPS_FIELD_NUMBER: _builtins.int
+    HEALTH_FIELD_NUMBER: _builtins.int
+    HEALTH_REASON_FIELD_NUMBER: _builtins.int
     agent_id: _builtins.str
     """The agent's id."""
     active_connections: _builtins.int
@@ -273,6 +366,14 @@ class AgentLoad(_message.Message):
     leases (completions over the time it had at least one open); 0 until a few
     requests have completed, while the balancer still goes by its hardware.
     """
+    health: Global___AgentHealth.ValueType
+    """Whether the agent takes new picks (probes, heartbeats, drain); never
+    AGENT_HEALTH_UNSPECIFIED in an answer.
+    """
+    health_reason: _builtins.str
+    """Why it is not healthy, a short text such as "probe: connection refused",
+    "heartbeat missed for 31 s" or "drained by admin"; empty when healthy.
+    """
     def __init__(
         self,
         *,
@@ -286,10 +387,12 @@ class AgentLoad(_message.Message):
         ejected: _builtins.bool = ...,
         ejected_until_ms: _builtins.int = ...,
         capacity_rps: _builtins.float = ...,
+        health: Global___AgentHealth.ValueType = ...,
+        health_reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_connections", b"active_connections", "agent_id", b"agent_id", "avg_latency_ms", b"avg_latency_ms", "capacity_rps", b"capacity_rps", "ejected", b"ejected", "ejected_until_ms", b"ejected_until_ms", "failed_requests", b"failed_requests", "last_request_at_ms", b"last_request_at_ms", "total_requests", b"total_requests", "weight", b"weight"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_connections", b"active_connections", "agent_id", b"agent_id", "avg_latency_ms", b"avg_latency_ms", "capacity_rps", b"capacity_rps", "ejected", b"ejected", "ejected_until_ms", b"ejected_until_ms", "failed_requests", b"failed_requests", "health", b"health", "health_reason", b"health_reason", "last_request_at_ms", b"last_request_at_ms", "total_requests", b"total_requests", "weight", b"weight"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1069,3 +1172,92 @@ class SetStrategyResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SetStrategyResponse: _TypeAlias = SetStrategyResponse  # noqa: Y015
+
+@_typing.final
+class HeartbeatRequest(_message.Message):
+    """HeartbeatRequest names the agent that is alive."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    agent_id: _builtins.str
+    """The agent's id, as registered."""
+    def __init__(
+        self,
+        *,
+        agent_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HeartbeatRequest: _TypeAlias = HeartbeatRequest  # noqa: Y015
+
+@_typing.final
+class HeartbeatResponse(_message.Message):
+    """HeartbeatResponse is empty."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HeartbeatResponse: _TypeAlias = HeartbeatResponse  # noqa: Y015
+
+@_typing.final
+class DrainAgentRequest(_message.Message):
+    """DrainAgentRequest names the agent to drain or to take back."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    UNDRAIN_FIELD_NUMBER: _builtins.int
+    agent_id: _builtins.str
+    """The agent's id, as registered."""
+    undrain: _builtins.bool
+    """False drains the agent (no new picks); true ends its drain."""
+    def __init__(
+        self,
+        *,
+        agent_id: _builtins.str = ...,
+        undrain: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "undrain", b"undrain"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DrainAgentRequest: _TypeAlias = DrainAgentRequest  # noqa: Y015
+
+@_typing.final
+class DrainAgentResponse(_message.Message):
+    """DrainAgentResponse says how much work the agent still holds."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACTIVE_CONNECTIONS_FIELD_NUMBER: _builtins.int
+    active_connections: _builtins.int
+    """Requests on the agent started and not yet ended (open leases) when the call
+    returned; a drain is complete when this reaches 0 (lb-service drain --wait).
+    """
+    def __init__(
+        self,
+        *,
+        active_connections: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_connections", b"active_connections"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DrainAgentResponse: _TypeAlias = DrainAgentResponse  # noqa: Y015

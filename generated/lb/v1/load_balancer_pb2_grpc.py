@@ -95,6 +95,16 @@ class LoadBalancerStub:
                 request_serializer=lb_dot_v1_dot_load__balancer__pb2.SetStrategyRequest.SerializeToString,
                 response_deserializer=lb_dot_v1_dot_load__balancer__pb2.SetStrategyResponse.FromString,
                 _registered_method=True)
+        self.Heartbeat = channel.unary_unary(
+                '/lb.v1.LoadBalancer/Heartbeat',
+                request_serializer=lb_dot_v1_dot_load__balancer__pb2.HeartbeatRequest.SerializeToString,
+                response_deserializer=lb_dot_v1_dot_load__balancer__pb2.HeartbeatResponse.FromString,
+                _registered_method=True)
+        self.DrainAgent = channel.unary_unary(
+                '/lb.v1.LoadBalancer/DrainAgent',
+                request_serializer=lb_dot_v1_dot_load__balancer__pb2.DrainAgentRequest.SerializeToString,
+                response_deserializer=lb_dot_v1_dot_load__balancer__pb2.DrainAgentResponse.FromString,
+                _registered_method=True)
 
 
 class LoadBalancerServicer:
@@ -216,6 +226,30 @@ class LoadBalancerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Heartbeat(self, request, context):
+        """Heartbeat tells the service an agent registered with heartbeat_ttl_ms > 0
+        is alive. An agent that sends none for heartbeat_ttl_ms is unhealthy (no new
+        picks) until the next one; one silent for heartbeat_ttl_ms plus the server's
+        --agent-expiry is deregistered.
+        Errors: INVALID_ARGUMENT for an empty id; NOT_FOUND for an agent that is not
+        registered (it expired or was removed): register it again, then heartbeat.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DrainAgent(self, request, context):
+        """DrainAgent stops new picks of an agent (health DRAINING) while its open
+        leases end normally; with undrain it takes picks again. Once it returns,
+        no selection on any replica grants a lease on the agent. An admin RPC (the
+        admin token, like UpdateWeights).
+        Errors: INVALID_ARGUMENT for an empty id; NOT_FOUND for an agent that is not
+        registered; UNAUTHENTICATED without the admin token when one is set.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LoadBalancerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -278,6 +312,16 @@ def add_LoadBalancerServicer_to_server(servicer, server):
                     servicer.SetStrategy,
                     request_deserializer=lb_dot_v1_dot_load__balancer__pb2.SetStrategyRequest.FromString,
                     response_serializer=lb_dot_v1_dot_load__balancer__pb2.SetStrategyResponse.SerializeToString,
+            ),
+            'Heartbeat': grpc.unary_unary_rpc_method_handler(
+                    servicer.Heartbeat,
+                    request_deserializer=lb_dot_v1_dot_load__balancer__pb2.HeartbeatRequest.FromString,
+                    response_serializer=lb_dot_v1_dot_load__balancer__pb2.HeartbeatResponse.SerializeToString,
+            ),
+            'DrainAgent': grpc.unary_unary_rpc_method_handler(
+                    servicer.DrainAgent,
+                    request_deserializer=lb_dot_v1_dot_load__balancer__pb2.DrainAgentRequest.FromString,
+                    response_serializer=lb_dot_v1_dot_load__balancer__pb2.DrainAgentResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -605,6 +649,60 @@ class LoadBalancer:
             '/lb.v1.LoadBalancer/SetStrategy',
             lb_dot_v1_dot_load__balancer__pb2.SetStrategyRequest.SerializeToString,
             lb_dot_v1_dot_load__balancer__pb2.SetStrategyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Heartbeat(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lb.v1.LoadBalancer/Heartbeat',
+            lb_dot_v1_dot_load__balancer__pb2.HeartbeatRequest.SerializeToString,
+            lb_dot_v1_dot_load__balancer__pb2.HeartbeatResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DrainAgent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lb.v1.LoadBalancer/DrainAgent',
+            lb_dot_v1_dot_load__balancer__pb2.DrainAgentRequest.SerializeToString,
+            lb_dot_v1_dot_load__balancer__pb2.DrainAgentResponse.FromString,
             options,
             channel_credentials,
             insecure,

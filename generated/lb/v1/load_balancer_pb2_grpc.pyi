@@ -105,6 +105,22 @@ class LoadBalancerStub:
     """SetStrategy changes the selection strategy for every later pick.
     Errors: INVALID_ARGUMENT for STRATEGY_UNSPECIFIED or an unknown value.
     """
+    Heartbeat: _grpc.UnaryUnaryMultiCallable[_load_balancer_pb2.HeartbeatRequest, _load_balancer_pb2.HeartbeatResponse]
+    """Heartbeat tells the service an agent registered with heartbeat_ttl_ms > 0
+    is alive. An agent that sends none for heartbeat_ttl_ms is unhealthy (no new
+    picks) until the next one; one silent for heartbeat_ttl_ms plus the server's
+    --agent-expiry is deregistered.
+    Errors: INVALID_ARGUMENT for an empty id; NOT_FOUND for an agent that is not
+    registered (it expired or was removed): register it again, then heartbeat.
+    """
+    DrainAgent: _grpc.UnaryUnaryMultiCallable[_load_balancer_pb2.DrainAgentRequest, _load_balancer_pb2.DrainAgentResponse]
+    """DrainAgent stops new picks of an agent (health DRAINING) while its open
+    leases end normally; with undrain it takes picks again. Once it returns,
+    no selection on any replica grants a lease on the agent. An admin RPC (the
+    admin token, like UpdateWeights).
+    Errors: INVALID_ARGUMENT for an empty id; NOT_FOUND for an agent that is not
+    registered; UNAUTHENTICATED without the admin token when one is set.
+    """
 
 @_typing.type_check_only
 class LoadBalancerAsyncStub(LoadBalancerStub):
@@ -176,6 +192,22 @@ class LoadBalancerAsyncStub(LoadBalancerStub):
     SetStrategy: _aio.UnaryUnaryMultiCallable[_load_balancer_pb2.SetStrategyRequest, _load_balancer_pb2.SetStrategyResponse]  # type: ignore[assignment]
     """SetStrategy changes the selection strategy for every later pick.
     Errors: INVALID_ARGUMENT for STRATEGY_UNSPECIFIED or an unknown value.
+    """
+    Heartbeat: _aio.UnaryUnaryMultiCallable[_load_balancer_pb2.HeartbeatRequest, _load_balancer_pb2.HeartbeatResponse]  # type: ignore[assignment]
+    """Heartbeat tells the service an agent registered with heartbeat_ttl_ms > 0
+    is alive. An agent that sends none for heartbeat_ttl_ms is unhealthy (no new
+    picks) until the next one; one silent for heartbeat_ttl_ms plus the server's
+    --agent-expiry is deregistered.
+    Errors: INVALID_ARGUMENT for an empty id; NOT_FOUND for an agent that is not
+    registered (it expired or was removed): register it again, then heartbeat.
+    """
+    DrainAgent: _aio.UnaryUnaryMultiCallable[_load_balancer_pb2.DrainAgentRequest, _load_balancer_pb2.DrainAgentResponse]  # type: ignore[assignment]
+    """DrainAgent stops new picks of an agent (health DRAINING) while its open
+    leases end normally; with undrain it takes picks again. Once it returns,
+    no selection on any replica grants a lease on the agent. An admin RPC (the
+    admin token, like UpdateWeights).
+    Errors: INVALID_ARGUMENT for an empty id; NOT_FOUND for an agent that is not
+    registered; UNAUTHENTICATED without the admin token when one is set.
     """
 
 class LoadBalancerServicer(metaclass=_abc_1.ABCMeta):
@@ -317,6 +349,34 @@ class LoadBalancerServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_load_balancer_pb2.SetStrategyResponse, _abc.Awaitable[_load_balancer_pb2.SetStrategyResponse]]:
         """SetStrategy changes the selection strategy for every later pick.
         Errors: INVALID_ARGUMENT for STRATEGY_UNSPECIFIED or an unknown value.
+        """
+
+    @_abc_1.abstractmethod
+    def Heartbeat(
+        self,
+        request: _load_balancer_pb2.HeartbeatRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_load_balancer_pb2.HeartbeatResponse, _abc.Awaitable[_load_balancer_pb2.HeartbeatResponse]]:
+        """Heartbeat tells the service an agent registered with heartbeat_ttl_ms > 0
+        is alive. An agent that sends none for heartbeat_ttl_ms is unhealthy (no new
+        picks) until the next one; one silent for heartbeat_ttl_ms plus the server's
+        --agent-expiry is deregistered.
+        Errors: INVALID_ARGUMENT for an empty id; NOT_FOUND for an agent that is not
+        registered (it expired or was removed): register it again, then heartbeat.
+        """
+
+    @_abc_1.abstractmethod
+    def DrainAgent(
+        self,
+        request: _load_balancer_pb2.DrainAgentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_load_balancer_pb2.DrainAgentResponse, _abc.Awaitable[_load_balancer_pb2.DrainAgentResponse]]:
+        """DrainAgent stops new picks of an agent (health DRAINING) while its open
+        leases end normally; with undrain it takes picks again. Once it returns,
+        no selection on any replica grants a lease on the agent. An admin RPC (the
+        admin token, like UpdateWeights).
+        Errors: INVALID_ARGUMENT for an empty id; NOT_FOUND for an agent that is not
+        registered; UNAUTHENTICATED without the admin token when one is set.
         """
 
 def add_LoadBalancerServicer_to_server(servicer: LoadBalancerServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,199 @@
+"""The probe scheduler: engine agents probed each interval, heartbeats swept, off the request path.
+
+One asyncio task in the server process wakes every ``tick_s``: it runs the monitor's
+heartbeat sweep, then starts the probes that are due. Each agent has its own due time,
+set one interval after its last probe with ±10% jitter, so probes drift apart instead
+of arriving in lockstep; a new agent is due at once. A probe runs under a semaphore
+(at most ``concurrency`` at a time) and a timeout (``probe: timeout after 1.0 s``),
+never more than one per agent at a time. Ollama agents get ``full=True`` (its
+``/api/tags`` pass too) on their first probe and every ``full_every``-th after; the
+models it reports fill an agent registered without any.
+
+Before probing, the scheduler claims the agent's probe in the store for 90% of an
+interval (``Store.claim_probe``): replicas sharing a store probe each agent about once
+per interval between them, and a dead replica's claims lapse, so its agents are
+probed by the others within an interval (a replica that lost a claim tries again
+once the claim must have lapsed). The probe itself is injected
+(``ProbeFunction``): the scheduler knows nothing of HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+import structlog
+
+from lb_service.errors import StoreUnavailable
+from lb_service.health.monitor import HealthMonitor, is_probed
+from lb_service.health.result import ProbeResult
+from lb_service.model import Agent, Engine
+from lb_service.store.base import Store
+
+#: Probes one agent: ``full`` asks for the less frequent pass (Ollama's ``/api/tags``).
+ProbeFunction = Callable[[Agent, bool], Awaitable[ProbeResult]]
+
+
+class Prober(Protocol):
+    """What a probe factory builds (``lb_service.health.probes.Prober``): probes, then closes."""
+
+    async def probe(self, agent: Agent, *, full: bool) -> ProbeResult:
+        """Probe one agent once."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release its connections."""
+        ...
+
+
+#: Builds the prober the server uses, given the probe timeout in seconds.
+ProbeFactory = Callable[[float], Prober]
+
+#: Share of the interval a due time moves either way, so probes do not stay in step.
+JITTER = 0.1
+#: Share of the interval a probe claim holds: it lapses before the claimant is due again.
+CLAIM_SHARE = 0.9
+
+log: structlog.typing.FilteringBoundLogger = structlog.get_logger(__name__)
+
+
+def _system_clock() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class ProbeScheduler:
+    """Probes the store's engine agents on a jittered interval and sweeps heartbeats."""
+
+    def __init__(
+        self,
+        monitor: HealthMonitor,
+        probe: ProbeFunction | None,
+        *,
+        interval_s: float = 5.0,
+        timeout_s: float = 1.0,
+        concurrency: int = 64,
+        full_every: int = 12,
+        tick_s: float = 1.0,
+        clock: Callable[[], int] = _system_clock,
+        rng: random.Random | None = None,
+    ) -> None:
+        """Probe with ``probe`` (None: heartbeats only); ``clock`` returns unix ms.
+
+        Sets ``monitor.probing``: with a probe, new engine agents wait for their first
+        probe before they take picks; without, they are not probed and stay healthy.
+        """
+        self._store: Store = monitor.store
+        self._monitor = monitor
+        self._probe = probe
+        self._interval_ms = interval_s * 1000
+        self._timeout_s = timeout_s
+        self._semaphore = asyncio.Semaphore(concurrency)
+        self._full_every = max(full_every, 1)
+        # Probing needs a tick at least once an interval; heartbeats alone follow tick_s.
+        self._tick_s = min(tick_s, interval_s) if probe is not None else tick_s
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._due: dict[str, float] = {}
+        self._probes_made: dict[str, int] = {}
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._task: asyncio.Task[None] | None = None
+        monitor.probing = probe is not None
+
+    # Lifecycle.
+    def start(self) -> None:
+        """Run ``tick`` every ``tick_s`` in a background task until ``stop``."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run_forever(), name="lb-health-probes")
+
+    async def stop(self) -> None:
+        """Stop ticking and cancel the probes in flight; return when all have ended."""
+        tasks = [*self._running.values(), *([self._task] if self._task else [])]
+        self._task = None
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._running.clear()
+
+    async def _run_forever(self) -> None:
+        while True:
+            try:
+                await self.tick()
+            except StoreUnavailable as error:
+                # The server's store check reports the outage; probing resumes with it.
+                log.warning("health_tick_failed", error=str(error))
+            await asyncio.sleep(self._tick_s)
+
+    # One pass.
+    async def tick(self) -> list[asyncio.Task[None]]:
+        """Sweep heartbeats, then start every due probe; return the probes started."""
+        agents = await self._store.agents()
+        await self._monitor.sweep(agents)
+        if self._probe is None:
+            return []
+        now = self._clock()
+        for gone in [i for i in self._due if i not in agents]:
+            del self._due[gone]
+            self._probes_made.pop(gone, None)
+        started = []
+        for agent in list(agents.values()):
+            if not is_probed(agent) or agent.id in self._running:
+                continue
+            due = self._due.setdefault(agent.id, now)  # a new agent: at once
+            if due > now:
+                continue
+            self._due[agent.id] = now + self._interval_ms * (1 + self._rng.uniform(-JITTER, JITTER))
+            hold = int(self._interval_ms * CLAIM_SHARE)
+            if not await self._store.claim_probe(agent.id, now, hold):
+                # Another replica probes it this interval. Its claim, taken at the latest
+                # now, has lapsed one hold from now: try again then, so the agent of a
+                # replica that died is probed within an interval.
+                self._due[agent.id] = now + hold * (1 + self._rng.uniform(0, JITTER))
+                continue
+            task = asyncio.create_task(self._probe_one(agent))
+            self._running[agent.id] = task
+            task.add_done_callback(self._finished(agent.id))
+            started.append(task)
+        return started
+
+    def _finished(self, agent_id: str) -> Callable[[asyncio.Task[None]], None]:
+        def forget(_: asyncio.Task[None]) -> None:
+            self._running.pop(agent_id, None)
+
+        return forget
+
+    async def _probe_one(self, agent: Agent) -> None:
+        """Probe one agent within the timeout and hand the result to the monitor."""
+        made = self._probes_made.get(agent.id, 0)
+        self._probes_made[agent.id] = made + 1
+        full = agent.engine is Engine.OLLAMA and made % self._full_every == 0
+        assert self._probe is not None  # only scheduled with a probe
+        async with self._semaphore:
+            result = await self._bounded(agent, full)
+        try:
+            await self._monitor.probed(agent.id, result)
+            if result.ok and result.models and not agent.models:
+                await self._monitor.models_found(agent, result.models)
+        except StoreUnavailable as error:
+            log.warning("probe_result_lost", agent_id=agent.id, error=str(error))
+
+    async def _bounded(self, agent: Agent, full: bool) -> ProbeResult:
+        """The probe's result; a timeout or an error the probe let through is a failure."""
+        assert self._probe is not None
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                return await self._probe(agent, full)
+        except TimeoutError:
+            return ProbeResult(
+                False, f"probe: timeout after {self._timeout_s:g} s", loop.time() - started
+            )
+        except Exception as error:
+            log.error("probe_crashed", agent_id=agent.id, error=repr(error))
+            return ProbeResult(False, f"probe: {type(error).__name__}", loop.time() - started)
