@@ -166,7 +166,7 @@ class BalancerConfig:
     #: Bounded loads: a sticky session's agent takes a request only while it then holds
     #: at most this many times its capacity share of the open requests (else the request
     #: spills over, keeping the binding); capability-match's "room" is the same bound.
-    balance_factor: float = 2.0
+    balance_factor: float = 3.0
     #: Least-connections and latency-based compare this many eligible agents drawn in
     #: proportion to capacity and keep the best (0: every one); None: each strategy's
     #: own (``Strategy.default_choice_count``: least-connections every agent, which

@@ -214,7 +214,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("pick_hold_s", "--pick-hold", _non_negative, 1.0,
            "a pick without acquire counts as a request on its agent this long, or until "
            "a start is reported there; 0 = not at all", "SECONDS"),
-    Option("balance_factor", "--balance-factor", _at_least_one, 2.0,
+    Option("balance_factor", "--balance-factor", _at_least_one, 3.0,
            "bounded loads: a sticky session's agent (and capability-match's best fit) "
            "takes a request only while it holds at most this many times its capacity "
            "share of the open requests", "FACTOR"),

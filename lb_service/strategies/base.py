@@ -80,7 +80,7 @@ class PickContext(NamedTuple):
     rng: random.Random
     choice_count: int = 0
     peak_ewma: bool = False
-    balance_factor: float = 2.0
+    balance_factor: float = 3.0
     scale: float = 1.0
     now_ms: int = 0
     decay_ms: float = 10_000.0

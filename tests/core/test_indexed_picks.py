@@ -299,9 +299,13 @@ def test_a_busy_fleet_under_every_strategy_picks_alike(
                 operations.append(("select", task, session, False))
 
     # Picks without acquire stay pending for a second of a clock that barely moves here,
-    # so untrusted agents would hold one each and bounded exploration would take the
-    # scan throughout: this test counts how often the pool answers, so no hold.
-    side = asyncio.run(_both(dataclasses.replace(config, pick_hold_s=0.0), FLEET, operations))
+    # and sessions held to a looser bound keep going to their agents: either way
+    # untrusted agents would hold requests and bounded exploration would take the scan
+    # throughout. This test counts how often the pool answers: no hold, the older bound.
+    config = dataclasses.replace(
+        config, pick_hold_s=0.0, balance_factor=min(config.balance_factor, 2.0)
+    )
+    side = asyncio.run(_both(config, FLEET, operations))
 
     # Each decision the pool can make is made from it twice: compared, then for real.
     assert calls == 2 * side.from_pool

@@ -58,7 +58,7 @@ def test_shorter_queue_breaks_equal_vram() -> None:
 
 def test_ties_on_vram_and_active_rotate() -> None:
     """Cards equal on VRAM and active take turns by sequence, skipping worse-ranked ones."""
-    pool = [gpu("a", 16.0), gpu("busy", 16.0, active=2), gpu("b", 16.0), gpu("big", 80.0)]
+    pool = [gpu("a", 16.0), gpu("busy", 16.0, active=4), gpu("b", 16.0), gpu("big", 80.0)]
     assert [pick(pool, seq) for seq in range(4)] == ["a", "b", "a", "b"]
 
 
