@@ -107,14 +107,17 @@ async def test_refusals_are_counted_by_reason() -> None:
         assert summarise(sim, out, stream.arrival_ms).refused == 2
 
 
-async def test_late_reports_make_a_full_scan_herd() -> None:
-    """With reports 200 ms late, least-connections sends two quick picks to the same agent.
+async def test_late_reports_make_a_full_scan_herd_without_pending_picks() -> None:
+    """Reports 200 ms late and no pending picks: least-connections sends two picks to one agent.
 
     Request 0 goes to a-1 (a tie, rotated). At 300 ms its start has been reported, so a-1
     counts 1 and a-2 counts 0. Requests at 300 and 350 ms: reported at once, the second
     sees a-2 busy too and the tie rotates back to a-1; reported late, both see a-2 idle.
+    With pending picks (the default) the late pick at 300 ms counts on a-2 at once.
     """
-    full_scan = PolicySpec("lc", StrategyName.LEAST_CONNECTIONS, options={"choice_count": 0})
+    options = {"choice_count": 0, "pick_hold_s": 0}
+    full_scan = PolicySpec("lc", StrategyName.LEAST_CONNECTIONS, options=options)
+    held = PolicySpec("held", StrategyName.LEAST_CONNECTIONS, options={"choice_count": 0})
     arrivals = [(0, 10_000), (300, 10_000), (350, 10_000)]
     prompt = scenario(workload={"rate_per_s": 1, "mix": [{"model": "m", "share": 1}]})
     late = scenario(
@@ -126,6 +129,7 @@ async def test_late_reports_make_a_full_scan_herd() -> None:
     )
     assert (await run(prompt, requests(arrivals), full_scan)).agent == [0, 1, 0]
     assert (await run(late, requests(arrivals), full_scan)).agent == [0, 1, 1]
+    assert (await run(late, requests(arrivals), held)).agent == [0, 1, 0]
 
 
 async def test_outlier_ejection_is_watched_until_it_happens() -> None:
