@@ -361,6 +361,15 @@ async def test_a_start_without_a_pending_pick_confirms_nothing(store: Store) -> 
     assert (await store.stats())["a"].in_flight == 2
 
 
+async def test_forgetting_an_idle_id_drops_its_pending_picks(store: Store) -> None:
+    """A forgotten candidate's old holds do not end the picks it gets afterwards."""
+    await select(store, held("x", START_MS))
+    assert await store.forget_idle(START_MS + 1, keep=0) == 1
+    await select(store, held("x", START_MS + 500))
+    assert await pending(store, START_MS + HOLD_MS + 100) == {"x": 1}
+    assert await pending(store, START_MS + 500 + HOLD_MS) == {}
+
+
 @pytest.mark.parametrize(
     ("existing", "pick", "expected"),
     [
