@@ -324,7 +324,7 @@ async def test_a_pick_with_acquire_or_no_hold_is_not_pending(store: Store) -> No
 
 
 async def test_a_start_confirms_the_agents_oldest_pending_pick(store: Store) -> None:
-    """A start turns the agent's oldest pending pick into its lease; the later one keeps its hold."""
+    """A start turns the agent's oldest pending pick into its lease; a later one keeps its hold."""
     await put(store, "a", "b")
     await select(store, held("a", START_MS))
     await select(store, held("b", START_MS + 50))
