@@ -605,6 +605,8 @@ class RedisStore:
     ) -> list[Lease]:
         """Close leases started before the cutoff as failed requests; returns them.
 
+        Pending picks whose hold has ended by ``now_ms`` end too, in the first step.
+
         Each counts as a failed request of its agent, but as lateness, not an agent
         failure: no latency sample, no outlier ejection (``feedback.fold_expiry``). Two
         steps (see the module docstring): the leases are closed and booked, then the
