@@ -71,6 +71,9 @@ def test_select_by_keywords(fleet: LoadBalancerClient) -> None:
 def test_select_by_task_with_session_is_sticky(fleet: LoadBalancerClient) -> None:
     """A Task selects like keywords, and a session's second pick reports sticky=True."""
     first = fleet.select(Task(model="llama3:8b", compute=Compute.CPU), session_id="chat-1")
+    # The first request runs and ends before the second: pending or open, it would count on
+    # the small CPU host, and bounded stickiness would spill the second over to the GPU.
+    fleet.end(fleet.start(first.agent.id), latency_ms=10.0)
     second = fleet.select(Task(model="llama3:8b"), session_id="chat-1")
     assert (first.agent, first.sticky) == (CPU, False)
     assert (second.agent, second.sticky) == (CPU, True)
