@@ -114,7 +114,10 @@ async def test_late_reports_make_a_full_scan_herd() -> None:
     counts 1 and a-2 counts 0. Requests at 300 and 350 ms: reported at once, the second
     sees a-2 busy too and the tie rotates back to a-1; reported late, both see a-2 idle.
     """
-    full_scan = PolicySpec("lc", StrategyName.LEAST_CONNECTIONS, options={"choice_count": 0})
+    # Without pending picks (pick_hold_s 0): held, the first of the two counts at once.
+    full_scan = PolicySpec(
+        "lc", StrategyName.LEAST_CONNECTIONS, options={"choice_count": 0, "pick_hold_s": 0}
+    )
     arrivals = [(0, 10_000), (300, 10_000), (350, 10_000)]
     prompt = scenario(workload={"rate_per_s": 1, "mix": [{"model": "m", "share": 1}]})
     late = scenario(
