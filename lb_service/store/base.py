@@ -182,9 +182,10 @@ class Contender(NamedTuple):
     """An agent a shared store may commit instead of the chosen one, if it ranks better then.
 
     Its rank at commit is ``(tier, max(floor, per_request x (active + 1) + offset))``
-    over the agent's live active count: the strategy's own rank in linear form
-    (``strategies.base.LoadRank``), computed by the balancer, so the store applies one
-    generic comparison and no strategy rule is written twice.
+    over the agent's live count of requests in flight (``AgentStats.in_flight``, as the
+    decision counted them; its room is checked on the same count): the strategy's own
+    rank in linear form (``strategies.base.LoadRank``), computed by the balancer, so the
+    store applies one generic comparison and no strategy rule is written twice.
     """
 
     agent_id: str

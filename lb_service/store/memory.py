@@ -339,6 +339,7 @@ class MemoryStore:
         for agent_id in gone:
             del self._stats[agent_id]
             seen.pop(agent_id, None)
+            self._pending.forget(agent_id)
             # Kept under "" (never a valid id) so selections_by_agent still sums to the total.
             selections = self._selections_by_agent.pop(agent_id, 0)
             if selections:

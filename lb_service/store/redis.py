@@ -50,6 +50,15 @@ completion, a learned capacity briefly a little low). Later ends correct the fig
 the end itself is reported as done, never retried, so no lease is closed twice. (A
 call cancelled between the steps, its client gone, loses its estimate the same way.)
 
+Pending picks (``lb_service.store.pending``) are bookkeeping kept beside the load
+records, in keys of their own: per agent the sequence numbers of its pending picks,
+oldest first, one sorted set of them all by the end of their hold, and their count per
+agent (``AgentStats.pending``), which ``pick_state``, ``stats`` and ``overview`` read
+with the records. ``commit_pick`` without acquire adds one and ``open_lease`` confirms
+the agent's oldest, after ending those whose hold is over, as ``expire_leases`` does
+too: each in the script it already runs, so no round trip is added. The commit's
+re-rank counts them with the open leases, as the decision did.
+
 Round trips (counted per RPC by tests/store/test_round_trips.py): each operation is one
 script call, and checks its own ids and limits in it (``UnknownAgent``, ``Limit``)
 instead of reading first. ``pick_state`` and ``commit_pick`` make a selection two (so
@@ -170,6 +179,8 @@ BOOKKEEPING = (
     "busy_total_ms",
     "activity_at_ms",
     "slots",
+    # Kept beside the records, not in them (see "Pending picks" in the module docstring).
+    "pending",
 )
 _SCRIPT_MARK = "--- script: "
 
@@ -414,6 +425,7 @@ class RedisStore:
             registered,
             candidates,
             out,
+            pending,
         ) = reply
         config = self._adopt(config_version, payload, sent)
         self._observed(version)
@@ -422,6 +434,7 @@ class RedisStore:
             for agent_id, raw in zip(candidate_ids, candidates.split("\n"), strict=True):
                 if raw:
                     stats[agent_id] = _decode_record(raw).stats
+        _count_pending(stats, _pairs(pending))
         binding = None
         if session_id and bound is not None and used is not None:
             binding = Binding(bound, int(float(used)))
@@ -444,14 +457,16 @@ class RedisStore:
         """Record a selection atomically, re-ranking ``pick.contenders`` on current loads.
 
         Each contender ranks ``(tier, max(floor, per_request x (active + 1) + offset))``
-        on its active count at commit (``Contender``), lowest first, ties in turn by the
-        sequence. Returns None (recording no selection, counting a failed one in the same
-        script) when every contender is at max_connections, and a ``Limit`` (recording
-        nothing) when the pick would open a lease past ``pick.max_leases`` or bind a new
-        session past ``pick.max_sessions``.
+        on its requests in flight at commit (``Contender``), lowest first, ties in turn
+        by the sequence. Returns None (recording no selection, counting a failed one in
+        the same script) when every contender is at max_connections, and a ``Limit``
+        (recording nothing) when the pick would open a lease past ``pick.max_leases`` or
+        bind a new session past ``pick.max_sessions``.
         A binding of the session made by a concurrent pick (one this replica's snapshot
         did not show) and used since ``pick.fresh_since_ms`` wins over ``pick.bind``: its
         agent is committed and returned with ``sticky=True``.
+        Without ``pick.acquire`` the pick is pending on its agent until
+        ``pick.hold_until_ms`` (``lb_service.store.pending``).
         """
         seen = pick.seen
         args: list[str | int] = [
@@ -467,6 +482,7 @@ class RedisStore:
             pick.max_leases,
             pick.max_sessions,
             _quote(pick.model) if pick.acquire else "",
+            pick.hold_until_ms,
         ]
         for contender in pick.contenders:
             args += [
@@ -621,6 +637,8 @@ class RedisStore:
     ) -> list[Lease]:
         """Close leases started before the cutoff as failed requests; returns them.
 
+        Pending picks whose hold has ended by ``now_ms`` end too, in the first step.
+
         Each counts as a failed request of its agent, but as lateness, not an agent
         failure: no latency sample, no outlier ejection (``feedback.fold_expiry``). Two
         steps (see the module docstring): the leases are closed and booked, then the
@@ -715,7 +733,14 @@ class RedisStore:
     # Reads and change notification.
     async def stats(self) -> Mapping[str, AgentStats]:
         """Load history of every agent id ever seen, in the order they were first seen."""
-        return _records_in_order(await self._call(lambda r: r.hgetall(self._key("stats"))))
+
+        async def read(client: Redis) -> list[Any]:
+            pipe = client.pipeline(transaction=True)
+            pipe.hgetall(self._key("stats"))
+            pipe.hgetall(self._key("pending"))
+            return await pipe.execute()
+
+        return _records_in_order(*await self._call(read))
 
     async def session_count(self) -> int:
         """Sticky-session bindings held."""
@@ -767,6 +792,7 @@ class RedisStore:
             flat_counters,
             flat_selections,
             flat_health,
+            flat_pending,
         ) = await self._eval(
             "overview",
             [sent.version if sent is not None else "", self._default_strategy.value],
@@ -777,7 +803,7 @@ class RedisStore:
             strategy=config.strategy,
             agents=config.agents,
             weights=config.weights,
-            stats=_records_in_order(_pairs(flat_stats)),
+            stats=_records_in_order(_pairs(flat_stats), _pairs(flat_pending)),
             counters=_counters(_pairs(flat_counters), _pairs(flat_selections)),
             health={k: decode_health(v) for k, v in _pairs(flat_health).items()},
         )
@@ -973,13 +999,25 @@ def _pairs(flat: Sequence[str]) -> dict[str, str]:
     return {flat[i]: flat[i + 1] for i in range(0, len(flat), 2)}
 
 
-def _records_in_order(raw: Mapping[str, str]) -> Mapping[str, AgentStats]:
-    """The load records of a stats hash, in the order their ids were first seen."""
+def _records_in_order(
+    raw: Mapping[str, str], pending: Mapping[str, str]
+) -> Mapping[str, AgentStats]:
+    """The load records of a stats hash with their pending picks, in the order first seen."""
     decoded = sorted(
         ((_decode_record(text), agent_id) for agent_id, text in raw.items()),
         key=lambda entry: entry[0].born,
     )
-    return MappingProxyType({agent_id: record.stats for record, agent_id in decoded})
+    stats = {agent_id: record.stats for record, agent_id in decoded}
+    _count_pending(stats, pending)
+    return MappingProxyType(stats)
+
+
+def _count_pending(stats: dict[str, AgentStats], pending: Mapping[str, str]) -> None:
+    """Set ``AgentStats.pending`` from the pending hash (only ids with pending picks)."""
+    for agent_id, count in pending.items():
+        record = stats.get(agent_id)
+        if record is not None:
+            stats[agent_id] = replace(record, pending=int(count))
 
 
 def _counters(counters: Mapping[str, str], selections: Mapping[str, str]) -> Counters:

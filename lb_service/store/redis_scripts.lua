@@ -73,6 +73,13 @@ local K = {
   -- string: random hex naming this prefix's request ids; created with SET NX by the
   -- first script that issues an id (again after a Redis restart lost it).
   epoch = PREFIX .. 'epoch',
+  -- Pending picks (lb_service.store.pending; see hold_pick below). hash: agent id -> how
+  -- many of its picks are pending (no field when none): AgentStats.pending.
+  pending = PREFIX .. 'pending',
+  -- sorted set: "<n> <agent id>" -> when the hold of that pending pick ends (unix ms),
+  -- n the pick's sequence number; a confirmed pick leaves it, so expiry reads only
+  -- the picks it ends.
+  pending_due = PREFIX .. 'pending_due',
 }
 
 -- sorted set: request id -> n, the open leases of one agent, oldest first (an end
@@ -337,6 +344,49 @@ local function was_issued(request_id)
   return true
 end
 
+-- list: the sequence numbers of one agent's pending picks, oldest first (a start
+-- confirms the oldest). Redis deletes it with its last member.
+local function pending_key(agent_id)
+  return PREFIX .. 'pending_picks:' .. agent_id
+end
+
+local function count_pending(agent_id, change)
+  if redis.call('HINCRBY', K.pending, agent_id, change) <= 0 then
+    redis.call('HDEL', K.pending, agent_id)
+  end
+end
+
+-- Pending picks, the bookkeeping of MemoryStore's PendingPicks: count pick n on the
+-- agent until deadline (unix ms), or until a start there confirms it.
+local function hold_pick(agent_id, n, deadline)
+  redis.call('RPUSH', pending_key(agent_id), int(n))
+  redis.call('ZADD', K.pending_due, int(deadline), int(n) .. ' ' .. agent_id)
+  count_pending(agent_id, 1)
+end
+
+-- A start reported on the agent: its oldest pending pick ends, if it has one.
+local function confirm_pick(agent_id)
+  local n = redis.call('LPOP', pending_key(agent_id))
+  if n then
+    redis.call('ZREM', K.pending_due, n .. ' ' .. agent_id)
+    count_pending(agent_id, -1)
+  end
+end
+
+-- End the pending picks whose hold is over at now: only those are read. One whose
+-- agent's history was forgotten meanwhile (forget_idle) is no longer in its list.
+local function end_pending(now)
+  local due = redis.call('ZRANGEBYSCORE', K.pending_due, '-inf', int(now))
+  if #due == 0 then return end
+  redis.call('ZREMRANGEBYSCORE', K.pending_due, '-inf', int(now))
+  for _, member in ipairs(due) do
+    local n, agent_id = string.match(member, '^(%d+) (.*)$')
+    if redis.call('LREM', pending_key(agent_id), 1, n) == 1 then
+      count_pending(agent_id, -1)
+    end
+  end
+end
+
 --- script: config
 -- The configuration version, and the configuration itself when it differs from the
 -- replica's cached one. ARGV: prefix, cached config version ("" = none), default strategy.
@@ -348,7 +398,7 @@ return {version, config_payload()}
 -- What GetLoads and GetStatistics read, as of one instant. ARGV: prefix, cached config
 -- version, default strategy. Returns {config version, configuration or false, every
 -- load record (flat id/record pairs), counters (flat), selections (flat), health
--- records (flat id/record pairs)}.
+-- records (flat id/record pairs), pending picks (flat id/count pairs)}.
 local version = config_version(ARGV[3])
 local payload = false
 if version ~= ARGV[2] then payload = config_payload() end
@@ -359,6 +409,7 @@ return {
   redis.call('HGETALL', K.counters),
   redis.call('HGETALL', K.selections),
   redis.call('HGETALL', K.health),
+  redis.call('HGETALL', K.pending),
 }
 
 --- script: pick_state
@@ -368,9 +419,10 @@ return {
 -- bindings held, leases open, bound agent or false, binding last used or false,
 -- ejections (flat id/until pairs), records of the registered agents in registration
 -- order, records of the candidates in the order given, agents out by health (flat
--- id/'unhealthy'|'draining' pairs)}. Records come as one string,
--- one per line ("" where an id has none): one reply element instead of one per agent
--- keeps the client's parsing from dominating a pick over a large registry.
+-- id/'unhealthy'|'draining' pairs), pending picks (flat id/count pairs, only the ids
+-- that have some)}. Records come as one string, one per line ("" where an id has
+-- none): one reply element instead of one per agent keeps the client's parsing from
+-- dominating a pick over a large registry.
 local config = config_version(ARGV[3])
 local payload = false
 if config ~= ARGV[2] then payload = config_payload() end
@@ -402,6 +454,7 @@ return {
   records(redis.call('ZRANGE', K.order, 0, -1)),
   records(candidates),
   redis.call('HGETALL', K.out),
+  redis.call('HGETALL', K.pending),
 }
 
 --- script: put_agent
@@ -501,17 +554,19 @@ return {previous, bump_version()}
 -- ARGV: prefix, epoch candidate, agent id, now, acquire (1/0), session id, bind (1/0),
 -- fresh_since_ms, the binding this replica's snapshot showed (agent id, last used; ""
 -- when none), max_leases, max_sessions (0 = no limit), the model the lease is for (as
--- open_lease keeps it; "" = none), then the contenders as (id, max_connections, tier,
--- per_request, offset, floor) sextuples (store.base.Contender; none: commit the agent
--- id as it is). Returns 'max_leases' or 'max_sessions' when the
+-- open_lease keeps it; "" = none), hold_until_ms (without acquire, the pick is pending
+-- on its agent until then: hold_pick; 0 = not at all), then the contenders as (id,
+-- max_connections, tier, per_request, offset, floor) sextuples (store.base.Contender;
+-- none: commit the agent id as it is). Returns 'max_leases' or 'max_sessions' when the
 -- pick would go past that limit, false when every contender is at max_connections or
--- draining
--- (nothing recorded either way), else {agent id, request id or "", sticky 1/0, version}.
+-- draining (nothing recorded either way), else {agent id, request id or "", sticky
+-- 1/0, version}.
 local agent_id, now = ARGV[3], tonumber(ARGV[4])
 local acquire, session_id, bind = ARGV[5] == '1', ARGV[6], ARGV[7] == '1'
 local fresh_since, seen_agent, seen_used = tonumber(ARGV[8]), ARGV[9], ARGV[10]
 local max_leases, max_sessions = tonumber(ARGV[11]), tonumber(ARGV[12])
 local model = ARGV[13]
+local hold_until = tonumber(ARGV[14])
 local sticky = 0
 local bound = false
 if session_id ~= '' then bound = redis.call('HGET', K.bindings, session_id) end
@@ -532,19 +587,20 @@ if bind and bound then
   end
 end
 
-if not decided and #ARGV >= 19 then
+if not decided and #ARGV >= 20 then
   -- The one generic comparison (strategies.base.LoadRank, computed by the strategy):
   -- each contender with room ranks (tier, max(floor, per_request * (active + 1) +
-  -- offset)) on its active count now, compared lexicographically; the lowest wins and
-  -- ties take turns by the sequence, ties[sequence % #ties] in the contenders' order,
-  -- as strategies.base.rotate_lowest.
+  -- offset)) on its requests in flight now (AgentStats.in_flight: open leases and
+  -- pending picks, as the decision counted them), compared lexicographically; the
+  -- lowest wins and ties take turns by the sequence, ties[sequence % #ties] in the
+  -- contenders' order, as strategies.base.rotate_lowest.
   local best1, best2 = nil, nil
   local ties = {}
-  for i = 14, #ARGV, 6 do
+  for i = 15, #ARGV, 6 do
     local id, limit = ARGV[i], tonumber(ARGV[i + 1])
     local s = load_stats(id)
     local active = 0
-    if s then active = s.active end
+    if s then active = s.active + tonumber(redis.call('HGET', K.pending, id) or 0) end
     -- A contender drained after this replica read its snapshot is passed over: once
     -- DrainAgent has returned, no pick commits to the agent.
     if (limit == 0 or active < limit) and redis.call('HGET', K.out, id) ~= 'draining' then
@@ -583,7 +639,10 @@ if bind and not bound and max_sessions > 0
   return 'max_sessions'
 end
 
-redis.call('HINCRBY', K.counters, 'sequence', 1)
+-- As MemoryStore.commit_pick: pending picks whose hold is over end once the pick is
+-- certain (the re-rank above saw the loads the decision saw).
+end_pending(now)
+local n = redis.call('HINCRBY', K.counters, 'sequence', 1)
 redis.call('HINCRBY', K.counters, 'selections', 1)
 redis.call('HINCRBY', K.selections, agent_id, 1)
 local s = load_stats(agent_id) or new_stats()
@@ -595,7 +654,11 @@ if session_id ~= '' and (bind or bound == agent_id) then
   redis.call('ZADD', K.used, now, session_id)
 end
 local request_id = ''
-if acquire then request_id = open_lease(ARGV[2], agent_id, now, s, model) end
+if acquire then
+  request_id = open_lease(ARGV[2], agent_id, now, s, model)
+elseif hold_until > now then
+  hold_pick(agent_id, n, hold_until)
+end
 save_stats(agent_id, s)
 return {agent_id, request_id, sticky, bump_version(), encode_stats(s)}
 
@@ -611,6 +674,9 @@ if ARGV[6] == '1' and not known(agent_id) then return 'unknown-agent' end
 if max_leases > 0 and redis.call('HLEN', K.leases) >= max_leases then
   return 'max_leases'
 end
+-- The start confirms the agent's oldest pending pick (after those whose hold is over end).
+end_pending(now)
+confirm_pick(agent_id)
 local s = load_stats(agent_id) or new_stats()
 local request_id = open_lease(ARGV[2], agent_id, now, s, ARGV[7])
 save_stats(agent_id, s)
@@ -697,6 +763,8 @@ return {
 -- Returns {version or false, then request id, agent id, started_at, model (as open_lease
 -- keeps it) and the agent's record as booked right after closing it, per lease}.
 local cutoff, now = tonumber(ARGV[2]), tonumber(ARGV[3])
+-- Pending picks whose hold is over end too (the version stays, as in memory).
+end_pending(now)
 local out = {false}
 local done = false
 while not done do
@@ -826,6 +894,9 @@ local gone = 0
 for n, entry in ipairs(idle) do
   if n > keep or entry.seen < idle_since then
     redis.call('HDEL', K.stats, entry.id)
+    -- Its pending picks go with its history (PendingPicks.forget).
+    redis.call('HDEL', K.pending, entry.id)
+    redis.call('DEL', pending_key(entry.id))
     local selections = tonumber(redis.call('HGET', K.selections, entry.id) or 0)
     if selections > 0 then
       redis.call('HDEL', K.selections, entry.id)

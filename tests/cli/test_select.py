@@ -41,6 +41,10 @@ def test_select_json_with_session_and_acquire(fleet: Cli) -> None:
         False,
         "",
     )
+    # The first request runs and ends before the second: pending or open, it would count on
+    # the small CPU host, and bounded stickiness would spill the second over to the GPU.
+    request_id = fleet("start", "cpu-1").out.strip()
+    fleet("end", request_id, "--agent", "cpu-1", "--latency-ms", "10")
     second = fleet("select", "--session", "s1", "--acquire", "--json").json()
     assert (second["agent"]["id"], second["sticky"]) == ("cpu-1", True)
     assert second["request_id"]

@@ -143,8 +143,13 @@ async def test_concurrent_acquires_over_replicas_spread_like_one_balancer(
 async def test_a_new_session_binds_once_whichever_replicas_its_first_requests_reach(
     cluster: StartCluster, connect: Connect
 ) -> None:
-    """20 concurrent first requests of a new session, through 3 replicas, all get one agent."""
-    replicas = cluster(3)
+    """20 concurrent first requests of a new session, through 3 replicas, all get one agent.
+
+    Without pending picks (``--pick-hold 0``): held, 20 picks at once would fill the bound
+    agent past its bounded share and spill over (keeping the binding), which is not what
+    this test is about.
+    """
+    replicas = cluster(3, "--pick-hold", "0")
     client = connect(replicas)
     await client.register(*AGENTS)
 

@@ -29,10 +29,8 @@ from hypothesis.stateful import (
 from lb_service.balancer import BalancerConfig, LoadBalancer
 from lb_service.capacity import (
     EXPLORE_LIMIT,
-    expected_time,
     hardware_capacity,
     learned_capacity,
-    parallel_slots,
     resolve,
 )
 from lb_service.errors import (
@@ -46,9 +44,11 @@ from lb_service.errors import (
     NoEligibleAgent,
 )
 from lb_service.model import Agent, Compute, Hardware, Selection, StrategyName, Task
+from lb_service.model_cost import service_factor
 from lb_service.requirements import meets
 from lb_service.store.base import AgentStats
 from lb_service.store.memory import MemoryStore
+from lb_service.strategies.base import Candidate, expected_time_rank
 from tests.factories import FakeClock
 
 _T = TypeVar("_T")
@@ -61,6 +61,9 @@ CONFIG = BalancerConfig(
     choice_count=0,
     peak_ewma=False,
     ejection_consecutive_failures=0,
+    # The model counts leases; pending picks (picks without acquire counted until their
+    # start) have their own tests (tests/core/test_pending_picks.py, the store contract).
+    pick_hold_s=0,
     # Leases outlive idle sessions here, so a lease can outlast its agent's idle history.
     session_ttl_s=30,
     request_timeout_s=60,
@@ -143,22 +146,28 @@ class BalancerMachine(RuleBasedStateMachine):
     def active(self) -> dict[str, int]:
         return {agent_id: s.active for agent_id, s in self.run(self.store.stats()).items()}
 
-    def relative_loads(self, free: Sequence[Agent]) -> dict[str, float]:
-        """The expected time (``capacity.expected_time``) on the agents a full scan compares.
+    def relative_loads(self, free: Sequence[Agent], model: str) -> dict[str, float]:
+        """A new request's expected time on the agents a full scan compares.
 
-        Capacities are learned where trusted and scaled hardware guesses elsewhere;
-        untrusted agents already holding a request are left out while a trusted one
-        has room (bounded exploration).
+        Its own service time, the model's cost on the agent (``model_cost``) times the
+        agent's mean service time ``slots / capacity``, plus the wait for a slot,
+        ``max(0, open + 1 - slots) / capacity``. Capacities are learned where trusted
+        and scaled hardware guesses elsewhere; untrusted agents already holding a
+        request are left out while a trusted one has room (bounded exploration).
         """
         stats = self.run(self.store.stats())
-        learned = [learned_capacity(stats.get(a.id, AgentStats())) for a in free]
+        records = [stats.get(a.id, AgentStats()) for a in free]
+        learned = [learned_capacity(record) for record in records]
         capacities = resolve([hardware_capacity(a) for a in free], learned)
         trusted = [figure is not None for figure in learned]
-        loads = {
-            a.id: expected_time(self.open_count(a.id), parallel_slots(a), capacity)
-            for a, capacity, sure in zip(free, capacities, trusted, strict=True)
-            if sure or not any(trusted) or self.open_count(a.id) < EXPLORE_LIMIT
-        }
+        loads = {}
+        for a, record, capacity, sure in zip(free, records, capacities, trusted, strict=True):
+            open_now = self.open_count(a.id)
+            if sure or not any(trusted) or open_now < EXPLORE_LIMIT:
+                # In the strategies' own linear form, so equal times compare equal.
+                factor = service_factor(record, model)
+                candidate = Candidate(a, open_now, None, 1.0, capacity, service_factor=factor)
+                loads[a.id] = expected_time_rank(candidate).at(open_now)[1]
         return loads
 
     def known(self, agent_id: str) -> bool:
@@ -335,15 +344,18 @@ class BalancerMachine(RuleBasedStateMachine):
         event(f"select: {'sticky' if picked.sticky else 'picked'}, candidates: {bool(candidates)}")
         self.check_pick(picked, pool, task, has_room, bound)
         if strategy is StrategyName.LEAST_CONNECTIONS and not picked.sticky:
-            loads = self.relative_loads(free)
+            loads = self.relative_loads(free, task.model)
             assert loads[picked.agent.id] == min(loads.values())
         if strategy is StrategyName.WEIGHTED and not picked.sticky:
             assert weights.get(picked.agent.id, picked.agent.default_weight) > 0
         # The model's bookkeeping, as the README describes it.
         self.selections += 1
         # Sticky refreshes the binding, no live binding binds anew; otherwise the bound
-        # agent was full, the request spilled over, and the binding stays as it was.
-        if session_id and (picked.sticky or bound is None):
+        # agent was over its bound or full and the request spilled over: the binding
+        # stays as it was, used now if the strategy still chose the bound agent (over its
+        # bound, it can still be the shortest expected time).
+        spilled_onto_it = bound is not None and picked.agent.id == bound.id
+        if session_id and (picked.sticky or bound is None or spilled_onto_it):
             self.bindings[session_id] = (picked.agent.id, now)
         if acquire:
             assert picked.request_id

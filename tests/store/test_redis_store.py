@@ -236,6 +236,62 @@ async def test_ties_take_turns_by_the_sequence(replica: Replica) -> None:
     assert chosen == ["a", "b", "c", "a"]
 
 
+# Pending picks across replicas.
+
+HOLD_UNTIL = START_MS + 1_000
+
+
+def held(agent_id: str, *contenders: Contender) -> Pick:
+    """A pick without acquire, pending on its agent until HOLD_UNTIL."""
+    return Pick(agent_id, START_MS, contenders=contenders, hold_until_ms=HOLD_UNTIL)
+
+
+async def in_flight(store: RedisStore, agent_id: str) -> tuple[int, int]:
+    """The agent's (active, pending) as a pick through ``store`` reads them."""
+    record = (await store.pick_state("")).stats[agent_id]
+    return record.active, record.pending
+
+
+async def test_picks_through_two_replicas_are_both_pending(replica: Replica) -> None:
+    """Replicas see each other's pending picks; a start or sweep through one ends them for all."""
+    first, second = replica(), replica()
+    await registered(first, ("a", 0))
+    assert await first.commit_pick(held("a")) == Committed("a")
+    assert await second.commit_pick(held("a")) == Committed("a")
+    assert await in_flight(first, "a") == await in_flight(second, "a") == (0, 2)
+
+    await started(second, "a", START_MS + 10)  # confirms the one picked through first
+    assert await in_flight(first, "a") == (1, 1)
+    await first.expire_leases(0, HOLD_UNTIL, Feedback())  # ends the one through second
+    assert await in_flight(second, "a") == (1, 0)
+
+
+async def test_a_pick_pending_through_another_replica_moves_the_rerank(replica: Replica) -> None:
+    """Two picks without acquire of one idle agent, on one snapshot, are spread at commit.
+
+    Ranked by load (per_request 1), in an order that makes a tie go to "a": only its
+    pending pick sends this one to "b".
+    """
+    first, second = replica(), replica()
+    await registered(first, ("a", 0), ("b", 0))
+    await first.pick_state("")
+    await second.pick_state("")
+    by_load = (Contender("b", per_request=1.0), Contender("a", per_request=1.0))
+
+    assert await first.commit_pick(held("a")) == Committed("a")
+    assert await second.commit_pick(held("a", *by_load)) == Committed("b")
+
+
+async def test_a_contender_full_of_pending_picks_is_passed_over(replica: Replica) -> None:
+    """A contender whose pending picks reached max_connections since the snapshot is skipped."""
+    first, second = replica(), replica()
+    await registered(first, ("a", 1), ("b", 1))
+    await first.commit_pick(held("a"))
+    both = (Contender("a", 1), Contender("b", 1))
+    assert await second.commit_pick(pick("a", *both)) == Committed("b", "test-1")
+    assert await second.commit_pick(pick("a", *both)) is None
+
+
 # Bookkeeping in Lua, estimates in Python.
 
 

@@ -2,12 +2,14 @@
 
 Every rule is written once, in Python; the Redis store's scripts keep only bookkeeping
 and one generic comparison. So one seeded sequence of registrations, selections (with
-and without acquire, with sessions), request ends (successes and failures, with and
-without a request id) and sweeps (leases expiring), driven through two balancers with
-the same clock and the same seeded random source, one over each store, must pick the
-same agents and leave the same loads (GetLoads), records and counters after every
-step, on an uneven fleet (CPU-only hosts and GPUs of different VRAM), under each
-load-ranked strategy with the default options (two choices, peak-EWMA).
+and without acquire, with sessions), late starts of picks made without acquire (some
+within their hold, pending until then, some after it), request ends (successes and
+failures, with and without a request id) and sweeps (leases expiring), driven through
+two balancers with the same clock and the same seeded random source, one over each
+store, must pick the same agents and leave the same loads (GetLoads), records (pending
+picks too) and counters after every step, on an uneven fleet (CPU-only hosts and GPUs
+of different VRAM), under each load-ranked strategy with the default options (two
+choices, peak-EWMA, picks without acquire held for 1 s).
 """
 
 from __future__ import annotations
@@ -61,6 +63,15 @@ LATE = "gpu-24b"
 LATE_AGENT = agent("gpu-24b", vram_gb=24.0, gpu="RTX 4090", models=("llama3:8b", "llama3:70b"))
 
 
+@dataclass(frozen=True)
+class Started:
+    """A late start's answer: the agent, its pending picks just before, the lease's id."""
+
+    agent_id: str
+    pending: int
+    request_id: str
+
+
 @dataclass
 class Run:
     """A balancer over one store, with the clock it runs on and its open leases."""
@@ -70,6 +81,8 @@ class Run:
     seed: int
     clock: FakeClock = field(default_factory=FakeClock)
     leases: list[tuple[str, str]] = field(default_factory=list)
+    #: Agents picked without acquire whose start is not reported yet, oldest first.
+    picks: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.lb = LoadBalancer(
@@ -84,7 +97,17 @@ class Run:
             return type(refusal).__name__
         if chosen.request_id:
             self.leases.append((chosen.agent.id, chosen.request_id))
+        else:
+            self.picks.append(chosen.agent.id)
         return (chosen.agent.id, chosen.sticky, chosen.request_id)
+
+    async def start(self, index: int) -> Started:
+        """Report the start of a pick made earlier (the ``index``-th still unreported)."""
+        agent_id = self.picks.pop(index)
+        pending = (await self.store.stats())[agent_id].pending
+        request_id = await self.lb.start(agent_id)
+        self.leases.append((agent_id, request_id))
+        return Started(agent_id, pending, request_id)
 
     async def state(self) -> tuple[object, ...]:
         """Everything to compare after a step: loads, records, counters, sessions, leases."""
@@ -116,11 +139,17 @@ async def step(runs: list[Run], rng: random.Random, number: int) -> list[object]
     if roll < 0.03:
         # A burst: the GPUs fill up and the slow hosts get their share.
         return [[await run.select(SMALL, "", True) for _ in range(10)] for run in runs]
-    if roll < 0.45:
+    if roll < 0.42:
         task = rng.choice(TASKS)
         session_id = f"session-{rng.randrange(6)}" if rng.random() < 0.4 else ""
         acquire = rng.random() < 0.8
         return [await run.select(task, session_id, acquire) for run in runs]
+    if roll < 0.48:
+        # A start reported late for a pick made without acquire (pending until its hold ends).
+        if not runs[0].picks:
+            return [None] * len(runs)
+        index = rng.randrange(len(runs[0].picks))
+        return [await run.start(index) for run in runs]
     if roll < 0.85:
         leases = runs[0].leases
         if not leases:
@@ -177,9 +206,10 @@ async def test_same_sequence_same_decisions(
     redis_store: RedisStore, strategy: StrategyName, seed: int
 ) -> None:
     """Every pick, refusal, load, record and counter agrees after every step."""
-    # The defaults (two choices, peak-EWMA), with a request timeout short enough to expire.
+    # The defaults (each strategy's own choice count: least-connections every agent,
+    # latency-based two; peak-EWMA), with a request timeout short enough to expire.
     config = BalancerConfig(request_timeout_s=20.0)
-    assert config.choice_count == 2
+    assert config.choice_count is None
     runs = [Run(MemoryStore(epoch=EPOCH), config, seed), Run(redis_store, config, seed)]
     for run in runs:
         await run.lb.set_strategy(strategy)
@@ -187,7 +217,7 @@ async def test_same_sequence_same_decisions(
             await run.lb.register(registered)
     rng = random.Random(seed)
     picked: set[str] = set()
-    expired = ejected = sticky = 0
+    expired = ejected = sticky = confirmed = late = 0
     for number in range(450):
         answers = await step(runs, rng, number)
         assert answers[1] == answers[0], f"step {number}"
@@ -199,15 +229,21 @@ async def test_same_sequence_same_decisions(
                 sticky += answer[1]
             if isinstance(answer, tuple) and isinstance(answer[0], int):
                 expired += answer[0]
+            if isinstance(answer, Started):
+                confirmed += answer.pending > 0  # a start within a pending pick's hold
+                late += answer.pending == 0  # a start after its hold ended
         ejected += bool(memory[-1])
     # The run met what it is meant to: GPUs of every size picked, learned capacities,
-    # sticky sessions, expired leases and ejections.
+    # sticky sessions, expired leases, ejections, and starts both within a pick's hold
+    # (confirming it) and after it.
     stats = await runs[0].store.stats()
     assert {"gpu-8", "gpu-24", "gpu-80", LATE} <= picked
     assert sum(s.completions >= TRUST_COMPLETIONS for s in stats.values()) >= 3
     assert sticky > 0
     assert expired > 0
     assert ejected > 0
+    assert confirmed > 0
+    assert late > 0
 
 
 #: Model names as users write them: spaces, separators and percent signs included.

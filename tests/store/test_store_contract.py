@@ -263,6 +263,114 @@ async def test_commit_pick_creates_stats_for_an_unregistered_candidate(store: St
     assert (await store.pick_state("", ["cand", "other"])).stats == {"cand": AgentStats()}
 
 
+# Pending picks (lb_service.store.pending).
+
+HOLD_MS = 1_000
+
+
+def held(agent_id: str, now_ms: int) -> Pick:
+    """A pick without acquire, pending on its agent for HOLD_MS (as the balancer makes it)."""
+    return Pick(agent_id, now_ms, hold_until_ms=now_ms + HOLD_MS)
+
+
+async def pending(store: Store, now_ms: int | None = None) -> dict[str, int]:
+    """Pending picks per agent, after a sweep at ``now_ms`` (None: no sweep); 0s left out.
+
+    The three reads (stats, pick_state, overview) must agree.
+    """
+    if now_ms is not None:
+        assert await store.expire_leases(0, now_ms, FEEDBACK) == []
+    records = await store.stats()
+    counts = {i: s.pending for i, s in records.items() if s.pending}
+    picked = {
+        i: s.pending
+        for i, s in (await store.pick_state("", tuple(records))).stats.items()
+        if s.pending
+    }
+    shown = {i: s.pending for i, s in (await store.overview()).stats.items() if s.pending}
+    assert counts == picked == shown
+    return counts
+
+
+@pytest.mark.parametrize("ended_by", ["sweep", "commit", "start"])
+async def test_a_pick_without_acquire_is_pending_until_its_hold_ends(
+    store: Store, ended_by: str
+) -> None:
+    """It counts in flight on its agent, not as a lease; a sweep, pick or start ends it on time."""
+    await put(store, "a", "b")
+    assert await select(store, held("a", START_MS)) == Committed("a")
+    record = (await store.stats())["a"]
+    assert (record.active, record.pending, record.in_flight) == (0, 1, 1)
+    assert await store.lease_count() == 0
+    assert await pending(store, START_MS + HOLD_MS - 1) == {"a": 1}
+    due = START_MS + HOLD_MS
+    if ended_by == "sweep":
+        assert await pending(store, due) == {}
+    elif ended_by == "commit":
+        await select(store, Pick("b", due))
+        assert await pending(store) == {}
+    else:
+        await started(store, "b", due)
+        assert await pending(store) == {}
+        assert (await store.stats())["b"].in_flight == 1
+
+
+async def test_a_pick_with_acquire_or_no_hold_is_not_pending(store: Store) -> None:
+    """A lease is counted as active only; a hold that ends by the pick's own time holds nothing."""
+    await put(store, "a")
+    await select(store, replace(held("a", START_MS), acquire=True))
+    await select(store, Pick("a", START_MS, hold_until_ms=START_MS))
+    assert await pending(store) == {}
+    assert (await store.stats())["a"].in_flight == 1
+
+
+async def test_a_start_confirms_the_agents_oldest_pending_pick(store: Store) -> None:
+    """A start turns the agent's oldest pending pick into its lease; a later one keeps its hold."""
+    await put(store, "a", "b")
+    await select(store, held("a", START_MS))
+    await select(store, held("b", START_MS + 50))
+    await select(store, held("a", START_MS + 100))
+    await started(store, "a", START_MS + 200)
+    record = (await store.stats())["a"]
+    assert (record.active, record.pending, record.in_flight) == (1, 1, 2)
+    assert await pending(store) == {"a": 1, "b": 1}
+    # Past the first pick's hold: "a" still holds its second (the first was confirmed).
+    assert await pending(store, START_MS + HOLD_MS + 60) == {"a": 1}
+    assert await pending(store, START_MS + HOLD_MS + 100) == {}
+    assert (await store.stats())["a"].in_flight == 1
+
+
+async def test_a_confirmed_pick_is_not_expired_again(store: Store) -> None:
+    """When a confirmed pick's hold ends, the agent's later pending pick is left counted."""
+    await put(store, "a")
+    await select(store, held("a", START_MS))
+    await started(store, "a", START_MS + 10)
+    await select(store, held("a", START_MS + 500))
+    assert await pending(store, START_MS + HOLD_MS) == {"a": 1}
+    assert await pending(store, START_MS + 500 + HOLD_MS) == {}
+    record = (await store.stats())["a"]
+    assert (record.active, record.in_flight) == (1, 1)
+
+
+async def test_a_start_without_a_pending_pick_confirms_nothing(store: Store) -> None:
+    """Starts beyond the agent's pending picks open leases and leave other agents' picks."""
+    await put(store, "a", "b")
+    await select(store, held("b", START_MS))
+    await started(store, "a", START_MS + 1)
+    await started(store, "a", START_MS + 2)
+    assert await pending(store) == {"b": 1}
+    assert (await store.stats())["a"].in_flight == 2
+
+
+async def test_forgetting_an_idle_id_drops_its_pending_picks(store: Store) -> None:
+    """A forgotten candidate's old holds do not end the picks it gets afterwards."""
+    await select(store, held("x", START_MS))
+    assert await store.forget_idle(START_MS + 1, keep=0) == 1
+    await select(store, held("x", START_MS + 500))
+    assert await pending(store, START_MS + HOLD_MS + 100) == {"x": 1}
+    assert await pending(store, START_MS + 500 + HOLD_MS) == {}
+
+
 @pytest.mark.parametrize(
     ("existing", "pick", "expected"),
     [
