@@ -56,6 +56,9 @@ bench: $(STAMP) ## run the benchmarks (about 3½ min on 2 cores): writes BENCHMA
 bench-cluster: $(STAMP) ## decisions/s with 1, 2, 3 replicas on one Redis vs memory (~1½ min): bench/cluster.md
 	$(PY) -m bench.cluster --output bench/cluster.md
 
+bench-probing: $(STAMP) ## what probing 1,000 emulated agents at 1 s costs the server (~2 min): bench/probing.md
+	$(PY) -m bench.probing --output bench/probing.md
+
 #: Seeds every simulator target is checked on; uneven fleets run at both loads.
 SIM_SEEDS ?= 1-5
 SIM_UNEVEN := uneven-tiers mixed-fleet heterogeneous
