@@ -256,7 +256,6 @@ def run(args: argparse.Namespace, demo: Demo) -> int:
         if event.get("event") == "agent_health_changed":
             demo.say(f"  {event['agent_id']}: {event['previous']} -> {event['health']}"
                      f" ({event.get('reason') or 'ok'})")  # fmt: skip
-    demo.say("done; every process stopped")
     return 0
 
 
@@ -295,7 +294,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="lb-demo-") as scratch:
         demo = Demo(args.seconds, Path(scratch))
         try:
-            return run(args, demo)
+            status = run(args, demo)
+            demo.stop_all()
+            demo.say("done; every process stopped")
+            return status
         except KeyboardInterrupt:
             demo.say("interrupted; stopping every process")
             return 130
