@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 LISTEN ?= 127.0.0.1:50051
 
 .DEFAULT_GOAL := help
-.PHONY: help install run cluster test test-fast lint lint-deploy protos check-protos fmt clean bench bench-cluster soak simulate
+.PHONY: help install run cluster demo test test-fast lint lint-deploy protos check-protos fmt clean bench bench-cluster bench-probing soak simulate
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -27,6 +27,10 @@ run: $(STAMP) ## serve on $(LISTEN) with the defaults
 
 cluster: $(STAMP) ## 3 replicas on 127.0.0.1:50061-50063 sharing one Redis (own on :6390 unless REDIS_URL)
 	BIN=$(BIN) bash scripts/cluster.sh
+
+# DEMO_SECONDS=20 make demo: a shorter run (the default is 60 s of traffic, ~65 s in all).
+demo: $(STAMP) ## emulated fleet + lb-service + dispatcher + loads --watch; an agent dies, one is drained (~65 s)
+	$(PY) scripts/demo.py $(if $(DEMO_SECONDS),--seconds $(DEMO_SECONDS))
 
 test: $(STAMP) ## run the whole suite with branch coverage (fails under 90%)
 	$(BIN)/pytest --cov --cov-report=term $(PYTEST_ARGS)
@@ -51,6 +55,9 @@ bench: $(STAMP) ## run the benchmarks (about 3½ min on 2 cores): writes BENCHMA
 
 bench-cluster: $(STAMP) ## decisions/s with 1, 2, 3 replicas on one Redis vs memory (~1½ min): bench/cluster.md
 	$(PY) -m bench.cluster --output bench/cluster.md
+
+bench-probing: $(STAMP) ## what probing 1,000 emulated agents at 1 s costs the server (~2 min): bench/probing.md
+	$(PY) -m bench.probing --output bench/probing.md
 
 #: Seeds every simulator target is checked on; uneven fleets run at both loads.
 SIM_SEEDS ?= 1-5
