@@ -2,12 +2,13 @@
 
 Load is weighed, not counted: one request on a one-slot CPU host is a full load, one on
 a four-slot 80 GB GPU is a quarter of one. The load-ranked strategies rank by a new
-request's **expected time** (``expected_time``), ``max(slots, active + 1) / capacity``:
-with a slot free the request is served at once, in the agent's service time
-``slots / capacity``; with its slots full it also waits for the queue ahead to drain at
-``capacity``. That is shortest-expected-delay routing; with one slot it is Envoy's
-weighted least request (weight / (active + 1)) with the weight measured instead of
-configured. The stickiness bound weighs open requests by capacity too (``within_bound``).
+request's **expected time** (``strategies.base.expected_time_rank``): with a slot free
+the request is served at once, in its service time on the agent (the agent's mean,
+``slots / capacity``, times its model's cost there, ``lb_service.model_cost``); with its
+slots full it also waits ``(active + 1 - slots) / capacity`` for the queue ahead to
+drain. That is shortest-expected-delay routing; with one slot and one model it is
+Envoy's weighted least request (weight / (active + 1)) with the weight measured instead
+of configured. The stickiness bound weighs open requests by capacity too (``within_bound``).
 
 **Learned capacity** is completions per unit of *slot-busy time*: the service sees every
 lease, so it knows for each agent how many of its parallel slots were in use and for
@@ -108,16 +109,6 @@ def accrue(stats: AgentStats, now_ms: int) -> AgentStats:
     if stats.active > 0 and now_ms > stats.activity_at_ms:
         busy += (now_ms - stats.activity_at_ms) * min(stats.active, stats.slots) / stats.slots
     return replace(stats, busy_total_ms=busy, activity_at_ms=now_ms)
-
-
-def expected_time(active: int, slots: int, capacity: float) -> float:
-    """A new request's expected response time: ``max(slots, active + 1) / capacity``.
-
-    In the fluid limit an agent with a free slot serves the request at once, in its
-    service time ``slots / capacity``; once its slots are full the request also waits
-    for the queue ahead of it to drain at ``capacity``.
-    """
-    return max(slots, active + 1) / capacity if capacity > 0 else math.inf
 
 
 def completed(stats: AgentStats) -> AgentStats:

@@ -46,14 +46,6 @@ class Candidate(NamedTuple):
     service_factor: float = 1.0
 
     @property
-    def service_s(self) -> float:
-        """The task's expected service time on the agent once a slot is free, in 1 / capacity units.
-
-        ``service_factor`` x the agent's mean service time ``slots / capacity``.
-        """
-        return self.service_factor * parallel_slots(self.agent) / self.capacity
-
-    @property
     def relative_load(self) -> float:
         """``(active + 1) / capacity``: the time to drain its work plus one more request."""
         return (self.active + 1) / self.capacity
@@ -189,9 +181,10 @@ class Strategy(Protocol):
 def expected_time_rank(candidate: Candidate, tier: float = 0.0) -> LoadRank:
     """A new request's expected time on the candidate, in linear form, behind ``tier``.
 
-    Its own service time (``Candidate.service_s``) plus, once every slot is busy, the
-    wait for one: ``service + max(0, active + 1 - slots) / capacity``. With a service
-    factor of 1 this is ``capacity.expected_time``, ``max(slots, active + 1) / capacity``.
+    Its own service time, ``service_factor`` x the agent's mean ``slots / capacity``,
+    plus, once every slot is busy, the wait for one: ``service + max(0, active + 1 -
+    slots) / capacity``. With a service factor of 1 this is ``max(slots, active + 1) /
+    capacity``, the fluid limit of an agent with ``slots`` parallel slots.
     """
     capacity = candidate.capacity
     mean_service = parallel_slots(candidate.agent) / capacity

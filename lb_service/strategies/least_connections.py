@@ -20,13 +20,14 @@ _rank = expected_time_rank
 
 
 class LeastConnections:
-    """Shortest expected time among ``choice_count`` drawn by capacity (all when 0); ties rotate.
+    """Shortest expected time over every candidate, or ``choice_count`` drawn; ties rotate.
 
     The default strategy: LLM requests vary by orders of magnitude in length, so the
     agent's open requests follow its real load where turns do not. Weighing them by
-    capacity (``capacity.expected_time``: ``max(slots, active + 1) / capacity``) makes
-    one request on a one-slot CPU host the full load it is, and a 4-slot GPU holding
-    three requests still the faster choice: its free slot serves at once.
+    capacity and the task's model (``base.expected_time_rank``) makes one request on a
+    one-slot CPU host the full load it is, a 4-slot GPU holding three requests still
+    the faster choice (its free slot serves at once), and a host quick only at another
+    model no shortcut.
     """
 
     name = StrategyName.LEAST_CONNECTIONS
