@@ -74,15 +74,13 @@ def service_factor(stats: AgentStats, model: str) -> float:
     """How many of the agent's average requests one request of ``model`` is worth (see above)."""
     if not model:
         return 1.0
-    typical = 0.0
-    weighed = total = 0.0
-    for name, mean, samples, share in stats.model_latency:
-        if name == model:
-            if samples < TRUST_SAMPLES:
-                return 1.0
-            typical = math.exp(mean)
-        weighed += share * math.exp(mean)
-        total += share
-    if typical == 0.0 or weighed <= 0.0:
+    entries = stats.model_latency
+    # The model's own entry first: most candidates of most picks stop here, before any exp.
+    mine = next((entry for entry in entries if entry[0] == model), None)
+    if mine is None or mine[2] < TRUST_SAMPLES:
         return 1.0
-    return typical * total / weighed
+    weighed = sum(share * math.exp(mean) for _, mean, _, share in entries)
+    if weighed <= 0.0:
+        return 1.0
+    total = sum(share for *_, share in entries)
+    return math.exp(mine[1]) * total / weighed

@@ -20,6 +20,9 @@ from __future__ import annotations
 
 from collections import Counter, deque
 
+#: What ``expire`` returns when nothing is due (read only, never changed).
+_NONE: Counter[str] = Counter()
+
 
 class PendingPicks:
     """Pending picks per agent, each with its deadline; see the module docstring."""
@@ -50,8 +53,10 @@ class PendingPicks:
 
     def expire(self, now_ms: int) -> Counter[str]:
         """End the picks whose deadline has come; return how many per agent."""
-        ended: Counter[str] = Counter()
         queue = self._queue
+        if not queue or queue[0][0] > now_ms:
+            return _NONE  # the common case, on every commit: nothing is due
+        ended: Counter[str] = Counter()
         while queue and queue[0][0] <= now_ms:
             _, agent_id, token = queue.popleft()
             tokens = self._by_agent.get(agent_id)
