@@ -2,8 +2,8 @@
 
 Everything that decides a pick lives in Redis under ``<prefix>:``: the registry, weights
 and strategy, every agent's load record, leases, sticky bindings, counters and
-ejections. State changes are made by Lua scripts (``redis_scripts.lua``, run with
-EVALSHA), each atomic on the server, so concurrent replicas never interleave inside
+ejections. State changes are made by Lua scripts (``redis/lua/``, one file per operation, run
+with EVALSHA), each atomic on the server, so concurrent replicas never interleave inside
 one: a pick selects and counts in one step, a session binds once, a lease ends once and
 a lease expires once however many replicas sweep together.
 
@@ -182,22 +182,64 @@ BOOKKEEPING = (
     # Kept beside the records, not in them (see "Pending picks" in the module docstring).
     "pending",
 )
-_SCRIPT_MARK = "--- script: "
+#: Where a script or library declares the libraries it calls (``lua/README.md``).
+_USES = "--- uses:"
 
 
 @functools.cache
 def _script_sources() -> dict[str, str]:
-    """Each script's source: the file's common prelude followed by the script's body."""
-    text = resources.files("lb_service.store").joinpath("redis_scripts.lua").read_text("utf-8")
-    sections: dict[str, list[str]] = {}
-    current: list[str] | None = None
-    for line in text.splitlines():
-        if line.startswith(_SCRIPT_MARK):
-            current = sections.setdefault(line.removeprefix(_SCRIPT_MARK).strip(), [])
-        elif current is not None:
-            current.append(line)
-    common = "\n".join(sections.pop("common"))
-    return {name: f"{common}\n{chr(10).join(body)}\n" for name, body in sections.items()}
+    """Each script's source: the libraries it uses, each once and after its own, then its body.
+
+    Read from ``lua/`` beside this module: ``<name>.lua`` is the script ``<name>``,
+    ``lua/lib/<library>.lua`` a library.
+    """
+    folder = resources.files("lb_service.store").joinpath("redis", "lua")
+    libraries = {
+        entry.name.removesuffix(".lua"): entry.read_text("utf-8")
+        for entry in folder.joinpath("lib").iterdir()
+        if entry.name.endswith(".lua")
+    }
+    return {
+        entry.name.removesuffix(".lua"): _with_libraries(
+            entry.name, entry.read_text("utf-8"), libraries
+        )
+        for entry in folder.iterdir()
+        if entry.name.endswith(".lua")
+    }
+
+
+def _uses(source: str) -> list[str]:
+    """The libraries a script or library declares (``--- uses: keys, versions``)."""
+    return [
+        name
+        for line in source.splitlines()
+        if line.startswith(_USES)
+        for name in line.removeprefix(_USES).replace(",", " ").split()
+    ]
+
+
+def _with_libraries(name: str, body: str, libraries: Mapping[str, str]) -> str:
+    """``body`` after every library it uses, directly or through another.
+
+    Each library comes after those it uses: a Lua ``local function`` is visible only
+    below its definition.
+    """
+    order: list[str] = []
+
+    def include(library: str, through: tuple[str, ...]) -> None:
+        if library in order:
+            return
+        if library in through:
+            raise ValueError(f"{name}: libraries use each other: {' -> '.join(through)}")
+        if library not in libraries:
+            raise ValueError(f"{name}: no library {library!r} in lua/lib/")
+        for used in _uses(libraries[library]):
+            include(used, (*through, library))
+        order.append(library)
+
+    for library in _uses(body):
+        include(library, ())
+    return "\n".join([*(libraries[library] for library in order), body])
 
 
 @dataclass(frozen=True, slots=True)
