@@ -8,9 +8,9 @@ from importlib.resources.abc import Traversable
 
 import pytest
 
-from lb_service.store.redis import _script_sources
+from lb_service.store.redis.scripts import script_sources
 
-LUA = resources.files("lb_service.store").joinpath("redis", "lua")
+LUA = resources.files("lb_service.store.redis").joinpath("lua")
 #: A name a library defines at its top level: ``local function name`` or ``local NAME =``.
 DEFINED = re.compile(r"^local (?:function )?(\w+)", re.MULTILINE)
 USES = re.compile(r"^--- uses:(.*)$", re.MULTILINE)
@@ -75,7 +75,7 @@ def test_every_library_a_file_declares_is_called_by_it(file: str) -> None:
 
 def test_the_loader_puts_each_library_once_before_the_script() -> None:
     """commit_pick runs with each library it reaches once, each after the ones it uses."""
-    source = _script_sources()["commit_pick"]
+    source = script_sources()["commit_pick"]
     assert source.count("local PREFIX = ARGV[1]") == 1
     assert source.index("local function book_open") < source.index("local function open_lease")
     assert source.endswith(SCRIPTS["commit_pick"])

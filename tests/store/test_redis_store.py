@@ -44,7 +44,8 @@ from lb_service.store.feedback import (
     open_lease,
 )
 from lb_service.store.memory import MemoryStore
-from lb_service.store.redis import BOOKKEEPING, ESTIMATES, RedisStore, _OpenedHere
+from lb_service.store.redis import BOOKKEEPING, ESTIMATES, RedisStore
+from lb_service.store.redis.estimates import OpenedHere
 from lb_service.strategies.base import Candidate, LoadRank, Rank, rotate_lowest
 from tests.factories import START_MS, agent
 from tests.redis_server import PrivateRedis, unique_prefix
@@ -524,8 +525,8 @@ async def test_lease_records_keep_the_model_beside_the_start_time(
 
 def test_the_models_of_leases_opened_here_stay_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     """What an end guesses a lease's model from: oldest first, forgotten when idle or past LIMIT."""
-    monkeypatch.setattr(_OpenedHere, "LIMIT", 3)
-    opened = _OpenedHere()
+    monkeypatch.setattr(OpenedHere, "LIMIT", 3)
+    opened = OpenedHere()
     opened.add("a", "r1", "m1")
     opened.add("a", "r2", "m2")
     opened.add("b", "r3", "")

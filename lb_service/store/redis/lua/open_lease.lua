@@ -1,7 +1,7 @@
 -- Record a request start. ARGV: prefix, epoch candidate, agent id, now, max_leases (0 =
--- no limit), only_known (1/0), the model the request asks for (as redis.py encodes it;
--- "" = none). Returns 'unknown-agent' with only_known when the id is
--- neither registered nor holds a load record, 'max_leases' when that many leases are
+-- no limit), only_known (1/0), the model the request asks for (as records.py
+-- quote_model encodes it; "" = none). Returns 'unknown-agent' with only_known when the
+-- id is neither registered nor holds a load record, 'max_leases' when that many leases are
 -- open (nothing recorded either way), else {request id, version, the agent's record}.
 --- uses: keys, versions, records, leases, pending
 local agent_id, now = ARGV[3], tonumber(ARGV[4])

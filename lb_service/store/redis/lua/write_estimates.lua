@@ -5,7 +5,7 @@
 -- written only if it is still as the record showed: a lease opened since keeps its
 -- time, as if it came after this end. ARGV: prefix, now, then per record five values:
 -- agent id, the ev the estimates were computed at, the estimate fields (one string, in
--- redis.py ESTIMATES order, then last_request_at_ms as the record showed it), the
+-- records.py ESTIMATES order, then last_request_at_ms as the record showed it), the
 -- ejected_until_ms to record in the ejections hash ("" = none: the write
 -- ejects nobody), and the ejected_count the fold was computed with, checked when it
 -- ejects, so concurrent folds through several replicas never eject more than the

@@ -2,7 +2,7 @@
 --- uses: keys
 
 -- Write estimates Python computed (feedback.fold_end, fold_expiry) into record s: the
--- fields string holds redis.py ESTIMATES in order (the model-cost figures as one
+-- fields string holds records.py ESTIMATES in order (the model-cost figures as one
 -- token, mc), then last_request_at_ms as the record showed it; last_request_at_ms is
 -- replaced only if still so (a lease opened since keeps its time, as if it came after
 -- this end). Moves the estimate version.

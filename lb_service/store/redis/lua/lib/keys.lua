@@ -31,7 +31,7 @@ local K = {
   -- sorted set: session id -> when its binding was last used (unix ms), for expiry.
   used = PREFIX .. 'used',
   -- hash: request id -> "<started_at_ms>[,<model>] <agent id>" for every open lease:
-  -- the model its request asked for (percent-encoded by redis.py, so it holds no space
+  -- the model its request asked for (percent-encoded by records.py, so it holds no space
   -- or comma; left out when none, as in records written before it existed).
   leases = PREFIX .. 'leases',
   -- sorted set: request id -> its number n: open leases in the order they started.

@@ -18,7 +18,7 @@ local function issue(epoch_candidate)
 end
 
 -- Open a lease on the agent whose record s is (saved by the caller), for a request
--- asking for model (as redis.py encodes it; "" = none).
+-- asking for model (as records.py quote_model encodes it; "" = none).
 local function open_lease(epoch_candidate, agent_id, now, s, model)
   local request_id, n = issue(epoch_candidate)
   local started = int(now)

@@ -1,15 +1,15 @@
 -- Load records: one agent's figures as one line of text.
 --- uses: keys
 
--- Load records: one line of space-separated fields, in this order (redis.py
--- _decode_record reads the same): active, avg_latency_ms, last_request_at_ms,
+-- Load records: one line of space-separated fields, in this order (records.py
+-- decode_record reads the same): active, avg_latency_ms, last_request_at_ms,
 -- total_requests, failed_requests, cost_ms, cost_at_ms, consecutive_failures,
 -- ejected_until_ms, times_ejected, joined_ms, seen (last picked, started or ended; for
 -- forget_idle), born (see counters), busy_total_ms, activity_at_ms, completions,
 -- cap_done, cap_busy_ms, cap_mark_ms, ev (the estimate version: write_estimates
 -- increments it, bookkeeping leaves it), slots (capacity.parallel_slots, stamped by
 -- put_agent; 1 when unknown), mc (the model-cost figures, lb_service.model_cost: one
--- token only redis.py reads and writes, "-" when none). "-" is a latency not measured
+-- token only records.py reads and writes, "-" when none). "-" is a latency not measured
 -- yet (None). Fields added later go last, and a record written before them reads them
 -- as 0 (mc as "-").
 local function decode_stats(raw)
