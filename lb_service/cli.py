@@ -11,7 +11,7 @@ from typing import Any
 
 import structlog
 
-from lb_service import commands as client_commands
+from lb_service import client_commands
 from lb_service import config as cfg
 from lb_service.balancer import BalancerConfig, LoadBalancer
 from lb_service.declared import apply_declared, warn_restart_needed

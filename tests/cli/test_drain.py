@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 import pytest
 
-from lb_service import commands
 from lb_service.client import LoadBalancerClient
+from lb_service.client_commands import health as commands
 from tests.cli.conftest import ADDRESS, Cli
 
 

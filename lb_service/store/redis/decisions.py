@@ -16,14 +16,7 @@ from collections.abc import Sequence
 from types import MappingProxyType
 
 from lb_service.model import AgentHealth
-from lb_service.store.base import (
-    AgentStats,
-    Binding,
-    Committed,
-    Limit,
-    Pick,
-    PickState,
-)
+from lb_service.store.base import AgentStats, Binding, Committed, Limit, Pick, PickState
 from lb_service.store.redis.core import RedisCore
 from lb_service.store.redis.records import Record, count_pending, decode_record, pairs, quote_model
 

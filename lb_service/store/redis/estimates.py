@@ -42,20 +42,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from lb_service.store.base import (
-    AgentStats,
-    RequestEnd,
-)
-from lb_service.store.feedback import (
-    fold_end,
-    fold_expiry,
-    is_ejected,
-)
+from lb_service.store.base import AgentStats, RequestEnd
+from lb_service.store.feedback import fold_end, fold_expiry, is_ejected
 from lb_service.store.redis.records import Record, estimate_fields
 
 #: Estimate writes tried for one end or expiry before its sample is dropped (conflicts).
 FOLD_ATTEMPTS = 16
-
 
 #: A fold's rule: the estimates from a record, the ejected count and the population.
 Rule = Callable[[AgentStats, int, int], AgentStats]

@@ -5,9 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from lb_service.health.state import HealthRecord
-from lb_service.store.base import (
-    HealthWrite,
-)
+from lb_service.store.base import HealthWrite
 from lb_service.store.health import decode_health, encode_health, out_value
 from lb_service.store.redis.core import RedisCore
 

@@ -12,20 +12,8 @@ from urllib.parse import unquote
 import structlog
 
 from lb_service.errors import StoreUnavailable
-from lb_service.store.base import (
-    EndOutcome,
-    EndResult,
-    Lease,
-    Limit,
-    RequestEnd,
-    UnknownAgent,
-)
-from lb_service.store.feedback import (
-    Feedback,
-    close_lease,
-    end_result,
-    fold_expiry,
-)
+from lb_service.store.base import EndOutcome, EndResult, Lease, Limit, RequestEnd, UnknownAgent
+from lb_service.store.feedback import Feedback, close_lease, end_result, fold_expiry
 from lb_service.store.redis.core import RedisCore
 from lb_service.store.redis.estimates import FOLD_ATTEMPTS, Fold, end_rule, expiries
 from lb_service.store.redis.records import decode_record, quote_model, with_estimates

@@ -8,12 +8,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from lb_service.store.base import (
-    AgentStats,
-    Counters,
-    Lease,
-    Overview,
-)
+from lb_service.store.base import AgentStats, Counters, Lease, Overview
 from lb_service.store.health import decode_health
 from lb_service.store.redis.core import RedisCore
 from lb_service.store.redis.records import decode_counters, decode_lease, pairs, records_in_order

@@ -17,16 +17,11 @@ from typing import Any, NamedTuple
 from urllib.parse import quote, unquote
 
 from lb_service.model import Agent, Engine, Hardware
-from lb_service.store.base import (
-    AgentStats,
-    Counters,
-    Lease,
-)
+from lb_service.store.base import AgentStats, Counters, Lease
 
 #: The model-cost figures (``lb_service.model_cost``): an estimate that travels as one
 #: field of the load record (``mc`` in the scripts; ``encode_model_cost``).
 MODEL_COST = ("model_latency",)
-
 
 #: AgentStats fields computed in Python and written back by ``write_estimates``, in the
 #: order the script reads them (``MODEL_COST`` as one field). ``last_request_at_ms``,

@@ -8,12 +8,7 @@ from types import MappingProxyType
 
 from lb_service.capacity import parallel_slots
 from lb_service.model import Agent, StrategyName
-from lb_service.store.base import (
-    Configuration,
-    Limit,
-    Registered,
-    UnknownAgent,
-)
+from lb_service.store.base import Configuration, Limit, Registered, UnknownAgent
 from lb_service.store.redis.core import RedisCore
 from lb_service.store.redis.records import encode_agent
 
