@@ -8,7 +8,7 @@ from importlib.resources.abc import Traversable
 
 import pytest
 
-from lb_service.store.redis.scripts import script_sources
+from lb_service.store.redis.scripts import script_sources, with_libraries
 
 LUA = resources.files("lb_service.store.redis").joinpath("lua")
 #: A name a library defines at its top level: ``local function name`` or ``local NAME =``.
@@ -79,3 +79,12 @@ def test_the_loader_puts_each_library_once_before_the_script() -> None:
     assert source.count("local PREFIX = ARGV[1]") == 1
     assert source.index("local function book_open") < source.index("local function open_lease")
     assert source.endswith(SCRIPTS["commit_pick"])
+
+
+def test_a_library_missing_or_used_in_a_circle_is_named() -> None:
+    """The loader refuses a script whose libraries cannot be put in order, naming the cause."""
+    with pytest.raises(ValueError, match=r"s: no library 'gone' in lua/lib/"):
+        with_libraries("s", "--- uses: gone\n", {})
+    circle = {"a": "--- uses: b\n", "b": "--- uses: a\n"}
+    with pytest.raises(ValueError, match=r"s: libraries use each other: a -> b -> a"):
+        with_libraries("s", "--- uses: a\n", circle)

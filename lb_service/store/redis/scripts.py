@@ -28,7 +28,7 @@ def script_sources() -> dict[str, str]:
         if entry.name.endswith(".lua")
     }
     return {
-        entry.name.removesuffix(".lua"): _with_libraries(
+        entry.name.removesuffix(".lua"): with_libraries(
             entry.name, entry.read_text("utf-8"), libraries
         )
         for entry in folder.iterdir()
@@ -46,7 +46,7 @@ def _uses(source: str) -> list[str]:
     ]
 
 
-def _with_libraries(name: str, body: str, libraries: Mapping[str, str]) -> str:
+def with_libraries(name: str, body: str, libraries: Mapping[str, str]) -> str:
     """``body`` after every library it uses, directly or through another.
 
     Each library comes after those it uses: a Lua ``local function`` is visible only
@@ -58,7 +58,8 @@ def _with_libraries(name: str, body: str, libraries: Mapping[str, str]) -> str:
         if library in order:
             return
         if library in through:
-            raise ValueError(f"{name}: libraries use each other: {' -> '.join(through)}")
+            circle = " -> ".join((*through, library))
+            raise ValueError(f"{name}: libraries use each other: {circle}")
         if library not in libraries:
             raise ValueError(f"{name}: no library {library!r} in lua/lib/")
         for used in _uses(libraries[library]):
