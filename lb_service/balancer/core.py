@@ -3,40 +3,39 @@
 A selection reads one snapshot from the store, filters the agents by the task, honours
 the session's binding, lets the strategy choose among the agents with spare capacity,
 and commits the decision (and, with ``acquire``, the request's start) in one store call.
-
-Every change in an agent's life is logged here, one line with its ids, whoever caused
-it (an RPC, a config reload, the sweep): registered, deregistered, ejected, returned,
-a lease expired. Counting is left to an ``Observer`` (the metrics).
+Its options are ``options.BalancerConfig``; what it logs and counts, ``events``; its
+reads of the fleet, ``reads``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import enum
-import math
 import random
-import time
-from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
 
 import structlog
 
-from lb_service.capacity import learned_capacity
-from lb_service.decision import Decision, DecisionInputs, Refusal, RefusalKind, decide
+from lb_service.balancer.events import (
+    REFUSALS,
+    Clock,
+    NoObserver,
+    Observer,
+    Outcome,
+    log,
+    refusal_error,
+    system_clock,
+)
+from lb_service.balancer.options import BalancerConfig
+from lb_service.balancer.reads import Reads
+from lb_service.decision import Decision, DecisionInputs, Refusal, decide
 from lb_service.errors import (
     AgentNotFound,
     AllAgentsBusy,
-    AllAgentsDraining,
     InvalidArgument,
     LeaseNotFound,
     LimitExceeded,
     NoAgentAvailable,
-    NoAgentsRegistered,
-    NoEligibleAgent,
 )
-from lb_service.health.monitor import HealthMonitor, HealthObserver, HealthOptions, NoHealthObserver
-from lb_service.health.state import HEALTHY_RECORD, HealthRecord, Thresholds
+from lb_service.health.monitor import HealthMonitor
 from lb_service.model import (
     Agent,
     AgentLoad,
@@ -59,7 +58,6 @@ from lb_service.store.base import (
     Store,
     UnknownAgent,
 )
-from lb_service.store.feedback import Ejection, Feedback, is_ejected
 from lb_service.validation import (
     check_agent,
     check_candidates,
@@ -72,203 +70,6 @@ from lb_service.validation import (
     require_id,
 )
 
-#: Returns the current time as unix milliseconds.
-Clock = Callable[[], int]
-
-log: structlog.typing.FilteringBoundLogger = structlog.get_logger(__name__)
-
-
-def silent_logger() -> structlog.typing.FilteringBoundLogger:
-    """A logger that writes nothing: for a balancer whose events nobody reads (the simulator)."""
-    logger: structlog.typing.FilteringBoundLogger = structlog.wrap_logger(
-        structlog.ReturnLogger(), processors=[]
-    )
-    return logger
-
-
-def system_clock() -> int:
-    """Wall-clock time in unix milliseconds."""
-    return time.time_ns() // 1_000_000
-
-
-def _whole(value: object, minimum: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
-
-
-#: BalancerConfig's value rules: (options, the rule in words, the check).
-_OPTION_RULES: tuple[tuple[tuple[str, ...], str, Callable[[float], bool]], ...] = (
-    (
-        ("session_ttl_s", "request_timeout_s", "watch_min_interval_s", "ewma_decay_s",
-         "ejection_base_s", "ejection_max_s", "probe_interval_s", "probe_timeout_s",
-         "agent_expiry_s"),
-        "a finite number > 0",
-        lambda v: math.isfinite(v) and v > 0,
-    ),
-    (
-        ("failure_penalty_ms", "slow_start_window_s", "pick_hold_s"),
-        "a finite number >= 0",
-        lambda v: math.isfinite(v) and v >= 0,
-    ),
-    (
-        ("latency_smoothing", "ejection_max_share", "slow_start_min_share"),
-        "in (0, 1]",
-        lambda v: 0 < v <= 1,
-    ),
-    (
-        ("balance_factor",),
-        "a finite number >= 1",
-        lambda v: math.isfinite(v) and v >= 1,
-    ),
-    (
-        ("max_candidates", "max_agents", "max_sessions", "max_leases",
-         "probe_unhealthy_threshold", "probe_healthy_threshold"),
-        "a whole number >= 1",
-        lambda v: _whole(v, 1),
-    ),
-    (
-        ("ejection_consecutive_failures",),
-        "a whole number >= 0",
-        lambda v: _whole(v, 0),
-    ),
-    (
-        ("choice_count",),
-        "None (each strategy's own) or a whole number >= 0",
-        lambda v: v is None or _whole(v, 0),
-    ),
-)  # fmt: skip
-
-
-@dataclass(frozen=True, slots=True)
-class BalancerConfig:
-    """Behaviour options of the balancer, with the documented defaults."""
-
-    #: Route requests with a session_id to the agent the session is bound to.
-    sticky_sessions: bool = True
-    #: A binding unused for this long is forgotten.
-    session_ttl_s: float = 30 * 60
-    #: A lease not ended within this time expires and counts as a failed request.
-    request_timeout_s: float = 10 * 60
-    #: Weight of a new latency sample in the moving average (1 = only the last sample).
-    latency_smoothing: float = 0.3
-    #: Least time between two WatchLoads updates; also the default interval.
-    watch_min_interval_s: float = 0.1
-    # Limits: whatever clients send, state stays bounded by these counts (and each
-    # record by validation's size rules). Hitting one refuses the call and changes nothing.
-    #: Most candidates one SelectAgent may pass.
-    max_candidates: int = 1000
-    #: Most registered agents; also how many unused histories of unregistered ids are kept.
-    max_agents: int = 10_000
-    #: Most sticky-session bindings held at once.
-    max_sessions: int = 100_000
-    #: Most open leases (requests started and not yet ended or expired).
-    max_leases: int = 100_000
-    # Decision quality (see lb_service.capacity and lb_service.store.feedback).
-    #: Bounded loads: a sticky session's agent takes a request only while it then holds
-    #: at most this many times its capacity share of the open requests (else the request
-    #: spills over, keeping the binding); capability-match's "room" is the same bound.
-    balance_factor: float = 3.0
-    #: Least-connections and latency-based compare this many eligible agents drawn in
-    #: proportion to capacity and keep the best (0: every one); None: each strategy's
-    #: own (``Strategy.default_choice_count``: least-connections every agent, which
-    #: pending picks keep exact when starts are reported late; latency-based two).
-    choice_count: int | None = None
-    #: A pick made without ``acquire`` counts as a request on its agent for this long,
-    #: or until a start is reported there (``lb_service.store.pending``); 0 = never.
-    pick_hold_s: float = 1.0
-    #: Latency-based ranks by peak-EWMA cost (estimate x (active + 1)); False ranks by
-    #: the plain moving average.
-    peak_ewma: bool = True
-    #: Time constant of the peak-EWMA estimate's decay.
-    ewma_decay_s: float = 10.0
-    #: The least latency a failed request counts as in the peak-EWMA estimate.
-    failure_penalty_ms: float = 5_000.0
-    #: Failures in a row that eject an agent (0 turns outlier ejection off).
-    ejection_consecutive_failures: int = 5
-    #: First ejection time; the n-th ejection lasts n times as long, up to the maximum.
-    ejection_base_s: float = 30.0
-    ejection_max_s: float = 300.0
-    #: Most agents ejected at once, as a share of the registered agents.
-    ejection_max_share: float = 0.5
-    #: A new or returning agent ramps up over this window (0 turns slow start off).
-    slow_start_window_s: float = 0.0
-    #: The share of its picks an agent takes at the start of its slow-start window.
-    slow_start_min_share: float = 0.1
-    # Health (see lb_service.health): probes, heartbeats, drain.
-    #: Time between two probes of an agent with an engine (jittered).
-    probe_interval_s: float = 5.0
-    #: A probe not answered within this time fails (``probe: timeout after 1.0 s``).
-    probe_timeout_s: float = 1.0
-    #: Failed probes in a row that make a healthy agent unhealthy.
-    probe_unhealthy_threshold: int = 3
-    #: Successful probes in a row that bring an unhealthy agent back (the first ever
-    #: success makes a new agent healthy on its own, as in Envoy).
-    probe_healthy_threshold: int = 2
-    #: How long a heartbeat agent silent past its heartbeat TTL stays registered.
-    agent_expiry_s: float = 300.0
-
-    def __post_init__(self) -> None:
-        """Reject values the balancer cannot work with."""
-        for names, rule, holds in _OPTION_RULES:
-            for name in names:
-                value = getattr(self, name)
-                if not holds(value):
-                    raise ValueError(f"{name} must be {rule}, got {value!r}")
-
-    @property
-    def health_options(self) -> HealthOptions:
-        """The rules the health monitor applies."""
-        return HealthOptions(
-            thresholds=Thresholds(
-                healthy=self.probe_healthy_threshold, unhealthy=self.probe_unhealthy_threshold
-            ),
-            agent_expiry_ms=int(self.agent_expiry_s * 1000),
-        )
-
-    @property
-    def feedback(self) -> Feedback:
-        """The rules request ends are folded in by, as the store applies them."""
-        return Feedback(
-            smoothing=self.latency_smoothing,
-            decay_ms=self.ewma_decay_s * 1000,
-            failure_penalty_ms=self.failure_penalty_ms,
-            ejection=Ejection(
-                consecutive_failures=self.ejection_consecutive_failures,
-                base_ms=self.ejection_base_s * 1000,
-                max_ms=self.ejection_max_s * 1000,
-                max_share=self.ejection_max_share,
-            ),
-        )
-
-
-class Outcome(enum.Enum):
-    """How a selection ended, as observers see it."""
-
-    SELECTED = "selected"
-    STICKY = "sticky"
-    NO_AGENTS = "no_agents"
-    NO_ELIGIBLE_AGENT = "no_eligible_agent"
-    ALL_BUSY = "all_busy"
-    ALL_DRAINING = "all_draining"
-
-
-_REFUSALS: tuple[tuple[type[NoAgentAvailable], Outcome], ...] = (
-    (NoAgentsRegistered, Outcome.NO_AGENTS),
-    (AllAgentsBusy, Outcome.ALL_BUSY),
-    (AllAgentsDraining, Outcome.ALL_DRAINING),
-    (NoAgentAvailable, Outcome.NO_ELIGIBLE_AGENT),
-)
-
-
-def _refusal_error(refusal: Refusal) -> NoAgentAvailable:
-    """The error a refusal is raised as, at the edge."""
-    if refusal.kind is RefusalKind.NO_AGENTS:
-        return NoAgentsRegistered()
-    if refusal.kind is RefusalKind.ALL_BUSY:
-        return AllAgentsBusy(refusal.message)
-    if refusal.kind is RefusalKind.ALL_DRAINING:
-        return AllAgentsDraining(refusal.message)
-    return NoEligibleAgent(refusal.message)
-
 
 def _contenders(decision: Decision) -> tuple[Contender, ...]:
     """What a shared store may re-rank at commit: the compared agents with their load ranks.
@@ -280,45 +81,6 @@ def _contenders(decision: Decision) -> tuple[Contender, ...]:
         agent = decision.choice.agent
         return (Contender(agent.id, agent.max_connections),)
     return tuple(Contender(c.agent.id, c.agent.max_connections, *r) for c, r in decision.compared)
-
-
-class Observer(HealthObserver, Protocol):
-    """Receives events worth counting (metrics), without the core knowing who listens."""
-
-    def selection(self, strategy: StrategyName, outcome: Outcome) -> None:
-        """A selection ended with this outcome under this strategy."""
-
-    def request_ended(self, agent_id: str, latency_ms: float, failed: bool) -> None:
-        """A request end was recorded for the agent (not a repeated one)."""
-
-    def lease_expired(self, agent_id: str) -> None:
-        """The sweep expired one of the agent's leases (a failed request)."""
-
-    def agent_ejected(self, agent_id: str) -> None:
-        """Outlier ejection took the agent out."""
-
-    def agent_registered(self, agent_id: str) -> None:
-        """An agent not registered until now was added to the registry."""
-
-    def agent_deregistered(self, agent_id: str) -> None:
-        """The agent was removed from the registry."""
-
-
-class _NoObserver(NoHealthObserver):
-    def selection(self, strategy: StrategyName, outcome: Outcome) -> None:
-        pass
-
-    def request_ended(self, agent_id: str, latency_ms: float, failed: bool) -> None:
-        pass
-
-    def lease_expired(self, agent_id: str) -> None:
-        pass
-
-    def agent_ejected(self, agent_id: str) -> None:
-        pass
-
-    def agent_registered(self, agent_id: str) -> None:
-        pass
 
 
 class LoadBalancer:
@@ -343,14 +105,13 @@ class LoadBalancer:
         self._feedback = self._config.feedback
         self._clock = clock
         self._rng = rng or random.Random()
-        self.observer: Observer = observer or _NoObserver()
+        self.observer: Observer = observer or NoObserver()
         self._log = logger or log
         #: Probes, heartbeats and drains, through the same store, clock and log.
         self.health = HealthMonitor(
             store, self._config.health_options, clock, self._log, self.observer
         )
-        # The last snapshot read for a watcher, by (agent ids, store version).
-        self._last_snapshot: tuple[tuple[tuple[str, ...], int], LoadSnapshot] | None = None
+        self._reads = Reads(store, self._config, clock)
 
     @property
     def config(self) -> BalancerConfig:
@@ -431,7 +192,7 @@ class LoadBalancer:
         now = self._clock()
         outcome = decide(self._inputs(state, pool, now), task, session_id)
         if isinstance(outcome, Refusal):
-            refusal = _refusal_error(outcome)
+            refusal = refusal_error(outcome)
             await self._refused(state.strategy, refusal)
             raise refusal
         if outcome.panic or self.health.panicking:
@@ -511,7 +272,7 @@ class LoadBalancer:
 
     async def _refused(self, strategy: StrategyName, refusal: NoAgentAvailable) -> None:
         await self._store.record_failed_selection()
-        outcome = next(o for cls, o in _REFUSALS if isinstance(refusal, cls))
+        outcome = next(o for cls, o in REFUSALS if isinstance(refusal, cls))
         self.observer.selection(strategy, outcome)
 
     # Request tracking.
@@ -636,115 +397,16 @@ class LoadBalancer:
         """Sticky-session bindings currently held (some may be idle until the next sweep)."""
         return await self._store.session_count()
 
-    # Reads.
     async def loads(self, agent_ids: Iterable[str] = ()) -> list[AgentLoad]:
         """Loads of the given agents, or of every registered agent when none are given."""
-        ids = check_ids(agent_ids)
-        overview = await self._store.overview()
-        agents, stats, weights = overview.agents, overview.stats, overview.weights
-        health = overview.health
-        if not ids:
-            ids = tuple(agents)
-        for agent_id in ids:
-            if agent_id not in agents and agent_id not in stats:
-                raise AgentNotFound(agent_id)
-        now = self._clock()
-        return [
-            _load(agent_id, agents, stats, weights, now, health.get(agent_id, HEALTHY_RECORD))
-            for agent_id in ids
-        ]
+        return await self._reads.loads(agent_ids)
 
     async def statistics(self) -> Statistics:
         """Service-wide counters and the current strategy."""
-        overview = await self._store.overview()
-        counters, stats = overview.counters, overview.stats
-        return Statistics(
-            strategy=overview.strategy,
-            total_selections=counters.total_selections,
-            failed_selections=counters.failed_selections,
-            total_requests=counters.total_requests,
-            active_connections=sum(s.active for s in stats.values()),
-            avg_latency_ms=counters.latency_sum_ms / counters.latency_samples
-            if counters.latency_samples
-            else 0.0,
-            selections_by_agent=counters.selections_by_agent,
-        )
+        return await self._reads.statistics()
 
-    async def watch(
+    def watch(
         self, agent_ids: Iterable[str] = (), min_interval_s: float = 0.0
     ) -> AsyncGenerator[LoadSnapshot, None]:
-        """Yield a full snapshot at once, then one whenever it changes, paced by the interval.
-
-        Changes between two updates are coalesced into the next snapshot, so a slow
-        reader holds at most one pending snapshot, never a queue. Unknown ids fail
-        before the first snapshot.
-        """
-        interval = max(min_interval_s, self._config.watch_min_interval_s)
-        ids = check_ids(agent_ids)
-        loop = asyncio.get_running_loop()
-        version = self._store.version()
-        last = await self._snapshot(ids, version)
-        read_at = loop.time()
-        yield last
-        while True:
-            version = await self._store.wait_for_change(version)
-            # Wait out the rest of the interval, then read once: every change made
-            # meanwhile lands in this one snapshot. The pace is kept from the last read,
-            # not the last update, so changes that leave the loads as they were (a pick
-            # without acquire) cost one read per interval, not one per change. Reads fall
-            # on multiples of the interval, so watchers with the same pace wake together
-            # and share one read.
-            wake_at = math.ceil((read_at + interval) / interval) * interval
-            await asyncio.sleep(max(0.0, wake_at - loop.time()))
-            version = self._store.version()
-            current = await self._snapshot(ids, version)
-            read_at = loop.time()
-            if current.loads != last.loads:
-                last = current
-                yield current
-
-    async def _snapshot(self, ids: tuple[str, ...], version: int) -> LoadSnapshot:
-        """The loads of ``ids`` now; watchers reading at the same version share one read."""
-        shared = self._last_snapshot
-        if shared is not None and shared[0] == (ids, version):
-            return shared[1]
-        snapshot = LoadSnapshot(tuple(await self.loads(ids)), self._clock())
-        self._last_snapshot = ((ids, version), snapshot)
-        return snapshot
-
-
-def _active(stats: Mapping[str, AgentStats], agent_id: str) -> int:
-    record = stats.get(agent_id)
-    return record.active if record is not None else 0
-
-
-def _latency(stats: Mapping[str, AgentStats], agent_id: str) -> float | None:
-    record = stats.get(agent_id)
-    return record.avg_latency_ms if record is not None else None
-
-
-def _load(
-    agent_id: str,
-    agents: Mapping[str, Agent],
-    stats: Mapping[str, AgentStats],
-    weights: Mapping[str, float],
-    now: int,
-    health: HealthRecord,
-) -> AgentLoad:
-    record = stats.get(agent_id, AgentStats())
-    agent = agents.get(agent_id)
-    # An unregistered candidate has no hardware on record, so its default weight is 1.
-    default = agent.default_weight if agent is not None else 1.0
-    return AgentLoad(
-        agent_id=agent_id,
-        active_connections=record.active,
-        avg_latency_ms=record.avg_latency_ms or 0.0,
-        last_request_at_ms=record.last_request_at_ms,
-        total_requests=record.total_requests,
-        failed_requests=record.failed_requests,
-        weight=weights.get(agent_id, default),
-        ejected_until_ms=record.ejected_until_ms if is_ejected(record, now) else 0,
-        capacity_rps=learned_capacity(record) or 0.0,
-        health=health.health,
-        health_reason=health.reason,
-    )
+        """A full snapshot at once, then one whenever it changes (``Reads.watch``)."""
+        return self._reads.watch(agent_ids, min_interval_s)
