@@ -25,15 +25,18 @@ for the older ones), so the estimate follows the last few dozen requests, and an
 agent keeps its estimate. A lease that expired tells nothing about the agent (its
 dispatcher may have crashed), so the busy time gathered since the last completion is
 dropped rather than charged to it. The slot count is the agent's declared
-``parallel_slots`` (Ollama's ``OLLAMA_NUM_PARALLEL``, vLLM's ``max_num_seqs``), else
-``max_connections``, else a guess (``parallel_slots``); declare it where agents differ
-from the guess. ``max_connections`` stays a fallback only: it is a hard cap, requests
-past it are refused rather than queued, so it is no way to state the slot count.
+``parallel_slots`` (Ollama's ``OLLAMA_NUM_PARALLEL``, vLLM's ``max_num_seqs``), else a
+guess (``parallel_slots``) that ``max_connections`` caps; declare it where agents differ
+from the guess. ``max_connections`` is a hard cap, requests past it are refused rather
+than queued, so it is no way to state the slot count. The slot count is not learned:
+a fit of completions per concurrency level (``min(k, slots) x rate``) was tried, and
+heavy-tailed service times bias it (the last request left at level 1 is usually a long
+one, so throughput seems to climb past the true slot count); see the README.
 
 **Before it is trusted** (fewer than ``TRUST_COMPLETIONS`` completions: one huge first
 request must not freeze an agent out), an agent's capacity comes from its hardware:
-parallel slots (as above: declared, else ``max_connections``, else 4 on a GPU and 1 on a
-CPU-only host, Ollama's defaults) times a per-slot speed (a GPU counts sqrt(VRAM / 24 GB), at
+parallel slots (as above: declared, else 4 on a GPU and 1 on a CPU-only host, Ollama's
+defaults, at most ``max_connections``) times a per-slot speed (a GPU counts sqrt(VRAM / 24 GB), at
 least 0.5; a CPU-only host 0.1). The guess is scaled to the learned figures of the
 trusted agents it is compared with, so the two kinds mix in one ranking; with none
 trusted, the hardware figures are compared among themselves.
@@ -75,11 +78,18 @@ _KEEP = 1.0 - 1.0 / CAPACITY_WINDOW
 
 
 def parallel_slots(agent: Agent) -> int:
-    """Requests the agent serves at once: as declared, else its ``max_connections``, else guessed.
+    """Requests the agent serves at once: as declared, else guessed, at most ``max_connections``.
 
-    The guess is Ollama's default: 4 on a GPU, 1 on a CPU-only host.
+    The guess is Ollama's default: 4 on a GPU, 1 on a CPU-only host. ``max_connections``
+    only caps it: a limit of 100 says nothing of how many requests run at full speed,
+    and taken as the slot count it made every agent look idle at any realistic load,
+    so the ranking fell to the service-time estimates alone and an agent whose estimate
+    was once pessimistic drew no traffic again while the others had "free slots".
     """
-    return agent.parallel_slots or agent.max_connections or (4 if agent.hardware.has_gpu else 1)
+    if agent.parallel_slots:
+        return agent.parallel_slots
+    guess = 4 if agent.hardware.has_gpu else 1
+    return min(guess, agent.max_connections) if agent.max_connections else guess
 
 
 def hardware_capacity(agent: Agent) -> float:

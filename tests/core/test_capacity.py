@@ -36,8 +36,9 @@ def test_hardware_guess_weighs_slots_and_gpu_memory() -> None:
     assert big > small > cpu
     assert small == 4.0
     assert cpu == 0.1
-    # Declared max_connections is the slot count.
+    # max_connections caps the guessed slots, and raises nothing.
     assert hardware_capacity(agent("rtx", vram_gb=24, gpu="4090", max_connections=2)) == 2.0
+    assert hardware_capacity(agent("rtx", vram_gb=24, gpu="4090", max_connections=100)) == 4.0
 
 
 @pytest.mark.parametrize(
@@ -47,7 +48,9 @@ def test_hardware_guess_weighs_slots_and_gpu_memory() -> None:
         (2, 0, 0.0, 2),  # declared, over the CPU guess of 1
         (1, 0, 80.0, 1),  # declared, under the GPU guess
         (2, 16, 24.0, 2),  # declared, over max_connections
-        (0, 16, 24.0, 16),  # not declared: max_connections
+        (0, 16, 24.0, 4),  # not declared: the GPU guess, a limit of 16 raises nothing
+        (0, 2, 24.0, 2),  # not declared: the GPU guess, capped by max_connections
+        (0, 100, 0.0, 1),  # not declared: the CPU guess under a limit of 100
         (0, 0, 24.0, 4),  # neither: the GPU guess
         (0, 0, 0.0, 1),  # neither: the CPU guess
     ],
@@ -55,7 +58,7 @@ def test_hardware_guess_weighs_slots_and_gpu_memory() -> None:
 def test_declared_parallel_slots_win_over_max_connections_and_the_guess(
     declared: int, limit: int, vram_gb: float, slots: int
 ) -> None:
-    """The slot count is parallel_slots when declared, else max_connections, else the guess."""
+    """The slot count is parallel_slots when declared, else the guess capped by max_connections."""
     host = agent(
         "a", vram_gb=vram_gb, gpu="GPU" if vram_gb else "", max_connections=limit,
         parallel_slots=declared,

@@ -176,7 +176,11 @@ def _cli(target: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_no_lease_is_granted_on_a_drained_agent_under_concurrent_selections() -> None:
     """Once `drain a` returns no lease lands on a; --wait waits for 0 open; --undo brings a back."""
-    server = processes.start("--strategy", "least-connections")
+    # Round-robin: drain is applied before any strategy ranks, and a rotation brings a
+    # back on its next turn. A load-ranked strategy would bring it back only when its
+    # learned capacity says so, and the request held open on it for seconds teaches a
+    # one-slot host a capacity far below the others' (what capacity tests pin, not this).
+    server = processes.start("--strategy", "round-robin")
     dispatchers: Dispatchers | None = None
     try:
         target = f"127.0.0.1:{processes.port(server)}"

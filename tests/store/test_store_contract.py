@@ -140,11 +140,12 @@ async def test_agent_fields_round_trip(store: Store) -> None:
 
 
 async def test_put_agent_stamps_the_declared_slots_and_a_reput_changes_them(store: Store) -> None:
-    """The load record counts declared parallel_slots over max_connections; a re-put moves it."""
+    """The record counts declared parallel_slots; a re-put without them moves it to the guess."""
     await store.put_agent(agent("a", max_connections=4, parallel_slots=8), START_MS)
     assert (await store.stats())["a"].slots == 8
+    # A CPU-only host is guessed one slot; max_connections caps the guess, raises nothing.
     await store.put_agent(agent("a", max_connections=4), START_MS + 10)
-    assert (await store.stats())["a"].slots == 4
+    assert (await store.stats())["a"].slots == 1
 
 
 async def test_put_agent_starts_empty_stats(store: Store) -> None:
