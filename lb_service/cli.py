@@ -23,7 +23,7 @@ from lb_service.service.metrics import Metrics
 from lb_service.service.server import ListenError, ServerOptions, TlsFiles, restore_state, serve
 from lb_service.simulate import command as simulate_command
 from lb_service.store import MemoryStore, close_store, open_store
-from lb_service.store.base import Store
+from lb_service.store.roles import Store
 from lb_service.store.snapshot import StateFile
 from lb_service.version import version
 
@@ -154,20 +154,23 @@ def _serve(args: dict[str, Any]) -> int:
         return 2
     configure_logging(config["log_level"], config["log_format"])
     metrics = Metrics() if config["metrics_listen"] else None
-    store = open_store(
-        config["store"],
-        prefix=config["store_prefix"],
-        timeout_ms=config["store_timeout_ms"],
-        pool_size=config["store_pool_size"],
-        retries=config["store_retries"],
-        strategy=config["strategy"],
-    )
-    # Only the memory store is kept in a state file (a Redis store is its own record).
-    state = (
-        StateFile(config["state_file"], store)
-        if config["state_file"] and isinstance(store, MemoryStore)
-        else None
-    )
+    store: Store
+    state: StateFile | None = None
+    if config["store"] == "memory":
+        memory = MemoryStore(strategy=config["strategy"])
+        store = memory
+        # Only the memory store is kept in a state file (a Redis store is its own record).
+        if config["state_file"]:
+            state = StateFile(config["state_file"], memory)
+    else:
+        store = open_store(
+            config["store"],
+            prefix=config["store_prefix"],
+            timeout_ms=config["store_timeout_ms"],
+            pool_size=config["store_pool_size"],
+            retries=config["store_retries"],
+            strategy=config["strategy"],
+        )
     balancer = LoadBalancer(
         store,
         BalancerConfig(

@@ -25,7 +25,7 @@ from lb_service.balancer.events import (
     system_clock,
 )
 from lb_service.balancer.options import BalancerConfig
-from lb_service.balancer.reads import Reads
+from lb_service.balancer.reads import LoadReads
 from lb_service.decision import Decision, DecisionInputs, Refusal, decide
 from lb_service.errors import (
     AgentNotFound,
@@ -55,9 +55,9 @@ from lb_service.store.base import (
     PickState,
     Registered,
     RequestEnd,
-    Store,
     UnknownAgent,
 )
+from lb_service.store.roles import Store
 from lb_service.validation import (
     check_agent,
     check_candidates,
@@ -111,7 +111,7 @@ class LoadBalancer:
         self.health = HealthMonitor(
             store, self._config.health_options, clock, self._log, self.observer
         )
-        self._reads = Reads(store, self._config, clock)
+        self._reads = LoadReads(store, self._config, clock)
 
     @property
     def config(self) -> BalancerConfig:
@@ -408,5 +408,5 @@ class LoadBalancer:
     def watch(
         self, agent_ids: Iterable[str] = (), min_interval_s: float = 0.0
     ) -> AsyncGenerator[LoadSnapshot, None]:
-        """A full snapshot at once, then one whenever it changes (``Reads.watch``)."""
+        """A full snapshot at once, then one whenever it changes (``LoadReads.watch``)."""
         return self._reads.watch(agent_ids, min_interval_s)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import AsyncGenerator, Iterable, Mapping
+from typing import Protocol
 
 from lb_service.balancer.events import Clock
 from lb_service.balancer.options import BalancerConfig
@@ -12,15 +13,20 @@ from lb_service.capacity import learned_capacity
 from lb_service.errors import AgentNotFound
 from lb_service.health.state import HEALTHY_RECORD, HealthRecord
 from lb_service.model import Agent, AgentLoad, LoadSnapshot, Statistics
-from lb_service.store.base import AgentStats, Store
+from lb_service.store.base import AgentStats
 from lb_service.store.feedback import is_ejected
+from lb_service.store.roles import ChangeFeed, Reads
 from lb_service.validation import check_ids
 
 
-class Reads:
+class Source(Reads, ChangeFeed, Protocol):
+    """The store's roles the reads use: its read-only views and its change feed."""
+
+
+class LoadReads:
     """Loads, statistics and watched snapshots, read from the store."""
 
-    def __init__(self, store: Store, config: BalancerConfig, clock: Clock) -> None:
+    def __init__(self, store: Source, config: BalancerConfig, clock: Clock) -> None:
         """Read through ``store`` at ``clock``'s time, paced by ``config``'s watch interval."""
         self._store = store
         self._config = config

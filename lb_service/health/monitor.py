@@ -22,7 +22,8 @@ from lb_service.health import state
 from lb_service.health.result import ProbeResult
 from lb_service.health.state import HEALTHY_RECORD, HealthRecord, Thresholds
 from lb_service.model import Agent, AgentHealth, Engine, Task
-from lb_service.store.base import HealthWrite, Store
+from lb_service.store.base import HealthWrite
+from lb_service.store.roles import HealthRecords, Reads, Registry
 from lb_service.validation import check_agent
 
 #: Compare-and-set attempts of one change before it gives up (only under heavy contention).
@@ -89,12 +90,16 @@ def is_probed(agent: Agent) -> bool:
     return agent.engine is not Engine.UNSPECIFIED
 
 
+class HealthStore(Registry, HealthRecords, Reads, Protocol):
+    """The store's roles health uses: the registry, the health records and the load records."""
+
+
 class HealthMonitor:
     """Applies health events to the store and reports every transition."""
 
     def __init__(
         self,
-        store: Store,
+        store: HealthStore,
         options: HealthOptions | None = None,
         clock: Callable[[], int] = _system_clock,
         logger: structlog.typing.FilteringBoundLogger | None = None,
@@ -113,7 +118,7 @@ class HealthMonitor:
         self._panicking = 0
 
     @property
-    def store(self) -> Store:
+    def store(self) -> HealthStore:
         """The store the records live in (the balancer's)."""
         return self._store
 

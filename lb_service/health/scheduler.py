@@ -29,10 +29,9 @@ from typing import Protocol
 import structlog
 
 from lb_service.errors import StoreUnavailable
-from lb_service.health.monitor import HealthMonitor, is_probed
+from lb_service.health.monitor import HealthMonitor, HealthStore, is_probed
 from lb_service.health.result import ProbeResult
 from lb_service.model import Agent, Engine
-from lb_service.store.base import Store
 
 #: Probes one agent: ``full`` asks for the less frequent pass (Ollama's ``/api/tags``).
 ProbeFunction = Callable[[Agent, bool], Awaitable[ProbeResult]]
@@ -86,7 +85,7 @@ class ProbeScheduler:
         Sets ``monitor.probing``: with a probe, new engine agents wait for their first
         probe before they take picks; without, they are not probed and stay healthy.
         """
-        self._store: Store = monitor.store
+        self._store: HealthStore = monitor.store
         self._monitor = monitor
         self._probe = probe
         self._interval_ms = interval_s * 1000

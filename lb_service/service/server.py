@@ -41,7 +41,7 @@ from lb_service.service.metrics import Metrics
 from lb_service.service.observe import ObservingInterceptor, record_nothing
 from lb_service.service.reflection import enable_reflection
 from lb_service.service.servicer import LoadBalancerServicer
-from lb_service.store.base import Store
+from lb_service.store.roles import Store
 from lb_service.store.snapshot import StateFile
 
 log = structlog.get_logger(__name__)

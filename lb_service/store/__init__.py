@@ -15,9 +15,9 @@ from lb_service.store.base import (
     Pick,
     PickState,
     RequestEnd,
-    Store,
 )
 from lb_service.store.memory import MemoryStore
+from lb_service.store.roles import Store
 
 #: URL schemes ``open_store`` hands to the Redis store.
 REDIS_SCHEMES = frozenset({"redis", "rediss", "unix"})
@@ -86,6 +86,4 @@ def open_store(
 
 async def close_store(store: Store) -> None:
     """Release what a store holds (a Redis store's connections and poller); a no-op for memory."""
-    close = getattr(store, "close", None)
-    if close is not None:
-        await close()
+    await store.close()

@@ -427,6 +427,9 @@ class MemoryStore:
     async def check(self) -> None:
         """Memory always answers."""
 
+    async def close(self) -> None:
+        """Memory holds nothing to release."""
+
     # Snapshots (not part of the Store protocol: a shared store persists on its own side).
     def export_state(self) -> StoreState:
         """Copy the registry, weight overrides, strategy and session bindings."""

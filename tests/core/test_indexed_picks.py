@@ -31,22 +31,20 @@ from lb_service.decision import Decision, decide, indexed
 from lb_service.errors import LoadBalancerError
 from lb_service.health import ProbeResult
 from lb_service.model import Agent, Compute, StrategyName, Task
-from lb_service.store.base import PickState, Store
+from lb_service.store.base import PickState
 from lb_service.store.memory import MemoryStore
+from lb_service.store.roles import Store
 from tests.factories import FakeClock, agent
 
 
-class Unindexed:
+class Unindexed(MemoryStore):
     """A MemoryStore whose picks see no index."""
 
     def __init__(self) -> None:
-        self._store = MemoryStore(epoch="test")
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
+        super().__init__(epoch="test")
 
     async def pick_state(self, session_id: str, candidate_ids: Sequence[str] = ()) -> PickState:
-        state = await self._store.pick_state(session_id, candidate_ids)
+        state = await super().pick_state(session_id, candidate_ids)
         return dataclasses.replace(state, pool=None)
 
 

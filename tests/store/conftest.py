@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 import redis.asyncio
 
-from lb_service.store.base import Store
 from lb_service.store.memory import MemoryStore
 from lb_service.store.redis import RedisStore
+from lb_service.store.roles import Store
 
 #: Request ids are ``test-1``, ``test-2``, ... in every store the fixtures make.
 EPOCH = "test"

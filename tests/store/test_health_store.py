@@ -9,8 +9,9 @@ import pytest
 from lb_service.health import state
 from lb_service.health.state import HEALTHY_RECORD, HealthRecord
 from lb_service.model import AgentHealth
-from lb_service.store.base import HealthWrite, Pick, Store
+from lb_service.store.base import HealthWrite, Pick
 from lb_service.store.memory import MemoryStore
+from lb_service.store.roles import Store
 from tests.factories import START_MS, agent
 from tests.store.conftest import MakeStore
 

@@ -11,8 +11,9 @@ import pytest
 
 from lb_service.balancer import LoadBalancer
 from lb_service.errors import LimitExceeded
-from lb_service.store.base import Binding, Committed, Limit, Pick, Registered, Store
+from lb_service.store.base import Binding, Committed, Limit, Pick, Registered
 from lb_service.store.redis import RedisStore
+from lb_service.store.roles import Store
 from tests.factories import BASE_RULES, FakeClock, agent
 from tests.store.conftest import MakeStore
 

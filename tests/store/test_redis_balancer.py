@@ -18,9 +18,9 @@ import pytest
 from lb_service.balancer import BalancerConfig, LoadBalancer
 from lb_service.errors import LoadBalancerError
 from lb_service.model import Compute, StrategyName, Task
-from lb_service.store.base import Store
 from lb_service.store.memory import MemoryStore
 from lb_service.store.redis import RedisStore
+from lb_service.store.roles import Store
 from tests.factories import BASE_RULES, FakeClock, agent
 from tests.store.conftest import EPOCH, drop_keys
 

@@ -24,9 +24,9 @@ from lb_service.balancer import BalancerConfig, LoadBalancer
 from lb_service.capacity import TRUST_COMPLETIONS
 from lb_service.errors import LoadBalancerError
 from lb_service.model import Agent, Compute, StrategyName, Task
-from lb_service.store.base import Store
 from lb_service.store.memory import MemoryStore
 from lb_service.store.redis import RedisStore
+from lb_service.store.roles import Store
 from tests.factories import FakeClock, agent
 from tests.store.conftest import EPOCH, drop_keys
 

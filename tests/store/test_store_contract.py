@@ -29,10 +29,10 @@ from lb_service.store.base import (
     Limit,
     Pick,
     RequestEnd,
-    Store,
     UnknownAgent,
 )
 from lb_service.store.feedback import Ejection, Feedback
+from lb_service.store.roles import Store
 from tests.factories import FEEDBACK, START_MS, agent
 from tests.store.conftest import EPOCH, MakeStore, started
 
