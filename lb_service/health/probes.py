@@ -14,6 +14,11 @@ redirect — the probe returns a failed result with a short reason and never rai
 Redirects are not followed (a 3xx is a failure: a health endpoint that moved is a
 misconfiguration, and following one would let an agent send the prober anywhere).
 The whole probe, every request in it, is bounded by ``timeout_s``.
+
+HTTP goes through one aiohttp session that keeps at most one connection per agent and
+keeps it alive between probes: opening a connection per probe (as httpx's pool did with
+a thousand agents) was most of a probe's cost. Responses are not decompressed
+(``Accept-Encoding: identity``), carry no cookies, and are read at most to the cap.
 """
 
 from __future__ import annotations
@@ -26,18 +31,23 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+import aiohttp
 import grpc
-import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from lb_service.health.result import ProbeResult
 from lb_service.model import Agent, Engine
 
-__all__ = ["DEFAULT_MAX_BODY_BYTES", "LOAD_SERIES", "Prober"]
+__all__ = ["DEFAULT_KEEPALIVE_S", "DEFAULT_MAX_BODY_BYTES", "LOAD_SERIES", "Prober"]
 
 #: The largest answer a probe reads before giving up on it.
 DEFAULT_MAX_BODY_BYTES = 1 << 20
+#: How long an agent's idle connection is kept for its next probe: longer than any
+#: sensible probe interval, so a steady fleet is probed over connections already open.
+DEFAULT_KEEPALIVE_S = 60.0
+#: Sent with every probe: a compressed answer could unpack past the body cap.
+_HEADERS = {"Accept-Encoding": "identity"}
 #: The series of an engine's /metrics that say how loaded it is (summed over labels).
 #: ``vllm:gpu_cache_usage_perc`` is the older name of ``vllm:kv_cache_usage_perc``.
 LOAD_SERIES = frozenset(
@@ -58,39 +68,55 @@ class _Failed(Exception):
 
 
 class Prober:
-    """Probes agents over HTTP (httpx) or gRPC; one instance serves many agents at once."""
+    """Probes agents over HTTP (aiohttp) or gRPC; one instance serves many agents at once."""
 
     def __init__(
         self,
         *,
         timeout_s: float = 1.0,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-        client: httpx.AsyncClient | None = None,
+        keepalive_s: float = DEFAULT_KEEPALIVE_S,
     ) -> None:
         """Bound each probe by ``timeout_s`` and each body by ``max_body_bytes``.
 
-        A ``client`` passed in is used as it is (and not closed by ``aclose``); it should
-        not follow redirects. Without one the prober makes its own, which ignores proxy
-        settings from the environment: agents are reached directly.
+        The HTTP session is made at the first probe (aiohttp wants a running loop); it
+        ignores proxy settings from the environment: agents are reached directly.
         """
         if timeout_s <= 0 or max_body_bytes <= 0:
             raise ValueError("timeout_s and max_body_bytes must be > 0")
         self.timeout_s = timeout_s
         self.max_body_bytes = max_body_bytes
-        self._owned = client is None
-        self._client = client or httpx.AsyncClient(
-            follow_redirects=False, trust_env=False, timeout=httpx.Timeout(timeout_s)
-        )
+        self._keepalive_s = keepalive_s
+        self._session: aiohttp.ClientSession | None = None
 
     @property
     def _timed_out(self) -> str:
         # "1.0 s", not "1 s": the reason reads the same as the option it comes from.
         return f"probe: timeout after {float(self.timeout_s)!r} s"
 
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                limit=0,  # the scheduler bounds how many probes run at once
+                limit_per_host=1,  # one connection per agent, reused probe after probe
+                keepalive_timeout=self._keepalive_s,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                # The whole probe runs under asyncio.timeout; aiohttp's own timers per
+                # request would only add cost.
+                timeout=aiohttp.ClientTimeout(total=None),
+                cookie_jar=aiohttp.DummyCookieJar(),
+                auto_decompress=False,
+                trust_env=False,
+            )
+        return self._session
+
     async def aclose(self) -> None:
-        """Close the HTTP client if the prober made it."""
-        if self._owned:
-            await self._client.aclose()
+        """Close the HTTP session and its connections."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     async def probe(self, agent: Agent, *, full: bool = False) -> ProbeResult:
         """Probe a registered agent by its engine, address and probe path; never raises.
@@ -106,8 +132,8 @@ class Prober:
     ) -> ProbeResult:
         """Probe the agent at ``host:port`` as its ``engine`` documents; never raises.
 
-        ``full`` also asks for what changes rarely (Ollama's model list). An engine that
-        is not probed (``Engine.UNSPECIFIED``) is a failed result saying so.
+        ``full`` also asks for what changes rarely (Ollama's model list). An engine
+        that is not probed (``Engine.UNSPECIFIED``) is a failed result saying so.
         """
         started = time.monotonic()
         try:
@@ -149,26 +175,45 @@ class Prober:
     async def _get(self, base: str, path: str) -> bytes:
         """The body of a 2xx answer to ``GET base+path``, read up to the cap."""
         try:
-            async with self._client.stream("GET", base + path) as response:
-                _check_status(response)
-                return await self._read_capped(response)
-        except httpx.ConnectError as error:
+            try:
+                return await self._get_once(base + path)
+            except aiohttp.ServerDisconnectedError:
+                # A kept-alive connection the agent closed just as it was reused (its
+                # idle timeout met our interval): once more, on a new connection.
+                return await self._get_once(base + path)
+        except aiohttp.ClientConnectorError as error:
             raise _Failed(_connect_reason(error)) from None
-        except httpx.TimeoutException:
-            raise _Failed(self._timed_out) from None
-        except httpx.InvalidURL:
+        except (aiohttp.InvalidURL, ValueError):
             raise _Failed("probe: invalid agent address") from None
-        except httpx.HTTPError as error:
-            # Protocol violations, resets mid-body: the class name is the useful part.
+        except aiohttp.ClientResponseError:
+            # What aiohttp's parser refused: not HTTP, headers past its limits, ...
+            raise _Failed(f"probe: bad HTTP answer from {path}") from None
+        except aiohttp.ServerDisconnectedError:
+            raise _Failed(f"probe: agent hung up on {path}") from None
+        except aiohttp.ClientError as error:
+            # Resets mid-body and the like: the class name is the useful part.
             raise _Failed(f"probe: {type(error).__name__} from {path}") from None
 
-    async def _read_capped(self, response: httpx.Response) -> bytes:
+    async def _get_once(self, url: str) -> bytes:
+        async with self._http().get(url, allow_redirects=False, headers=_HEADERS) as response:
+            _check_status(response)
+            return await self._read_capped(response)
+
+    async def _read_capped(self, response: aiohttp.ClientResponse) -> bytes:
+        """The body, or a failure once it passes the cap (the connection is then dropped)."""
+        cap = self.max_body_bytes
+        declared = response.content_length
+        if declared is not None:
+            if declared > cap:
+                raise _Failed(f"probe: body over {_size(cap)}")
+            return await response.read()  # exactly the declared length: within the cap
+        # No length (chunked, or until the agent closes): read in pieces, counting.
         chunks: list[bytes] = []
         size = 0
-        async for chunk in response.aiter_bytes():
+        while chunk := await response.content.read(cap + 1 - size):
             size += len(chunk)
-            if size > self.max_body_bytes:
-                raise _Failed(f"probe: body over {_size(self.max_body_bytes)}")
+            if size > cap:
+                raise _Failed(f"probe: body over {_size(cap)}")
             chunks.append(chunk)
         return b"".join(chunks)
 
@@ -180,8 +225,8 @@ def _base_url(host: str, port: int) -> str:
     return f"http://{host}:{port}"
 
 
-def _check_status(response: httpx.Response) -> None:
-    code = response.status_code
+def _check_status(response: aiohttp.ClientResponse) -> None:
+    code = response.status
     if 300 <= code < 400:
         location = response.headers.get("location", "")
         raise _Failed(f"probe: redirect to {location[:100] or '(no location)'}")
@@ -189,15 +234,15 @@ def _check_status(response: httpx.Response) -> None:
         raise _Failed(f"probe: HTTP {code}")
 
 
-def _connect_reason(error: httpx.ConnectError) -> str:
-    cause: BaseException | None = error
+def _connect_reason(error: aiohttp.ClientConnectorError) -> str:
+    cause: BaseException | None = error.os_error
     while cause is not None:
         if isinstance(cause, ConnectionRefusedError) or (
             isinstance(cause, OSError) and cause.errno == errno.ECONNREFUSED
         ):
             return "probe: connection refused"
         cause = cause.__cause__ or cause.__context__
-    return f"probe: cannot connect ({str(error)[:80] or type(error).__name__})"
+    return f"probe: cannot connect ({str(error.os_error)[:80] or type(error).__name__})"
 
 
 def _size(limit: int) -> str:

@@ -13,6 +13,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 #: Writes one answer to the connection.
 Answer = Callable[[asyncio.StreamWriter], Awaitable[None]]
+#: A kept-alive server's answer to one path: status, body, headers.
+Route = tuple[int, bytes, Mapping[str, str]]
 #: Most seconds any misbehaving answer keeps a connection, so no test can hang on one.
 BOUND_S = 10.0
 
@@ -94,6 +96,79 @@ async def serve(routes: Mapping[str, Answer]) -> AsyncIterator[int]:
             task.cancel()
         await asyncio.gather(*handlers, return_exceptions=True)
         await server.wait_closed()
+
+
+class KeptAlive:
+    """What a keep-alive server saw: one list of request heads per connection."""
+
+    def __init__(self) -> None:
+        self.connections: list[list[bytes]] = []
+
+    @property
+    def paths(self) -> list[str]:
+        """Every request's path, in order, whatever the connection."""
+        return [head.split(b" ", 2)[1].decode() for conn in self.connections for head in conn]
+
+
+@contextlib.asynccontextmanager
+async def serve_kept_alive(
+    routes: Mapping[str, Route],
+) -> AsyncIterator[tuple[int, KeptAlive]]:
+    """Serve ``routes`` (path -> status, body, headers; others 404) keeping connections open.
+
+    Yields the port and the record of connections and the requests on each.
+    """
+    seen = KeptAlive()
+    handlers: set[asyncio.Task[None]] = set()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        handlers.add(task)
+        heads: list[bytes] = []
+        seen.connections.append(heads)
+        try:
+            while True:
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), BOUND_S)
+                heads.append(head)
+                path = head.split(b" ", 2)[1].decode()
+                status, body, headers = routes.get(path, (404, b"", {}))
+                lines = [f"HTTP/1.1 {status} X", f"Content-Length: {len(body)}"]
+                lines += [f"{k}: {v}" for k, v in headers.items()]
+                writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+                await writer.drain()
+        except (OSError, TimeoutError, asyncio.IncompleteReadError):
+            pass  # the client hung up
+        finally:
+            writer.close()
+            handlers.discard(task)
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1], seen
+    finally:
+        server.close()
+        for task in list(handlers):
+            task.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
+        await server.wait_closed()
+
+
+def chunked(size: int) -> Answer:
+    """A 200 with a chunked body of ``size`` bytes in all (no Content-Length to go by)."""
+
+    async def write(writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+        left = size
+        while left:
+            piece = min(left, 65536)
+            writer.write(f"{piece:x}\r\n".encode() + b"x" * piece + b"\r\n")
+            await writer.drain()
+            left -= piece
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+
+    return write
 
 
 def free_port() -> int:
