@@ -4,8 +4,9 @@
 
 - ollama: ``GET /api/ps`` (up, and the models loaded now); with ``full`` also
   ``GET /api/tags`` (the models it has);
-- vllm and sglang: ``GET /health`` (2xx) and ``GET /metrics``, which must parse as
-  Prometheus text (``prometheus_client``'s parser); the known load series are kept;
+- vllm and sglang: ``GET /health`` (2xx); with ``full`` also ``GET /metrics``, which
+  must parse as Prometheus text (``prometheus_client``'s parser); the known load series
+  are kept;
 - http: ``GET /`` or the given path, 2xx;
 - grpc: ``grpc.health.v1.Health/Check`` (the given path is the service name).
 
@@ -132,8 +133,9 @@ class Prober:
     ) -> ProbeResult:
         """Probe the agent at ``host:port`` as its ``engine`` documents; never raises.
 
-        ``full`` also asks for what changes rarely (Ollama's model list). An engine
-        that is not probed (``Engine.UNSPECIFIED``) is a failed result saying so.
+        ``full`` also asks for what changes rarely or costs more to answer (Ollama's
+        model list, vLLM's and SGLang's ``/metrics``). An engine that is not probed
+        (``Engine.UNSPECIFIED``) is a failed result saying so.
         """
         started = time.monotonic()
         try:
@@ -157,6 +159,8 @@ class Prober:
             return ProbeResult(True, models=models, loaded_models=loaded)
         if engine in (Engine.VLLM, Engine.SGLANG):
             await self._get(base, "/health")
+            if not full:
+                return ProbeResult(True)
             return ProbeResult(True, metrics=_load_series(await self._get(base, "/metrics")))
         if engine is Engine.HTTP:
             await self._get(base, path if path.startswith("/") else f"/{path}")

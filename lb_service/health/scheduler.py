@@ -5,9 +5,10 @@ heartbeat sweep, then starts the probes that are due. Each agent has its own due
 set one interval after its last probe with ±10% jitter, so probes drift apart instead
 of arriving in lockstep; a new agent is due at once. A probe runs under a semaphore
 (at most ``concurrency`` at a time) and a timeout (``probe: timeout after 1.0 s``),
-never more than one per agent at a time. Ollama agents get ``full=True`` (its
-``/api/tags`` pass too) on their first probe and every ``full_every``-th after; the
-models it reports fill an agent registered without any.
+never more than one per agent at a time. Every agent's first probe and every
+``full_every``-th after are ``full=True``: the costlier pass (Ollama's ``/api/tags``,
+vLLM's and SGLang's ``/metrics``); the others ask only whether it is up. The models an
+Ollama agent reports fill an agent registered without any.
 
 Before probing, the scheduler claims the agent's probe in the store for 90% of an
 interval (``Store.claim_probe``): replicas sharing a store probe each agent about once
@@ -31,7 +32,7 @@ import structlog
 from lb_service.errors import StoreUnavailable
 from lb_service.health.monitor import HealthMonitor, is_probed
 from lb_service.health.result import ProbeResult
-from lb_service.model import Agent, Engine
+from lb_service.model import Agent
 from lb_service.store.base import Store
 
 #: Probes one agent: ``full`` asks for the less frequent pass (Ollama's ``/api/tags``).
@@ -171,7 +172,7 @@ class ProbeScheduler:
         """Probe one agent within the timeout and hand the result to the monitor."""
         made = self._probes_made.get(agent.id, 0)
         self._probes_made[agent.id] = made + 1
-        full = agent.engine is Engine.OLLAMA and made % self._full_every == 0
+        full = made % self._full_every == 0
         assert self._probe is not None  # only scheduled with a probe
         async with self._semaphore:
             result = await self._bounded(agent, full)

@@ -90,6 +90,20 @@ async def test_vllm_probe_keeps_the_load_series_summed_over_labels(
     }
 
 
+@pytest.mark.parametrize("engine", [Engine.VLLM, Engine.SGLANG])
+async def test_vllm_metrics_are_asked_for_only_by_a_full_probe(
+    prober: Prober, engine: Engine
+) -> None:
+    """A usual probe asks /health alone; /metrics (the costly answer) waits for a full one."""
+    async with serve_kept_alive(VLLM_ROUTES) as (port, seen):
+        usual = await prober.probe_address(engine, "127.0.0.1", port)
+        full = await prober.probe_address(engine, "127.0.0.1", port, full=True)
+    assert (usual.ok, usual.metrics) == (True, None)
+    assert full.ok
+    assert full.metrics is not None
+    assert seen.paths == ["/health", "/health", "/metrics"]
+
+
 async def test_an_agent_is_probed_over_one_kept_alive_connection(prober: Prober) -> None:
     """Probe after probe of one agent reuses one connection instead of opening one each time."""
     async with serve_kept_alive(VLLM_ROUTES) as (port, seen):
@@ -97,7 +111,7 @@ async def test_an_agent_is_probed_over_one_kept_alive_connection(prober: Prober)
             result = await prober.probe_address(Engine.VLLM, "127.0.0.1", port, full=n == 0)
             assert result.ok
     assert len(seen.connections) == 1
-    assert len(seen.paths) == 12
+    assert len(seen.paths) == 7
 
 
 async def test_probes_ask_for_an_uncompressed_answer(prober: Prober) -> None:

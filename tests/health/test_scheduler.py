@@ -7,6 +7,8 @@ import dataclasses
 import itertools
 import random
 
+import pytest
+
 from lb_service.balancer import LoadBalancer
 from lb_service.health import ProbeResult
 from lb_service.health.scheduler import ProbeScheduler
@@ -62,7 +64,7 @@ async def test_a_new_agent_is_probed_at_once_and_becomes_healthy(clock: FakeCloc
 
     await _tick(scheduler)
 
-    assert probe.calls == [("a", False)]  # the agent without an engine is not probed
+    assert probe.calls == [("a", True)]  # the agent without an engine is not probed
     loads = {load.agent_id: load.health for load in await lb.loads()}
     assert loads == {"a": AgentHealth.HEALTHY, "plain": AgentHealth.HEALTHY}
 
@@ -100,12 +102,11 @@ async def test_jitter_spreads_agents_registered_together(clock: FakeClock) -> No
     assert ticks_with_probes > 40  # in lockstep it would be 10
 
 
-async def test_ollama_gets_the_full_pass_first_and_every_nth(clock: FakeClock) -> None:
-    """Ollama's full probe (/api/tags) comes on the first probe and every full_every-th after."""
+@pytest.mark.parametrize("engine", [Engine.OLLAMA, Engine.VLLM, Engine.SGLANG, Engine.HTTP])
+async def test_the_full_pass_comes_first_and_every_nth(clock: FakeClock, engine: Engine) -> None:
+    """The full pass (/api/tags, /metrics) is the first probe and every full_every-th after."""
     probe = FakeProbe()
-    _, scheduler = await _setup(
-        clock, probe, _engine("o", Engine.OLLAMA), interval_s=1.0, full_every=3
-    )
+    _, scheduler = await _setup(clock, probe, _engine("o", engine), interval_s=1.0, full_every=3)
     for _ in range(7):
         await _tick(scheduler)
         clock.advance(1.2)
@@ -237,12 +238,12 @@ async def test_a_deregistered_agent_is_no_longer_probed(clock: FakeClock) -> Non
     await lb.deregister("a")
     clock.advance(6)
     await _tick(scheduler)
-    assert probe.calls == [("a", False)]
+    assert probe.calls == [("a", True)]
 
     await lb.register(_engine("a"))
     await _tick(scheduler)  # at once, as a new agent
 
-    assert probe.calls == [("a", False), ("a", False)]
+    assert probe.calls == [("a", True), ("a", True)]  # a first probe again: the full pass
 
 
 async def test_a_dead_replicas_claims_lapse_and_another_probes(clock: FakeClock) -> None:
@@ -264,6 +265,6 @@ async def test_a_dead_replicas_claims_lapse_and_another_probes(clock: FakeClock)
             break
         clock.advance(0.2)
 
-    assert first.calls == [("a", False)]
-    assert second.calls == [("a", False)]
+    assert first.calls == [("a", True)]
+    assert second.calls == [("a", True)]  # the survivor's first probe of it
     assert clock() - died_at <= 5_000  # one interval
