@@ -268,3 +268,55 @@ async def test_a_dead_replicas_claims_lapse_and_another_probes(clock: FakeClock)
     assert first.calls == [("a", True)]
     assert second.calls == [("a", True)]  # the survivor's first probe of it
     assert clock() - died_at <= 5_000  # one interval
+
+
+async def _look(scheduler: ProbeScheduler) -> int:
+    """One look at the due heap; how many probes it started (run to the end)."""
+    started = await scheduler.look()
+    await asyncio.gather(*started)
+    return len(started)
+
+
+async def test_an_agent_registered_between_ticks_is_probed_at_the_next_look(
+    clock: FakeClock,
+) -> None:
+    """A look (1/20 interval) notices a new engine agent without waiting for the next tick."""
+    probe = FakeProbe()
+    lb, scheduler = await _setup(clock, probe, interval_s=1.0)
+    await _tick(scheduler)
+    await lb.register(_engine("late"))
+
+    assert await _look(scheduler) == 1
+    assert probe.calls == [("late", True)]
+
+
+async def test_looks_start_probes_in_a_trickle_not_in_bursts(clock: FakeClock) -> None:
+    """Once the jitter has spread them, each look starts a small share of the fleet's probes."""
+    probe = FakeProbe()
+    fleet = [_engine(f"a{n}") for n in range(100)]
+    _, scheduler = await _setup(clock, probe, *fleet, interval_s=1.0)
+    await _tick(scheduler)  # the start-up round: every agent at once
+    per_look = []
+    for _ in range(200):  # 10 s of looks at 1/20 interval
+        clock.advance(0.05)
+        per_look.append(await _look(scheduler))
+
+    assert 900 <= sum(per_look) <= 1100  # about one probe per agent per interval
+    assert max(per_look[60:]) <= 30  # a burst would be the whole fleet in one look
+
+
+async def test_an_engine_removed_or_added_by_registering_again(clock: FakeClock) -> None:
+    """Registered again without an engine an agent is no longer probed; with one, it is again."""
+    probe = FakeProbe()
+    lb, scheduler = await _setup(clock, probe, _engine("a"), interval_s=1.0)
+    await _tick(scheduler)
+    await lb.register(agent("a"))
+    for _ in range(40):
+        clock.advance(0.05)
+        await _tick(scheduler)
+    assert probe.calls == [("a", True)]
+
+    await lb.register(_engine("a"))
+    await _tick(scheduler)
+
+    assert probe.calls == [("a", True), ("a", True)]
