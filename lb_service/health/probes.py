@@ -16,27 +16,27 @@ Redirects are not followed (a 3xx is a failure: a health endpoint that moved is 
 misconfiguration, and following one would let an agent send the prober anywhere).
 The whole probe, every request in it, is bounded by ``timeout_s``.
 
-HTTP goes through one aiohttp session that keeps at most one connection per agent and
-keeps it alive between probes: opening a connection per probe (as httpx's pool did with
-a thousand agents) was most of a probe's cost. Responses are not decompressed
-(``Accept-Encoding: identity``), carry no cookies, and are read at most to the cap.
+HTTP goes through ``health.http``'s small client, which keeps one connection per agent
+alive between probes (opening one per probe, as httpx's pool did with a thousand
+agents, was most of a probe's cost; aiohttp's per-request machinery was most of the
+rest). Answers are asked uncompressed (``Accept-Encoding: identity``) and read at most
+to the cap.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import errno
 import json
 import time
 from collections.abc import Mapping
 from typing import Any
 
-import aiohttp
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
+from lb_service.health.http import Answer, HttpFailure, Pool
 from lb_service.health.result import ProbeResult
 from lb_service.model import Agent, Engine
 
@@ -47,8 +47,6 @@ DEFAULT_MAX_BODY_BYTES = 1 << 20
 #: How long an agent's idle connection is kept for its next probe: longer than any
 #: sensible probe interval, so a steady fleet is probed over connections already open.
 DEFAULT_KEEPALIVE_S = 60.0
-#: Sent with every probe: a compressed answer could unpack past the body cap.
-_HEADERS = {"Accept-Encoding": "identity"}
 #: The series of an engine's /metrics that say how loaded it is (summed over labels).
 #: ``vllm:gpu_cache_usage_perc`` is the older name of ``vllm:kv_cache_usage_perc``.
 LOAD_SERIES = frozenset(
@@ -69,7 +67,7 @@ class _Failed(Exception):
 
 
 class Prober:
-    """Probes agents over HTTP (aiohttp) or gRPC; one instance serves many agents at once."""
+    """Probes agents over HTTP (``health.http``) or gRPC; one instance serves many agents."""
 
     def __init__(
         self,
@@ -80,44 +78,30 @@ class Prober:
     ) -> None:
         """Bound each probe by ``timeout_s`` and each body by ``max_body_bytes``.
 
-        The HTTP session is made at the first probe (aiohttp wants a running loop); it
-        ignores proxy settings from the environment: agents are reached directly.
+        Agents are reached directly: no proxy settings from the environment apply.
         """
         if timeout_s <= 0 or max_body_bytes <= 0:
             raise ValueError("timeout_s and max_body_bytes must be > 0")
         self.timeout_s = timeout_s
         self.max_body_bytes = max_body_bytes
         self._keepalive_s = keepalive_s
-        self._session: aiohttp.ClientSession | None = None
+        self._pool: Pool | None = None
 
     @property
     def _timed_out(self) -> str:
         # "1.0 s", not "1 s": the reason reads the same as the option it comes from.
         return f"probe: timeout after {float(self.timeout_s)!r} s"
 
-    def _http(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            connector = aiohttp.TCPConnector(
-                limit=0,  # the scheduler bounds how many probes run at once
-                limit_per_host=1,  # one connection per agent, reused probe after probe
-                keepalive_timeout=self._keepalive_s,
-            )
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                # The whole probe runs under asyncio.timeout; aiohttp's own timers per
-                # request would only add cost.
-                timeout=aiohttp.ClientTimeout(total=None),
-                cookie_jar=aiohttp.DummyCookieJar(),
-                auto_decompress=False,
-                trust_env=False,
-            )
-        return self._session
+    def _http(self) -> Pool:
+        if self._pool is None:
+            self._pool = Pool(max_body_bytes=self.max_body_bytes, keepalive_s=self._keepalive_s)
+        return self._pool
 
     async def aclose(self) -> None:
-        """Close the HTTP session and its connections."""
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        """Close the kept-alive connections."""
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
 
     async def probe(self, agent: Agent, *, full: bool = False) -> ProbeResult:
         """Probe a registered agent by its engine, address and probe path; never raises.
@@ -143,14 +127,14 @@ class Prober:
                 result = await self._by_engine(engine, host, port, path, full)
         except TimeoutError:
             result = ProbeResult(False, self._timed_out)
-        except _Failed as failure:
+        except (_Failed, HttpFailure) as failure:
             result = ProbeResult(False, str(failure))
         return dataclasses.replace(result, duration_s=time.monotonic() - started)
 
     async def _by_engine(
         self, engine: Engine, host: str, port: int, path: str, full: bool
     ) -> ProbeResult:
-        base = _base_url(host, port)
+        base = (host, port)
         if engine is Engine.OLLAMA:
             loaded = _model_names(await self._get_json(base, "/api/ps"), "/api/ps")
             models = (
@@ -169,91 +153,26 @@ class Prober:
             return await _grpc_health(host, port, path)
         return ProbeResult(False, "probe: agent has no engine to probe")
 
-    async def _get_json(self, base: str, path: str) -> Any:
+    async def _get_json(self, base: tuple[str, int], path: str) -> Any:
         body = await self._get(base, path)
         try:
             return json.loads(body)
         except ValueError:
             raise _Failed(f"probe: bad JSON from {path}") from None
 
-    async def _get(self, base: str, path: str) -> bytes:
-        """The body of a 2xx answer to ``GET base+path``, read up to the cap."""
-        try:
-            try:
-                return await self._get_once(base + path)
-            except aiohttp.ServerDisconnectedError:
-                # A kept-alive connection the agent closed just as it was reused (its
-                # idle timeout met our interval): once more, on a new connection.
-                return await self._get_once(base + path)
-        except aiohttp.ClientConnectorError as error:
-            raise _Failed(_connect_reason(error)) from None
-        except (aiohttp.InvalidURL, ValueError):
-            raise _Failed("probe: invalid agent address") from None
-        except aiohttp.ClientResponseError:
-            # What aiohttp's parser refused: not HTTP, headers past its limits, ...
-            raise _Failed(f"probe: bad HTTP answer from {path}") from None
-        except aiohttp.ServerDisconnectedError:
-            raise _Failed(f"probe: agent hung up on {path}") from None
-        except aiohttp.ClientError as error:
-            # Resets mid-body and the like: the class name is the useful part.
-            raise _Failed(f"probe: {type(error).__name__} from {path}") from None
-
-    async def _get_once(self, url: str) -> bytes:
-        async with self._http().get(url, allow_redirects=False, headers=_HEADERS) as response:
-            _check_status(response)
-            return await self._read_capped(response)
-
-    async def _read_capped(self, response: aiohttp.ClientResponse) -> bytes:
-        """The body, or a failure once it passes the cap (the connection is then dropped)."""
-        cap = self.max_body_bytes
-        declared = response.content_length
-        if declared is not None:
-            if declared > cap:
-                raise _Failed(f"probe: body over {_size(cap)}")
-            return await response.read()  # exactly the declared length: within the cap
-        # No length (chunked, or until the agent closes): read in pieces, counting.
-        chunks: list[bytes] = []
-        size = 0
-        while chunk := await response.content.read(cap + 1 - size):
-            size += len(chunk)
-            if size > cap:
-                raise _Failed(f"probe: body over {_size(cap)}")
-            chunks.append(chunk)
-        return b"".join(chunks)
+    async def _get(self, base: tuple[str, int], path: str) -> bytes:
+        """The body of a 2xx answer to ``GET path`` (an ``HttpFailure`` otherwise)."""
+        answer = await self._http().get(base[0], base[1], path)
+        _check_status(answer)
+        return answer.body
 
 
-def _base_url(host: str, port: int) -> str:
-    # An IPv6 literal needs brackets in a URL.
-    if ":" in host and not host.startswith("["):
-        host = f"[{host}]"
-    return f"http://{host}:{port}"
-
-
-def _check_status(response: aiohttp.ClientResponse) -> None:
-    code = response.status
+def _check_status(answer: Answer) -> None:
+    code = answer.status
     if 300 <= code < 400:
-        location = response.headers.get("location", "")
-        raise _Failed(f"probe: redirect to {location[:100] or '(no location)'}")
+        raise _Failed(f"probe: redirect to {answer.location or '(no location)'}")
     if not 200 <= code < 300:
         raise _Failed(f"probe: HTTP {code}")
-
-
-def _connect_reason(error: aiohttp.ClientConnectorError) -> str:
-    cause: BaseException | None = error.os_error
-    while cause is not None:
-        if isinstance(cause, ConnectionRefusedError) or (
-            isinstance(cause, OSError) and cause.errno == errno.ECONNREFUSED
-        ):
-            return "probe: connection refused"
-        cause = cause.__cause__ or cause.__context__
-    return f"probe: cannot connect ({str(error.os_error)[:80] or type(error).__name__})"
-
-
-def _size(limit: int) -> str:
-    for unit, scale in (("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if limit >= scale and limit % scale == 0:
-            return f"{limit // scale} {unit}"
-    return f"{limit} bytes"
 
 
 def _model_names(document: Any, path: str) -> tuple[str, ...]:

@@ -241,11 +241,21 @@ async def test_a_redirect_to_a_working_path_is_still_not_followed(prober: Prober
     assert seen.paths == ["/"]
 
 
-async def test_headers_past_the_parser_limits_are_a_failure(prober: Prober) -> None:
-    """A header line longer than the parser accepts fails the probe instead of raising."""
+async def test_headers_past_the_head_bound_are_a_failure(prober: Prober) -> None:
+    """A head longer than 64 KiB fails the probe, whether it came in one read or many."""
+
+    async def endless_head(writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\n")
+        for _ in range(2_000):
+            writer.write(b"X-More: " + b"y" * 1000 + b"\r\n")
+            await writer.drain()
+
     async with serve({"/": canned(200, headers={"X-Huge": "y" * 100_000})}) as port:
-        result = await prober.probe_address(Engine.HTTP, "127.0.0.1", port)
-    assert (result.ok, result.reason) == (False, "probe: bad HTTP answer from /")
+        huge = await prober.probe_address(Engine.HTTP, "127.0.0.1", port)
+    async with serve({"/": endless_head}) as port:
+        endless = await prober.probe_address(Engine.HTTP, "127.0.0.1", port)
+    assert (huge.ok, huge.reason) == (False, "probe: headers from / too long")
+    assert (endless.ok, endless.reason) == (False, "probe: headers from / too long")
 
 
 async def test_an_agent_that_hangs_up_without_answering_is_a_failure(prober: Prober) -> None:
