@@ -67,9 +67,13 @@ def silent() -> Answer:
     return write
 
 
+#: One client connection's whole conversation with a test server.
+Session = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
 @contextlib.asynccontextmanager
-async def serve(routes: Mapping[str, Answer]) -> AsyncIterator[int]:
-    """Serve ``routes`` (path -> answer; others 404) on 127.0.0.1; yields the port."""
+async def _serving(session: Session) -> AsyncIterator[int]:
+    """Run ``session`` per connection on 127.0.0.1; yields the port; no handler outlives it."""
     handlers: set[asyncio.Task[None]] = set()
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -77,9 +81,7 @@ async def serve(routes: Mapping[str, Answer]) -> AsyncIterator[int]:
         assert task is not None
         handlers.add(task)
         try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), BOUND_S)
-            path = head.split(b" ", 2)[1].decode()
-            await routes.get(path, canned(404))(writer)
+            await session(reader, writer)
         except (OSError, TimeoutError, asyncio.IncompleteReadError):
             pass  # the client hung up, as a prober at its limit does
         finally:
@@ -96,6 +98,19 @@ async def serve(routes: Mapping[str, Answer]) -> AsyncIterator[int]:
             task.cancel()
         await asyncio.gather(*handlers, return_exceptions=True)
         await server.wait_closed()
+
+
+@contextlib.asynccontextmanager
+async def serve(routes: Mapping[str, Answer]) -> AsyncIterator[int]:
+    """Serve ``routes`` (path -> answer; others 404) on 127.0.0.1; yields the port."""
+
+    async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), BOUND_S)
+        path = head.split(b" ", 2)[1].decode()
+        await routes.get(path, canned(404))(writer)
+
+    async with _serving(session) as port:
+        yield port
 
 
 class KeptAlive:
@@ -119,39 +134,22 @@ async def serve_kept_alive(
     Yields the port and the record of connections and the requests on each.
     """
     seen = KeptAlive()
-    handlers: set[asyncio.Task[None]] = set()
 
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        handlers.add(task)
+    async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         heads: list[bytes] = []
         seen.connections.append(heads)
-        try:
-            while True:
-                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), BOUND_S)
-                heads.append(head)
-                path = head.split(b" ", 2)[1].decode()
-                status, body, headers = routes.get(path, (404, b"", {}))
-                lines = [f"HTTP/1.1 {status} X", f"Content-Length: {len(body)}"]
-                lines += [f"{k}: {v}" for k, v in headers.items()]
-                writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
-                await writer.drain()
-        except (OSError, TimeoutError, asyncio.IncompleteReadError):
-            pass  # the client hung up
-        finally:
-            writer.close()
-            handlers.discard(task)
+        while True:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), BOUND_S)
+            heads.append(head)
+            path = head.split(b" ", 2)[1].decode()
+            status, body, headers = routes.get(path, (404, b"", {}))
+            lines = [f"HTTP/1.1 {status} X", f"Content-Length: {len(body)}"]
+            lines += [f"{k}: {v}" for k, v in headers.items()]
+            writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+            await writer.drain()
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    try:
-        yield server.sockets[0].getsockname()[1], seen
-    finally:
-        server.close()
-        for task in list(handlers):
-            task.cancel()
-        await asyncio.gather(*handlers, return_exceptions=True)
-        await server.wait_closed()
+    async with _serving(session) as port:
+        yield port, seen
 
 
 def chunked(size: int) -> Answer:
