@@ -4,8 +4,9 @@
 
 - ollama: ``GET /api/ps`` (up, and the models loaded now); with ``full`` also
   ``GET /api/tags`` (the models it has);
-- vllm and sglang: ``GET /health`` (2xx) and ``GET /metrics``, which must parse as
-  Prometheus text (``prometheus_client``'s parser); the known load series are kept;
+- vllm and sglang: ``GET /health`` (2xx); with ``full`` also ``GET /metrics``, which
+  must parse as Prometheus text (``prometheus_client``'s parser); the known load series
+  are kept;
 - http: ``GET /`` or the given path, 2xx;
 - grpc: ``grpc.health.v1.Health/Check`` (the given path is the service name).
 
@@ -14,30 +15,38 @@ redirect — the probe returns a failed result with a short reason and never rai
 Redirects are not followed (a 3xx is a failure: a health endpoint that moved is a
 misconfiguration, and following one would let an agent send the prober anywhere).
 The whole probe, every request in it, is bounded by ``timeout_s``.
+
+HTTP goes through ``health.http``'s small client, which keeps one connection per agent
+alive between probes (opening one per probe, as httpx's pool did with a thousand
+agents, was most of a probe's cost; aiohttp's per-request machinery was most of the
+rest). Answers are asked uncompressed (``Accept-Encoding: identity``) and read at most
+to the cap.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import errno
 import json
 import time
 from collections.abc import Mapping
 from typing import Any
 
 import grpc
-import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
+from lb_service.health.http import Answer, HttpFailure, Pool
 from lb_service.health.result import ProbeResult
 from lb_service.model import Agent, Engine
 
-__all__ = ["DEFAULT_MAX_BODY_BYTES", "LOAD_SERIES", "Prober"]
+__all__ = ["DEFAULT_KEEPALIVE_S", "DEFAULT_MAX_BODY_BYTES", "LOAD_SERIES", "Prober"]
 
 #: The largest answer a probe reads before giving up on it.
 DEFAULT_MAX_BODY_BYTES = 1 << 20
+#: How long an agent's idle connection is kept for its next probe: longer than any
+#: sensible probe interval, so a steady fleet is probed over connections already open.
+DEFAULT_KEEPALIVE_S = 60.0
 #: The series of an engine's /metrics that say how loaded it is (summed over labels).
 #: ``vllm:gpu_cache_usage_perc`` is the older name of ``vllm:kv_cache_usage_perc``.
 LOAD_SERIES = frozenset(
@@ -58,39 +67,41 @@ class _Failed(Exception):
 
 
 class Prober:
-    """Probes agents over HTTP (httpx) or gRPC; one instance serves many agents at once."""
+    """Probes agents over HTTP (``health.http``) or gRPC; one instance serves many agents."""
 
     def __init__(
         self,
         *,
         timeout_s: float = 1.0,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-        client: httpx.AsyncClient | None = None,
+        keepalive_s: float = DEFAULT_KEEPALIVE_S,
     ) -> None:
         """Bound each probe by ``timeout_s`` and each body by ``max_body_bytes``.
 
-        A ``client`` passed in is used as it is (and not closed by ``aclose``); it should
-        not follow redirects. Without one the prober makes its own, which ignores proxy
-        settings from the environment: agents are reached directly.
+        Agents are reached directly: no proxy settings from the environment apply.
         """
         if timeout_s <= 0 or max_body_bytes <= 0:
             raise ValueError("timeout_s and max_body_bytes must be > 0")
         self.timeout_s = timeout_s
         self.max_body_bytes = max_body_bytes
-        self._owned = client is None
-        self._client = client or httpx.AsyncClient(
-            follow_redirects=False, trust_env=False, timeout=httpx.Timeout(timeout_s)
-        )
+        self._keepalive_s = keepalive_s
+        self._pool: Pool | None = None
 
     @property
     def _timed_out(self) -> str:
         # "1.0 s", not "1 s": the reason reads the same as the option it comes from.
         return f"probe: timeout after {float(self.timeout_s)!r} s"
 
+    def _http(self) -> Pool:
+        if self._pool is None:
+            self._pool = Pool(max_body_bytes=self.max_body_bytes, keepalive_s=self._keepalive_s)
+        return self._pool
+
     async def aclose(self) -> None:
-        """Close the HTTP client if the prober made it."""
-        if self._owned:
-            await self._client.aclose()
+        """Close the kept-alive connections."""
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
 
     async def probe(self, agent: Agent, *, full: bool = False) -> ProbeResult:
         """Probe a registered agent by its engine, address and probe path; never raises.
@@ -106,8 +117,9 @@ class Prober:
     ) -> ProbeResult:
         """Probe the agent at ``host:port`` as its ``engine`` documents; never raises.
 
-        ``full`` also asks for what changes rarely (Ollama's model list). An engine that
-        is not probed (``Engine.UNSPECIFIED``) is a failed result saying so.
+        ``full`` also asks for what changes rarely or costs more to answer (Ollama's
+        model list, vLLM's and SGLang's ``/metrics``). An engine that is not probed
+        (``Engine.UNSPECIFIED``) is a failed result saying so.
         """
         started = time.monotonic()
         try:
@@ -115,14 +127,14 @@ class Prober:
                 result = await self._by_engine(engine, host, port, path, full)
         except TimeoutError:
             result = ProbeResult(False, self._timed_out)
-        except _Failed as failure:
+        except (_Failed, HttpFailure) as failure:
             result = ProbeResult(False, str(failure))
         return dataclasses.replace(result, duration_s=time.monotonic() - started)
 
     async def _by_engine(
         self, engine: Engine, host: str, port: int, path: str, full: bool
     ) -> ProbeResult:
-        base = _base_url(host, port)
+        base = (host, port)
         if engine is Engine.OLLAMA:
             loaded = _model_names(await self._get_json(base, "/api/ps"), "/api/ps")
             models = (
@@ -131,6 +143,8 @@ class Prober:
             return ProbeResult(True, models=models, loaded_models=loaded)
         if engine in (Engine.VLLM, Engine.SGLANG):
             await self._get(base, "/health")
+            if not full:
+                return ProbeResult(True)
             return ProbeResult(True, metrics=_load_series(await self._get(base, "/metrics")))
         if engine is Engine.HTTP:
             await self._get(base, path if path.startswith("/") else f"/{path}")
@@ -139,72 +153,26 @@ class Prober:
             return await _grpc_health(host, port, path)
         return ProbeResult(False, "probe: agent has no engine to probe")
 
-    async def _get_json(self, base: str, path: str) -> Any:
+    async def _get_json(self, base: tuple[str, int], path: str) -> Any:
         body = await self._get(base, path)
         try:
             return json.loads(body)
         except ValueError:
             raise _Failed(f"probe: bad JSON from {path}") from None
 
-    async def _get(self, base: str, path: str) -> bytes:
-        """The body of a 2xx answer to ``GET base+path``, read up to the cap."""
-        try:
-            async with self._client.stream("GET", base + path) as response:
-                _check_status(response)
-                return await self._read_capped(response)
-        except httpx.ConnectError as error:
-            raise _Failed(_connect_reason(error)) from None
-        except httpx.TimeoutException:
-            raise _Failed(self._timed_out) from None
-        except httpx.InvalidURL:
-            raise _Failed("probe: invalid agent address") from None
-        except httpx.HTTPError as error:
-            # Protocol violations, resets mid-body: the class name is the useful part.
-            raise _Failed(f"probe: {type(error).__name__} from {path}") from None
-
-    async def _read_capped(self, response: httpx.Response) -> bytes:
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in response.aiter_bytes():
-            size += len(chunk)
-            if size > self.max_body_bytes:
-                raise _Failed(f"probe: body over {_size(self.max_body_bytes)}")
-            chunks.append(chunk)
-        return b"".join(chunks)
+    async def _get(self, base: tuple[str, int], path: str) -> bytes:
+        """The body of a 2xx answer to ``GET path`` (an ``HttpFailure`` otherwise)."""
+        answer = await self._http().get(base[0], base[1], path)
+        _check_status(answer)
+        return answer.body
 
 
-def _base_url(host: str, port: int) -> str:
-    # An IPv6 literal needs brackets in a URL.
-    if ":" in host and not host.startswith("["):
-        host = f"[{host}]"
-    return f"http://{host}:{port}"
-
-
-def _check_status(response: httpx.Response) -> None:
-    code = response.status_code
+def _check_status(answer: Answer) -> None:
+    code = answer.status
     if 300 <= code < 400:
-        location = response.headers.get("location", "")
-        raise _Failed(f"probe: redirect to {location[:100] or '(no location)'}")
+        raise _Failed(f"probe: redirect to {answer.location or '(no location)'}")
     if not 200 <= code < 300:
         raise _Failed(f"probe: HTTP {code}")
-
-
-def _connect_reason(error: httpx.ConnectError) -> str:
-    cause: BaseException | None = error
-    while cause is not None:
-        if isinstance(cause, ConnectionRefusedError) or (
-            isinstance(cause, OSError) and cause.errno == errno.ECONNREFUSED
-        ):
-            return "probe: connection refused"
-        cause = cause.__cause__ or cause.__context__
-    return f"probe: cannot connect ({str(error)[:80] or type(error).__name__})"
-
-
-def _size(limit: int) -> str:
-    for unit, scale in (("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if limit >= scale and limit % scale == 0:
-            return f"{limit // scale} {unit}"
-    return f"{limit} bytes"
 
 
 def _model_names(document: Any, path: str) -> tuple[str, ...]:

@@ -1,13 +1,19 @@
 """The probe scheduler: engine agents probed each interval, heartbeats swept, off the request path.
 
-One asyncio task in the server process wakes every ``tick_s``: it runs the monitor's
-heartbeat sweep, then starts the probes that are due. Each agent has its own due time,
-set one interval after its last probe with ±10% jitter, so probes drift apart instead
-of arriving in lockstep; a new agent is due at once. A probe runs under a semaphore
-(at most ``concurrency`` at a time) and a timeout (``probe: timeout after 1.0 s``),
-never more than one per agent at a time. Ollama agents get ``full=True`` (its
-``/api/tags`` pass too) on their first probe and every ``full_every``-th after; the
-models it reports fill an agent registered without any.
+One asyncio task in the server process keeps a heap of when each engine agent is due
+and looks at its top every 1/20 of the probe interval, starting the probes whose time
+has come: the work per look is the probes due, not the fleet, and probes leave in a
+steady trickle instead of a burst per tick. Each agent's next probe is set one
+interval after its last with ±10% jitter, so agents registered together drift apart
+instead of arriving in lockstep; a new agent is due at once. Every ``tick_s`` the task
+also runs the monitor's heartbeat sweep and checks the whole registry (an agent whose
+engine was added or removed); agents registered meanwhile are noticed at the next
+look. A probe runs under a semaphore (at most ``concurrency`` at a time) and a timeout
+(``probe: timeout after 1.0 s``), never more than one per agent at a time. Every
+agent's first probe and every ``full_every``-th after are ``full=True``: the costlier
+pass (Ollama's ``/api/tags``, vLLM's and SGLang's ``/metrics``); the others ask only
+whether it is up. The models an Ollama agent reports fill an agent registered without
+any.
 
 Before probing, the scheduler claims the agent's probe in the store for 90% of an
 interval (``Store.claim_probe``): replicas sharing a store probe each agent about once
@@ -21,9 +27,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol
 
 import structlog
@@ -31,7 +38,7 @@ import structlog
 from lb_service.errors import StoreUnavailable
 from lb_service.health.monitor import HealthMonitor, HealthStore, is_probed
 from lb_service.health.result import ProbeResult
-from lb_service.model import Agent, Engine
+from lb_service.model import Agent
 
 #: Probes one agent: ``full`` asks for the less frequent pass (Ollama's ``/api/tags``).
 ProbeFunction = Callable[[Agent, bool], Awaitable[ProbeResult]]
@@ -56,12 +63,18 @@ ProbeFactory = Callable[[float], Prober]
 JITTER = 0.1
 #: Share of the interval a probe claim holds: it lapses before the claimant is due again.
 CLAIM_SHARE = 0.9
+#: Looks at the due heap per probe interval: a probe leaves at most 1/20 interval late.
+LOOKS_PER_INTERVAL = 20
 
 log: structlog.typing.FilteringBoundLogger = structlog.get_logger(__name__)
 
 
 def _system_clock() -> int:
     return time.time_ns() // 1_000_000
+
+
+def _probed(agent: Agent | None) -> bool:
+    return agent is not None and is_probed(agent)
 
 
 class ProbeScheduler:
@@ -92,11 +105,16 @@ class ProbeScheduler:
         self._timeout_s = timeout_s
         self._semaphore = asyncio.Semaphore(concurrency)
         self._full_every = max(full_every, 1)
-        # Probing needs a tick at least once an interval; heartbeats alone follow tick_s.
+        # The registry check (an engine added to an agent) comes at least once an interval.
         self._tick_s = min(tick_s, interval_s) if probe is not None else tick_s
+        # Between ticks the due heap is looked at this often (only while probing).
+        self._look_s = interval_s / LOOKS_PER_INTERVAL if probe is not None else self._tick_s
         self._clock = clock
         self._rng = rng or random.Random()
+        #: When each probed agent is next due (unix ms): the truth the heap is checked by.
         self._due: dict[str, float] = {}
+        #: (due, agent id), one entry per ``_due`` entry plus stale ones skipped when popped.
+        self._heap: list[tuple[float, str]] = []
         self._probes_made: dict[str, int] = {}
         self._running: dict[str, asyncio.Task[None]] = {}
         self._task: asyncio.Task[None] | None = None
@@ -120,43 +138,82 @@ class ProbeScheduler:
         self._running.clear()
 
     async def _run_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_tick = loop.time()
         while True:
             try:
-                await self.tick()
+                if loop.time() >= next_tick:
+                    next_tick = loop.time() + self._tick_s
+                    await self.tick()
+                else:
+                    await self.look()
             except StoreUnavailable as error:
                 # The server's store check reports the outage; probing resumes with it.
                 log.warning("health_tick_failed", error=str(error))
-            await asyncio.sleep(self._tick_s)
+            await asyncio.sleep(self._look_s)
 
     # One pass.
     async def tick(self) -> list[asyncio.Task[None]]:
-        """Sweep heartbeats, then start every due probe; return the probes started."""
+        """Sweep heartbeats, check the whole registry, start every due probe; return those."""
         agents = await self._store.agents()
         await self._monitor.sweep(agents)
         if self._probe is None:
             return []
         now = self._clock()
-        for gone in [i for i in self._due if i not in agents]:
-            del self._due[gone]
-            self._probes_made.pop(gone, None)
+        for gone in [i for i in self._due if not _probed(agents.get(i))]:
+            self._forget(gone)
+        for agent_id, agent in agents.items():
+            if agent_id not in self._due and is_probed(agent):
+                self._schedule(agent_id, now)  # new, or given an engine: at once
+        return await self._start_due(agents, now)
+
+    async def look(self) -> list[asyncio.Task[None]]:
+        """Between ticks: schedule agents new since the last look, start the due probes."""
+        if self._probe is None:
+            return []
+        agents = await self._store.agents()
+        now = self._clock()
+        # A set difference in C: cheap at 20 looks an interval, even for a large fleet.
+        for agent_id in agents.keys() - self._due.keys():
+            if is_probed(agents[agent_id]):
+                self._schedule(agent_id, now)
+        return await self._start_due(agents, now)
+
+    def _schedule(self, agent_id: str, due: float) -> None:
+        self._due[agent_id] = due
+        heapq.heappush(self._heap, (due, agent_id))
+
+    def _forget(self, agent_id: str) -> None:
+        # Its heap entry is left behind and skipped when it comes up.
+        del self._due[agent_id]
+        self._probes_made.pop(agent_id, None)
+
+    async def _start_due(self, agents: Mapping[str, Agent], now: int) -> list[asyncio.Task[None]]:
         started = []
-        for agent in list(agents.values()):
-            if not is_probed(agent) or agent.id in self._running:
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            due, agent_id = heapq.heappop(heap)
+            if self._due.get(agent_id) != due:
+                continue  # stale: rescheduled or forgotten since
+            agent = agents.get(agent_id)
+            if agent is None or not is_probed(agent):
+                self._forget(agent_id)
                 continue
-            due = self._due.setdefault(agent.id, now)  # a new agent: at once
-            if due > now:
+            if agent_id in self._running:  # still probing: look again soon
+                self._schedule(agent_id, now + self._look_s * 1000)
                 continue
-            self._due[agent.id] = now + self._interval_ms * (1 + self._rng.uniform(-JITTER, JITTER))
-            hold = int(self._interval_ms * CLAIM_SHARE)
-            if not await self._store.claim_probe(agent.id, now, hold):
+            interval = self._interval_ms
+            self._schedule(agent_id, now + interval * (1 + self._rng.uniform(-JITTER, JITTER)))
+            hold = int(interval * CLAIM_SHARE)
+            if not await self._store.claim_probe(agent_id, now, hold):
                 # Another replica probes it this interval. Its claim, taken at the latest
                 # now, has lapsed one hold from now: try again then, so the agent of a
                 # replica that died is probed within an interval.
-                self._due[agent.id] = now + hold * (1 + self._rng.uniform(0, JITTER))
+                self._schedule(agent_id, now + hold * (1 + self._rng.uniform(0, JITTER)))
                 continue
             task = asyncio.create_task(self._probe_one(agent))
-            self._running[agent.id] = task
-            task.add_done_callback(self._finished(agent.id))
+            self._running[agent_id] = task
+            task.add_done_callback(self._finished(agent_id))
             started.append(task)
         return started
 
@@ -170,7 +227,7 @@ class ProbeScheduler:
         """Probe one agent within the timeout and hand the result to the monitor."""
         made = self._probes_made.get(agent.id, 0)
         self._probes_made[agent.id] = made + 1
-        full = agent.engine is Engine.OLLAMA and made % self._full_every == 0
+        full = made % self._full_every == 0
         assert self._probe is not None  # only scheduled with a probe
         async with self._semaphore:
             result = await self._bounded(agent, full)

@@ -52,7 +52,7 @@ class HealthRecord:
     probe_ok: bool | None = None
     #: The last failure's reason while ``probe_ok`` is False.
     probe_reason: str = ""
-    #: Probe successes and failures in a row.
+    #: Probe successes and failures in a row, each stopping at its threshold.
     successes: int = 0
     failures: int = 0
     #: Whether a probe ever succeeded (Envoy's start-up rule needs only one then).
@@ -111,9 +111,14 @@ def registered(
 
 
 def probed(record: HealthRecord, ok: bool, reason: str, thresholds: Thresholds) -> HealthRecord:
-    """The record after one probe answered (``ok``) or failed (``reason``)."""
+    """The record after one probe answered (``ok``) or failed (``reason``).
+
+    The counters stop at their thresholds: past one, more of the same decides nothing,
+    so a steady agent's next probe gives back an equal record and the monitor writes
+    nothing (one store write per probe of every agent was most of probing's cost).
+    """
     if ok:
-        successes = record.successes + 1
+        successes = min(record.successes + 1, thresholds.healthy)
         back = record.probe_ok is not True and (
             not record.started or successes >= thresholds.healthy
         )
@@ -125,7 +130,7 @@ def probed(record: HealthRecord, ok: bool, reason: str, thresholds: Thresholds) 
             failures=0,
             started=True,
         )
-    failures = record.failures + 1
+    failures = min(record.failures + 1, thresholds.unhealthy)
     out = record.probe_ok is not True or failures >= thresholds.unhealthy
     return replace(
         record,

@@ -36,6 +36,7 @@ from lb_service.health.scheduler import ProbeFactory, Prober, ProbeScheduler
 from lb_service.model import Agent, StrategyName
 from lb_service.service.auth import TokenAuthInterceptor
 from lb_service.service.draining import DrainInterceptor
+from lb_service.service.limits import raise_open_file_limit
 from lb_service.service.malformed import MalformedRequestInterceptor, request_types
 from lb_service.service.metrics import Metrics
 from lb_service.service.observe import ObservingInterceptor, record_nothing
@@ -392,6 +393,8 @@ async def serve(
     With ``store`` (the balancer's), health follows whether it answers. With
     ``probe_factory``, engine agents are probed (see ``LoadBalancerServer``).
     """
+    # Probes keep a socket open per agent: a fleet of a thousand passes the usual 1,024.
+    raise_open_file_limit()
     server = LoadBalancerServer(balancer, options, metrics, state, store, probe_factory)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

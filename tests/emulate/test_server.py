@@ -164,7 +164,7 @@ async def test_the_prober_reads_the_emulator(emulator: Emulator, http: httpx.Asy
     prober = Prober(timeout_s=2.0)
     try:
         ollama = await prober.probe_address(Engine.OLLAMA, "127.0.0.1", ports["ol"], full=True)
-        vllm = await prober.probe_address(Engine.VLLM, "127.0.0.1", ports["vl"])
+        vllm = await prober.probe_address(Engine.VLLM, "127.0.0.1", ports["vl"], full=True)
     finally:
         await prober.aclose()
     assert (ollama.ok, ollama.loaded_models, ollama.models) == (

@@ -13,6 +13,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 #: Writes one answer to the connection.
 Answer = Callable[[asyncio.StreamWriter], Awaitable[None]]
+#: A kept-alive server's answer to one path: status, body, headers.
+Route = tuple[int, bytes, Mapping[str, str]]
 #: Most seconds any misbehaving answer keeps a connection, so no test can hang on one.
 BOUND_S = 10.0
 
@@ -65,9 +67,13 @@ def silent() -> Answer:
     return write
 
 
+#: One client connection's whole conversation with a test server.
+Session = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
 @contextlib.asynccontextmanager
-async def serve(routes: Mapping[str, Answer]) -> AsyncIterator[int]:
-    """Serve ``routes`` (path -> answer; others 404) on 127.0.0.1; yields the port."""
+async def _serving(session: Session) -> AsyncIterator[int]:
+    """Run ``session`` per connection on 127.0.0.1; yields the port; no handler outlives it."""
     handlers: set[asyncio.Task[None]] = set()
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -75,9 +81,7 @@ async def serve(routes: Mapping[str, Answer]) -> AsyncIterator[int]:
         assert task is not None
         handlers.add(task)
         try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), BOUND_S)
-            path = head.split(b" ", 2)[1].decode()
-            await routes.get(path, canned(404))(writer)
+            await session(reader, writer)
         except (OSError, TimeoutError, asyncio.IncompleteReadError):
             pass  # the client hung up, as a prober at its limit does
         finally:
@@ -94,6 +98,75 @@ async def serve(routes: Mapping[str, Answer]) -> AsyncIterator[int]:
             task.cancel()
         await asyncio.gather(*handlers, return_exceptions=True)
         await server.wait_closed()
+
+
+@contextlib.asynccontextmanager
+async def serve(routes: Mapping[str, Answer]) -> AsyncIterator[int]:
+    """Serve ``routes`` (path -> answer; others 404) on 127.0.0.1; yields the port."""
+
+    async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), BOUND_S)
+        path = head.split(b" ", 2)[1].decode()
+        await routes.get(path, canned(404))(writer)
+
+    async with _serving(session) as port:
+        yield port
+
+
+class KeptAlive:
+    """What a keep-alive server saw: one list of request heads per connection."""
+
+    def __init__(self) -> None:
+        self.connections: list[list[bytes]] = []
+
+    @property
+    def paths(self) -> list[str]:
+        """Every request's path, in order, whatever the connection."""
+        return [head.split(b" ", 2)[1].decode() for conn in self.connections for head in conn]
+
+
+@contextlib.asynccontextmanager
+async def serve_kept_alive(
+    routes: Mapping[str, Route],
+) -> AsyncIterator[tuple[int, KeptAlive]]:
+    """Serve ``routes`` (path -> status, body, headers; others 404) keeping connections open.
+
+    Yields the port and the record of connections and the requests on each.
+    """
+    seen = KeptAlive()
+
+    async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        heads: list[bytes] = []
+        seen.connections.append(heads)
+        while True:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), BOUND_S)
+            heads.append(head)
+            path = head.split(b" ", 2)[1].decode()
+            status, body, headers = routes.get(path, (404, b"", {}))
+            lines = [f"HTTP/1.1 {status} X", f"Content-Length: {len(body)}"]
+            lines += [f"{k}: {v}" for k, v in headers.items()]
+            writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+            await writer.drain()
+
+    async with _serving(session) as port:
+        yield port, seen
+
+
+def chunked(size: int) -> Answer:
+    """A 200 with a chunked body of ``size`` bytes in all (no Content-Length to go by)."""
+
+    async def write(writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+        left = size
+        while left:
+            piece = min(left, 65536)
+            writer.write(f"{piece:x}\r\n".encode() + b"x" * piece + b"\r\n")
+            await writer.drain()
+            left -= piece
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+
+    return write
 
 
 def free_port() -> int:

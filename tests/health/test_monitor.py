@@ -265,3 +265,34 @@ async def test_panic_memory_stays_bounded(lb: LoadBalancer) -> None:
 
     assert lb.health.panicking
     assert len(lb.health._panics) <= 1024
+
+
+class CountingWrites(MemoryStore):
+    """A memory store that counts health writes."""
+
+    def __init__(self) -> None:
+        super().__init__(epoch="test")
+        self.health_writes = 0
+
+    async def put_health(
+        self, agent_id: str, record: HealthRecord, expected: HealthRecord | None
+    ) -> HealthWrite:
+        self.health_writes += 1
+        return await super().put_health(agent_id, record, expected)
+
+
+@pytest.mark.parametrize("result", [ANSWERED, REFUSED])
+async def test_a_steady_agent_s_probes_write_nothing(clock: FakeClock, result: ProbeResult) -> None:
+    """Once an agent's counters reach their threshold, the same answer again is not written."""
+    store = CountingWrites()
+    lb = balancer(clock, store=store)
+    lb.health.probing = True
+    await lb.register(dataclasses.replace(agent("a"), engine=Engine.VLLM))
+    for _ in range(3):  # up to the thresholds (healthy 2, unhealthy 3)
+        await lb.health.probed("a", result)
+    writes = store.health_writes
+
+    for _ in range(20):
+        await lb.health.probed("a", result)
+
+    assert store.health_writes == writes

@@ -12,7 +12,18 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from lb_service.health.probes import Prober
 from lb_service.model import Engine
-from tests.health.servers import canned, endless, free_port, serve, silent, trickle
+from tests.health.servers import (
+    Answer,
+    Route,
+    canned,
+    chunked,
+    endless,
+    free_port,
+    serve,
+    serve_kept_alive,
+    silent,
+    trickle,
+)
 
 PS = json.dumps({"models": [{"name": "llama3:8b", "model": "llama3:8b", "size": 1}]}).encode()
 TAGS = json.dumps({"models": [{"name": "llama3:8b"}, {"name": "phi3:mini"}]}).encode()
@@ -30,6 +41,8 @@ vllm:kv_cache_usage_perc{model_name="m1"} 0.5
 # TYPE other_total counter
 other_total 7.0
 """
+#: A vLLM agent's answers on a kept-alive server.
+VLLM_ROUTES: dict[str, Route] = {"/health": (200, b"", {}), "/metrics": (200, VLLM_METRICS, {})}
 
 
 @pytest.fixture
@@ -65,10 +78,10 @@ async def test_full_ollama_probe_also_lists_the_models_it_has(prober: Prober) ->
 async def test_vllm_probe_keeps_the_load_series_summed_over_labels(
     prober: Prober, engine: Engine
 ) -> None:
-    """vLLM/SGLang: /health 2xx and /metrics parsed; known load series are summed, others left."""
+    """A full vLLM/SGLang probe: /health 2xx, /metrics parsed; known series summed, others left."""
     routes = {"/health": canned(200), "/metrics": canned(200, VLLM_METRICS)}
     async with serve(routes) as port:
-        result = await prober.probe_address(engine, "127.0.0.1", port)
+        result = await prober.probe_address(engine, "127.0.0.1", port, full=True)
     assert result.ok
     assert result.metrics == {
         "vllm:num_requests_running": 4.0,
@@ -77,11 +90,43 @@ async def test_vllm_probe_keeps_the_load_series_summed_over_labels(
     }
 
 
+@pytest.mark.parametrize("engine", [Engine.VLLM, Engine.SGLANG])
+async def test_vllm_metrics_are_asked_for_only_by_a_full_probe(
+    prober: Prober, engine: Engine
+) -> None:
+    """A usual probe asks /health alone; /metrics (the costly answer) waits for a full one."""
+    async with serve_kept_alive(VLLM_ROUTES) as (port, seen):
+        usual = await prober.probe_address(engine, "127.0.0.1", port)
+        full = await prober.probe_address(engine, "127.0.0.1", port, full=True)
+    assert (usual.ok, usual.metrics) == (True, None)
+    assert full.ok
+    assert full.metrics is not None
+    assert seen.paths == ["/health", "/health", "/metrics"]
+
+
+async def test_an_agent_is_probed_over_one_kept_alive_connection(prober: Prober) -> None:
+    """Probe after probe of one agent reuses one connection instead of opening one each time."""
+    async with serve_kept_alive(VLLM_ROUTES) as (port, seen):
+        for n in range(6):
+            result = await prober.probe_address(Engine.VLLM, "127.0.0.1", port, full=n == 0)
+            assert result.ok
+    assert len(seen.connections) == 1
+    assert len(seen.paths) == 7
+
+
+async def test_probes_ask_for_an_uncompressed_answer(prober: Prober) -> None:
+    """Every probe says Accept-Encoding: identity: a compressed body could unpack past the cap."""
+    async with serve_kept_alive({"/": (200, b"", {})}) as (port, seen):
+        await prober.probe_address(Engine.HTTP, "127.0.0.1", port)
+    (head,) = seen.connections[0]
+    assert b"\r\naccept-encoding: identity\r\n" in head.lower()
+
+
 async def test_vllm_probe_fails_on_metrics_that_do_not_parse(prober: Prober) -> None:
     """A /metrics answer that is not Prometheus text fails the probe."""
     routes = {"/health": canned(200), "/metrics": canned(200, b"vllm:x{model_name= 1 2 3\n")}
     async with serve(routes) as port:
-        result = await prober.probe_address(Engine.VLLM, "127.0.0.1", port)
+        result = await prober.probe_address(Engine.VLLM, "127.0.0.1", port, full=True)
     assert (result.ok, result.reason) == (False, "probe: bad metrics from /metrics")
 
 
@@ -144,6 +189,32 @@ async def test_a_huge_body_stops_at_the_cap() -> None:
     assert (result.ok, result.reason) == (False, "probe: body over 1 MiB")
 
 
+@pytest.mark.parametrize("body", [chunked(2 << 20), canned(200, b"{" * ((1 << 20) + 1))])
+async def test_a_body_over_the_cap_fails_whether_or_not_its_length_is_declared(
+    body: Answer,
+) -> None:
+    """A body past the cap fails the probe, chunked (counted) or with a Content-Length (refused)."""
+    prober = Prober(timeout_s=5.0, max_body_bytes=1 << 20)
+    try:
+        async with serve({"/api/ps": body}) as port:
+            result = await prober.probe_address(Engine.OLLAMA, "127.0.0.1", port)
+    finally:
+        await prober.aclose()
+    assert (result.ok, result.reason) == (False, "probe: body over 1 MiB")
+
+
+async def test_a_body_at_the_cap_is_read() -> None:
+    """A body of exactly the cap, declared or chunked, is read whole."""
+    document = json.dumps({"models": [], "pad": "x" * 1000}).encode()
+    prober = Prober(timeout_s=5.0, max_body_bytes=len(document))
+    try:
+        async with serve({"/api/ps": canned(200, document)}) as port:
+            result = await prober.probe_address(Engine.OLLAMA, "127.0.0.1", port)
+    finally:
+        await prober.aclose()
+    assert result.ok
+
+
 async def test_garbage_json_is_a_failure(prober: Prober) -> None:
     """Garbage, or JSON of the wrong shape, from /api/ps fails the probe."""
     async with serve({"/api/ps": canned(200, b"<html>not json")}) as port:
@@ -161,6 +232,43 @@ async def test_a_redirect_is_a_failure_and_not_followed(prober: Prober) -> None:
     assert (result.ok, result.reason) == (False, "probe: redirect to /health")
 
 
+async def test_a_redirect_to_a_working_path_is_still_not_followed(prober: Prober) -> None:
+    """A 3xx to a path that would answer 200 fails the probe; that path is never asked."""
+    routes = {"/": (301, b"", {"Location": "/ok"}), "/ok": (200, b"", {})}
+    async with serve_kept_alive(routes) as (port, seen):
+        result = await prober.probe_address(Engine.HTTP, "127.0.0.1", port)
+    assert (result.ok, result.reason) == (False, "probe: redirect to /ok")
+    assert seen.paths == ["/"]
+
+
+async def test_headers_past_the_head_bound_are_a_failure(prober: Prober) -> None:
+    """A head longer than 64 KiB fails the probe, whether it came in one read or many."""
+
+    async def endless_head(writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\n")
+        for _ in range(2_000):
+            writer.write(b"X-More: " + b"y" * 1000 + b"\r\n")
+            await writer.drain()
+
+    async with serve({"/": canned(200, headers={"X-Huge": "y" * 100_000})}) as port:
+        huge = await prober.probe_address(Engine.HTTP, "127.0.0.1", port)
+    async with serve({"/": endless_head}) as port:
+        endless = await prober.probe_address(Engine.HTTP, "127.0.0.1", port)
+    assert (huge.ok, huge.reason) == (False, "probe: headers from / too long")
+    assert (endless.ok, endless.reason) == (False, "probe: headers from / too long")
+
+
+async def test_an_agent_that_hangs_up_without_answering_is_a_failure(prober: Prober) -> None:
+    """A connection closed before any answer (asked twice: it may be a stale one) fails."""
+
+    async def hang_up(writer: asyncio.StreamWriter) -> None:
+        pass
+
+    async with serve({"/": hang_up}) as port:
+        result = await prober.probe_address(Engine.HTTP, "127.0.0.1", port)
+    assert (result.ok, result.reason) == (False, "probe: agent hung up on /")
+
+
 async def test_a_protocol_violation_is_a_failure(prober: Prober) -> None:
     """Bytes that are not HTTP fail the probe instead of raising."""
 
@@ -169,8 +277,7 @@ async def test_a_protocol_violation_is_a_failure(prober: Prober) -> None:
 
     async with serve({"/": garbage}) as port:
         result = await prober.probe_address(Engine.HTTP, "127.0.0.1", port)
-    assert not result.ok
-    assert result.reason.startswith("probe: ")
+    assert (result.ok, result.reason) == (False, "probe: bad HTTP answer from /")
 
 
 async def test_unspecified_engine_is_not_probed(prober: Prober) -> None:

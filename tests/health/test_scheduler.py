@@ -7,6 +7,8 @@ import dataclasses
 import itertools
 import random
 
+import pytest
+
 from lb_service.balancer import LoadBalancer
 from lb_service.health import ProbeResult
 from lb_service.health.scheduler import ProbeScheduler
@@ -62,7 +64,7 @@ async def test_a_new_agent_is_probed_at_once_and_becomes_healthy(clock: FakeCloc
 
     await _tick(scheduler)
 
-    assert probe.calls == [("a", False)]  # the agent without an engine is not probed
+    assert probe.calls == [("a", True)]  # the agent without an engine is not probed
     loads = {load.agent_id: load.health for load in await lb.loads()}
     assert loads == {"a": AgentHealth.HEALTHY, "plain": AgentHealth.HEALTHY}
 
@@ -100,12 +102,11 @@ async def test_jitter_spreads_agents_registered_together(clock: FakeClock) -> No
     assert ticks_with_probes > 40  # in lockstep it would be 10
 
 
-async def test_ollama_gets_the_full_pass_first_and_every_nth(clock: FakeClock) -> None:
-    """Ollama's full probe (/api/tags) comes on the first probe and every full_every-th after."""
+@pytest.mark.parametrize("engine", [Engine.OLLAMA, Engine.VLLM, Engine.SGLANG, Engine.HTTP])
+async def test_the_full_pass_comes_first_and_every_nth(clock: FakeClock, engine: Engine) -> None:
+    """The full pass (/api/tags, /metrics) is the first probe and every full_every-th after."""
     probe = FakeProbe()
-    _, scheduler = await _setup(
-        clock, probe, _engine("o", Engine.OLLAMA), interval_s=1.0, full_every=3
-    )
+    _, scheduler = await _setup(clock, probe, _engine("o", engine), interval_s=1.0, full_every=3)
     for _ in range(7):
         await _tick(scheduler)
         clock.advance(1.2)
@@ -237,12 +238,12 @@ async def test_a_deregistered_agent_is_no_longer_probed(clock: FakeClock) -> Non
     await lb.deregister("a")
     clock.advance(6)
     await _tick(scheduler)
-    assert probe.calls == [("a", False)]
+    assert probe.calls == [("a", True)]
 
     await lb.register(_engine("a"))
     await _tick(scheduler)  # at once, as a new agent
 
-    assert probe.calls == [("a", False), ("a", False)]
+    assert probe.calls == [("a", True), ("a", True)]  # a first probe again: the full pass
 
 
 async def test_a_dead_replicas_claims_lapse_and_another_probes(clock: FakeClock) -> None:
@@ -264,6 +265,58 @@ async def test_a_dead_replicas_claims_lapse_and_another_probes(clock: FakeClock)
             break
         clock.advance(0.2)
 
-    assert first.calls == [("a", False)]
-    assert second.calls == [("a", False)]
+    assert first.calls == [("a", True)]
+    assert second.calls == [("a", True)]  # the survivor's first probe of it
     assert clock() - died_at <= 5_000  # one interval
+
+
+async def _look(scheduler: ProbeScheduler) -> int:
+    """One look at the due heap; how many probes it started (run to the end)."""
+    started = await scheduler.look()
+    await asyncio.gather(*started)
+    return len(started)
+
+
+async def test_an_agent_registered_between_ticks_is_probed_at_the_next_look(
+    clock: FakeClock,
+) -> None:
+    """A look (1/20 interval) notices a new engine agent without waiting for the next tick."""
+    probe = FakeProbe()
+    lb, scheduler = await _setup(clock, probe, interval_s=1.0)
+    await _tick(scheduler)
+    await lb.register(_engine("late"))
+
+    assert await _look(scheduler) == 1
+    assert probe.calls == [("late", True)]
+
+
+async def test_looks_start_probes_in_a_trickle_not_in_bursts(clock: FakeClock) -> None:
+    """Once the jitter has spread them, each look starts a small share of the fleet's probes."""
+    probe = FakeProbe()
+    fleet = [_engine(f"a{n}") for n in range(100)]
+    _, scheduler = await _setup(clock, probe, *fleet, interval_s=1.0)
+    await _tick(scheduler)  # the start-up round: every agent at once
+    per_look = []
+    for _ in range(200):  # 10 s of looks at 1/20 interval
+        clock.advance(0.05)
+        per_look.append(await _look(scheduler))
+
+    assert 900 <= sum(per_look) <= 1100  # about one probe per agent per interval
+    assert max(per_look[60:]) <= 30  # a burst would be the whole fleet in one look
+
+
+async def test_an_engine_removed_or_added_by_registering_again(clock: FakeClock) -> None:
+    """Registered again without an engine an agent is no longer probed; with one, it is again."""
+    probe = FakeProbe()
+    lb, scheduler = await _setup(clock, probe, _engine("a"), interval_s=1.0)
+    await _tick(scheduler)
+    await lb.register(agent("a"))
+    for _ in range(40):
+        clock.advance(0.05)
+        await _tick(scheduler)
+    assert probe.calls == [("a", True)]
+
+    await lb.register(_engine("a"))
+    await _tick(scheduler)
+
+    assert probe.calls == [("a", True), ("a", True)]

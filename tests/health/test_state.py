@@ -123,3 +123,23 @@ def test_thresholds_must_be_at_least_one() -> None:
     """A threshold of 0 would flip an agent on nothing; it is refused."""
     with pytest.raises(ValueError, match=">= 1"):
         Thresholds(healthy=0)
+
+
+@pytest.mark.parametrize("answers", ["oo", "oxxx"])
+def test_a_steady_agent_s_next_probe_changes_nothing(answers: str) -> None:
+    """Counters stop at their thresholds: the same answer again gives back an equal record.
+
+    (So the monitor writes nothing for the steady majority of probes.)
+    """
+    steady = _probes(_new_engine_agent(), answers)
+    same = answers[-1] * 5
+
+    assert _probes(steady, same) == steady
+
+
+def test_saturated_counters_still_count_a_change_of_answer_from_zero() -> None:
+    """After many successes, unhealthy-threshold failures in a row are still what takes it out."""
+    long_up = _probes(_new_engine_agent(), "o" * 50)
+
+    assert _probes(long_up, "xx").health is AgentHealth.HEALTHY
+    assert _probes(long_up, "xxx").health is AgentHealth.UNHEALTHY
