@@ -13,7 +13,7 @@ import structlog
 
 from lb_service import client_commands
 from lb_service import config as cfg
-from lb_service.balancer import BalancerConfig, LoadBalancer
+from lb_service.balancer import LoadBalancer
 from lb_service.declared import apply_declared, warn_restart_needed
 from lb_service.emulate import command as emulate_command
 from lb_service.errors import StoreUnavailable
@@ -28,35 +28,6 @@ from lb_service.store.snapshot import StateFile
 from lb_service.version import version
 
 log = structlog.get_logger(__name__)
-
-#: Options passed to BalancerConfig as they are (same name, same unit).
-_BALANCER_OPTIONS = (
-    "sticky_sessions",
-    "session_ttl_s",
-    "request_timeout_s",
-    "latency_smoothing",
-    "max_candidates",
-    "max_agents",
-    "max_sessions",
-    "max_leases",
-    "choice_count",
-    "pick_hold_s",
-    "balance_factor",
-    "peak_ewma",
-    "ewma_decay_s",
-    "failure_penalty_ms",
-    "ejection_consecutive_failures",
-    "ejection_base_s",
-    "ejection_max_s",
-    "ejection_max_share",
-    "slow_start_window_s",
-    "slow_start_min_share",
-    "probe_interval_s",
-    "probe_timeout_s",
-    "probe_unhealthy_threshold",
-    "probe_healthy_threshold",
-    "agent_expiry_s",
-)
 
 
 def _argument_type(option: cfg.Option) -> Callable[[str], Any]:
@@ -173,10 +144,7 @@ def _serve(args: dict[str, Any]) -> int:
         )
     balancer = LoadBalancer(
         store,
-        BalancerConfig(
-            watch_min_interval_s=config["watch_min_interval_ms"] / 1000,
-            **{key: config[key] for key in _BALANCER_OPTIONS},
-        ),
+        config.balancer(),
         observer=metrics,
     )
     tls = (

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from lb_service.balancer.options import BalancerConfig
+from lb_service.balancer.options import rule as balancer_rule
 from lb_service.errors import InvalidArgument
 from lb_service.model import Agent, Engine, Hardware, StrategyName
 from lb_service.validation import check_agent, check_weights
@@ -73,13 +76,6 @@ def _finite(*, zero: bool) -> Callable[[object], float]:
     return parse
 
 
-def _at_least_one(value: object) -> float:
-    number = _number(value)
-    if not (math.isfinite(number) and number >= 1):
-        raise ValueError(f"must be a finite number >= 1, got {value!r}")
-    return number
-
-
 def _whole_from(minimum: int) -> Callable[[object], int]:
     """A parser of whole numbers from ``minimum`` on."""
 
@@ -93,7 +89,6 @@ def _whole_from(minimum: int) -> Callable[[object], int]:
 
 
 _positive = _finite(zero=False)
-_non_negative = _finite(zero=True)
 _whole = _whole_from(1)
 _whole_or_zero = _whole_from(0)
 
@@ -106,13 +101,6 @@ def _choice_count(value: object) -> int | None:
         return _whole_or_zero(value)
     except ValueError:
         raise ValueError(f"must be auto or a whole number >= 0, got {value!r}") from None
-
-
-def _fraction(value: object) -> float:
-    number = _number(value)
-    if not 0 < number <= 1:
-        raise ValueError(f"must be in (0, 1], got {value!r}")
-    return number
 
 
 def _store(value: object) -> str:
@@ -193,75 +181,111 @@ class Option:
         return "LB_" + self.key.upper()
 
 
+#: The balancer's options as it defaults them; their values follow its rules.
+_BALANCER_DEFAULTS = BalancerConfig()
+_BALANCER_TYPES = typing.get_type_hints(BalancerConfig)
+#: Balancer options whose text form is not a plain number or switch.
+_OWN_PARSERS: dict[str, Callable[[object], Any]] = {"choice_count": _choice_count}
+
+
+def _ruled(key: str) -> Callable[[object], Any]:
+    """A parser of balancer option ``key``: its type, then its rule (``balancer.options.rule``)."""
+    if key in _OWN_PARSERS:
+        return _OWN_PARSERS[key]
+    kind = _BALANCER_TYPES[key]
+    if kind is bool:
+        return _boolean
+    words, holds = balancer_rule(key)
+
+    def parse(value: object) -> Any:
+        number: float = _number(value)
+        if kind is int:
+            if not (math.isfinite(number) and number == int(number)):
+                raise ValueError(f"must be {words}, got {value!r}")
+            number = int(number)
+        if not holds(number):
+            raise ValueError(f"must be {words}, got {value!r}")
+        return number
+
+    return parse
+
+
+def _balancer(
+    key: str, flag: str, help: str, metavar: str | None = None, *, is_flag: bool = False
+) -> Option:
+    """A balancer option: its default and rule are ``BalancerConfig``'s, declared once there."""
+    return Option(key, flag, _ruled(key), getattr(_BALANCER_DEFAULTS, key), help, metavar, is_flag)
+
+
 #: Every option, in the order the README's reference table lists them.
 OPTIONS: tuple[Option, ...] = (
     Option("listen", "--listen", _address, "127.0.0.1:50051",
            "address to serve on; port 0 picks a free one", "HOST:PORT"),
     Option("strategy", "--strategy", _strategy, StrategyName.LEAST_CONNECTIONS,
            "selection strategy at start", "NAME"),
-    Option("sticky_sessions", "--sticky-sessions", _boolean, True,
+    _balancer("sticky_sessions", "--sticky-sessions",
            "route a session_id to the agent it is bound to", is_flag=True),
-    Option("session_ttl_s", "--session-ttl", _positive, 1800.0,
+    _balancer("session_ttl_s", "--session-ttl",
            "forget a session binding unused this long", "SECONDS"),
-    Option("request_timeout_s", "--request-timeout", _positive, 600.0,
+    _balancer("request_timeout_s", "--request-timeout",
            "expire a request never ended after this long, as failed", "SECONDS"),
-    Option("latency_smoothing", "--latency-smoothing", _fraction, 0.3,
+    _balancer("latency_smoothing", "--latency-smoothing",
            "weight of a new latency sample in the moving average, in (0, 1]", "ALPHA"),
-    Option("choice_count", "--choice-count", _choice_count, None,
+    _balancer("choice_count", "--choice-count",
            "least-connections and latency-based compare this many eligible agents, drawn "
            "in proportion to capacity (power of choices); 0 compares all; auto: each "
            "strategy's own (least-connections all, latency-based 2)", "N|auto"),
-    Option("pick_hold_s", "--pick-hold", _non_negative, 1.0,
+    _balancer("pick_hold_s", "--pick-hold",
            "a pick without acquire counts as a request on its agent this long, or until "
            "a start is reported there; 0 = not at all", "SECONDS"),
-    Option("balance_factor", "--balance-factor", _at_least_one, 3.0,
+    _balancer("balance_factor", "--balance-factor",
            "bounded loads: a sticky session's agent (and capability-match's best fit) "
            "takes a request only while it holds at most this many times its capacity "
            "share of the open requests", "FACTOR"),
-    Option("peak_ewma", "--peak-ewma", _boolean, True,
+    _balancer("peak_ewma", "--peak-ewma",
            "latency-based ranks by peak-EWMA latency x (active + 1), not the moving average",
            is_flag=True),
-    Option("ewma_decay_s", "--ewma-decay", _positive, 10.0,
+    _balancer("ewma_decay_s", "--ewma-decay",
            "time constant of the peak-EWMA latency estimate's decay", "SECONDS"),
-    Option("failure_penalty_ms", "--failure-penalty-ms", _non_negative, 5000.0,
+    _balancer("failure_penalty_ms", "--failure-penalty-ms",
            "least latency a failed request counts as in the peak-EWMA estimate", "MS"),
-    Option("ejection_consecutive_failures", "--ejection-consecutive-failures", _whole_or_zero, 5,
+    _balancer("ejection_consecutive_failures", "--ejection-consecutive-failures",
            "failures in a row that eject an agent; 0 turns outlier ejection off", "N"),
-    Option("ejection_base_s", "--ejection-base", _positive, 30.0,
+    _balancer("ejection_base_s", "--ejection-base",
            "first ejection time; the n-th lasts n times as long", "SECONDS"),
-    Option("ejection_max_s", "--ejection-max", _positive, 300.0,
+    _balancer("ejection_max_s", "--ejection-max",
            "longest ejection; this long without one resets the multiplier", "SECONDS"),
-    Option("ejection_max_share", "--ejection-max-share", _fraction, 0.5,
+    _balancer("ejection_max_share", "--ejection-max-share",
            "most agents ejected at once, as a share of those registered, in (0, 1]", "SHARE"),
-    Option("slow_start_window_s", "--slow-start-window", _non_negative, 0.0,
+    _balancer("slow_start_window_s", "--slow-start-window",
            "a new or returning agent ramps to its full share over this long; 0 = off",
            "SECONDS"),
-    Option("slow_start_min_share", "--slow-start-min-share", _fraction, 0.1,
+    _balancer("slow_start_min_share", "--slow-start-min-share",
            "share of its picks an agent takes as its slow start begins, in (0, 1]", "SHARE"),
-    Option("probe_interval_s", "--probe-interval", _positive, 5.0,
+    _balancer("probe_interval_s", "--probe-interval",
            "time between two health probes of an agent with an engine (jittered)", "SECONDS"),
-    Option("probe_timeout_s", "--probe-timeout", _positive, 1.0,
+    _balancer("probe_timeout_s", "--probe-timeout",
            "a health probe not answered within this long fails", "SECONDS"),
-    Option("probe_unhealthy_threshold", "--probe-unhealthy-threshold", _whole, 3,
+    _balancer("probe_unhealthy_threshold", "--probe-unhealthy-threshold",
            "failed probes in a row that make a healthy agent unhealthy", "N"),
-    Option("probe_healthy_threshold", "--probe-healthy-threshold", _whole, 2,
+    _balancer("probe_healthy_threshold", "--probe-healthy-threshold",
            "successful probes in a row that bring an unhealthy agent back", "N"),
-    Option("agent_expiry_s", "--agent-expiry", _positive, 300.0,
+    _balancer("agent_expiry_s", "--agent-expiry",
            "a heartbeat agent silent this long past its heartbeat TTL is deregistered",
            "SECONDS"),
-    Option("watch_min_interval_ms", "--watch-min-interval-ms", _positive, 100.0,
+    _balancer("watch_min_interval_ms", "--watch-min-interval-ms",
            "least time between two WatchLoads updates", "MS"),
     Option("grace_period_s", "--grace-period", _positive, 5.0,
            "time in-flight RPCs get to finish on SIGTERM/SIGINT", "SECONDS"),
     Option("max_message_bytes", "--max-message-bytes", _whole, 4 * 1024 * 1024,
            "largest request accepted; larger ones get RESOURCE_EXHAUSTED", "BYTES"),
-    Option("max_candidates", "--max-candidates", _whole, 1000,
+    _balancer("max_candidates", "--max-candidates",
            "most candidates one SelectAgent may pass (more: INVALID_ARGUMENT)", "N"),
-    Option("max_agents", "--max-agents", _whole, 10_000,
+    _balancer("max_agents", "--max-agents",
            "most registered agents (more: RESOURCE_EXHAUSTED)", "N"),
-    Option("max_sessions", "--max-sessions", _whole, 100_000,
+    _balancer("max_sessions", "--max-sessions",
            "most sticky-session bindings held (more: RESOURCE_EXHAUSTED)", "N"),
-    Option("max_leases", "--max-leases", _whole, 100_000,
+    _balancer("max_leases", "--max-leases",
            "most open leases (more: RESOURCE_EXHAUSTED)", "N"),
     Option("store", "--store", _store, "memory",
            "where state lives: memory (one process) or redis://HOST:PORT/DB shared by "
@@ -296,6 +320,8 @@ OPTIONS: tuple[Option, ...] = (
 )  # fmt: skip
 
 _BY_KEY = {option.key: option for option in OPTIONS}
+#: The options ``BalancerConfig`` takes, by the same name and in the same unit.
+BALANCER_KEYS = tuple(_BALANCER_TYPES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,6 +347,10 @@ class ServiceConfig:
     def __getitem__(self, key: str) -> Any:
         """The value of one option."""
         return self.values[key]
+
+    def balancer(self) -> BalancerConfig:
+        """The balancer's options as configured: every ``BalancerConfig`` field is an option."""
+        return BalancerConfig(**{key: self.values[key] for key in BALANCER_KEYS})
 
     def describe(self) -> dict[str, object]:
         """Every option's effective value, safe to log (the token itself is never included)."""

@@ -9,7 +9,7 @@ import yaml
 
 from lb_service import config as cfg
 from lb_service.balancer import BalancerConfig
-from lb_service.cli import _BALANCER_OPTIONS, main
+from lb_service.cli import main
 from lb_service.model import Engine, StrategyName
 
 REPO = Path(__file__).resolve().parents[1]
@@ -292,7 +292,7 @@ def test_bad_health_options_are_refused(variable: str, value: str, message: str)
 def test_health_options_reach_the_balancer_config() -> None:
     """The health options' defaults are the balancer's: 5 s, 1 s, 3, 2 and 300 s."""
     config = cfg.load({}, environ={})
-    balancer = BalancerConfig(**{key: config[key] for key in _BALANCER_OPTIONS})
+    balancer = config.balancer()
 
     assert (
         balancer.probe_interval_s,
@@ -301,3 +301,37 @@ def test_health_options_reach_the_balancer_config() -> None:
         balancer.probe_healthy_threshold,
         balancer.agent_expiry_s,
     ) == (5.0, 1.0, 3, 2, 300.0)
+
+
+def test_every_balancer_option_is_a_server_option_with_the_balancers_default() -> None:
+    """Each BalancerConfig field is an option of the same name whose default is the field's."""
+    defaults = BalancerConfig()
+    by_key = {option.key: option for option in cfg.OPTIONS}
+
+    for key in cfg.BALANCER_KEYS:
+        assert by_key[key].default == getattr(defaults, key), key
+    assert cfg.load({}, environ={}).balancer() == defaults
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("LB_SESSION_TTL_S", "0", "session_ttl_s: must be a finite number > 0, got '0'"),
+        ("LB_MAX_AGENTS", "2.5", "max_agents: must be a whole number >= 1, got '2.5'"),
+        ("LB_BALANCE_FACTOR", "0.5", "balance_factor: must be a finite number >= 1, got '0.5'"),
+        ("LB_LATENCY_SMOOTHING", "1.5", "latency_smoothing: must be in (0, 1], got '1.5'"),
+        (
+            "LB_WATCH_MIN_INTERVAL_MS",
+            "-1",
+            "watch_min_interval_ms: must be a finite number > 0, got '-1'",
+        ),
+    ],
+)
+def test_a_balancer_option_is_refused_in_the_words_of_the_balancers_own_rule(
+    variable: str, value: str, message: str
+) -> None:
+    """The server's parsers apply BalancerConfig's rules, so both refuse alike."""
+    with pytest.raises(cfg.ConfigError) as error:
+        cfg.load({}, environ={variable: value})
+
+    assert str(error.value) == f"environment {variable}: {message}"

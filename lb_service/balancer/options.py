@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from lb_service.health.monitor import HealthOptions
 from lb_service.health.state import Thresholds
@@ -22,7 +23,7 @@ def _whole(value: object, minimum: int) -> bool:
 #: BalancerConfig's value rules: (options, the rule in words, the check).
 _OPTION_RULES: tuple[tuple[tuple[str, ...], str, Callable[[float], bool]], ...] = (
     (
-        ("session_ttl_s", "request_timeout_s", "watch_min_interval_s", "ewma_decay_s",
+        ("session_ttl_s", "request_timeout_s", "watch_min_interval_ms", "ewma_decay_s",
          "ejection_base_s", "ejection_max_s", "probe_interval_s", "probe_timeout_s",
          "agent_expiry_s"),
         "a finite number > 0",
@@ -62,6 +63,17 @@ _OPTION_RULES: tuple[tuple[tuple[str, ...], str, Callable[[float], bool]], ...] 
 )  # fmt: skip
 
 
+def rule(name: str) -> tuple[str, Callable[[Any], bool]]:
+    """The value rule of option ``name``: in words (``a finite number > 0``) and as a check.
+
+    ``lb_service.config`` parses flags, variables and the file with these same rules.
+    """
+    for names, words, holds in _OPTION_RULES:
+        if name in names:
+            return words, holds
+    raise KeyError(name)
+
+
 @dataclass(frozen=True, slots=True)
 class BalancerConfig:
     """Behaviour options of the balancer, with the documented defaults."""
@@ -75,7 +87,7 @@ class BalancerConfig:
     #: Weight of a new latency sample in the moving average (1 = only the last sample).
     latency_smoothing: float = 0.3
     #: Least time between two WatchLoads updates; also the default interval.
-    watch_min_interval_s: float = 0.1
+    watch_min_interval_ms: float = 100.0
     # Limits: whatever clients send, state stays bounded by these counts (and each
     # record by validation's size rules). Hitting one refuses the call and changes nothing.
     #: Most candidates one SelectAgent may pass.
@@ -132,11 +144,11 @@ class BalancerConfig:
 
     def __post_init__(self) -> None:
         """Reject values the balancer cannot work with."""
-        for names, rule, holds in _OPTION_RULES:
+        for names, words, holds in _OPTION_RULES:
             for name in names:
                 value = getattr(self, name)
                 if not holds(value):
-                    raise ValueError(f"{name} must be {rule}, got {value!r}")
+                    raise ValueError(f"{name} must be {words}, got {value!r}")
 
     @property
     def health_options(self) -> HealthOptions:

@@ -76,7 +76,7 @@ class LoadReads:
         reader holds at most one pending snapshot, never a queue. Unknown ids fail
         before the first snapshot.
         """
-        interval = max(min_interval_s, self._config.watch_min_interval_s)
+        interval = max(min_interval_s, self._config.watch_min_interval_ms / 1000)
         ids = check_ids(agent_ids)
         loop = asyncio.get_running_loop()
         version = self._store.version()

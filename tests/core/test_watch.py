@@ -13,7 +13,7 @@ from lb_service.model import LoadSnapshot
 from tests.factories import START_MS, agent, balancer
 
 # A short floor keeps the suite quick; pacing is not asserted, only what is sent.
-FAST = BalancerConfig(watch_min_interval_s=0.01)
+FAST = BalancerConfig(watch_min_interval_ms=10.0)
 HANG_GUARD_S = 5.0
 
 

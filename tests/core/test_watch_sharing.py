@@ -7,7 +7,7 @@ import asyncio
 from lb_service.balancer import BalancerConfig
 from tests.factories import agent, balancer
 
-FAST = BalancerConfig(watch_min_interval_s=0.01)
+FAST = BalancerConfig(watch_min_interval_ms=10.0)
 HANG_GUARD_S = 5.0
 
 

@@ -77,7 +77,7 @@ def store() -> FlakyStore:
 @pytest.fixture
 async def server(store: FlakyStore) -> AsyncIterator[LoadBalancerServer]:
     """A server over ``store`` that checks it and sweeps every 20 ms."""
-    balancer = LoadBalancer(store, BalancerConfig(watch_min_interval_s=0.01))
+    balancer = LoadBalancer(store, BalancerConfig(watch_min_interval_ms=10.0))
     options = ServerOptions(
         listen="127.0.0.1:0", grace_s=1.0, sweep_interval_s=0.02, store_check_interval_s=0.02
     )
