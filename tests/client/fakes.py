@@ -113,7 +113,7 @@ def _seen(details: Any) -> Seen:
     return Seen(details.method, details.timeout, tuple(details.metadata or ()))
 
 
-class Recorder(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):  # type: ignore[misc]
+class Recorder(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):  # type: ignore[misc]  # grpc is untyped: its base is Any
     """A sync client interceptor that records each call's method, timeout and metadata."""
 
     def __init__(self) -> None:
@@ -132,7 +132,7 @@ class Recorder(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientIntercept
         return continuation(details, request)
 
 
-class AsyncRecorder(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+class AsyncRecorder(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]  # grpc is untyped: its base is Any
     """The asyncio twin of Recorder, for unary calls (grpc.aio takes one kind per object)."""
 
     def __init__(self, seen: list[Seen] | None = None) -> None:
@@ -145,7 +145,7 @@ class AsyncRecorder(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
         return await continuation(details, request)
 
 
-class AsyncStreamRecorder(grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
+class AsyncStreamRecorder(grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]  # grpc is untyped: its base is Any
     """The asyncio twin of Recorder for server streams, appending to a shared list."""
 
     def __init__(self, seen: list[Seen]) -> None:
@@ -160,7 +160,7 @@ class AsyncStreamRecorder(grpc.aio.UnaryStreamClientInterceptor):  # type: ignor
 
 def start_scripted() -> tuple[grpc.Server, ScriptedServer]:
     """Start a ScriptedServicer on a free loopback port."""
-    servicer = ScriptedServicer()  # type: ignore[abstract] # the RPCs it does not script are UNIMPLEMENTED
+    servicer = ScriptedServicer()  # type: ignore[abstract]  # the RPCs it does not script are UNIMPLEMENTED
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     pb_grpc.add_LoadBalancerServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")

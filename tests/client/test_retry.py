@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 
 import grpc
 import pytest
@@ -169,10 +170,16 @@ def test_unusable_timeouts_are_rejected(timeout: float) -> None:
 
 
 @pytest.mark.parametrize(
-    "kwargs",
-    [{"attempts": 0}, {"initial_backoff_s": -1.0}, {"max_backoff_s": -1.0}, {"multiplier": 0.5}],
+    "make",
+    [
+        lambda: RetryPolicy(attempts=0),
+        lambda: RetryPolicy(initial_backoff_s=-1.0),
+        lambda: RetryPolicy(max_backoff_s=-1.0),
+        lambda: RetryPolicy(multiplier=0.5),
+    ],
+    ids=["attempts", "initial_backoff_s", "max_backoff_s", "multiplier"],
 )
-def test_invalid_retry_policies_are_rejected(kwargs: dict[str, float]) -> None:
+def test_invalid_retry_policies_are_rejected(make: Callable[[], RetryPolicy]) -> None:
     """A policy that could make no attempt or wait a negative time is a ValueError."""
     with pytest.raises(ValueError, match="must be"):
-        RetryPolicy(**kwargs)  # type: ignore[arg-type]
+        make()

@@ -112,7 +112,12 @@ async def _every_rpc_fails_unavailable(client: Client, replica: int, store: str)
         "GetStatistics": stub.GetStatistics(pb.GetStatisticsRequest()),
         "UpdateWeights": stub.UpdateWeights(pb.UpdateWeightsRequest(weights={"agent-0": 2.0})),
         "SetStrategy": stub.SetStrategy(pb.SetStrategyRequest(strategy=pb.STRATEGY_ROUND_ROBIN)),
+        "Heartbeat": stub.Heartbeat(pb.HeartbeatRequest(agent_id="agent-0")),
+        "DrainAgent": stub.DrainAgent(pb.DrainAgentRequest(agent_id="agent-0")),
     }
+    # Every RPC the service declares: these unary ones here, the stream and the batch below.
+    declared = {m.name for m in pb.DESCRIPTOR.services_by_name["LoadBalancer"].methods}
+    assert set(calls) == declared - {"WatchLoads", "SelectAgents"}
     for method, call in calls.items():
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await asyncio.wait_for(call, 10)

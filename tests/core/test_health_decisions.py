@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Sequence
 
 import pytest
 from structlog.testing import capture_logs
@@ -11,7 +12,7 @@ from structlog.testing import capture_logs
 from lb_service.balancer import LoadBalancer
 from lb_service.errors import AllAgentsDraining, NoEligibleAgent
 from lb_service.health import ProbeResult
-from lb_service.model import Engine, StrategyName, Task
+from lb_service.model import Agent, Engine, StrategyName, Task
 from lb_service.service.status import code_for
 from tests.factories import FakeClock, agent, balancer
 
@@ -34,8 +35,8 @@ async def _take_out(lb: LoadBalancer, agent_id: str) -> None:
         await lb.health.probed(agent_id, REFUSED)
 
 
-async def _picks(lb: LoadBalancer, n: int, **kwargs: object) -> list[str]:
-    return [(await lb.select(**kwargs)).agent.id for _ in range(n)]  # type: ignore[arg-type]
+async def _picks(lb: LoadBalancer, n: int, candidates: Sequence[Agent] = ()) -> list[str]:
+    return [(await lb.select(candidates=candidates)).agent.id for _ in range(n)]
 
 
 async def test_unhealthy_and_draining_agents_get_no_new_picks() -> None:

@@ -158,7 +158,12 @@ async def test_every_rpc_answers_unavailable_naming_the_store_while_it_is_away(
             pb.SetStrategyRequest(strategy=pb.STRATEGY_WEIGHTED)
         ),
         "WatchLoads": lambda: stub.WatchLoads(pb.WatchLoadsRequest()).read(),
+        "Heartbeat": lambda: stub.Heartbeat(pb.HeartbeatRequest(agent_id="a")),
+        "DrainAgent": lambda: stub.DrainAgent(pb.DrainAgentRequest(agent_id="a")),
     }
+    # Every RPC the service declares, but SelectAgents: it answers per entry (next test).
+    declared = {m.name for m in pb.DESCRIPTOR.services_by_name["LoadBalancer"].methods}
+    assert set(calls) == declared - {"SelectAgents"}
     for method, call in calls.items():
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await call()

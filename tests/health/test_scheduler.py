@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import itertools
 import random
+from typing import TypedDict, Unpack
 
 import pytest
 
@@ -43,11 +44,21 @@ def _engine(agent_id: str, engine: Engine = Engine.VLLM) -> Agent:
     return dataclasses.replace(agent(agent_id), engine=engine)
 
 
+class _Options(TypedDict, total=False):
+    """The ProbeScheduler options a test may set."""
+
+    interval_s: float
+    timeout_s: float
+    concurrency: int
+    full_every: int
+    tick_s: float
+
+
 async def _setup(
-    clock: FakeClock, probe: FakeProbe, *agents: Agent, **options: float
+    clock: FakeClock, probe: FakeProbe, *agents: Agent, **options: Unpack[_Options]
 ) -> tuple[LoadBalancer, ProbeScheduler]:
     lb = balancer(clock)
-    scheduler = ProbeScheduler(lb.health, probe, clock=clock, rng=random.Random(3), **options)  # type: ignore[arg-type]
+    scheduler = ProbeScheduler(lb.health, probe, clock=clock, rng=random.Random(3), **options)
     for each in agents:
         await lb.register(each)
     return lb, scheduler

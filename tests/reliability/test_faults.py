@@ -21,6 +21,7 @@ from lb.v1 import load_balancer_pb2 as pb
 from lb.v1 import load_balancer_pb2_grpc as pb_grpc
 
 from lb_service.balancer import BalancerConfig, LoadBalancer
+from lb_service.health.state import HealthRecord
 from lb_service.model import Agent, StrategyName
 from lb_service.service.server import LoadBalancerServer, ServerOptions
 from lb_service.store.base import (
@@ -108,6 +109,11 @@ class SlowStore(MemoryStore):
         await self._pause()
         return await super().end_request(end)
 
+    async def health_of(self, agent_id: str) -> HealthRecord | None:
+        # A heartbeat's first store step: its read of the agent's health record.
+        await self._pause()
+        return await super().health_of(agent_id)
+
     async def set_weights(
         self, weights: Mapping[str, float], *, only_registered: bool = False
     ) -> Configuration | UnknownAgent:
@@ -191,6 +197,8 @@ async def test_a_thousand_watch_cancellations_leave_nothing_behind(target: InPro
     assert activity["tasks"] <= baseline
 
 
+#: The service's RPCs, as its descriptor declares them: CALLS must cover every one.
+SERVICE = pb.DESCRIPTOR.services_by_name["LoadBalancer"]
 #: Every RPC, called so that the slow store holds it past its deadline.
 CALLS: dict[str, Callable[[pb_grpc.LoadBalancerStub], Any]] = {
     "RegisterAgent": lambda s: s.RegisterAgent(
@@ -210,7 +218,17 @@ CALLS: dict[str, Callable[[pb_grpc.LoadBalancerStub], Any]] = {
     "WatchLoads": lambda s: s.WatchLoads(pb.WatchLoadsRequest()).read(),
     "UpdateWeights": lambda s: s.UpdateWeights(pb.UpdateWeightsRequest(weights={"a": 2.0})),
     "SetStrategy": lambda s: s.SetStrategy(pb.SetStrategyRequest(strategy=pb.STRATEGY_WEIGHTED)),
+    "SelectAgents": lambda s: s.SelectAgents(
+        pb.SelectAgentsRequest(requests=[pb.SelectAgentRequest(session_id="s", acquire=True)])
+    ),
+    "Heartbeat": lambda s: s.Heartbeat(pb.HeartbeatRequest(agent_id="a")),
+    "DrainAgent": lambda s: s.DrainAgent(pb.DrainAgentRequest(agent_id="a")),
 }
+
+
+def test_every_rpc_the_service_declares_is_cut_off_by_its_deadline() -> None:
+    """CALLS has a call for exactly the RPCs the service descriptor declares."""
+    assert set(CALLS) == {method.name for method in SERVICE.methods}
 
 
 async def test_deadline_expiry_mid_rpc_changes_nothing_and_leaks_nothing(
@@ -222,7 +240,10 @@ async def test_deadline_expiry_mid_rpc_changes_nothing_and_leaks_nothing(
     baseline = target.server.activity()["tasks"]
     before = await target.state()
     target.store.slow = True
-    for name, call in CALLS.items():
+    # In the descriptor's order: an RPC added to the proto is called here too, or the
+    # lookup fails naming it.
+    for name in (method.name for method in SERVICE.methods):
+        call = CALLS[name]
         for _ in range(5):
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await _with_deadline(stub, call, SLOW_S / 4)

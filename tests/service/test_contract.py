@@ -134,7 +134,7 @@ def test_engine_numbers_name_the_same_engines(engine: Engine) -> None:
 def test_unknown_engine_number_is_invalid_naming_the_field(where: str, field: str) -> None:
     """An Engine number the proto does not define is INVALID_ARGUMENT naming the field's path."""
     with pytest.raises(InvalidArgument, match="ENGINE_OLLAMA") as caught:
-        convert.agent_from_pb(pb.Agent(id="a", engine=99), where)  # type: ignore[arg-type]
+        convert.agent_from_pb(pb.Agent(id="a", engine=pb.Engine.ValueType(99)), where)
 
     assert caught.value.field == field
 

@@ -478,7 +478,9 @@ REJECTIONS: dict[str, Rejection] = {
     # Health (issue 13)
     "register-unknown-engine": Rejection(
         _REGISTER,
-        pb.RegisterAgentRequest(agent=pb.Agent(id="a", host="a.local", port=1, engine=42)),  # type: ignore[arg-type]
+        pb.RegisterAgentRequest(
+            agent=pb.Agent(id="a", host="a.local", port=1, engine=pb.Engine.ValueType(42))
+        ),
         INVALID,
         "agent.engine must be one of ENGINE_UNSPECIFIED, ENGINE_OLLAMA, ENGINE_VLLM, "
         "ENGINE_SGLANG, ENGINE_HTTP, ENGINE_GRPC; got 42",
@@ -486,7 +488,9 @@ REJECTIONS: dict[str, Rejection] = {
     ),
     "select-candidate-unknown-engine": Rejection(
         _SELECT,
-        pb.SelectAgentRequest(candidates=[agent_pb("c"), pb.Agent(id="d", engine=7)]),  # type: ignore[arg-type]
+        pb.SelectAgentRequest(
+            candidates=[agent_pb("c"), pb.Agent(id="d", engine=pb.Engine.ValueType(7))]
+        ),
         INVALID,
         "candidates[1].engine must be one of ENGINE_UNSPECIFIED, ENGINE_OLLAMA, ENGINE_VLLM, "
         "ENGINE_SGLANG, ENGINE_HTTP, ENGINE_GRPC; got 7",

@@ -295,7 +295,9 @@ async def test_model_costs_decide_alike(
                 answers = [await run.select(Task(model=model), "", True) for run in runs]
                 assert answers[1] == answers[0], f"pick {number} of {model!r}"
                 await _same_state(runs, f"pick {number} of {model!r}")
-                agent_id = str(answers[0][0])  # type: ignore[index]
+                pick = answers[0]
+                assert isinstance(pick, tuple), f"pick {number} of {model!r} refused: {pick}"
+                agent_id = str(pick[0])
                 picked.setdefault(model, set()).add(agent_id)
                 latency = {m: ms for m, ms, _ in MIXES[agent_id]}.get(model, 100.0)
                 for run, reporter in zip(runs, reporters, strict=True):

@@ -279,7 +279,9 @@ def test_decode_reads_a_file_saved_before_health_as_nothing_drained() -> None:
     """A state file without drains or health fields restores agents unprobed and undrained."""
     document = {**_valid()}
     del document["drained"]
-    for saved in document["agents"]:  # type: ignore[attr-defined]
+    agents = document["agents"]
+    assert isinstance(agents, list)
+    for saved in agents:
         for key in ("engine", "heartbeat_ttl_ms", "probe_path"):
             del saved[key]
     restored = decode(json.dumps(document).encode())

@@ -1,27 +1,10 @@
 """The event loop: replays a request stream on a virtual clock against one policy.
 
-A balancer policy drives the real ``LoadBalancer`` over a ``MemoryStore``, making exactly
-the calls the servicer makes: ``register``, ``select`` (with ``acquire`` for a dispatcher
-whose reports are immediate), ``start`` and ``end`` (delivered ``report_delay_ms`` late
-for the others) and a periodic ``sweep``. Its clock is the virtual one and its random
-source is seeded, so a run is a pure function of the scenario, the seed and the policy.
-``LoadBalancer`` methods are coroutines that never suspend over a memory store, so the
-whole run is one coroutine on one event loop and costs only the balancer's own work.
-
-The agents. Each has ``slots`` parallel servers and a FIFO queue beyond them; a request's
-response time is its wait plus its service time (its size / the agent's speed, times a
-``slow`` fault's factor if service starts during one; ``fail_ms`` and failed if service
-starts during a ``fail`` fault). With FIFO and the service time known once the request
-is assigned, its start is simply the earliest time a slot is free, so an agent needs no
-events of its own: assignment computes start and finish at once. Slots are independent
-(running more requests at once does not slow each one down), which flatters agents with
-many slots; give fewer slots with a higher speed to model batching that does.
-
-What the balancer did. Every ``sweep`` returns the leases it expired; their sum is kept.
-Ejections are counted from ``loads()`` read after every sweep and once more at the end of
-the run: an agent whose ``ejected_until_ms`` is non-zero and differs from the value last
-seen for it was ejected (again) since. An ejection lasts ``ejection_base_s`` (30 s by
-default), far longer than a sweep interval, so none falls between two reads.
+Events (request starts and ends delivered to the balancer, sweeps, load samples, joins
+and crashes) wait in one heap ordered by time, then by the order they were scheduled;
+arrivals come from the request stream in between. Assigning a request to an agent
+computes its start and finish at once (``agents``), so agents add no events of their
+own beyond the end each request's assignment schedules.
 """
 
 from __future__ import annotations
@@ -29,15 +12,17 @@ from __future__ import annotations
 import heapq
 import math
 import random
-from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 
-from lb_service.balancer import BalancerConfig, LoadBalancer, silent_logger
+from lb_service.balancer import LoadBalancer, silent_logger
 from lb_service.errors import AllAgentsBusy, LimitExceeded, NoAgentAvailable, NoAgentsRegistered
 from lb_service.requirements import meets
-from lb_service.simulate.policies import ORACLE, PolicySpec
-from lb_service.simulate.scenario import Fault, Scenario, SimAgent
+from lb_service.simulate.engine import ejections
+from lb_service.simulate.engine.agents import AgentState
+from lb_service.simulate.engine.references import reference_pick
+from lb_service.simulate.engine.results import EjectionWatch, PolicyRun
+from lb_service.simulate.policies import PolicySpec
+from lb_service.simulate.scenario import Fault, Scenario
 from lb_service.simulate.workload import Requests
 from lb_service.store.memory import MemoryStore
 
@@ -62,86 +47,6 @@ class VirtualClock:
     def __call__(self) -> int:
         """The current time in whole unix ms, as ``LoadBalancer`` expects it."""
         return self.start_ms + int(self.now)
-
-
-@dataclass(slots=True)
-class EjectionWatch:
-    """What happened to an agent after a ``fail`` fault began, under one policy."""
-
-    fault: Fault
-    #: Failed ends reported to the balancer from the fault's start until it ejected the
-    #: agent (the one that ejected it included), or until the end of the run.
-    failures_before_ejection: int = 0
-    #: Requests sent to the agent before it was ejected that failed: those sent after the
-    #: fault began and those queued before it that only started service after.
-    sent_before_ejection: int = 0
-    #: Simulated seconds from the fault's start to the ejection; None if never ejected.
-    ejected_after_s: float | None = None
-
-
-@dataclass(slots=True)
-class PolicyRun:
-    """Everything one policy did, per request and over time; ``metrics`` summarises it."""
-
-    policy: PolicySpec
-    config: BalancerConfig | None
-    agent_ids: tuple[str, ...]
-    #: Per request: the agent's index, or -1 when refused.
-    agent: list[int]
-    start_ms: list[float]
-    finish_ms: list[float]
-    failed: list[bool]
-    refused: Counter[str] = field(default_factory=Counter)
-    #: Load over time: sample times (s) and, per sample, requests in each agent (queued
-    #: or in service).
-    sample_s: list[float] = field(default_factory=list)
-    samples: list[tuple[int, ...]] = field(default_factory=list)
-    ejections: list[EjectionWatch] = field(default_factory=list)
-    #: Leases the balancer's sweeps expired (the first figure ``sweep()`` returns).
-    leases_expired: int = 0
-    #: Times an agent was newly ejected, as read after each sweep (module docstring).
-    ejection_count: int = 0
-
-
-class _AgentState:
-    """One agent's slots, in-system requests and faults during a run."""
-
-    __slots__ = ("fails", "finishes", "free_at", "registered", "sim", "slows")
-
-    def __init__(self, sim: SimAgent, faults: Sequence[Fault]) -> None:
-        self.sim = sim
-        # When each slot next becomes free (a heap): a request starts at the earliest.
-        self.free_at = [0.0] * sim.slots
-        # Finish times of the requests queued or in service (a heap), for in-system counts.
-        self.finishes: list[float] = []
-        mine = [f for f in faults if f.agent_id == sim.agent.id]
-        self.slows = [(f.at_s * 1000, f.until_s * 1000, f.factor) for f in mine if f.kind == "slow"]
-        self.fails = [
-            (f.at_s * 1000, f.until_s * 1000, f.fail_ms) for f in mine if f.kind == "fail"
-        ]
-        self.registered = not any(f.kind == "join" for f in mine)
-
-    def service(self, base_ms: float, start: float) -> tuple[float, bool]:
-        """The service time of a request of this size starting at ``start``, and if it fails."""
-        for at, until, fail_ms in self.fails:
-            if at <= start < until:
-                return fail_ms, True
-        service = base_ms / self.sim.speed
-        for at, until, factor in self.slows:
-            if at <= start < until:
-                service *= factor
-        return service, False
-
-    def in_system(self, now: float) -> int:
-        """Requests queued or in service at ``now``."""
-        finishes = self.finishes
-        while finishes and finishes[0] <= now:
-            heapq.heappop(finishes)
-        return len(finishes)
-
-    def has_room(self, now: float) -> bool:
-        limit = self.sim.agent.max_connections
-        return limit == 0 or self.in_system(now) < limit
 
 
 async def run_policy(
@@ -175,7 +80,7 @@ class _Run:
         # Seeded by the policy's name too, so each policy's choices are its own but the
         # same on every run (a str seed is hashed with SHA-512, not the salted hash()).
         self.rng = random.Random(f"{seed}:{policy.name}")
-        self.agents = [_AgentState(a, scenario.faults) for a in scenario.agents]
+        self.agents = [AgentState(a, scenario.faults) for a in scenario.agents]
         self.index = {a.agent.id: n for n, a in enumerate(scenario.agents)}
         self.tasks = [t.task for t in scenario.workload.mix]
         self.delays = [d.report_delay_ms for d in scenario.workload.dispatchers]
@@ -211,14 +116,8 @@ class _Run:
         self.assigned: list[list[int]] = [[] for _ in scenario.agents]
         self.events: list[tuple[float, int, int, int]] = []
         self.sequence = 0
-        # Ejection is watched for balancer policies that eject (scenario validation allows
-        # one fail fault per agent, so an agent index names its fault).
-        ejects = self.config is not None and self.config.ejection_consecutive_failures > 0
-        self.watches = (
-            {self.index[f.agent_id]: EjectionWatch(f) for f in scenario.faults if f.kind == "fail"}
-            if ejects
-            else {}
-        )
+        # Ejection is watched for balancer policies that eject.
+        self.watches = ejections.watches(scenario.faults, self.index, self.config)
         self.out.ejections = list(self.watches.values())
         # Per agent id, the ejected_until_ms last read for it while ejected.
         self.ejected_until: dict[str, int] = {}
@@ -289,7 +188,7 @@ class _Run:
                 )
                 watch = self.watches.get(agent)
                 if failed and watch is not None and watch.ejected_after_s is None:
-                    await self._check_ejection(agent_id, watch, time)
+                    await ejections.note_failure(balancer, agent_id, watch, time)
         elif kind == _START:
             assert balancer is not None
             self.request_ids[item] = await balancer.start(self.out.agent_ids[self.out.agent[item]])
@@ -319,36 +218,24 @@ class _Run:
     def _crash(self, fault: Fault, now: float) -> None:
         """Fail, ``fail_ms`` from now, every request the agent is serving or has queued.
 
-        The queue is replayed in FIFO order on the freed slots, each request now failing
-        after ``fail_ms``; their ends are rescheduled (the old ones will be skipped).
+        The agent replays its queue (``AgentState.crash``); the ends of the requests it
+        moved are rescheduled here (the old ones will be skipped).
         """
         agent = self.index[fault.agent_id]
-        state = self.agents[agent]
         out = self.out
         live = [i for i in self.assigned[agent] if out.finish_ms[i] > now]
-        serving = [i for i in live if out.start_ms[i] <= now]
+        serving = [(i, out.start_ms[i]) for i in live if out.start_ms[i] <= now]
         queued = [i for i in live if out.start_ms[i] > now]
-        slots = [now] * (state.sim.slots - len(serving))
         watch = self.watches.get(agent)
-        for i in serving:
-            slots.append(self._reschedule(i, out.start_ms[i], now + fault.fail_ms, watch))
-        heapq.heapify(slots)
-        for i in queued:
-            start = slots[0]
-            heapq.heapreplace(slots, self._reschedule(i, start, start + fault.fail_ms, watch))
-        state.free_at = slots
-        state.finishes = [out.finish_ms[i] for i in live]
-        heapq.heapify(state.finishes)
+        for i, start, finish in self.agents[agent].crash(serving, queued, now, fault.fail_ms):
+            self._reschedule(i, start, finish, watch)
 
-    def _reschedule(
-        self, i: int, start: float, finish: float, watch: EjectionWatch | None
-    ) -> float:
+    def _reschedule(self, i: int, start: float, finish: float, watch: EjectionWatch | None) -> None:
         out = self.out
         if not out.failed[i] and watch is not None and watch.ejected_after_s is None:
             watch.sent_before_ejection += 1
         out.start_ms[i], out.finish_ms[i], out.failed[i] = start, finish, True
         self._push(finish + self._delay(i), _END, i)
-        return finish
 
     def _delay(self, i: int) -> float:
         if self.balancer is None:
@@ -361,29 +248,25 @@ class _Run:
         return interval * 1000
 
     async def _count_ejections(self) -> None:
-        """Count the agents whose ejected_until_ms is new and non-zero since the last read."""
+        """Count the agents newly ejected since the last read (``ejections.new_ejections``)."""
         assert self.balancer is not None
-        seen = self.ejected_until
-        for load in await self.balancer.loads():
-            until = load.ejected_until_ms
-            if until and seen.get(load.agent_id) != until:
-                seen[load.agent_id] = until
-                self.out.ejection_count += 1
-
-    async def _check_ejection(self, agent_id: str, watch: EjectionWatch, now: float) -> None:
-        assert self.balancer is not None
-        watch.failures_before_ejection += 1
-        (load,) = await self.balancer.loads([agent_id])
-        if load.ejected:
-            watch.ejected_after_s = (now - watch.fault.at_s * 1000) / 1000
+        self.out.ejection_count += await ejections.new_ejections(self.balancer, self.ejected_until)
 
     async def _arrive(self, i: int, now: float) -> None:
         kind = self.requests.kind[i]
         if self.balancer is None:
-            agent = self._reference_pick(i, kind, now)
-            if agent < 0:
+            choice = reference_pick(
+                self.policy.reference,
+                self.rng,
+                self.agents,
+                self.eligible[kind],
+                self.requests.base_ms[i],
+                now,
+            )
+            if isinstance(choice, str):
+                self.out.refused[choice] += 1
                 return
-            self._assign(i, agent, now, 0.0)
+            self._assign(i, choice, now, 0.0)
             return
         delay = self.delays[self.requests.dispatcher[i]]
         try:
@@ -424,37 +307,6 @@ class _Run:
             if watch is not None and watch.ejected_after_s is None:
                 watch.sent_before_ejection += 1
         self._push(finish + delay, _END, i)
-
-    def _reference_pick(self, i: int, kind: int, now: float) -> int:
-        """The random or oracle policy's agent for request ``i``, or -1 (refused)."""
-        eligible = self.eligible[kind]
-        if not eligible:
-            self.out.refused[
-                "no_agents" if not any(a.registered for a in self.agents) else "no_eligible"
-            ] += 1
-            return -1
-        free = [n for n in eligible if self.agents[n].has_room(now)]
-        if not free:
-            self.out.refused["all_busy"] += 1
-            return -1
-        if self.policy.reference != ORACLE:
-            return free[self.rng.randrange(len(free))]
-        base = self.requests.base_ms[i]
-        best: list[int] = []
-        best_key = (True, math.inf)
-        for n in free:
-            state = self.agents[n]
-            start = max(now, state.free_at[0])
-            service, fails = state.service(base, start)
-            # A failing agent never finishes the request: prefer any that will, however late.
-            key = (fails, start + service)
-            if key < best_key:
-                best, best_key = [n], key
-            elif key == best_key:
-                best.append(n)
-        # Equal finishes (identical idle agents) are drawn at random, so the oracle does
-        # not pile work on the first agent listed.
-        return best[0] if len(best) == 1 else best[self.rng.randrange(len(best))]
 
 
 def _reason(refusal: NoAgentAvailable) -> str:
