@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from lb_service.capacity import hardware_capacity, learned_capacity, scale
+from lb_service.capacity import hardware_capacity, ranked_capacity, scale
 from lb_service.model import Agent
 from lb_service.model_cost import service_factor
 from lb_service.store.base import AgentStats
@@ -28,7 +28,7 @@ def build(
     builds the same candidates from its own figures.
     """
     records = [stats.get(agent.id, _NO_STATS) for agent in agents]
-    learned = [learned_capacity(record) for record in records]
+    learned = [ranked_capacity(record) for record in records]
     priors = [hardware_capacity(agent) for agent in agents]
     factor = scale(priors, learned)
     candidates = [

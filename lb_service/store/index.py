@@ -26,7 +26,7 @@ import itertools
 from collections.abc import Callable, Mapping, Sequence
 from typing import overload
 
-from lb_service.capacity import EXPLORE_LIMIT, hardware_capacity, learned_capacity, scale_of
+from lb_service.capacity import EXPLORE_LIMIT, hardware_capacity, ranked_capacity, scale_of
 from lb_service.mintree import MinTree
 from lb_service.model import Agent, Task
 from lb_service.model_cost import service_factor
@@ -108,7 +108,7 @@ class Pool:
         self._position = {agent.id: n for n, agent in enumerate(agents)}
         self._records = [stats.get(agent.id, _NO_STATS) for agent in agents]
         self._priors = [hardware_capacity(agent) for agent in agents]
-        self._learned = [learned_capacity(record) for record in self._records]
+        self._learned = [ranked_capacity(record) for record in self._records]
         self._weights = [weights.get(agent.id, agent.default_weight) for agent in agents]
         self._limits = [agent.max_connections for agent in agents]
         #: Requests in flight over the members (the stickiness bound shares them out).
@@ -219,7 +219,7 @@ class Pool:
             return
         old = self._records[position]
         self._records[position] = record
-        figure = learned_capacity(record)
+        figure = ranked_capacity(record)
         was = self._learned[position]
         self.active += record.in_flight - old.in_flight
         limit = self._limits[position]

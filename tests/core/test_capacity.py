@@ -8,10 +8,12 @@ from dataclasses import replace
 import pytest
 
 from lb_service.capacity import (
+    OPTIMISM,
     TRUST_COMPLETIONS,
     hardware_capacity,
     learned_capacity,
     parallel_slots,
+    ranked_capacity,
     relative_load,
     resolve,
     within_bound,
@@ -110,15 +112,36 @@ def test_failures_and_expiries_are_not_completions() -> None:
 
 
 def test_estimate_follows_the_recent_requests() -> None:
-    """After a slowdown the estimate moves most of the way to the new rate within 100 requests."""
+    """After a slowdown the estimate moves most of the way to the new rate within 1,000 requests."""
     stats = AgentStats()
-    for n in range(50):
+    for n in range(500):
         stats = run(stats, 1000 * n, 1000 * n + 100)  # 10/s
-    for n in range(50, 150):
+    for n in range(500, 1500):
         stats = run(stats, 1000 * n, 1000 * n + 1000)  # 1/s
     capacity = learned_capacity(stats)
     assert capacity is not None
-    assert 1.0 < capacity < 1.2
+    assert 1.0 < capacity < 1.5
+
+
+def test_ranking_credits_an_estimate_with_its_uncertainty() -> None:
+    """Four completions are credited 1 + 1/2, a few hundred a few per cent; untrusted stays None."""
+    stats = AgentStats()
+    for n in range(TRUST_COMPLETIONS - 1):
+        stats = run(stats, 1000 * n, 1000 * n + 500)
+    assert ranked_capacity(stats) is None
+    for n in range(TRUST_COMPLETIONS - 1, 4):
+        stats = run(stats, 1000 * n, 1000 * n + 500)
+    learned = learned_capacity(stats)
+    assert learned is not None
+    assert ranked_capacity(stats) == pytest.approx(
+        learned * (1 + OPTIMISM / math.sqrt(stats.cap_done))
+    )
+    assert ranked_capacity(stats) == pytest.approx(learned * 1.5, rel=0.01)
+    for n in range(4, 1000):
+        stats = run(stats, 1000 * n, 1000 * n + 500)
+    well_measured = ranked_capacity(stats)
+    assert well_measured is not None
+    assert 1.0 < well_measured / (learned_capacity(stats) or 1.0) < 1.06
 
 
 def test_untrusted_guesses_are_scaled_to_learned_units() -> None:

@@ -30,7 +30,7 @@ from lb_service.balancer import BalancerConfig, LoadBalancer
 from lb_service.capacity import (
     EXPLORE_LIMIT,
     hardware_capacity,
-    learned_capacity,
+    ranked_capacity,
     resolve,
 )
 from lb_service.errors import (
@@ -157,7 +157,7 @@ class BalancerMachine(RuleBasedStateMachine):
         """
         stats = self.run(self.store.stats())
         records = [stats.get(a.id, AgentStats()) for a in free]
-        learned = [learned_capacity(record) for record in records]
+        learned = [ranked_capacity(record) for record in records]
         capacities = resolve([hardware_capacity(a) for a in free], learned)
         trusted = [figure is not None for figure in learned]
         loads = {}

@@ -16,6 +16,7 @@ from dataclasses import replace
 import pytest
 
 from lb_service import model_cost
+from lb_service.capacity import CAPACITY_WINDOW
 from lb_service.model import StrategyName
 from lb_service.store.base import (
     AgentStats,
@@ -807,7 +808,7 @@ async def test_failed_ends_are_not_completions(store: Store) -> None:
     stats = (await store.stats())["a"]
     assert (stats.completions, stats.busy_total_ms, stats.cap_mark_ms) == (2, 30.0, 30.0)
     # The failure's 10 busy ms were dropped: the estimate holds the two successes' 20.
-    assert stats.cap_busy_ms == pytest.approx(10.0 * (1 - 1 / 32) + 10.0)
+    assert stats.cap_busy_ms == pytest.approx(10.0 * (1 - 1 / CAPACITY_WINDOW) + 10.0)
 
 
 async def test_expire_leases_with_none_due_returns_nothing(store: Store) -> None:
