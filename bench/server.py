@@ -1,11 +1,11 @@
 """The server the RPC parts measure: ``python -m bench.server``, a process of its own.
 
-It hosts a real LoadBalancerServer (the stack ``lb-service serve`` runs: interceptors,
-servicer, balancer, memory store) with the fleet registered, plus one bench-only
-method on the same grpc.aio server, ``/bench.Floor/Echo``: it takes a
-SelectAgentRequest and returns an empty SelectAgentResponse, so it costs what any RPC
-of that shape costs on this server and nothing more. That is the floor every RPC
-figure is divided by. The floor is not part of lb.v1: it exists only in this process.
+It hosts a real LoadBalancerServer (the stack ``lb-service serve`` runs: server
+stack, servicer, balancer, memory store) with the fleet registered, plus one
+bench-only method on the same grpc.aio server, ``/bench.Floor/Echo``: the bare echo's
+method (``bench.bare``) served behind this server's stack, so it costs what any RPC of
+that shape costs on this server and nothing more. The floor is not part of lb.v1: it
+exists only in this process.
 
 Prints ``port <n>`` once serving; stops when its standard input closes.
 """
@@ -18,8 +18,8 @@ import os
 import sys
 
 import grpc
-from lb.v1 import load_balancer_pb2 as pb
 
+from bench.bare import echo_handlers
 from bench.fleet import fleet
 from lb_service.balancer import LoadBalancer
 from lb_service.logs import configure_logging
@@ -31,21 +31,8 @@ FLOOR_METHOD = "/bench.Floor/Echo"
 
 
 def floor_handler() -> grpc.GenericRpcHandler:
-    """A handler for ``/bench.Floor/Echo``: SelectAgentRequest in, empty SelectAgentResponse out."""
-
-    async def echo(request: pb.SelectAgentRequest, context: grpc.aio.ServicerContext) -> object:
-        return pb.SelectAgentResponse()
-
-    return grpc.method_handlers_generic_handler(
-        "bench.Floor",
-        {
-            "Echo": grpc.unary_unary_rpc_method_handler(
-                echo,
-                request_deserializer=pb.SelectAgentRequest.FromString,
-                response_serializer=pb.SelectAgentResponse.SerializeToString,
-            )
-        },
-    )
+    """A handler for ``/bench.Floor/Echo``: the bare echo's, SelectAgentRequest in, empty out."""
+    return grpc.method_handlers_generic_handler("bench.Floor", echo_handlers())
 
 
 async def _serve(agents: int) -> None:
