@@ -17,8 +17,6 @@ import asyncio
 import os
 import sys
 
-import grpc
-
 from bench.bare import echo_handlers
 from bench.fleet import fleet
 from lb_service.balancer import LoadBalancer
@@ -30,17 +28,13 @@ from lb_service.store.memory import MemoryStore
 FLOOR_METHOD = "/bench.Floor/Echo"
 
 
-def floor_handler() -> grpc.GenericRpcHandler:
-    """A handler for ``/bench.Floor/Echo``: the bare echo's, SelectAgentRequest in, empty out."""
-    return grpc.method_handlers_generic_handler("bench.Floor", echo_handlers())
-
-
 async def _serve(agents: int) -> None:
     balancer = LoadBalancer(MemoryStore())
     for agent in fleet(agents):
         await balancer.register(agent)
     server = LoadBalancerServer(balancer, ServerOptions(listen="127.0.0.1:0", grace_s=0.5))
-    server.add_generic_rpc_handlers([floor_handler()])
+    # Registered as lb.v1's methods are, so the floor pays exactly the stack they pay.
+    server.add_method_handlers("bench.Floor", echo_handlers())
     port = await server.start()
     print(f"port {port}", flush=True)
     # Standard input closing (the benchmark finished or died) is the signal to stop.
