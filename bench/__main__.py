@@ -82,8 +82,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--smoke", action="store_true", help="tiny sizes: checks the harness, measures nothing"
     )
+    parser.add_argument(
+        "--part",
+        choices=["all", "rpc"],
+        default="all",
+        help="rpc: only parts 2-4, printed with the RPC targets; no file is written (~1½ min)",
+    )
     args = parser.parse_args(argv)
-    run = measure(SMOKE if args.smoke else FULL, "make bench", progress=True)
+    plan = SMOKE if args.smoke else FULL
+    if args.part == "rpc":
+        load = machine.describe().load_average
+        print(report.rpc_section(rpc.run(plan.rpc), load))
+        return 0
+    run = measure(plan, "make bench", progress=True)
     report.write(run, args.output, args.plot)
     print(f"wrote {args.output} and {args.plot} in {run.seconds:.0f} s", file=sys.stderr)
     for target in report.targets(run):

@@ -22,6 +22,7 @@ import grpc
 from lb.v1 import load_balancer_pb2 as pb
 from lb.v1 import load_balancer_pb2_grpc as pb_grpc
 
+from bench.bare import ECHO_METHOD
 from bench.server import FLOOR_METHOD
 
 #: The request every SelectAgent-shaped call sends: any agent will do.
@@ -33,11 +34,13 @@ def _operation(channel: grpc.Channel, spec: dict[str, Any]) -> Callable[[list[fl
     """One unit of the workload; appends each RPC's latency (µs) to the list it is given."""
     stub = pb_grpc.LoadBalancerStub(channel)
     workload = spec["workload"]
-    if workload == "floor":
+    if workload in ("floor", "bare"):
+        # Registered on the channel, as generated stubs register lb.v1's methods.
         echo = channel.unary_unary(
-            FLOOR_METHOD,
+            FLOOR_METHOD if workload == "floor" else ECHO_METHOD,
             request_serializer=pb.SelectAgentRequest.SerializeToString,
             response_deserializer=pb.SelectAgentResponse.FromString,
+            _registered_method=True,
         )
         return _timed(lambda: echo(SELECT))
     if workload == "select":

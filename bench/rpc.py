@@ -1,11 +1,14 @@
-"""Parts 2-4: SelectAgent against its floor, SelectAgents batches, WatchLoads subscribers.
+"""Parts 2-4: SelectAgent against a bare echo, SelectAgents batches, WatchLoads subscribers.
 
-One server process (``bench.server``) serves every scenario; client processes
-(``bench.client``) drive it. Where the machine has two cores or more, the server is
-pinned to the first and the clients to the others, so the load never takes the
-server's core. Each scenario reports client-side throughput and latency and the
-server's own CPU time per RPC (from /proc), which stays meaningful even when the
-clients, not the server, are what limits throughput.
+One server process (``bench.server``) serves every lb-service scenario; a second one
+(``bench.bare``, a grpc.aio server with nothing else in it) serves the bare echo that
+SelectAgent is judged against, in the same interleaved rounds. Client processes
+(``bench.client``) drive them. Where the machine has two cores or more, both servers
+are pinned to the first core (only one of them is loaded at a time) and the clients
+to the others, so the load never takes the server's core. Each scenario reports
+client-side throughput and latency and the serving process's own CPU time per RPC
+(from /proc), which stays meaningful even when the clients, not the server, are what
+limits throughput.
 """
 
 from __future__ import annotations
@@ -87,12 +90,16 @@ class RpcResults:
 def run(settings: Settings | None = None) -> RpcResults:
     """Start a server process and measure parts 2, 3 and 4 against it."""
     settings = settings or Settings()
-    with _server(settings.agents) as (target, pid), _clients(settings.processes + 1) as clients:
-        driver = _Driver(target, pid, settings, clients)
+    with (
+        _server("bench.server", "--agents", str(settings.agents)) as (target, pid),
+        _server("bench.bare") as bare,
+        _clients(settings.processes + 1) as clients,
+    ):
+        driver = _Driver({"": (target, pid), "bare": bare}, settings, clients)
         unary = [
             m
             for concurrency in (1, settings.concurrency)
-            for m in driver.compare(("floor", "select", "acquire"), concurrency)
+            for m in driver.compare(UNARY, concurrency)
         ]
         batch = driver.compare(
             ("select", *(f"batch:{size}" for size in settings.batches)), settings.concurrency
@@ -104,18 +111,21 @@ def run(settings: Settings | None = None) -> RpcResults:
     return RpcResults(settings, tuple(unary), tuple(batch), streams)
 
 
+#: The unary scenarios, compared in the same interleaved rounds.
+UNARY = ("bare", "floor", "select", "acquire")
+
+
 class _Driver:
-    """Runs scenarios against one server with a pool of client processes."""
+    """Runs scenarios against the server processes with a pool of client processes."""
 
     def __init__(
         self,
-        target: str,
-        server_pid: int,
+        servers: dict[str, tuple[str, int]],
         settings: Settings,
         clients: list[subprocess.Popen[str]],
     ) -> None:
-        self._target = target
-        self._pid = server_pid
+        # Address and pid by workload; "" is lb-service's server, which serves the rest.
+        self._servers = servers
         self._settings = settings
         # The last client process holds the watchers; the others call.
         self._callers, self._watcher = clients[:-1], clients[-1]
@@ -141,9 +151,10 @@ class _Driver:
         """Run one scenario: ``concurrency`` blocking callers, optionally with open watchers."""
         s = self._settings
         name, _, size = workload.partition(":")
+        target, pid = self._servers.get(name, self._servers[""])
         processes = 1 if concurrency == 1 else s.processes
         spec: dict[str, Any] = {
-            "target": self._target,
+            "target": target,
             "workload": name,
             "batch": int(size or 1),
             "threads": concurrency // processes,
@@ -162,9 +173,9 @@ class _Driver:
         for caller in callers:
             _send(caller, spec)
         time.sleep(max(0.0, start_at + s.warmup_s - time.time()))
-        cpu_before = _cpu_seconds(self._pid)
+        cpu_before = _cpu_seconds(pid)
         time.sleep(s.duration_s)
-        cpu_after = _cpu_seconds(self._pid)
+        cpu_after = _cpu_seconds(pid)
         latencies = sorted(x for c in callers for x in _receive(c)["latencies_us"])
         if watchers:
             _receive(self._watcher)
@@ -227,11 +238,12 @@ def _receive(process: subprocess.Popen[str]) -> dict[str, Any]:
 
 
 @contextmanager
-def _server(agents: int) -> Iterator[tuple[str, int]]:
+def _server(module: str, *args: str) -> Iterator[tuple[str, int]]:
+    """Start ``python -m module``; yield its address and pid once it serves."""
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     pin = ["--cpu", str(cpus[0])] if len(cpus) > 1 else []
     process = subprocess.Popen(
-        [sys.executable, "-m", "bench.server", "--agents", str(agents), *pin],
+        [sys.executable, "-m", module, *args, *pin],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -242,7 +254,7 @@ def _server(agents: int) -> Iterator[tuple[str, int]]:
         assert process.stdout is not None
         line = process.stdout.readline()
         if not line.startswith("port "):
-            raise RuntimeError("the benchmark server did not start")
+            raise RuntimeError(f"the benchmark server {module} did not start")
         yield f"127.0.0.1:{line.split()[1]}", process.pid
     finally:
         assert process.stdin is not None

@@ -1,11 +1,11 @@
 """The server the RPC parts measure: ``python -m bench.server``, a process of its own.
 
-It hosts a real LoadBalancerServer (the stack ``lb-service serve`` runs: interceptors,
-servicer, balancer, memory store) with the fleet registered, plus one bench-only
-method on the same grpc.aio server, ``/bench.Floor/Echo``: it takes a
-SelectAgentRequest and returns an empty SelectAgentResponse, so it costs what any RPC
-of that shape costs on this server and nothing more. That is the floor every RPC
-figure is divided by. The floor is not part of lb.v1: it exists only in this process.
+It hosts a real LoadBalancerServer (the stack ``lb-service serve`` runs: server
+stack, servicer, balancer, memory store) with the fleet registered, plus one
+bench-only method on the same grpc.aio server, ``/bench.Floor/Echo``: the bare echo's
+method (``bench.bare``) served behind this server's stack, so it costs what any RPC of
+that shape costs on this server and nothing more. The floor is not part of lb.v1: it
+exists only in this process.
 
 Prints ``port <n>`` once serving; stops when its standard input closes.
 """
@@ -17,9 +17,7 @@ import asyncio
 import os
 import sys
 
-import grpc
-from lb.v1 import load_balancer_pb2 as pb
-
+from bench.bare import echo_handlers
 from bench.fleet import fleet
 from lb_service.balancer import LoadBalancer
 from lb_service.logs import configure_logging
@@ -30,30 +28,13 @@ from lb_service.store.memory import MemoryStore
 FLOOR_METHOD = "/bench.Floor/Echo"
 
 
-def floor_handler() -> grpc.GenericRpcHandler:
-    """A handler for ``/bench.Floor/Echo``: SelectAgentRequest in, empty SelectAgentResponse out."""
-
-    async def echo(request: pb.SelectAgentRequest, context: grpc.aio.ServicerContext) -> object:
-        return pb.SelectAgentResponse()
-
-    return grpc.method_handlers_generic_handler(
-        "bench.Floor",
-        {
-            "Echo": grpc.unary_unary_rpc_method_handler(
-                echo,
-                request_deserializer=pb.SelectAgentRequest.FromString,
-                response_serializer=pb.SelectAgentResponse.SerializeToString,
-            )
-        },
-    )
-
-
 async def _serve(agents: int) -> None:
     balancer = LoadBalancer(MemoryStore())
     for agent in fleet(agents):
         await balancer.register(agent)
     server = LoadBalancerServer(balancer, ServerOptions(listen="127.0.0.1:0", grace_s=0.5))
-    server.add_generic_rpc_handlers([floor_handler()])
+    # Registered as lb.v1's methods are, so the floor pays exactly the stack they pay.
+    server.add_method_handlers("bench.Floor", echo_handlers())
     port = await server.start()
     print(f"port {port}", flush=True)
     # Standard input closing (the benchmark finished or died) is the signal to stop.

@@ -1,12 +1,18 @@
-"""Bearer-token authorization for RPCs, as a grpc.aio server interceptor."""
+"""Bearer-token authorization for RPCs, a step of the server stack.
+
+Which methods need the token is known when they are registered, so only their
+handlers are wrapped; the token itself is checked on every call of those.
+"""
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from collections.abc import AsyncIterator, Collection
 from typing import Any
 
 import grpc
+
+from lb_service.service.handlers import Stream, Unary, rewrap
 
 #: The RPCs that change what the balancer does; they need the token whenever one is set.
 ADMIN_METHODS = frozenset(
@@ -28,11 +34,11 @@ SERVICE_PREFIX = "/lb.v1.LoadBalancer/"
 REFLECTION_PREFIX = "/grpc.reflection."
 
 
-class TokenAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class TokenAuth:
     """Requires ``authorization: Bearer <token>`` on protected RPCs.
 
     A missing header is UNAUTHENTICATED, a wrong token PERMISSION_DENIED; either way
-    the RPC's handler never runs, so nothing changes.
+    the RPC's behaviour never runs, so nothing changes.
     """
 
     def __init__(self, token: str, protect_all: bool = False) -> None:
@@ -40,26 +46,20 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self._expected = f"Bearer {token}".encode()
         self._protect_all = protect_all
 
-    def _protects(self, method: str) -> bool:
+    def protects(self, method: str) -> bool:
+        """Whether calls of ``method`` (its full name) need the token."""
         if self._protect_all:
             return method.startswith((SERVICE_PREFIX, REFLECTION_PREFIX))
         return method in ADMIN_METHODS
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        """Pass the call on, or replace its handler with one that refuses it."""
-        handler = await continuation(details)
-        if handler is None or not self._protects(details.method):
+    def step(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        """The server-stack step: a protected method's calls are checked before they run."""
+        if not self.protects(method):
             return handler
-        refusal = self._refusal(details.invocation_metadata or ())
-        if refusal is None:
-            return handler
-        return _refusing(handler, *refusal)
+        return rewrap(handler, self._unary, self._stream)
 
-    def _refusal(self, metadata: Collection[Any]) -> tuple[grpc.StatusCode, str] | None:
+    def refusal(self, metadata: Collection[Any]) -> tuple[grpc.StatusCode, str] | None:
+        """Why a call with ``metadata`` is refused, or None when its token is the right one."""
         values = [value for key, value in metadata if key == "authorization"]
         if not values:
             return (
@@ -72,33 +72,21 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             return grpc.StatusCode.PERMISSION_DENIED, "the bearer token is not valid"
         return None
 
+    def _unary(self, behaviour: Unary) -> Unary:
+        async def checked(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            refusal = self.refusal(context.invocation_metadata() or ())
+            if refusal is not None:
+                await context.abort(*refusal)
+            return await behaviour(request, context)
 
-def _refusing(
-    handler: grpc.RpcMethodHandler, code: grpc.StatusCode, message: str
-) -> grpc.RpcMethodHandler:
-    """A handler of the same kind as ``handler`` that ends the call with ``code``."""
+        return checked
 
-    async def refuse(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await context.abort(code, message)
+    def _stream(self, behaviour: Stream) -> Stream:
+        async def checked(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            refusal = self.refusal(context.invocation_metadata() or ())
+            if refusal is not None:
+                await context.abort(*refusal)
+            async for response in behaviour(request, context):
+                yield response
 
-    async def refuse_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        await context.abort(code, message)
-        yield  # pragma: no cover - abort raises; the yield makes this a stream handler
-
-    if handler.request_streaming:  # server reflection: a bidirectional stream
-        return grpc.stream_stream_rpc_method_handler(
-            refuse_stream,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-    if handler.response_streaming:
-        return grpc.unary_stream_rpc_method_handler(
-            refuse_stream,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-    return grpc.unary_unary_rpc_method_handler(
-        refuse,
-        request_deserializer=handler.request_deserializer,
-        response_serializer=handler.response_serializer,
-    )
+        return checked

@@ -6,25 +6,28 @@ UNAVAILABLE, which they do (grpc/grpc#41785). Under load there are always a few 
 calls per method. So the server drains first: from ``begin()`` every new lb.v1 call is
 answered UNAVAILABLE at once, and ``drained()`` waits until nothing is in flight and no
 call has arrived for a moment, so nothing is left waiting when grpc shuts down.
+
+``Drain.step`` is the server-stack step that does this; it wraps lb.v1's handlers once,
+at registration.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 
-from lb_service.service.handlers import HandlerCache, rewrap
+from lb_service.service.handlers import Stream, Unary, rewrap
 
 #: The calls drained; health checks keep answering (NOT_SERVING) until the very end.
 SERVICE_PREFIX = "/lb.v1.LoadBalancer/"
 REFUSAL = "the server is shutting down; retry, on another replica if there is one"
 
 
-class DrainInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class Drain:
     """Counts lb.v1 calls in flight and, once draining, refuses new ones with UNAVAILABLE."""
 
     def __init__(self) -> None:
@@ -32,7 +35,6 @@ class DrainInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self.draining = False
         self.in_flight = 0
         self._last_arrival = time.monotonic()
-        self._cache = HandlerCache()
 
     def begin(self) -> None:
         """Refuse every lb.v1 call that arrives from now on."""
@@ -49,26 +51,15 @@ class DrainInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 return False
             await asyncio.sleep(min(0.01, deadline - now))
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        """Return the handler counted in flight, or one that refuses the call while draining."""
-        handler = await continuation(details)
-        if handler is None or handler.request_streaming:
+    def step(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        """The server-stack step: lb.v1's unary-request handlers counted, refused once draining."""
+        if handler.request_streaming or not method.startswith(SERVICE_PREFIX):
             return handler
-        if not details.method.startswith(SERVICE_PREFIX):
-            return handler
-        self._last_arrival = time.monotonic()
-        return self._cache.get(
-            details.method, handler, lambda h: rewrap(h, self._unary, self._stream)
-        )
+        return rewrap(handler, self._unary, self._stream)
 
-    def _unary(
-        self, behaviour: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
-    ) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
+    def _unary(self, behaviour: Unary) -> Unary:
         async def counted(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            self._last_arrival = time.monotonic()
             if self.draining:
                 await context.abort(grpc.StatusCode.UNAVAILABLE, REFUSAL)
             self.in_flight += 1
@@ -79,10 +70,9 @@ class DrainInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
         return counted
 
-    def _stream(
-        self, behaviour: Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]
-    ) -> Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]:
+    def _stream(self, behaviour: Stream) -> Stream:
         async def counted(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            self._last_arrival = time.monotonic()
             if self.draining:
                 await context.abort(grpc.StatusCode.UNAVAILABLE, REFUSAL)
             self.in_flight += 1

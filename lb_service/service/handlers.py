@@ -1,4 +1,10 @@
-"""Rewrapping grpc.aio method handlers, shared by the interceptors that decorate RPCs."""
+"""Decorating grpc.aio method handlers, shared by the steps of the server stack.
+
+Every step (observe, drain, auth, malformed) is a ``Step``: given a method's full name
+and its handler, it returns the handler to serve, its behaviour wrapped, or the same
+handler where the step does not apply. Steps run once per method, when the server
+registers its services (``lb_service.service.stack``), never per call.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +13,13 @@ from typing import Any
 
 import grpc
 
-#: A unary handler's behaviour, and a server-streaming one's.
+#: A handler's behaviour with one response (unary or client-streaming), and with a
+#: response stream (server-streaming or bidirectional). The request is a message, or
+#: an iterator of them when the request streams; the steps pass it on as it is.
 Unary = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
 Stream = Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]
+#: One step of the server stack: (full method name, handler) -> the handler to serve.
+Step = Callable[[str, grpc.RpcMethodHandler], grpc.RpcMethodHandler]
 
 
 def rewrap(
@@ -20,44 +30,28 @@ def rewrap(
 ) -> grpc.RpcMethodHandler:
     """A handler of the same kind whose behaviour is ``unary(...)`` or ``stream(...)`` of the old.
 
-    Only unary-request handlers are rewrapped (lb.v1 has no client streaming);
-    ``request_deserializer`` replaces the handler's own when given.
+    ``unary`` wraps behaviours with one response, ``stream`` those with a response
+    stream; ``request_deserializer`` replaces the handler's own when given.
     """
-    deserializer = request_deserializer or handler.request_deserializer
+    serializers: dict[str, Any] = {
+        "request_deserializer": request_deserializer or handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.request_streaming:
+        if handler.response_streaming:
+            return grpc.stream_stream_rpc_method_handler(
+                stream(handler.stream_stream), **serializers
+            )
+        return grpc.stream_unary_rpc_method_handler(unary(handler.stream_unary), **serializers)
     if handler.response_streaming:
-        return grpc.unary_stream_rpc_method_handler(
-            stream(handler.unary_stream),
-            request_deserializer=deserializer,
-            response_serializer=handler.response_serializer,
-        )
-    return grpc.unary_unary_rpc_method_handler(
-        unary(handler.unary_unary),
-        request_deserializer=deserializer,
-        response_serializer=handler.response_serializer,
-    )
+        return grpc.unary_stream_rpc_method_handler(stream(handler.unary_stream), **serializers)
+    return grpc.unary_unary_rpc_method_handler(unary(handler.unary_unary), **serializers)
 
 
-class HandlerCache:
-    """Wrapped handlers per method, reused while the handler underneath is the same object.
-
-    A wrapping depends only on the handler, so building it on every call would be pure
-    hot-path waste (profiling found several µs per call per interceptor).
-    """
-
-    def __init__(self) -> None:
-        """Start empty."""
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
-
-    def get(
-        self,
-        method: str,
-        handler: grpc.RpcMethodHandler,
-        build: Callable[[grpc.RpcMethodHandler], grpc.RpcMethodHandler],
-    ) -> grpc.RpcMethodHandler:
-        """Return the wrapping of ``handler`` for ``method``, building it with ``build`` once."""
-        cached = self._wrapped.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        wrapped = build(handler)
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
+def apply(
+    steps: tuple[Step, ...], method: str, handler: grpc.RpcMethodHandler
+) -> grpc.RpcMethodHandler:
+    """``handler`` behind every step of ``steps``, the first one outermost."""
+    for step in reversed(steps):
+        handler = step(method, handler)
+    return handler

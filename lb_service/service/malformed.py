@@ -1,14 +1,16 @@
 """Requests whose bytes do not parse: INVALID_ARGUMENT with the reason, before the servicer runs.
 
 Left to itself grpc.aio answers an undecodable request with UNKNOWN, which tells a
-client nothing about whose fault it was. This interceptor wraps each lb.v1 handler's
-request deserializer so a ``DecodeError`` yields a marker instead of escaping into
-grpc, and the handler aborts with INVALID_ARGUMENT when it sees the marker.
+client nothing about whose fault it was. This step of the server stack replaces each
+lb.v1 handler's request deserializer, when the handler is registered, with one that
+turns a ``DecodeError`` into a marker instead of letting it escape into grpc, and
+wraps the handler's behaviour so that it aborts with INVALID_ARGUMENT when it sees
+the marker.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +18,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from lb_service.errors import InvalidArgument
-from lb_service.service.handlers import HandlerCache, rewrap
+from lb_service.service.handlers import Step, Stream, Unary, rewrap
 from lb_service.service.status import to_status
 
 _Deserializer = Callable[[bytes], Any]
@@ -43,34 +45,24 @@ def tolerant(deserializer: _Deserializer, message_name: str) -> _Deserializer:
     return deserialize
 
 
-class MalformedRequestInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Refuses lb.v1 requests that do not parse with INVALID_ARGUMENT; the servicer never runs."""
+def refusing_malformed(request_types: dict[str, str]) -> Step:
+    """The step that refuses undecodable requests of the methods in ``request_types``.
 
-    def __init__(self, request_types: dict[str, str]) -> None:
-        """Check the methods in ``request_types`` (full method name -> request message name)."""
-        self._request_types = request_types
-        self._cache = HandlerCache()
+    ``request_types`` maps each checked method's full name to its request message's.
+    """
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        """Return the handler with a tolerant deserializer and a guard in front of it."""
-        handler = await continuation(details)
-        message_name = self._request_types.get(details.method)
-        if handler is None or message_name is None or handler.request_streaming:
+    def step(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        message_name = request_types.get(method)
+        if message_name is None or handler.request_streaming:
             return handler
-        return self._cache.get(
-            details.method,
+        return rewrap(
             handler,
-            lambda h: rewrap(
-                h,
-                _guard_unary,
-                _guard_stream,
-                request_deserializer=tolerant(h.request_deserializer, message_name),
-            ),
+            _guard_unary,
+            _guard_stream,
+            request_deserializer=tolerant(handler.request_deserializer, message_name),
         )
+
+    return step
 
 
 def request_types(service: Any) -> dict[str, str]:
@@ -86,9 +78,7 @@ async def _refuse(request: Malformed, context: grpc.aio.ServicerContext) -> None
     await context.abort(status.code, status.details, status.trailing_metadata)
 
 
-def _guard_unary(
-    behaviour: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]],
-) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
+def _guard_unary(behaviour: Unary) -> Unary:
     async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
         if isinstance(request, Malformed):
             await _refuse(request, context)
@@ -97,9 +87,7 @@ def _guard_unary(
     return guarded
 
 
-def _guard_stream(
-    behaviour: Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]],
-) -> Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]:
+def _guard_stream(behaviour: Stream) -> Stream:
     async def guarded(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         if isinstance(request, Malformed):
             await _refuse(request, context)

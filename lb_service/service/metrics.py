@@ -29,7 +29,7 @@ from lb_service.errors import StoreUnavailable
 from lb_service.health.result import ProbeResult
 from lb_service.model import AgentHealth, AgentLoad, StrategyName
 from lb_service.service.health_metrics import HealthMetrics
-from lb_service.service.observe import MethodRecorder, ObservingInterceptor, RpcType
+from lb_service.service.observe import MethodRecorder, RpcType
 
 #: Status codes as Go spells them (``codes.Code.String()``), which go-grpc-prometheus
 #: puts in ``grpc_code``; note Go's ``Canceled`` with one l.
@@ -302,10 +302,6 @@ class Metrics:
         build.labels(package_version()).set(1)
         self._agents = _AgentCollector()
         self.registry.register(self._agents)
-
-    def interceptor(self) -> grpc.aio.ServerInterceptor:
-        """An interceptor that feeds the gRPC server metrics."""
-        return ObservingInterceptor(self.recorder)
 
     def recorder(self, method: str, kind: RpcType) -> MethodRecorder:
         """The recorder of one method's calls (``/package.Service/Method``)."""

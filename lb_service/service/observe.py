@@ -1,4 +1,4 @@
-"""An interceptor that counts and times every RPC, learns its status code, and tags its log lines.
+"""A server-stack step that counts and times every RPC, learns its code, and tags its log lines.
 
 What it counts follows go-grpc-prometheus, so dashboards built for Go servers read it:
 an RPC's start, each message received and sent, and its end with its code and time.
@@ -14,7 +14,7 @@ from typing import Any, Literal, Protocol
 import grpc
 import structlog
 
-from lb_service.service.handlers import HandlerCache
+from lb_service.service.handlers import Step, rewrap
 
 #: go-grpc-prometheus's names for the four kinds of RPC.
 RpcType = Literal["unary", "server_stream", "client_stream", "bidi_stream"]
@@ -68,55 +68,29 @@ def rpc_type(handler: grpc.RpcMethodHandler) -> RpcType:
     return "server_stream" if handler.response_streaming else "unary"
 
 
-class ObservingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Wraps each handler to report its calls, messages, code and duration, and to bind ``rpc``.
+def observing(recorders: Recorders) -> Step:
+    """The step that reports each method's calls, messages, code and duration, and binds ``rpc``.
 
-    Every log line written while an RPC runs carries ``rpc=/lb.v1.LoadBalancer/...``,
-    so the servicer's own lines name their RPC without repeating it.
+    It applies to every method, whatever its service. Every log line written while an
+    RPC runs carries ``rpc=/lb.v1.LoadBalancer/...``, so the servicer's own lines name
+    their RPC without repeating it.
     """
 
-    def __init__(self, recorders: Recorders) -> None:
-        """Report each method's calls to the recorder ``recorders`` returns for it."""
-        self._recorders = recorders
-        self._cache = HandlerCache()
+    def observe(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        return _wrap(method, recorders(method, rpc_type(handler)), handler)
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        """Return the handler wrapped so that it is counted, timed and tagged."""
-        handler = await continuation(details)
-        if handler is None:
-            return handler
-        method = details.method
-        return self._cache.get(method, handler, lambda h: self._wrap(method, h))
+    return observe
 
-    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        kind = rpc_type(handler)
-        recorder = self._recorders(method, kind)
-        serializers = {
-            "request_deserializer": handler.request_deserializer,
-            "response_serializer": handler.response_serializer,
-        }
-        if kind == "unary":
-            return grpc.unary_unary_rpc_method_handler(
-                _unary(method, recorder, handler.unary_unary), **serializers
-            )
-        if kind == "server_stream":
-            return grpc.unary_stream_rpc_method_handler(
-                _streaming(method, recorder, handler.unary_stream, streamed_request=False),
-                **serializers,
-            )
-        if kind == "client_stream":
-            return grpc.stream_unary_rpc_method_handler(
-                _unary(method, recorder, handler.stream_unary, streamed_request=True),
-                **serializers,
-            )
-        return grpc.stream_stream_rpc_method_handler(
-            _streaming(method, recorder, handler.stream_stream, streamed_request=True),
-            **serializers,
-        )
+
+def _wrap(
+    method: str, recorder: MethodRecorder, handler: grpc.RpcMethodHandler
+) -> grpc.RpcMethodHandler:
+    streamed = handler.request_streaming
+    return rewrap(
+        handler,
+        lambda behaviour: _unary(method, recorder, behaviour, streamed_request=streamed),
+        lambda behaviour: _streaming(method, recorder, behaviour, streamed_request=streamed),
+    )
 
 
 async def _counted(requests: AsyncIterator[Any], recorder: MethodRecorder) -> AsyncIterator[Any]:

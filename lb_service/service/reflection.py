@@ -25,6 +25,8 @@ import structlog
 from google.protobuf import descriptor_pb2, descriptor_pool
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
+from lb_service.service.stack import Registrar
+
 log = structlog.get_logger(__name__)
 
 #: The v1alpha service, as grpcio-reflection names it.
@@ -114,7 +116,7 @@ class DescribingReflectionServicer(reflection.aio.ReflectionServicer):  # type: 
 
 def enable_reflection(
     service_names: Iterable[str],
-    server: grpc.aio.Server,
+    server: Registrar,
     servicer: reflection_pb2_grpc.ServerReflectionServicer | None = None,
 ) -> None:
     """Serve reflection of ``service_names`` (and of both reflection services) on ``server``.
@@ -132,6 +134,4 @@ def enable_reflection(
         request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
         response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
     )
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler(V1_SERVICE_NAME, {"ServerReflectionInfo": v1}),)
-    )
+    server.add_registered_method_handlers(V1_SERVICE_NAME, {"ServerReflectionInfo": v1})

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import math
 import signal
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,14 +34,16 @@ from lb_service.errors import StoreUnavailable
 from lb_service.health.result import ProbeResult
 from lb_service.health.scheduler import ProbeFactory, Prober, ProbeScheduler
 from lb_service.model import Agent, StrategyName
-from lb_service.service.auth import TokenAuthInterceptor
-from lb_service.service.draining import DrainInterceptor
+from lb_service.service.auth import TokenAuth
+from lb_service.service.draining import Drain
+from lb_service.service.handlers import Step
 from lb_service.service.limits import raise_open_file_limit
-from lb_service.service.malformed import MalformedRequestInterceptor, request_types
+from lb_service.service.malformed import refusing_malformed, request_types
 from lb_service.service.metrics import Metrics
-from lb_service.service.observe import ObservingInterceptor, record_nothing
+from lb_service.service.observe import observing, record_nothing
 from lb_service.service.reflection import enable_reflection
 from lb_service.service.servicer import LoadBalancerServicer
+from lb_service.service.stack import ServiceStack
 from lb_service.store.roles import Store
 from lb_service.store.snapshot import StateFile
 
@@ -148,33 +150,17 @@ class LoadBalancerServer:
         self._health = health.aio.HealthServicer()
         self.metrics = metrics
         self.metrics_port = 0
-        # Outermost first: every RPC is timed, counted and tagged in the logs, refused
-        # (unauthenticated, draining) ones included.
-        self._drain = DrainInterceptor()
-        interceptors: list[grpc.aio.ServerInterceptor] = [
-            ObservingInterceptor(metrics.recorder if metrics else record_nothing),
-            self._drain,
-        ]
-        if self._options.admin_token is not None:
-            interceptors.append(
-                TokenAuthInterceptor(self._options.admin_token, self._options.auth_all_rpcs)
-            )
-        # Innermost: a request that does not parse is refused as INVALID_ARGUMENT (after
-        # authorization, so an unauthenticated caller learns nothing about parsing).
-        interceptors.append(
-            MalformedRequestInterceptor(
-                request_types(pb.DESCRIPTOR.services_by_name["LoadBalancer"])
-            )
-        )
+        self._drain = Drain()
         # gRPC turns SO_REUSEPORT on by default, which lets a second server silently share
         # the port (and split the traffic and the state). A taken port must be an error.
+        # No interceptors: the stack's steps are applied to each method at registration.
         self._server = grpc.aio.server(
-            interceptors=interceptors,
             options=[
                 ("grpc.so_reuseport", 0),
                 ("grpc.max_receive_message_length", self._options.max_message_bytes),
             ],
         )
+        self._stack = ServiceStack(self._server, self._steps(metrics))
         self._upkeep: asyncio.Task[None] | None = None
         self.port = 0
         config = balancer.config
@@ -189,6 +175,21 @@ class LoadBalancerServer:
             tick_s=self._options.sweep_interval_s,
         )
 
+    def _steps(self, metrics: Metrics | None) -> list[Step]:
+        """The server stack's steps, outermost first."""
+        # Every RPC is timed, counted and tagged in the logs, refused (unauthenticated,
+        # draining) ones included.
+        steps = [observing(metrics.recorder if metrics else record_nothing), self._drain.step]
+        if self._options.admin_token is not None:
+            auth = TokenAuth(self._options.admin_token, self._options.auth_all_rpcs)
+            steps.append(auth.step)
+        # Innermost: a request that does not parse is refused as INVALID_ARGUMENT (after
+        # authorization, so an unauthenticated caller learns nothing about parsing).
+        steps.append(
+            refusing_malformed(request_types(pb.DESCRIPTOR.services_by_name["LoadBalancer"]))
+        )
+        return steps
+
     @staticmethod
     def _probe_with(prober: Prober) -> Callable[[Agent, bool], Awaitable[ProbeResult]]:
         async def probe(agent: Agent, full: bool) -> ProbeResult:
@@ -196,20 +197,27 @@ class LoadBalancerServer:
 
         return probe
 
-    def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
-        """Serve more methods on the same server, behind the same interceptors; before ``start``.
+    def add_method_handlers(
+        self, service: str, handlers: Mapping[str, grpc.RpcMethodHandler]
+    ) -> None:
+        """Serve another service's methods (name -> handler) behind the stack; before ``start``.
 
-        The benchmarks serve their empty "floor" RPC this way, so it pays exactly the
-        server stack that lb.v1's RPCs pay.
+        They are registered as lb.v1's are. The benchmarks serve their empty "floor" RPC
+        this way, so it pays exactly the server stack that lb.v1's RPCs pay.
         """
-        self._server.add_generic_rpc_handlers(tuple(handlers))
+        self._stack.add_registered_method_handlers(service, handlers)
+
+    def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
+        """Serve more methods on the same server, behind the same stack; before ``start``."""
+        self._stack.add_generic_rpc_handlers(handlers)
 
     async def start(self) -> int:
         """Bind, start serving, mark the services SERVING; return the bound port."""
-        server = self._server
-        pb_grpc.add_LoadBalancerServicer_to_server(self._servicer, server)
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        enable_reflection((SERVICE_NAME, health.SERVICE_NAME), server)
+        server, stack = self._server, self._stack
+        # Through the stack: each method is decorated once, here, not on every call.
+        pb_grpc.add_LoadBalancerServicer_to_server(self._servicer, stack)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, stack)
+        enable_reflection((SERVICE_NAME, health.SERVICE_NAME), stack)
         tls = self._options.tls
         try:
             if tls is None:

@@ -28,7 +28,7 @@ def test_every_part_measures_something(run: report.Run) -> None:
     }
     assert all(d.us > 0 and d.scan_us > 0 for d in run.core.decisions)
     assert {(m.workload, m.concurrency) for m in run.rpc.unary} == {
-        (w, c) for w in ("floor", "select", "acquire") for c in (1, SMOKE.rpc.concurrency)
+        (w, c) for w in ("bare", "floor", "select", "acquire") for c in (1, SMOKE.rpc.concurrency)
     }
     assert [m.decisions_per_rpc for m in run.rpc.batch] == [1, *SMOKE.rpc.batches]
     assert set(run.rpc.streams) == {0, SMOKE.rpc.watchers}
