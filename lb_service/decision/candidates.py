@@ -22,7 +22,8 @@ def build(
 ) -> tuple[list[Candidate], float]:
     """One candidate per agent, with capacities in one unit, and the scale that took.
 
-    Capacities are ``capacity.resolve``'s: learned where trusted, else the hardware
+    Capacities are ``capacity.resolve``'s: learned where trusted (credited with their
+    uncertainty, ``capacity.ranked_capacity``), else the hardware
     guess times ``capacity.scale``. ``avg_latency_ms`` holds the peak-EWMA estimate
     when ``peak_ewma`` is set, else the moving average. ``store.index.Pool.candidate``
     builds the same candidates from its own figures.

@@ -2,7 +2,8 @@
 
 For each task shape asked for, a ``Pool`` holds the registered agents that meet it, in
 registration order, with what the decision pipeline reads about them kept up to date:
-per member its hardware guess, learned capacity (None until trusted), weight and load
+per member its hardware guess, learned capacity as decisions rank it
+(``capacity.ranked_capacity``; None until trusted), weight and load
 record; over the pool the open requests, the members at ``max_connections``, the
 trusted members, and the untrusted ones holding ``EXPLORE_LIMIT`` requests; and the
 capacities as sum trees (``strategies.sampling.CapacityTrees``), from which a
