@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from lb_service.capacity import hardware_capacity, ranked_capacity, scale
+from lb_service.capacity import hardware_capacity, ranked_capacity, ranked_slots, scale
 from lb_service.model import Agent
 from lb_service.model_cost import service_factor
 from lb_service.store.base import AgentStats
@@ -43,6 +43,7 @@ def build(
             prior,
             record.cost_at_ms,
             service_factor(record, model),
+            ranked_slots(agent, record, figure is not None),
         )
         for agent, record, figure, prior in zip(agents, records, learned, priors, strict=True)
     ]

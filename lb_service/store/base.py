@@ -54,6 +54,11 @@ class AgentStats:
     #: The agent's parallel slots (``capacity.parallel_slots``, stamped when it registers;
     #: 1 for a candidate never registered): busy time counts the share of them in use.
     slots: int = 1
+    #: Whether ``slots`` is learned (none declared): from ``overtaken_at``, per level
+    #: ``k`` the completion count at which a completion last overtook ``k + 1`` or more
+    #: leases opened before it (``capacity.completed``).
+    learn_slots: bool = True
+    overtaken_at: tuple[int, ...] = ()
     #: Leases closed by a reported end (the estimate is trusted after a few).
     completions: int = 0
     #: The estimate: decayed completions and the busy time they took, and the

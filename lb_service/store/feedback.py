@@ -132,6 +132,7 @@ def fold_end(
     ejected_now: int,
     population: int,
     model: str = "",
+    overtook: int = 0,
 ) -> AgentStats:
     """The figures after a reported end, the lease (if it closed one) already booked.
 
@@ -140,7 +141,7 @@ def fold_end(
     A success also teaches the model's cost on the agent (``model_cost``).
     """
     if closed_lease:
-        stats = capacity.expired(stats) if failed else capacity.completed(stats)
+        stats = capacity.expired(stats) if failed else capacity.completed(stats, overtook)
     if not failed:
         stats = model_cost.observe(stats, model, latency_ms)
     return observe(stats, latency_ms, failed, now_ms, feedback, ejected_now, population)

@@ -27,7 +27,13 @@ import itertools
 from collections.abc import Callable, Mapping, Sequence
 from typing import overload
 
-from lb_service.capacity import EXPLORE_LIMIT, hardware_capacity, ranked_capacity, scale_of
+from lb_service.capacity import (
+    EXPLORE_LIMIT,
+    hardware_capacity,
+    ranked_capacity,
+    ranked_slots,
+    scale_of,
+)
 from lb_service.mintree import MinTree
 from lb_service.model import Agent, Task
 from lb_service.model_cost import service_factor
@@ -181,6 +187,7 @@ class Pool:
                 prior,
                 record.cost_at_ms,
                 service_factor(record, self._model),
+                ranked_slots(self.agents[position], record, figure is not None),
             ),
         )
 

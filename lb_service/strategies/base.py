@@ -44,6 +44,13 @@ class Candidate(NamedTuple):
     #: How many of the agent's average requests one of the task's model is worth
     #: (``lb_service.model_cost``; 1 until learned).
     service_factor: float = 1.0
+    #: Parallel slots the rank counts (``capacity.ranked_slots``; 0: the agent's guess).
+    slots: int = 0
+
+    @property
+    def slot_count(self) -> int:
+        """The parallel slots the rank counts: as given, else ``capacity.parallel_slots``."""
+        return self.slots or parallel_slots(self.agent)
 
     @property
     def relative_load(self) -> float:
@@ -187,7 +194,7 @@ def expected_time_rank(candidate: Candidate, tier: float = 0.0) -> LoadRank:
     capacity``, the fluid limit of an agent with ``slots`` parallel slots.
     """
     capacity = candidate.capacity
-    mean_service = parallel_slots(candidate.agent) / capacity
+    mean_service = candidate.slot_count / capacity
     service = candidate.service_factor * mean_service
     return LoadRank(tier, 1.0 / capacity, offset=service - mean_service, floor=service)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
-from lb_service.capacity import parallel_slots
 from lb_service.model import StrategyName, Task
 from lb_service.strategies.base import (
     Candidate,
@@ -55,7 +54,7 @@ def _faded(latency: float, candidate: Candidate, capacity: float, ctx: PickConte
     # would keep that agent out of every comparison, so it would never get one (on eight
     # equal hosts one of them drew no traffic for minutes). Fading towards what the
     # capacity says, not towards zero, keeps a slow host looking slow meanwhile.
-    service = 1000.0 * parallel_slots(candidate.agent) / capacity
+    service = 1000.0 * candidate.slot_count / capacity
     age = ctx.now_ms - candidate.latency_at_ms
     if age <= 0 or ctx.decay_ms <= 0:
         return latency

@@ -8,6 +8,7 @@ from dataclasses import replace
 import pytest
 
 from lb_service.capacity import (
+    CAPACITY_WINDOW,
     OPTIMISM,
     TRUST_COMPLETIONS,
     hardware_capacity,
@@ -16,6 +17,7 @@ from lb_service.capacity import (
     ranked_capacity,
     relative_load,
     resolve,
+    stamp_slots,
     within_bound,
 )
 from lb_service.store.base import AgentStats
@@ -121,6 +123,52 @@ def test_estimate_follows_the_recent_requests() -> None:
     capacity = learned_capacity(stats)
     assert capacity is not None
     assert 1.0 < capacity < 1.5
+
+
+def overtaking(stats: AgentStats, older: int, at_ms: int) -> AgentStats:
+    """``older + 1`` requests opened at once, the youngest ending first, then the rest."""
+    for _ in range(older + 1):
+        stats = open_lease(stats, at_ms)
+    for overtook in [older] + [0] * older:
+        stats = close_lease(stats, at_ms + 100)
+        stats = fold_end(stats, True, 100, False, at_ms + 100, FEEDBACK, 0, 1, "", overtook)
+    return stats
+
+
+def test_slots_are_the_deepest_overtake_of_the_recent_completions() -> None:
+    """An end passing three older open leases shows 4 slots, forgotten after a window without."""
+    stats = AgentStats()
+    assert stats.slots == 1
+    stats = overtaking(stats, 1, 0)
+    assert stats.slots == 2
+    stats = overtaking(stats, 3, 1000)  # completions 3 to 6, the 3rd overtaking three
+    assert (stats.slots, stats.overtaken_at) == (4, (3, 3, 3))
+    stats = overtaking(stats, 1, 2000)  # completions 7 and 8, the 7th overtaking one
+    assert (stats.slots, stats.overtaken_at) == (4, (7, 3, 3))
+
+    def until(completions: int) -> AgentStats:
+        later = stats
+        while later.completions < completions:
+            at_ms = 1000 * later.completions
+            later = run(later, at_ms, at_ms + 100)
+        return later
+
+    assert until(CAPACITY_WINDOW + 2).slots == 4
+    assert until(CAPACITY_WINDOW + 3).slots == 2  # the 3-deep overtake is a window old
+    assert until(CAPACITY_WINDOW + 6).slots == 2
+    assert until(CAPACITY_WINDOW + 7).slots == 1
+
+
+def test_declared_slots_stand_and_a_withdrawal_gives_way_at_the_next_completion() -> None:
+    """Declared slots ignore the evidence, which is kept for when the declaration goes."""
+    stats = stamp_slots(AgentStats(), 8, 0)
+    assert (stats.slots, stats.learn_slots) == (8, False)
+    stats = overtaking(stats, 2, 0)
+    assert (stats.slots, stats.overtaken_at) == (8, (1, 1))
+    stats = stamp_slots(stats, 0, 1000)
+    assert (stats.slots, stats.learn_slots) == (8, True)
+    stats = run(stats, 2000, 2100)
+    assert stats.slots == 3
 
 
 def test_ranking_credits_an_estimate_with_its_uncertainty() -> None:

@@ -74,7 +74,7 @@ async def test_learned_capacity_replaces_the_hardware_guess() -> None:
     """A GPU measured slower than a CPU host loses to it once both are trusted."""
     clock = FakeClock()
     lb = balancer(clock)
-    await lb.register(gpu("gpu"))
+    await lb.register(gpu("gpu", parallel_slots=4))
     await lb.register(agent("cpu"))
     await teach(lb, clock, "gpu", 3, 10_000)  # 10 s per request on each of 4 slots
     await teach(lb, clock, "cpu", 3, 1_000)  # 1 s per request on its one slot

@@ -342,13 +342,15 @@ async def test_lua_bookkeeping_equals_feedback_open_and_close(replica: Replica, 
             held.append((agent_id, request_id))
             assert (await store.stats())[agent_id] == open_lease(before, now)
         elif roll < 0.9:
-            agent_id, request_id = held.pop(rng.randrange(len(held)))
+            index = rng.randrange(len(held))
+            agent_id, request_id = held.pop(index)
+            overtook = sum(entry[0] == agent_id for entry in held[:index])
             before = (await store.stats())[agent_id]
             failed = rng.random() < 0.3
             latency = rng.choice([1.0, 12.5, 300.0])
             await store.end_request(RequestEnd(agent_id, request_id, latency, failed, now, rules))
             booked = close_lease(before, now)
-            expected = fold_end(booked, True, latency, failed, now, rules, 0, 2)
+            expected = fold_end(booked, True, latency, failed, now, rules, 0, 2, "", overtook)
             assert (await store.stats())[agent_id] == expected
         else:
             stats = dict(await store.stats())
@@ -468,7 +470,8 @@ async def test_records_written_before_the_model_cost_field_read_as_none(
     """A record of the release before model cost (21 fields) reads with none, and learns on.
 
     Bookkeeping carries the model-cost field through as it is; only an estimate write
-    changes it, and every record written since has the 22 fields.
+    changes it, and every record written since has all 24 fields (the slot fields,
+    learning and no evidence, last).
     """
     store = replica()
     await store.put_agent(agent("a"), START_MS)
@@ -477,11 +480,11 @@ async def test_records_written_before_the_model_cost_field_read_as_none(
         return str(await raw.hget(f"{store.prefix}:stats", "a")).split(" ")
 
     current = await fields()
-    assert (len(current), current[-1]) == (22, "-")
+    assert (len(current), current[21:]) == (24, ["-", "1", "-"])
     await raw.hset(f"{store.prefix}:stats", "a", " ".join(current[:21]))
     assert (await store.stats())["a"] == AgentStats(joined_ms=START_MS)
     request_id = str(await store.open_lease("a", START_MS, model="m"))
-    assert (await fields())[21:] == ["-"]
+    assert (await fields())[21:] == ["-", "1", "-"]
     await store.end_request(RequestEnd("a", request_id, 20.0, False, START_MS + 20, Feedback()))
     learned = await fields()
     assert (await store.stats())["a"].model_latency == (("m", math.log(20.0), 1, 1.0),)

@@ -105,13 +105,13 @@ async def test_agents_are_listed_in_registration_order(store: Store) -> None:
 async def test_reput_replaces_agent_keeping_position_stats_and_weight(store: Store) -> None:
     """Re-putting an agent swaps its record but keeps its position, stats and weight override.
 
-    Its slot count follows the new record (a CPU host becomes a 4-slot GPU), the busy
-    time so far booked at the old count.
+    Its slot count follows the new record (a CPU host becomes a GPU declared with 4
+    slots), the busy time so far booked at the old count.
     """
     await put(store, "a", "b", "c")
     await store.set_weights({"b": 7.0})
     await started(store, "b", START_MS)
-    replacement = agent("b", vram_gb=24.0, host="new-host")
+    replacement = agent("b", vram_gb=24.0, host="new-host", parallel_slots=4)
 
     await store.put_agent(replacement, START_MS + 5)
 
@@ -126,6 +126,7 @@ async def test_reput_replaces_agent_keeping_position_stats_and_weight(store: Sto
         activity_at_ms=START_MS + 5,
         busy_total_ms=5.0,
         slots=4,
+        learn_slots=False,
     )
     assert dict(await store.weights()) == {"b": 7.0}
 
@@ -141,12 +142,34 @@ async def test_agent_fields_round_trip(store: Store) -> None:
 
 
 async def test_put_agent_stamps_the_declared_slots_and_a_reput_changes_them(store: Store) -> None:
-    """The record counts declared parallel_slots; a re-put without them moves it to the guess."""
+    """The record counts declared parallel_slots; a re-put without them learns them again."""
     await store.put_agent(agent("a", max_connections=4, parallel_slots=8), START_MS)
-    assert (await store.stats())["a"].slots == 8
-    # A CPU-only host is guessed one slot; max_connections caps the guess, raises nothing.
+    stats = (await store.stats())["a"]
+    assert (stats.slots, stats.learn_slots) == (8, False)
+    await store.put_agent(agent("a", max_connections=4, parallel_slots=2), START_MS + 5)
+    stats = (await store.stats())["a"]
+    assert (stats.slots, stats.learn_slots) == (2, False)
+    # Withdrawn, the declaration stands until a completion shows what the agent serves.
     await store.put_agent(agent("a", max_connections=4), START_MS + 10)
+    stats = (await store.stats())["a"]
+    assert (stats.slots, stats.learn_slots) == (2, True)
+    request_id = await started(store, "a", START_MS + 20)
+    await store.end_request(ended("a", request_id, now_ms=START_MS + 30))
     assert (await store.stats())["a"].slots == 1
+
+
+async def test_ends_that_overtake_older_leases_teach_the_slot_count(store: Store) -> None:
+    """An end with two older leases of its agent still open shows three slots, unless declared."""
+    await put(store, "a")
+    await store.put_agent(agent("b", parallel_slots=2), START_MS)
+    for agent_id in ("a", "b"):
+        first, _, third = [await started(store, agent_id, START_MS + n) for n in range(3)]
+        await store.end_request(ended(agent_id, third, now_ms=START_MS + 10))
+        assert (await store.stats())[agent_id].overtaken_at == (1, 1)
+        await store.end_request(ended(agent_id, first, now_ms=START_MS + 20))
+    stats = await store.stats()
+    assert (stats["a"].slots, stats["b"].slots) == (3, 2)
+    assert stats["a"].overtaken_at == stats["b"].overtaken_at == (1, 1)
 
 
 async def test_put_agent_starts_empty_stats(store: Store) -> None:

@@ -87,6 +87,7 @@ class MemoryCore:
         feedback: Feedback,
         closes_lease: bool,
         model: str = "",
+        overtook: int = 0,
     ) -> tuple[AgentStats, AgentStats]:
         """Fold the end into the agent's record; return the record before and after."""
         stats = before = self._stats.get(agent_id, AgentStats())
@@ -106,6 +107,7 @@ class MemoryCore:
             ejected_now,
             population,
             model,
+            overtook,
         )
         self._stats[agent_id] = updated
         self._index.load_changed(agent_id)

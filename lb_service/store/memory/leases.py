@@ -44,8 +44,10 @@ class Leases(MemoryCore):
             if end.agent_id and end.agent_id != lease.agent_id:
                 return EndResult(EndOutcome.WRONG_AGENT, lease.agent_id)
             request_id, agent_id, model = end.request_id, lease.agent_id, lease.model
+            # Leases open on the agent are in the order they opened.
+            overtook = list(self._agent_leases[agent_id]).index(request_id)
         else:
-            model = ""
+            model, overtook = "", 0
             agent_id = end.agent_id
             if end.only_known and not self._knows(agent_id):
                 return EndResult(EndOutcome.UNKNOWN_AGENT)
@@ -55,7 +57,14 @@ class Leases(MemoryCore):
         if request_id:
             self._close(request_id)
         before, after = self._observe(
-            agent_id, end.latency_ms, end.failed, end.now_ms, end.feedback, bool(request_id), model
+            agent_id,
+            end.latency_ms,
+            end.failed,
+            end.now_ms,
+            end.feedback,
+            bool(request_id),
+            model,
+            overtook,
         )
         self._last_seen[agent_id] = end.now_ms
         self._latency_sum_ms += end.latency_ms

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from types import MappingProxyType
 
-from lb_service.capacity import accrue, parallel_slots
+from lb_service.capacity import stamp_slots
 from lb_service.model import Agent, StrategyName
 from lb_service.store.base import AgentStats, Configuration, Limit, Registered, UnknownAgent
 from lb_service.store.memory.core import MemoryCore
@@ -27,11 +27,7 @@ class Registry(MemoryCore):
         stats = self._stats.get(agent.id, AgentStats())
         if agent.id not in self._agents:
             stats = replace(stats, joined_ms=now_ms)
-        slots = parallel_slots(agent)
-        if stats.slots != slots:
-            # Busy time so far counts against the old slot count.
-            stats = replace(accrue(stats, now_ms), slots=slots)
-        self._stats[agent.id] = stats
+        self._stats[agent.id] = stamp_slots(stats, agent.parallel_slots, now_ms)
         if self._agents.get(agent.id) != agent:
             self._index.registry_changed()
         self._agents[agent.id] = agent

@@ -7,8 +7,9 @@ sends them with the end. The script closes the lease and writes them in the same
 step only if every input of that fold still holds: the estimate version, the booked
 busy time (the only bookkeeping the fold reads), the ejected count, the population,
 whether a lease closes, the model of the lease it closes (its figures are learned per
-model, ``lb_service.model_cost``), and the last request time. So the figures written
-are exactly those the two steps below would write. A guess holds when this replica
+model, ``lb_service.model_cost``), how many older leases of its agent are still open
+(evidence of its slot count, ``capacity.completed``), and the last request time. So the
+figures written are exactly those the two steps below would write. A guess holds when this replica
 made the last change to the record (a pick or start through it, and no end on that
 agent through another replica since) and opened the lease it closes, or that lease
 names no model (the replica keeps the models of the leases it opened); otherwise the
@@ -53,10 +54,11 @@ FOLD_ATTEMPTS = 16
 Rule = Callable[[AgentStats, int, int], AgentStats]
 
 
-def end_rule(end: RequestEnd, closed: bool, model: str) -> Rule:
+def end_rule(end: RequestEnd, closed: bool, model: str, overtook: int = 0) -> Rule:
     """``feedback.fold_end`` of this end, as a fold's rule.
 
-    ``closed``: it closed a lease, whose request asked for ``model``.
+    ``closed``: it closed a lease, whose request asked for ``model``, and which
+    ``overtook`` older leases of its agent still open.
     """
 
     def fold(stats: AgentStats, ejected_now: int, population: int) -> AgentStats:
@@ -70,6 +72,7 @@ def end_rule(end: RequestEnd, closed: bool, model: str) -> Rule:
             ejected_now,
             population,
             model,
+            overtook,
         )
 
     return fold
@@ -168,6 +171,14 @@ class OpenedHere:
     def idle(self, agent_id: str) -> None:
         """Forget the agent's leases: it holds none open."""
         self._held -= len(self._by_agent.pop(agent_id, {}))
+
+    def older(self, agent_id: str, request_id: str) -> int:
+        """How many leases opened here before ``request_id`` on the agent are held (0: none)."""
+        leases = self._by_agent.get(agent_id, {})
+        for position, held in enumerate(leases):
+            if held == request_id:
+                return position
+        return 0
 
     def model(self, agent_id: str, request_id: str) -> str:
         """The model of the lease ``request_id`` ("": the agent's oldest) as opened here."""

@@ -86,7 +86,7 @@ class Leases(RedisCore):
         self._observed(reply[2])
         if len(reply) <= 3:
             return EndResult(outcome, reply[1])
-        agent_id, raw, ejected_now, population, written, closed, model = reply[3:10]
+        agent_id, raw, ejected_now, population, written, closed, model, overtook = reply[3:11]
         self._opened.discard(agent_id, closed)
         if written is not None and guess is not None:
             # The guess held: its estimates are written, and the reply is the record now.
@@ -99,7 +99,7 @@ class Leases(RedisCore):
         self._decoded.pop(agent_id, None)
         start = Fold(
             agent_id,
-            end_rule(end, outcome is EndOutcome.CLOSED, unquote(model)),
+            end_rule(end, outcome is EndOutcome.CLOSED, unquote(model), int(overtook)),
             decode_record(raw),
             int(ejected_now),
             int(population),
@@ -114,8 +114,9 @@ class Leases(RedisCore):
         Only for a registered agent named in the end, whose record this replica holds:
         it assumes a lease closes when the end names a request or the agent has one
         open, with the model this replica opened that lease for (``OpenedHere``; none
-        if another replica opened it), and the ejected count and population as this
-        replica last saw them. The script writes the result only if all of that still holds.
+        if another replica opened it), as many older leases open on the agent as this
+        replica holds there, and the ejected count and population as this replica last
+        saw them. The script writes the result only if all of that still holds.
         """
         config, known = self._config, self._decoded.get(end.agent_id)
         if known is None or config is None or end.agent_id not in config.agents:
@@ -124,10 +125,12 @@ class Leases(RedisCore):
         closes = bool(end.request_id) or record.stats.active > 0
         booked = close_lease(record.stats, end.now_ms) if closes else record.stats
         model = self._opened.model(end.agent_id, end.request_id) if closes else ""
+        # Exact when this replica opened every lease open on the agent; checked anyway.
+        older = self._opened.older(end.agent_id, end.request_id) if end.request_id else 0
         ejected_now = sum(until > end.now_ms for until in self._ejections.values())
         fold = Fold(
             end.agent_id,
-            end_rule(end, closes, model),
+            end_rule(end, closes, model, older),
             record._replace(stats=booked),
             ejected_now,
             len(config.agents),
@@ -142,6 +145,7 @@ class Leases(RedisCore):
             fields,
             eject_until,
             quote_model(model),
+            older,
         ]
 
     async def expire_leases(

@@ -22,9 +22,12 @@ from lb_service.store.base import AgentStats, Counters, Lease
 #: The model-cost figures (``lb_service.model_cost``): an estimate that travels as one
 #: field of the load record (``mc`` in the scripts; ``encode_model_cost``).
 MODEL_COST = ("model_latency",)
+#: The slot evidence (``capacity.completed``): one field too (``ot``; ``encode_counts``).
+SLOT_EVIDENCE = ("overtaken_at",)
 
 #: AgentStats fields computed in Python and written back by ``write_estimates``, in the
-#: order the script reads them (``MODEL_COST`` as one field). ``last_request_at_ms``,
+#: order the script reads them (``SLOT_EVIDENCE`` and ``MODEL_COST`` one field each;
+#: ``slots`` is written only while the record learns them). ``last_request_at_ms``,
 #: which a lease opening sets too, is last: a lease opened between the two steps keeps
 #: its time.
 ESTIMATES = (
@@ -39,6 +42,8 @@ ESTIMATES = (
     "cap_done",
     "cap_busy_ms",
     "cap_mark_ms",
+    "slots",
+    *SLOT_EVIDENCE,
     *MODEL_COST,
     "last_request_at_ms",
 )
@@ -51,7 +56,7 @@ BOOKKEEPING = (
     "joined_ms",
     "busy_total_ms",
     "activity_at_ms",
-    "slots",
+    "learn_slots",
     # Kept beside the records, not in them (see "Pending picks" in the ``decisions`` module).
     "pending",
 )
@@ -67,14 +72,17 @@ class Record(NamedTuple):
 
 
 #: Fields in a load record (``decode_stats`` in the scripts); older records have fewer.
-_RECORD_FIELDS = 22
+_RECORD_FIELDS = 24
+#: What the fields a record lacks read as: from the model cost on, as a new record's.
+_MISSING = ("-", "1", "-")
 
 
 def decode_record(text: str) -> Record:
-    """A load record (``encode_stats`` in the scripts); fields it lacks read as none (0)."""
+    """A load record (``encode_stats`` in the scripts); fields it lacks read as a new record's."""
     fields = text.split(" ")
     if len(fields) < _RECORD_FIELDS:
-        fields += ["0"] * (_RECORD_FIELDS - 1 - len(fields)) + ["-"]
+        missing = _RECORD_FIELDS - len(fields)
+        fields += ["0"] * (missing - len(_MISSING)) + list(_MISSING[-missing:])
     (
         active,
         avg,
@@ -98,6 +106,8 @@ def decode_record(text: str) -> Record:
         ev,
         slots,
         model_cost,
+        learn_slots,
+        overtaken_at,
     ) = fields[:_RECORD_FIELDS]
     return Record(
         AgentStats(
@@ -119,6 +129,8 @@ def decode_record(text: str) -> Record:
             cap_busy_ms=float(cap_busy),
             cap_mark_ms=float(cap_mark),
             slots=max(int(slots), 1),
+            learn_slots=learn_slots != "0",
+            overtaken_at=decode_counts(overtaken_at),
             **decode_model_cost(model_cost),
         ),
         int(born),
@@ -127,11 +139,13 @@ def decode_record(text: str) -> Record:
 
 
 def estimate_fields(stats: AgentStats) -> list[str]:
-    """``stats``' ESTIMATES as ``write_estimates`` reads them, ``MODEL_COST`` as one field."""
+    """``stats``' ESTIMATES as ``write_estimates`` reads them, the tuples one field each."""
     *figures, last = (
-        number_text(getattr(stats, name)) for name in ESTIMATES if name not in MODEL_COST
+        number_text(getattr(stats, name))
+        for name in ESTIMATES
+        if name not in MODEL_COST and name not in SLOT_EVIDENCE
     )
-    return [*figures, encode_model_cost(stats), last]
+    return [*figures, encode_counts(stats.overtaken_at), encode_model_cost(stats), last]
 
 
 def with_estimates(booked: AgentStats, folded: AgentStats) -> AgentStats:
@@ -139,7 +153,10 @@ def with_estimates(booked: AgentStats, folded: AgentStats) -> AgentStats:
 
     For records booked by one script (closes set no ``last_request_at_ms``).
     """
-    return replace(booked, **{name: getattr(folded, name) for name in ESTIMATES})
+    estimates = {name: getattr(folded, name) for name in ESTIMATES}
+    if not booked.learn_slots:
+        estimates["slots"] = booked.slots  # declared: the script keeps them
+    return replace(booked, **estimates)
 
 
 def number_text(value: float | None) -> str:
@@ -154,6 +171,16 @@ def number_text(value: float | None) -> str:
 def quote_model(name: str) -> str:
     """A model name as records keep it: percent-encoded, so no space, comma or semicolon."""
     return quote(name, safe="")
+
+
+def encode_counts(counts: Sequence[int]) -> str:
+    """Whole numbers as one record field: "-" for none, else ``,``-separated."""
+    return ",".join(map(str, counts)) if counts else "-"
+
+
+def decode_counts(text: str) -> tuple[int, ...]:
+    """``encode_counts``' numbers back ("-" or "0", as a record written before them: none)."""
+    return () if text in ("-", "0") else tuple(int(n) for n in text.split(","))
 
 
 def encode_model_cost(stats: AgentStats) -> str:

@@ -6,7 +6,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from types import MappingProxyType
 
-from lb_service.capacity import parallel_slots
 from lb_service.model import Agent, StrategyName
 from lb_service.store.base import Configuration, Limit, Registered, UnknownAgent
 from lb_service.store.redis.core import RedisCore
@@ -25,7 +24,7 @@ class Registry(RedisCore):
         """
         reply = await self._eval(
             "put_agent",
-            [agent.id, encode_agent(agent), now_ms, parallel_slots(agent), max_agents],
+            [agent.id, encode_agent(agent), now_ms, agent.parallel_slots, max_agents],
         )
         if isinstance(reply, str):
             return Limit(reply)

@@ -5,15 +5,16 @@
 -- (1/0: without a request id, an agent neither registered nor holding a load record is
 -- "unknown-agent"). Returns {outcome, lease's agent id, version or false, then for
 -- "closed" and "no-open-lease" (the only outcomes that change anything): the agent id,
--- the record, ejected_count, population, 'written' or false, and the request id and
--- model of the lease closed ("" when none; the model as open_lease keeps it)};
+-- the record, ejected_count, population, 'written' or false, the request id and model
+-- of the lease closed ("" when none; the model as open_lease keeps it), and how many
+-- leases opened before it on the agent were still open (capacity.completed)};
 -- outcomes as EndOutcome's values.
 -- The end's estimates in the same step, when the replica guessed them right: ARGV[7..]
 -- are the estimate version and booked busy_total_ms the replica folded from, the
 -- ejected_count and population it folded with, whether it expected a lease to close
 -- (1/0), the estimate fields (as write_estimates), the ejected_until_ms to record
--- ("" = none) and the model of the lease it expected to close ("" = none), or ARGV[7] =
--- "" for no guess. Those are every input of Python's fold (feedback.fold_end reads the
+-- ("" = none), the model of the lease it expected to close ("" = none) and how many
+-- older leases it expected open, or ARGV[7] = "" for no guess. Those are every input of Python's fold (feedback.fold_end reads the
 -- estimates, which only write_estimates changes, of the bookkeeping only busy_total_ms,
 -- and the lease's model); with last_request_at_ms also as the replica saw it (the
 -- fields' last value), the figures are the ones the second step would write: they are
@@ -42,6 +43,11 @@ else
     model = leased
   end
 end
+-- The agent's leases are ranked in the order they opened: older ones still open.
+local overtook = 0
+if request_id ~= '' then
+  overtook = redis.call('ZRANK', agent_leases_key(agent_id), request_id) or 0
+end
 -- Counted before a new record is added, as the memory store counts.
 local share_of = population(agent_id)
 local s = load_stats(agent_id) or new_stats()
@@ -55,6 +61,7 @@ local written = false
 if ARGV[7] ~= '' and tonumber(ARGV[7]) == s.ev and tonumber(ARGV[8]) == s.busy
     and tonumber(ARGV[9]) == ejected and tonumber(ARGV[10]) == share_of
     and (ARGV[11] == '1') == (request_id ~= '') and ARGV[14] == model
+    and tonumber(ARGV[15]) == overtook
     and tonumber(string.match(ARGV[12], '(%S+)$')) == s.last then
   apply_estimates(s, ARGV[12])
   if ARGV[13] ~= '' then redis.call('HSET', K.ejections, agent_id, ARGV[13]) end
@@ -68,5 +75,5 @@ local outcome = 'no-open-lease'
 if request_id ~= '' then outcome = 'closed' end
 return {
   outcome, '', bump_version(), agent_id, encode_stats(s), ejected, share_of, written,
-  request_id, model,
+  request_id, model, overtook,
 }

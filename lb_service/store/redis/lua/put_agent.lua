@@ -1,9 +1,9 @@
--- Add or replace an agent. ARGV: prefix, id, agent JSON, now, parallel slots,
--- max_agents (0 = no limit). A new id while max_agents are registered changes nothing
--- and returns 'max_agents' (store.base.Limit). A new registration gets the next
--- registration number and joined = now (slow start) in its load record; a changed slot
--- count is booked as MemoryStore.put_agent books it (busy time so far at the old
--- count). An unchanged re-registration (dispatchers re-register on every start) leaves
+-- Add or replace an agent. ARGV: prefix, id, agent JSON, now, declared parallel slots
+-- (0 = learn them), max_agents (0 = no limit). A new id while max_agents are
+-- registered changes nothing and returns 'max_agents' (store.base.Limit). A new
+-- registration gets the next registration number and joined = now (slow start) in its
+-- load record; the slots are stamped as capacity.stamp_slots stamps them (a changed
+-- count booked with the busy time so far at the old count). An unchanged re-registration (dispatchers re-register on every start) leaves
 -- the configuration version alone, so no replica reloads its cached registry for it.
 -- Returns {'added' | 'changed' | 'unchanged' (store.base.Registered), version}.
 --- uses: keys, versions, records, bookkeeping
@@ -21,9 +21,11 @@ if not previous then
   changed = true
   redis.call('ZADD', K.order, redis.call('HINCRBY', K.counters, 'registered', 1), agent_id)
 end
-if s.slots ~= slots then
+local learn = 0
+if slots == 0 then learn, slots = 1, s.slots end
+if s.slots ~= slots or s.learn ~= learn then
   accrue(s, now)
-  s.slots = slots
+  s.slots, s.learn = slots, learn
   changed = true
 end
 if changed then save_stats(agent_id, s) end

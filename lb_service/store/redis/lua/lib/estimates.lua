@@ -2,10 +2,11 @@
 --- uses: keys
 
 -- Write estimates Python computed (feedback.fold_end, fold_expiry) into record s: the
--- fields string holds records.py ESTIMATES in order (the model-cost figures as one
--- token, mc), then last_request_at_ms as the record showed it; last_request_at_ms is
--- replaced only if still so (a lease opened since keeps its time, as if it came after
--- this end). Moves the estimate version.
+-- fields string holds records.py ESTIMATES in order (the slot evidence and the
+-- model-cost figures as one token each, ot and mc), then last_request_at_ms as the
+-- record showed it; last_request_at_ms is replaced only if still so (a lease opened
+-- since keeps its time, as if it came after this end), and slots only while they are
+-- learned (a declaration stands). Moves the estimate version.
 local function apply_estimates(s, fields)
   local e = {}
   for part in string.gmatch(fields, '%S+') do e[#e + 1] = part end
@@ -18,8 +19,9 @@ local function apply_estimates(s, fields)
   s.ejected_until, s.times_ejected = tonumber(e[6]), tonumber(e[7])
   s.completions, s.cap_done, s.cap_busy, s.cap_mark =
     tonumber(e[8]), tonumber(e[9]), tonumber(e[10]), tonumber(e[11])
-  s.mc = e[12]
-  if s.last == tonumber(e[14]) then s.last = tonumber(e[13]) end
+  if s.learn == 1 then s.slots = tonumber(e[12]) end
+  s.ot, s.mc = e[13], e[14]
+  if s.last == tonumber(e[16]) then s.last = tonumber(e[15]) end
   s.ev = s.ev + 1
 end
 

@@ -9,9 +9,11 @@
 -- cap_done, cap_busy_ms, cap_mark_ms, ev (the estimate version: write_estimates
 -- increments it, bookkeeping leaves it), slots (capacity.parallel_slots, stamped by
 -- put_agent; 1 when unknown), mc (the model-cost figures, lb_service.model_cost: one
--- token only records.py reads and writes, "-" when none). "-" is a latency not measured
--- yet (None). Fields added later go last, and a record written before them reads them
--- as 0 (mc as "-").
+-- token only records.py reads and writes, "-" when none), learn (1 while slots are
+-- learned, 0 while declared), ot (the slot evidence, capacity.completed: one token only
+-- records.py reads and writes, "-" when none). "-" is a latency not measured yet
+-- (None). Fields added later go last, and a record written before them reads them as
+-- 0 (mc and ot as "-", learn as 1).
 local function decode_stats(raw)
   if not raw then return nil end
   local f = {}
@@ -31,7 +33,7 @@ local function decode_stats(raw)
     times_ejected = num(10), joined = num(11), seen = num(12), born = num(13),
     busy = num(14), activity_at = num(15), completions = num(16), cap_done = num(17),
     cap_busy = num(18), cap_mark = num(19), ev = num(20), slots = math.max(num(21), 1),
-    mc = f[22] or '-',
+    mc = f[22] or '-', learn = tonumber(f[23] or '1'), ot = f[24] or '-',
   }
 end
 
@@ -41,7 +43,7 @@ local function encode_stats(s)
     int(s.cost_at), int(s.consec), int(s.ejected_until), int(s.times_ejected),
     int(s.joined), int(s.seen), int(s.born), float(s.busy), int(s.activity_at),
     int(s.completions), float(s.cap_done), float(s.cap_busy), float(s.cap_mark), int(s.ev),
-    int(s.slots), s.mc,
+    int(s.slots), s.mc, int(s.learn), s.ot,
   }, ' ')
 end
 
@@ -56,7 +58,7 @@ local function new_stats()
     consec = 0, ejected_until = 0, times_ejected = 0, joined = 0, seen = 0,
     born = redis.call('HINCRBY', K.counters, 'born', 1),
     busy = 0, activity_at = 0, completions = 0, cap_done = 0, cap_busy = 0, cap_mark = 0,
-    ev = 0, slots = 1, mc = '-',
+    ev = 0, slots = 1, mc = '-', learn = 1, ot = '-',
   }
 end
 
