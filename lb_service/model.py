@@ -130,6 +130,10 @@ class AgentLoad:
     #: Learned capacity, requests per second while busy (``lb_service.capacity``); 0 until
     #: enough requests have completed to trust it.
     capacity_rps: float = 0.0
+    #: Requests it serves at once as decisions count them (``capacity.ranked_slots``):
+    #: declared, else learned, the guess until ``capacity_rps`` is; 0 from a server
+    #: that does not say.
+    parallel_slots: int = 0
     #: Whether the agent takes new picks; ``health_reason`` says why not (empty if healthy).
     health: AgentHealth = AgentHealth.HEALTHY
     health_reason: str = ""

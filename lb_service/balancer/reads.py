@@ -9,7 +9,7 @@ from typing import Protocol
 
 from lb_service.balancer.events import Clock
 from lb_service.balancer.options import BalancerConfig
-from lb_service.capacity import learned_capacity
+from lb_service.capacity import learned_capacity, ranked_slots
 from lb_service.errors import AgentNotFound
 from lb_service.health.state import HEALTHY_RECORD, HealthRecord
 from lb_service.model import Agent, AgentLoad, LoadSnapshot, Statistics
@@ -120,6 +120,7 @@ def _load(
 ) -> AgentLoad:
     record = stats.get(agent_id, AgentStats())
     agent = agents.get(agent_id)
+    learned = learned_capacity(record)
     # An unregistered candidate has no hardware on record, so its default weight is 1.
     default = agent.default_weight if agent is not None else 1.0
     return AgentLoad(
@@ -131,7 +132,11 @@ def _load(
         failed_requests=record.failed_requests,
         weight=weights.get(agent_id, default),
         ejected_until_ms=record.ejected_until_ms if is_ejected(record, now) else 0,
-        capacity_rps=learned_capacity(record) or 0.0,
+        capacity_rps=learned or 0.0,
+        # An id that is only a candidate has no registration: its record's figure.
+        parallel_slots=record.slots
+        if agent is None
+        else ranked_slots(agent, record, learned is not None),
         health=health.health,
         health_reason=health.reason,
     )

@@ -208,6 +208,7 @@ def load_to_pb(load: AgentLoad) -> pb.AgentLoad:
         ejected=load.ejected,
         ejected_until_ms=load.ejected_until_ms,
         capacity_rps=load.capacity_rps,
+        parallel_slots=load.parallel_slots,
         health=_HEALTH_TO_PB[load.health],
         health_reason=load.health_reason,
     )
@@ -255,6 +256,7 @@ def load_from_pb(message: pb.AgentLoad) -> AgentLoad:
         weight=message.weight,
         ejected_until_ms=message.ejected_until_ms,
         capacity_rps=message.capacity_rps,
+        parallel_slots=message.parallel_slots,
         # A server that predates health (or a state it does not know yet) reads as healthy.
         health=_HEALTH_FROM_PB.get(message.health, AgentHealth.HEALTHY),
         health_reason=message.health_reason,

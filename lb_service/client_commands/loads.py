@@ -102,12 +102,13 @@ def _watch_renderer(as_json: bool, terminal: bool) -> Callable[[LoadSnapshot], N
 
 
 def _loads_table(loads: Sequence[AgentLoad]) -> str:
-    headers = ("AGENT", "ACTIVE", "AVG_LATENCY_MS", "CAPACITY_RPS", "REQUESTS", "FAILED",
-               "WEIGHT", "LAST_REQUEST", "EJECTED_UNTIL", "HEALTH")  # fmt: skip
+    headers = ("AGENT", "ACTIVE", "SLOTS", "AVG_LATENCY_MS", "CAPACITY_RPS", "REQUESTS",
+               "FAILED", "WEIGHT", "LAST_REQUEST", "EJECTED_UNTIL", "HEALTH")  # fmt: skip
     rows = [
         (
             load.agent_id,
             str(load.active_connections),
+            str(load.parallel_slots or "-"),
             f"{load.avg_latency_ms:.1f}",
             f"{load.capacity_rps:.2f}" if load.capacity_rps else "-",
             str(load.total_requests),

@@ -23,15 +23,15 @@ def fleet(lb: Cli) -> Cli:
 
 
 def test_loads_table(fleet: Cli) -> None:
-    """`loads` prints one aligned row per agent with active count, latency and weight."""
+    """`loads` prints one aligned row per agent with active count, slots, latency and weight."""
     lines = fleet("loads").out.splitlines()
     assert lines[0].split() == [
-        "AGENT", "ACTIVE", "AVG_LATENCY_MS", "CAPACITY_RPS", "REQUESTS", "FAILED", "WEIGHT",
-        "LAST_REQUEST", "EJECTED_UNTIL", "HEALTH",
+        "AGENT", "ACTIVE", "SLOTS", "AVG_LATENCY_MS", "CAPACITY_RPS", "REQUESTS", "FAILED",
+        "WEIGHT", "LAST_REQUEST", "EJECTED_UNTIL", "HEALTH",
     ]  # fmt: skip
-    # No request has completed yet, so no capacity is learned ("-").
-    assert lines[1].split() == ["cpu-1", "0", "0.0", "-", "0", "0", "1", "-", "-", "healthy"]
-    assert lines[2].split()[:7] == ["gpu-1", "1", "0.0", "-", "1", "0", "24"]
+    # No request has completed yet: no capacity learned ("-"), the slots guessed.
+    assert lines[1].split() == ["cpu-1", "0", "1", "0.0", "-", "0", "0", "1", "-", "-", "healthy"]
+    assert lines[2].split()[:8] == ["gpu-1", "1", "4", "0.0", "-", "1", "0", "24"]
     assert lines[2].split()[-2:] == ["-", "healthy"]  # not ejected, healthy
     assert len(lines) == 3
 
@@ -50,6 +50,7 @@ def test_loads_json_for_named_agents(fleet: Cli) -> None:
         "weight": 1.0,
         "ejected_until_ms": 0,
         "capacity_rps": 0.0,
+        "parallel_slots": 1,
         "health": "healthy",
         "health_reason": "",
     }
@@ -125,6 +126,7 @@ def test_ctrl_c_ends_a_watch_cleanly(fleet: Cli, monkeypatch: pytest.MonkeyPatch
                 "weight": 1.0,
                 "ejected_until_ms": 0,
                 "capacity_rps": 0.0,
+                "parallel_slots": 0,
                 "health": "healthy",
                 "health_reason": "",
             }

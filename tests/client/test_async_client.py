@@ -64,7 +64,9 @@ async def test_every_method_round_trips(server: ThreadServer) -> None:
         await client.end(request_id, latency_ms=20.0)
         [load] = await client.loads(["cpu-1"])
         assert load.last_request_at_ms > 0
-        assert load == AgentLoad("cpu-1", 0, 20.0, load.last_request_at_ms, 1, 0, 1.0)
+        assert load == AgentLoad(
+            "cpu-1", 0, 20.0, load.last_request_at_ms, 1, 0, 1.0, parallel_slots=1
+        )
         assert await client.update_weights({"gpu-1": 8.0}) == {"cpu-1": 1.0, "gpu-1": 8.0}
         assert await client.set_strategy(StrategyName.WEIGHTED) == StrategyName.LEAST_CONNECTIONS
         assert await client.statistics() == Statistics(

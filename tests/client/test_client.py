@@ -39,8 +39,8 @@ GPU = Agent(
 )
 
 
-def _idle(agent_id: str, weight: float) -> AgentLoad:
-    return AgentLoad(agent_id, 0, 0.0, 0, 0, 0, weight)
+def _idle(agent_id: str, weight: float, slots: int) -> AgentLoad:
+    return AgentLoad(agent_id, 0, 0.0, 0, 0, 0, weight, parallel_slots=slots)
 
 
 @pytest.fixture
@@ -135,8 +135,9 @@ def test_end_by_agent_marks_failure(fleet: LoadBalancerClient) -> None:
 
 def test_loads_in_requested_order(fleet: LoadBalancerClient) -> None:
     """loads() answers in the order asked, and for every agent when none are named."""
-    assert fleet.loads(["gpu-1", "cpu-1"]) == [_idle("gpu-1", 24.0), _idle("cpu-1", 1.0)]
-    assert fleet.loads() == [_idle("cpu-1", 1.0), _idle("gpu-1", 24.0)]
+    cpu, gpu = _idle("cpu-1", 1.0, 1), _idle("gpu-1", 24.0, 4)  # the slots guessed
+    assert fleet.loads(["gpu-1", "cpu-1"]) == [gpu, cpu]
+    assert fleet.loads() == [cpu, gpu]
 
 
 def test_statistics(fleet: LoadBalancerClient) -> None:
@@ -175,7 +176,7 @@ def test_watch_yields_the_current_snapshot_first(fleet: LoadBalancerClient) -> N
     with contextlib.closing(fleet.watch(["gpu-1"], min_interval_ms=100)) as updates:
         first = next(updates)
     assert isinstance(first, LoadSnapshot)
-    assert first.loads == (_idle("gpu-1", 24.0),)
+    assert first.loads == (_idle("gpu-1", 24.0, 4),)
     assert first.timestamp_ms > 0
 
 

@@ -76,8 +76,9 @@ def load_pb(
     total: int = 0,
     failed: int = 0,
     weight: float = 1.0,
+    slots: int = 1,
 ) -> pb.AgentLoad:
-    """The AgentLoad message expected for an agent."""
+    """The AgentLoad message expected for an agent (a CPU host's one slot by default)."""
     return pb.AgentLoad(
         agent_id=agent_id,
         active_connections=active,
@@ -86,6 +87,7 @@ def load_pb(
         total_requests=total,
         failed_requests=failed,
         weight=weight,
+        parallel_slots=slots,
         health=pb.AGENT_HEALTH_HEALTHY,
     )
 
@@ -118,7 +120,7 @@ def test_register_agent_stores_every_field(harness: Harness) -> None:
 
     assert response == pb.RegisterAgentResponse()
     assert harness.agents() == [FULL_AGENT]
-    assert harness.loads() == [load_pb("gpu-1", weight=80.0)]
+    assert harness.loads() == [load_pb("gpu-1", weight=80.0, slots=8)]
 
 
 def test_register_agent_takes_parallel_slots_up_to_1024(harness: Harness) -> None:
@@ -145,7 +147,7 @@ def test_register_agent_upserts_in_place_keeping_history(harness: Harness) -> No
 
     assert harness.agents() == [moved, agent_pb("b")]
     assert harness.loads("a") == [
-        load_pb("a", active=1, total=1, last_request_at_ms=START_MS, weight=7.0)
+        load_pb("a", active=1, total=1, last_request_at_ms=START_MS, weight=7.0, slots=4)
     ]
 
 
@@ -179,7 +181,7 @@ def test_select_agent_returns_agent_and_deciding_strategy(harness: Harness) -> N
     assert response == pb.SelectAgentResponse(
         agent=FULL_AGENT, request_id="", strategy=pb.STRATEGY_LEAST_CONNECTIONS, sticky=False
     )
-    assert harness.loads() == [load_pb("gpu-1", weight=80.0)]
+    assert harness.loads() == [load_pb("gpu-1", weight=80.0, slots=8)]
 
 
 def test_select_agent_with_acquire_opens_a_lease(harness: Harness) -> None:
@@ -303,7 +305,9 @@ def test_get_loads_in_request_order_and_registration_order(harness: Harness) -> 
     request_id = start(harness, "g")
     harness.clock.advance(2.0)
     end(harness, request_id=request_id, latency_ms=80.0)
-    g = load_pb("g", avg_latency_ms=80.0, last_request_at_ms=START_MS + 2000, total=1, weight=24.0)
+    g = load_pb(
+        "g", avg_latency_ms=80.0, last_request_at_ms=START_MS + 2000, total=1, weight=24.0, slots=4
+    )
     a = load_pb("a")
 
     assert harness.ok("GetLoads", pb.GetLoadsRequest(agent_ids=["g", "a"])) == (
@@ -341,7 +345,7 @@ def test_update_weights_returns_every_effective_weight(harness: Harness) -> None
     response = harness.ok("UpdateWeights", pb.UpdateWeightsRequest(weights={"a": 3.5, "g": 0.0}))
 
     assert response == pb.UpdateWeightsResponse(weights={"a": 3.5, "g": 0.0})
-    assert harness.loads() == [load_pb("a", weight=3.5), load_pb("g", weight=0.0)]
+    assert harness.loads() == [load_pb("a", weight=3.5), load_pb("g", weight=0.0, slots=4)]
     assert harness.ok("UpdateWeights", pb.UpdateWeightsRequest()) == response
 
 
@@ -969,7 +973,7 @@ def test_rejected_reregistration_keeps_the_old_agent(harness: Harness, agent: pb
     assert harness.unary("RegisterAgent", pb.RegisterAgentRequest(agent=agent)).code is INVALID
 
     assert harness.agents() == [original, agent_pb("b")]
-    assert harness.loads() == [load_pb("a", weight=24.0), load_pb("b")]
+    assert harness.loads() == [load_pb("a", weight=24.0, slots=4), load_pb("b")]
 
 
 @pytest.mark.parametrize(
@@ -1017,7 +1021,7 @@ def test_watch_loads_first_response_is_a_snapshot_of_the_requested_agents(
 
     assert rpc.take_response() == pb.WatchLoadsResponse(
         loads=[
-            load_pb("c", weight=16.0),
+            load_pb("c", weight=16.0, slots=4),
             load_pb("b", active=1, total=1, last_request_at_ms=START_MS),
         ],
         timestamp_ms=START_MS,

@@ -339,6 +339,7 @@ class AgentLoad(_message.Message):
     CAPACITY_RPS_FIELD_NUMBER: _builtins.int
     HEALTH_FIELD_NUMBER: _builtins.int
     HEALTH_REASON_FIELD_NUMBER: _builtins.int
+    PARALLEL_SLOTS_FIELD_NUMBER: _builtins.int
     agent_id: _builtins.str
     """The agent's id."""
     active_connections: _builtins.int
@@ -362,9 +363,10 @@ class AgentLoad(_message.Message):
     ejected_until_ms: _builtins.int
     """Unix time in ms when the ejection ends; 0 when not ejected."""
     capacity_rps: _builtins.float
-    """Requests per second the agent completes while it has work, learned from its
-    leases (completions over the time it had at least one open); 0 until a few
-    requests have completed, while the balancer still goes by its hardware.
+    """Requests per second the agent completes with all its slots busy, learned from
+    its leases (completions per second of slot-busy time: a second with 1 of 4
+    slots in use counts a quarter); 0 until a few requests have completed, while
+    the balancer still goes by its hardware.
     """
     health: Global___AgentHealth.ValueType
     """Whether the agent takes new picks (probes, heartbeats, drain); never
@@ -373,6 +375,12 @@ class AgentLoad(_message.Message):
     health_reason: _builtins.str
     """Why it is not healthy, a short text such as "probe: connection refused",
     "heartbeat missed for 31 s" or "drained by admin"; empty when healthy.
+    """
+    parallel_slots: _builtins.int
+    """Requests the agent serves at once, as decisions count them: its declared
+    parallel_slots, else learned from requests that end before older ones still
+    open on it (the guess, 4 on a GPU and 1 on a CPU-only host, until capacity_rps
+    is learned).
     """
     def __init__(
         self,
@@ -389,10 +397,11 @@ class AgentLoad(_message.Message):
         capacity_rps: _builtins.float = ...,
         health: Global___AgentHealth.ValueType = ...,
         health_reason: _builtins.str = ...,
+        parallel_slots: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_connections", b"active_connections", "agent_id", b"agent_id", "avg_latency_ms", b"avg_latency_ms", "capacity_rps", b"capacity_rps", "ejected", b"ejected", "ejected_until_ms", b"ejected_until_ms", "failed_requests", b"failed_requests", "health", b"health", "health_reason", b"health_reason", "last_request_at_ms", b"last_request_at_ms", "total_requests", b"total_requests", "weight", b"weight"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_connections", b"active_connections", "agent_id", b"agent_id", "avg_latency_ms", b"avg_latency_ms", "capacity_rps", b"capacity_rps", "ejected", b"ejected", "ejected_until_ms", b"ejected_until_ms", "failed_requests", b"failed_requests", "health", b"health", "health_reason", b"health_reason", "last_request_at_ms", b"last_request_at_ms", "parallel_slots", b"parallel_slots", "total_requests", b"total_requests", "weight", b"weight"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
