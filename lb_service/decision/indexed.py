@@ -1,16 +1,18 @@
 """The decision from the store's index, when every agent meeting the task is a candidate.
 
 When no member of the task's pool (``store.index.Pool``) is ejected, none is at
-``max_connections`` and bounded exploration holds none back, the availability and room
-steps leave every member in, in registration order: the candidates a scan would build
-are exactly the pool's members. The remaining steps then read the pool instead of the
-candidates: the session's agent by its position, the stickiness bound from the pool's
-sums, and the strategy through ``choose_from_pool``, which builds candidates only for
-the members it compares (two drawn by capacity, or for a full scan by expected time
-the one the pool's ``MinTree`` holds lowest). So a decision costs O(log n) instead of
-O(n) for every strategy but capability-match on a GPU task, whose load bound compares
-every member, and latency-based set to rank them all (``choice_count`` 0: its ranks
-fade with time, so none can be kept).
+``max_connections`` and none is out by health, the availability and room steps leave
+every member in, in registration order: the candidates a scan would build are exactly
+the pool's members, less those bounded exploration holds back, which the pool keeps
+apart as its ``options`` (a subset pool, in the same order and scale, rebuilt only when
+the members held back change). The remaining steps then read the pools instead of the
+candidates: the session's agent by its position, the stickiness bound from the whole
+pool's sums, and the strategy through ``choose_from_pool`` over the options, which
+builds candidates only for the members it compares (two drawn by capacity, or for a
+full scan by expected time the one the pool's ``MinTree`` holds lowest). So a decision
+costs O(log n) instead of O(n) for every strategy but capability-match on a GPU
+task, whose load bound compares every member, and latency-based set to rank them all
+(``choice_count`` 0: its ranks fade with time, so none can be kept).
 
 The answer, the candidates compared and the random numbers drawn are the scan's, bit
 for bit: the pool keeps its capacities in the sum trees a scan builds
@@ -41,13 +43,12 @@ def every_member_counts(
 ) -> bool:
     """Whether health, availability and room leave every member of a non-empty ``pool`` in.
 
-    Exploration holds untrusted members back only while some members are trusted and
-    some are not (``room.explore_bounded``).
+    Bounded exploration may still hold members back: ``decide`` reads the ones it
+    leaves in from ``Pool.options``.
     """
     return (
         len(pool) > 0
         and not pool.full
-        and not (pool.exploring and 0 < pool.trusted < len(pool))
         and not (ejections and pool.holds_ejected(ejections, now_ms))
         and not (out and pool.holds_any(out))
     )
@@ -58,12 +59,17 @@ def decide(pool: Pool, inputs: DecisionInputs, task: Task, session_id: str) -> D
     strategy = STRATEGIES[inputs.strategy]
     peak_ewma = inputs.peak_ewma and inputs.strategy is StrategyName.LATENCY_BASED
     trees = pool.capacities()
+    options = pool.options()
     binding = inputs.binding
-    # Every member meets the task and is an option: the session's agent is one if it
-    # is a member, and binds anew if it is not.
-    position = None if binding is None else pool.position(binding.agent_id)
-    if position is not None:
-        bound = pool.candidate(position, peak_ewma)
+    # Every member meets the task: the session's agent binds anew if it is not one.
+    # A member bounded exploration holds back spills the request over, keeping the
+    # binding. The load bound is over every member, as the scan's.
+    position = option = None
+    if binding is not None:
+        position = pool.position(binding.agent_id)
+        option = options.position(binding.agent_id)
+    if option is not None:
+        bound = options.candidate(option, peak_ewma)
         if stickiness.keeps(bound, pool.active, trees.total, inputs.balance_factor):
             return Decision(bound, sticky=True, bind=False)
     # tuple.__new__: the NamedTuple without its generated __new__ (a Python call).
@@ -80,5 +86,5 @@ def decide(pool: Pool, inputs: DecisionInputs, task: Task, session_id: str) -> D
             inputs.decay_ms,
         ),
     )
-    choice, compared = strategy.choose_from_pool(pool, task, ctx)
+    choice, compared = strategy.choose_from_pool(options, task, ctx)
     return conclude(strategy, choice, compared, bool(session_id) and position is None)

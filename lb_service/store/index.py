@@ -8,9 +8,10 @@ record; over the pool the open requests, the members at ``max_connections``, the
 trusted members, and the untrusted ones holding ``EXPLORE_LIMIT`` requests; and the
 capacities as sum trees (``strategies.sampling.CapacityTrees``), from which a
 capacity-weighted draw descends in O(log n) and ``capacity.scale`` is read off the
-roots. ``lb_service.decision.indexed`` decides from a pool when every member is a
-candidate (none full, ejected or held back by exploration), with exactly the answer,
-the compared candidates and the random draws a scan of the registry makes.
+roots. ``lb_service.decision.indexed`` decides from a pool when no member is full,
+ejected or out by health, with exactly the answer, the compared candidates and the
+random draws a scan of the registry makes; members bounded exploration holds back are
+left out of the pool's ``options``, a subset pool in the same scale.
 
 The memory store owns one ``AgentIndex`` over its own dicts and tells it what changed:
 a registry or weight change drops every pool (both are rare; a pool is rebuilt with one
@@ -108,8 +109,14 @@ class Pool:
         stats: Mapping[str, AgentStats],
         weights: Mapping[str, float],
         model: str = "",
+        *,
+        scale_of: Pool | None = None,
     ) -> None:
-        """Index ``agents`` with their current records and weights, for tasks asking ``model``."""
+        """Index ``agents`` with their current records and weights, for tasks asking ``model``.
+
+        ``scale_of``: the pool whose ``capacity.scale`` the capacities are in (``options``).
+        """
+        self._scale_pool = scale_of
         self.agents = tuple(agents)
         self._model = model
         self._position = {agent.id: n for n, agent in enumerate(agents)}
@@ -124,8 +131,16 @@ class Pool:
         self.full = sum(map(_full, self._limits, self._records))
         #: Members whose capacity is learned.
         self.trusted = sum(figure is not None for figure in self._learned)
-        #: Untrusted members holding EXPLORE_LIMIT requests or more.
-        self.exploring = sum(map(_exploring, self._learned, self._records))
+        #: Untrusted members holding EXPLORE_LIMIT requests or more, by position.
+        self._held = {
+            n
+            for n, (figure, record) in enumerate(zip(self._learned, self._records, strict=True))
+            if _exploring(figure, record)
+        }
+        # The members bounded exploration leaves in while it holds some back (built
+        # when asked for, kept up to date while the same members are held back), and
+        # the pool whose scale its capacities are in, when this pool is such a subset.
+        self._options: Pool | None = None
         # The learned figures of trusted members, and the guesses of the trusted ones
         # (the two totals of capacity.scale) and of the untrusted ones (their capacity
         # before scaling), each 0 for the other members.
@@ -149,6 +164,29 @@ class Pool:
     def __len__(self) -> int:
         """The number of members."""
         return len(self.agents)
+
+    @property
+    def exploring(self) -> int:
+        """Untrusted members holding ``EXPLORE_LIMIT`` requests or more."""
+        return len(self._held)
+
+    def options(self) -> Pool:
+        """The members bounded exploration leaves in (``decision.room.explore_bounded``).
+
+        This pool itself unless some members are trusted and some untrusted ones hold
+        ``EXPLORE_LIMIT`` requests; then the others, as a pool kept up to date until
+        the members held back change (a new one is built then, O(n), a few times per
+        agent that joins). Its capacities are in this pool's scale, as a scan's are.
+        """
+        if not self._held or not 0 < self.trusted < len(self.agents):
+            return self
+        if self._options is None:
+            held = self._held
+            kept = [agent for n, agent in enumerate(self.agents) if n not in held]
+            records = {agent.id: self._records[self._position[agent.id]] for agent in kept}
+            weights = {agent.id: self._weights[self._position[agent.id]] for agent in kept}
+            self._options = Pool(kept, records, weights, self._model, scale_of=self)
+        return self._options
 
     def position(self, agent_id: str) -> int | None:
         """The member's position in registration order; None for an agent not a member."""
@@ -233,7 +271,9 @@ class Pool:
         limit = self._limits[position]
         if limit:
             self.full += _full(limit, record) - _full(limit, old)
-        self.exploring += _exploring(figure, record) - _exploring(was, old)
+        if _exploring(figure, record) != (position in self._held):
+            self._held ^= {position}
+            self._options = None  # other members held back: a new subset
         if figure != was:
             self._learned[position] = figure
             self._learned_tree[position] = 0.0 if figure is None else figure
@@ -253,6 +293,8 @@ class Pool:
                 self._times = None  # the scale moved every untrusted member's time
             else:
                 self._times[position] = self._time(position)
+        if self._options is not None:
+            self._options.update(agent_id, record)  # after this pool: it reads our scale
 
     def _time(self, position: int) -> float:
         """The member's expected time for a new request, as a full scan ranks it."""
@@ -260,7 +302,11 @@ class Pool:
         return expected_time_rank(candidate).at(candidate.active)[1]
 
     def _capacity_trees(self) -> CapacityTrees:
-        scale = scale_of(self._learned_tree.total, self._trusted_guesses.total)
+        if self._scale_pool is not None:
+            # A subset's scale is its pool's: the same figure, summed in the same order.
+            scale = self._scale_pool.capacities().scale
+        else:
+            scale = scale_of(self._learned_tree.total, self._trusted_guesses.total)
         return CapacityTrees(self._learned_tree, self._untrusted_guesses, scale)
 
 

@@ -146,6 +146,8 @@ async def _same_decision(side: _Side, task: Task, session_id: str) -> None:
         side.from_pool += 1
         trust = "all" if pool.trusted == len(pool) else "some" if pool.trusted else "none"
         side.kinds.add(f"from the pool: {trust} trusted")
+        if pool.options() is not pool:
+            side.kinds.add("from the pool: exploration holds some back")
         if isinstance(from_pool, Decision):
             side.kinds.add(f"from the pool: {'sticky' if from_pool.sticky else 'strategy'}")
         else:
@@ -312,6 +314,7 @@ def test_a_busy_fleet_under_every_strategy_picks_alike(
         "from the pool: none trusted",
         "from the pool: some trusted",
         "from the pool: all trusted",
+        "from the pool: exploration holds some back",
         "from the pool: sticky",
         "from the pool: strategy",
     }
@@ -369,11 +372,13 @@ def test_large_fleets_pick_alike(size: int, trusted: float) -> None:
 
     side = asyncio.run(_both(BalancerConfig(), fleet, operations, loads_every=25))
 
-    # Fewer than half: a fleet with trusted and untrusted agents scans while an
-    # untrusted one holds a request (bounded exploration), as a cold one soon is.
+    # Fewer than half: picks with a session bound to an agent past its bound, or
+    # while a pick is pending at a full agent, scan.
     assert side.from_pool >= 20
     trust = {1.0: "all", 0.0: "none"}.get(trusted, "some")
     assert f"from the pool: {trust} trusted" in side.kinds
+    if trust == "some":  # an untrusted agent holding a request is held back, not scanned
+        assert "from the pool: exploration holds some back" in side.kinds
 
 
 @pytest.mark.slow  # ~10 s

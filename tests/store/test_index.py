@@ -15,6 +15,7 @@ import pytest
 
 from lb_service.capacity import TRUST_COMPLETIONS
 from lb_service.decision import candidates as scan
+from lb_service.decision.room import explore_bounded
 from lb_service.model import Agent, Compute, StrategyName, Task
 from lb_service.requirements import eligible
 from lb_service.store.base import Pick, RequestEnd
@@ -208,6 +209,37 @@ async def test_exploring_counts_untrusted_members_holding_a_request() -> None:
     for _ in range(TRUST_COMPLETIONS):
         await _complete(store, "a", 500)
     assert (pool.trusted, pool.exploring) == (1, 0)
+    await _check(store, pool)
+
+
+async def test_options_are_the_members_exploration_leaves_in_kept_up_to_date() -> None:
+    """Held-back members are left out of the options, whose figures track the pool's own."""
+    store = await _store(
+        agent("a", vram_gb=24.0, gpu="4090"), agent("b"), agent("c", vram_gb=80.0, gpu="H100")
+    )
+    pool = await _pool(store)
+    await started(store, "c", START_MS)
+    assert pool.options() is pool  # none trusted: nothing is held back
+    for _ in range(TRUST_COMPLETIONS):
+        await _complete(store, "a", 500)
+    options = pool.options()
+    assert [member.id for member in options.agents] == ["a", "b"]
+
+    async def matches_the_scan() -> None:
+        """The options' candidates are the ones the scan's exploration step leaves in."""
+        stats, weights = await store.stats(), await store.weights()
+        built, scale = scan.build(list((await store.agents()).values()), stats, weights, False)
+        kept = explore_bounded(built)
+        assert list(options.candidates(False)) == kept
+        assert options.capacities().scale == scale
+        assert options.capacities().total == capacity_trees(kept, scale).total
+
+    await started(store, "a", START_MS + 1_000)
+    await _complete(store, "a", 250)  # the scale moves: the options follow
+    assert pool.options() is options
+    await matches_the_scan()
+    await started(store, "b", START_MS + 2_000)  # b is held back too: a new subset
+    assert [member.id for member in pool.options().agents] == ["a"]
     await _check(store, pool)
 
 
