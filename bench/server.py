@@ -21,7 +21,8 @@ from bench.bare import echo_handlers
 from bench.fleet import fleet
 from lb_service.balancer import LoadBalancer
 from lb_service.logs import configure_logging
-from lb_service.service.server import LoadBalancerServer, ServerOptions
+from lb_service.service.options import ServerOptions
+from lb_service.service.server import LoadBalancerServer
 from lb_service.store.memory import MemoryStore
 
 #: The floor method's full name.

@@ -20,7 +20,8 @@ from lb_service.errors import StoreUnavailable
 from lb_service.health.probes import Prober
 from lb_service.logs import configure_logging
 from lb_service.service.metrics import Metrics
-from lb_service.service.server import ListenError, ServerOptions, TlsFiles, restore_state, serve
+from lb_service.service.options import ListenError, ServerOptions, TlsFiles
+from lb_service.service.server import restore_state, serve
 from lb_service.simulate import command as simulate_command
 from lb_service.store import MemoryStore, close_store, open_store
 from lb_service.store.roles import Store

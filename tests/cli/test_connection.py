@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from grpc_health.v1 import health_pb2
 
-from lb_service.service.server import ServerOptions, TlsFiles
+from lb_service.service.options import ServerOptions, TlsFiles
 from tests.certs import Pki
 from tests.cli.conftest import ADDRESS, Cli
 from tests.client.serving import ThreadServer

@@ -15,7 +15,8 @@ from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
 
 from lb_service.balancer import BalancerConfig, LoadBalancer
-from lb_service.service.server import LoadBalancerServer, ServerOptions
+from lb_service.service.options import ServerOptions
+from lb_service.service.server import LoadBalancerServer
 from lb_service.store.memory import MemoryStore
 
 #: Longest any test waits on the server thread; a hang fails instead of stalling the suite.

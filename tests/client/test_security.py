@@ -9,7 +9,7 @@ import pytest
 
 from lb_service.client import AsyncLoadBalancerClient, ClientError, LoadBalancerClient, RetryPolicy
 from lb_service.model import Agent
-from lb_service.service.server import ServerOptions, TlsFiles
+from lb_service.service.options import ServerOptions, TlsFiles
 from tests.certs import Pki
 from tests.client.fakes import Recorder
 from tests.client.serving import ThreadServer

@@ -9,7 +9,8 @@ import pytest
 from lb.v1 import load_balancer_pb2_grpc as pb_grpc
 
 from lb_service.balancer import BalancerConfig, LoadBalancer
-from lb_service.service.server import LoadBalancerServer, ServerOptions
+from lb_service.service.options import ServerOptions
+from lb_service.service.server import LoadBalancerServer
 from lb_service.store.memory import MemoryStore
 
 

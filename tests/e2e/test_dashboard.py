@@ -16,7 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from lb_service.balancer import BalancerConfig, LoadBalancer
 from lb_service.service.metrics import Metrics
-from lb_service.service.server import LoadBalancerServer, ServerOptions
+from lb_service.service.options import ServerOptions
+from lb_service.service.server import LoadBalancerServer
 from lb_service.store.memory import MemoryStore
 from tests.e2e.test_metrics import scrape_text
 

@@ -14,7 +14,8 @@ from lb_service.balancer import BalancerConfig, LoadBalancer
 from lb_service.health import ProbeResult
 from lb_service.model import Agent
 from lb_service.service.metrics import Metrics
-from lb_service.service.server import LoadBalancerServer, ServerOptions
+from lb_service.service.options import ServerOptions
+from lb_service.service.server import LoadBalancerServer
 from lb_service.store.memory import MemoryStore
 from tests.e2e.test_metrics import scrape, value
 

@@ -16,8 +16,9 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from lb.v1 import load_balancer_pb2 as pb
 
 from lb_service.balancer import LoadBalancer
+from lb_service.service.options import ServerOptions
 from lb_service.service.reflection import V1_SERVICE_NAME, V1ALPHA_SERVICE_NAME, described_files
-from lb_service.service.server import SERVICE_NAME, LoadBalancerServer, ServerOptions
+from lb_service.service.server import SERVICE_NAME, LoadBalancerServer
 from lb_service.store.memory import MemoryStore
 
 V1_METHOD = f"/{V1_SERVICE_NAME}/ServerReflectionInfo"

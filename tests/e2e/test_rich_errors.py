@@ -13,7 +13,8 @@ from lb.v1 import load_balancer_pb2 as pb
 from lb.v1 import load_balancer_pb2_grpc as pb_grpc
 
 from lb_service.balancer import LoadBalancer
-from lb_service.service.server import LoadBalancerServer, ServerOptions
+from lb_service.service.options import ServerOptions
+from lb_service.service.server import LoadBalancerServer
 from lb_service.service.status import MAX_FIELD_BYTES
 from lb_service.store.memory import MemoryStore
 from lb_service.validation import MAX_ID_LENGTH

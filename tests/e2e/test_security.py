@@ -13,7 +13,8 @@ from lb.v1 import load_balancer_pb2 as pb
 from lb.v1 import load_balancer_pb2_grpc as pb_grpc
 
 from lb_service.balancer import LoadBalancer
-from lb_service.service.server import LoadBalancerServer, ServerOptions, TlsFiles
+from lb_service.service.options import ServerOptions, TlsFiles
+from lb_service.service.server import LoadBalancerServer
 from lb_service.store.memory import MemoryStore
 from tests.certs import Pki
 

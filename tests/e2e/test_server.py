@@ -12,7 +12,8 @@ from lb.v1 import load_balancer_pb2 as pb
 from lb.v1 import load_balancer_pb2_grpc as pb_grpc
 
 from lb_service.balancer import BalancerConfig, LoadBalancer
-from lb_service.service.server import SERVICE_NAME, LoadBalancerServer, ServerOptions
+from lb_service.service.options import ServerOptions
+from lb_service.service.server import SERVICE_NAME, LoadBalancerServer
 from lb_service.store.memory import MemoryStore
 
 HANG_GUARD_S = 5.0

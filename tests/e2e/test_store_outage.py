@@ -21,7 +21,8 @@ from lb.v1 import load_balancer_pb2_grpc as pb_grpc
 
 from lb_service.balancer import BalancerConfig, LoadBalancer
 from lb_service.errors import StoreUnavailable
-from lb_service.service.server import SERVICE_NAME, LoadBalancerServer, ServerOptions
+from lb_service.service.options import ServerOptions
+from lb_service.service.server import SERVICE_NAME, LoadBalancerServer
 from lb_service.store.base import Lease
 from lb_service.store.feedback import Feedback
 from lb_service.store.memory import MemoryStore

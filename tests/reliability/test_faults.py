@@ -23,7 +23,8 @@ from lb.v1 import load_balancer_pb2_grpc as pb_grpc
 from lb_service.balancer import BalancerConfig, LoadBalancer
 from lb_service.health.state import HealthRecord
 from lb_service.model import Agent, StrategyName
-from lb_service.service.server import LoadBalancerServer, ServerOptions
+from lb_service.service.options import ServerOptions
+from lb_service.service.server import LoadBalancerServer
 from lb_service.store.base import (
     Configuration,
     Counters,

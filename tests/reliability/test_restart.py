@@ -18,7 +18,8 @@ from lb.v1 import load_balancer_pb2_grpc as pb_grpc
 from structlog.testing import capture_logs
 
 from lb_service.balancer import LoadBalancer
-from lb_service.service.server import LoadBalancerServer, ServerOptions
+from lb_service.service.options import ServerOptions
+from lb_service.service.server import LoadBalancerServer
 from lb_service.store import snapshot
 from lb_service.store.memory import MemoryStore
 from lb_service.store.snapshot import StateFile, StoreState
