@@ -15,12 +15,13 @@ from typing import Any
 
 import yaml
 
+from lb_service.agent_fields import agent_from_fields
 from lb_service.balancer.options import BalancerConfig
 from lb_service.config import values
 from lb_service.config.options import _BY_KEY, BALANCER_KEYS, OPTIONS, Option
 from lb_service.errors import InvalidArgument
-from lb_service.model import Agent, Hardware, StrategyName
-from lb_service.validation import check_agent, check_weights
+from lb_service.model import Agent, StrategyName
+from lb_service.validation import check_weights
 
 #: Keys a config file may hold besides the options: the declared registry.
 DECLARED_KEYS = ("agents", "weights")
@@ -160,63 +161,10 @@ def declared_from(document: Mapping[str, Any], path: Path | None) -> Declared:
 
 
 def _agent(raw: object, where: str) -> Agent:
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: must be a mapping with at least an id")
-    allowed = {
-        "id",
-        "host",
-        "port",
-        "models",
-        "hardware",
-        "metadata",
-        "max_connections",
-        "parallel_slots",
-        "engine",
-        "heartbeat_ttl_ms",
-        "probe_path",
-    }
-    unknown = sorted(set(raw) - allowed)
-    if unknown:
-        raise ConfigError(f"{where}: unknown field(s) {unknown}; known: {sorted(allowed)}")
-    hardware = raw.get("hardware") or {}
-    if not isinstance(hardware, dict) or set(hardware) - {"gpu", "vram_gb", "cpu_cores", "ram_gb"}:
-        raise ConfigError(f"{where}: hardware takes gpu, vram_gb, cpu_cores and ram_gb")
-    models = raw.get("models") or []
-    metadata = raw.get("metadata") or {}
-    if not isinstance(models, list) or not isinstance(metadata, dict):
-        raise ConfigError(f"{where}: models must be a list and metadata a mapping")
     try:
-        agent = Agent(
-            id=str(raw.get("id", "")),
-            host=str(raw.get("host", "")),
-            port=_count(raw.get("port", 0), f"{where}.port"),
-            models=tuple(str(m) for m in models),
-            hardware=Hardware(
-                gpu=str(hardware.get("gpu", "")),
-                vram_gb=_parse_value(
-                    values.as_number, hardware.get("vram_gb", 0), f"{where}.hardware.vram_gb"
-                ),
-                cpu_cores=_count(hardware.get("cpu_cores", 0), f"{where}.hardware.cpu_cores"),
-                ram_gb=_parse_value(
-                    values.as_number, hardware.get("ram_gb", 0), f"{where}.hardware.ram_gb"
-                ),
-            ),
-            metadata={str(k): str(v) for k, v in metadata.items()},
-            max_connections=_count(raw.get("max_connections", 0), f"{where}.max_connections"),
-            parallel_slots=_count(raw.get("parallel_slots", 0), f"{where}.parallel_slots"),
-            engine=_parse_value(values.as_engine, raw.get("engine", ""), f"{where}.engine"),
-            heartbeat_ttl_ms=_count(raw.get("heartbeat_ttl_ms", 0), f"{where}.heartbeat_ttl_ms"),
-            probe_path=str(raw.get("probe_path", "")),
-        )
-        return check_agent(agent, where)
+        return agent_from_fields(raw, where)
     except InvalidArgument as error:
         raise ConfigError(str(error)) from None
-
-
-def _count(value: object, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ConfigError(f"{where}: must be a whole number >= 0, got {value!r}")
-    return value
 
 
 def parse_option(option: Option, raw: object, where: str) -> Any:

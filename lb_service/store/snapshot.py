@@ -26,10 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from lb_service.agent_fields import agent_from_fields, agent_to_fields
 from lb_service.errors import InvalidArgument
-from lb_service.model import Agent, Engine, Hardware, StrategyName
+from lb_service.model import Agent, StrategyName
 from lb_service.store.base import Binding
-from lb_service.validation import check_agent, check_weights, require_id
+from lb_service.validation import check_weights, require_id
 
 #: Written into every file and checked on restore; bump it when the layout changes.
 FORMAT_VERSION = 1
@@ -76,7 +77,7 @@ def encode(state: StoreState, saved_at_ms: int) -> bytes:
         "version": FORMAT_VERSION,
         "saved_at_ms": saved_at_ms,
         "strategy": state.strategy.value,
-        "agents": [_agent_to_json(agent) for agent in state.agents],
+        "agents": [agent_to_fields(agent) for agent in state.agents],
         "weights": dict(state.weights),
         "sessions": {
             session_id: {"agent_id": b.agent_id, "last_used_ms": b.last_used_ms}
@@ -269,15 +270,6 @@ class _Fields:
     def mapping(self, key: str) -> list[tuple[str, Any]]:
         return list(self.get(key, dict).items())
 
-    def amount(self, key: str) -> float:
-        return self.number(self._value.get(key, 0.0), self._name(key))
-
-    def count(self, key: str) -> int:
-        value: int = self.optional(key, int, 0)
-        if value < 0:
-            raise SnapshotError(f"{self._name(key)}: must be >= 0")
-        return value
-
     @staticmethod
     def number(value: object, where: str) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float):
@@ -297,67 +289,9 @@ def _valid_id(value: str, where: str) -> str:
         raise SnapshotError(str(error)) from None
 
 
-def _agent_to_json(agent: Agent) -> dict[str, object]:
-    hardware = agent.hardware
-    return {
-        "id": agent.id,
-        "host": agent.host,
-        "port": agent.port,
-        "models": list(agent.models),
-        "hardware": {
-            "gpu": hardware.gpu,
-            "vram_gb": hardware.vram_gb,
-            "cpu_cores": hardware.cpu_cores,
-            "ram_gb": hardware.ram_gb,
-        },
-        "metadata": dict(agent.metadata),
-        "max_connections": agent.max_connections,
-        "parallel_slots": agent.parallel_slots,
-        "engine": agent.engine.value,
-        "heartbeat_ttl_ms": agent.heartbeat_ttl_ms,
-        "probe_path": agent.probe_path,
-    }
-
-
-def _engine(value: str, where: str) -> Engine:
-    try:
-        return Engine(value)
-    except ValueError:
-        known = ", ".join(e.value for e in Engine if e.value)
-        raise SnapshotError(f"{where}: must be one of {known} (or empty), got {value!r}") from None
-
-
 def _agent_from_json(raw: object, where: str) -> Agent:
-    fields = _Fields(raw, where)
-    hardware = _Fields(fields.optional("hardware", dict, {}), f"{where}.hardware")
-    models = fields.optional("models", list, [])
-    metadata = fields.optional("metadata", dict, {})
-    if not all(isinstance(m, str) for m in models):
-        raise SnapshotError(f"{where}.models: must be a list of strings")
-    if not all(isinstance(v, str) for v in metadata.values()):
-        raise SnapshotError(f"{where}.metadata: must map strings to strings")
-    agent = Agent(
-        id=fields.get("id", str),
-        host=fields.optional("host", str, ""),
-        port=fields.count("port"),
-        models=tuple(models),
-        hardware=Hardware(
-            gpu=hardware.optional("gpu", str, ""),
-            vram_gb=hardware.amount("vram_gb"),
-            cpu_cores=hardware.count("cpu_cores"),
-            ram_gb=hardware.amount("ram_gb"),
-        ),
-        metadata=dict(metadata),
-        max_connections=fields.count("max_connections"),
-        # A file saved before the field existed reads 0: guessed, as it was.
-        parallel_slots=fields.count("parallel_slots"),
-        # Files saved before health existed read as not probed, without heartbeats.
-        engine=_engine(fields.optional("engine", str, ""), f"{where}.engine"),
-        heartbeat_ttl_ms=fields.count("heartbeat_ttl_ms"),
-        probe_path=fields.optional("probe_path", str, ""),
-    )
     try:
         # An older release accepted agents without an address: restore them as they were.
-        return check_agent(agent, where, address=False)
+        return agent_from_fields(raw, where, address=False)
     except InvalidArgument as error:
         raise SnapshotError(str(error)) from None

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
-from lb_service.model import Agent, Hardware
+from lb_service.agent_fields import agent_from_fields
+from lb_service.errors import InvalidArgument
+from lb_service.model import Hardware
 from lb_service.simulate.document import Node, ScenarioError, names, read_yaml
 from lb_service.simulate.scenario.types import ServiceTime, SimAgent
-from lb_service.validation import MAX_PARALLEL_SLOTS
 
 #: Most agents a scenario may define (after ``count`` expansion); keeps a run bounded.
 MAX_AGENTS = 2000
@@ -58,6 +60,10 @@ def default_speed(hardware: Hardware) -> float:
     return max(hardware.cpu_cores, 1) / 400
 
 
+#: The keys of a ``cluster`` entry that describe the agent to the balancer (the
+#: ``agent_fields`` reader's; ``host`` defaults to ``<id>.sim``, ``port`` to 11434).
+_AGENT_KEYS = ("host", "port", "models", "hardware", "max_connections", "parallel_slots")
+
 #: The keys of one entry of ``cluster``.
 CLUSTER_KEYS = (
     "id",
@@ -71,6 +77,12 @@ CLUSTER_KEYS = (
     "max_connections",
     "parallel_slots",
 )
+
+
+def _reason(message: str, field: str) -> str:
+    """``message`` without the path it starts with (ScenarioError adds the field's own)."""
+    prefix = f"{field}: "
+    return message[len(prefix) :] if field and message.startswith(prefix) else message
 
 
 def cluster_entries(node: Node, base_dir: Path) -> list[Node]:
@@ -122,36 +134,28 @@ def cluster_entry(
                 f"{models_node.path}[{n}]",
                 f"model {model!r} is not defined under models ({names(service)})",
             )
-    hw = entry.child("hardware", default={})
-    hw.only("gpu", "vram_gb", "cpu_cores", "ram_gb")
-    hardware = Hardware(
-        gpu=hw.string("gpu", ""),
-        vram_gb=hw.number("vram_gb", 0.0, low=0),
-        cpu_cores=hw.integer("cpu_cores", 0, low=0),
-        ram_gb=hw.number("ram_gb", 0.0, low=0),
-    )
+    # The agent as the balancer is told about it, read as every file's agents are;
+    # `speed` and `slots` are what the simulated agent does.
+    given = {key: entry.value[key] for key in _AGENT_KEYS if key in entry.value}
+    try:
+        template = agent_from_fields(
+            {"host": f"{base_id}.sim", "port": 11434, **given, "id": base_id},
+            entry.path,
+            fields=("id", *_AGENT_KEYS),
+        )
+    except InvalidArgument as error:
+        raise ScenarioError(error.field, _reason(str(error), error.field)) from None
+    hardware = template.hardware
     speed = entry.number("speed", default_speed(hardware), low=0, low_open=True)
     # Ollama runs 4 requests at once by default when memory allows, 1 otherwise;
     # a CPU-only host gains nothing from parallel slots.
     slots = entry.integer("slots", 4 if hardware.has_gpu else 1, low=1)
-    max_connections = entry.integer("max_connections", 0, low=0)
-    # What the balancer is told, as max_connections; `slots` is what the agent does.
-    declared_slots = entry.integer("parallel_slots", 0, low=0, high=MAX_PARALLEL_SLOTS)
-    host = entry.string("host", "")
-    port = entry.integer("port", 11434, low=1, high=65535)
     for n in range(count):
         agent_id = base_id if count == 1 else f"{base_id}-{n + 1}"
         if agent_id in seen:
             raise ScenarioError(f"{entry.path}.id", f"agent id {agent_id!r} is used twice")
         seen.add(agent_id)
-        agent = Agent(
-            id=agent_id,
-            host=host or f"{agent_id}.sim",
-            port=port,
-            models=models,
-            hardware=hardware,
-            max_connections=max_connections,
-            parallel_slots=declared_slots,
-        )
+        host = template.host if "host" in given else f"{agent_id}.sim"
+        agent = replace(template, id=agent_id, host=host)
         agents.append(SimAgent(agent, speed, slots))
     return agents
