@@ -115,7 +115,7 @@ class BalancerConfig:
     #: the plain moving average.
     peak_ewma: bool = True
     #: Time constant of the peak-EWMA estimate's decay.
-    ewma_decay_s: float = 10.0
+    ewma_decay_s: float = 0.25
     #: The least latency a failed request counts as in the peak-EWMA estimate.
     failure_penalty_ms: float = 5_000.0
     #: Failures in a row that eject an agent (0 turns outlier ejection off).

@@ -127,17 +127,18 @@ async def test_peak_ewma_recovers_as_fast_samples_arrive() -> None:
     """Fast samples after a slow one bring the agent back over the decay time."""
     clock = FakeClock()
     lb = peak(clock)
+    decay_s = BASE_RULES.ewma_decay_s  # each step below keeps 1/e of the estimate
     await fleet(lb, "a", "b")
     await lb.set_strategy(LATENCY)
     await lb.end("b", 150.0)
     await lb.end("a", 2_000.0)
     assert (await lb.select()).agent.id == "b"
     for _ in range(3):
-        clock.advance(10)
+        clock.advance(decay_s)
         await lb.end("a", 100.0)  # 2000 → ~800 → ~340 → ~170
         await lb.end("b", 150.0)
     assert (await lb.select()).agent.id == "b"
-    clock.advance(10)
+    clock.advance(decay_s)
     await lb.end("a", 100.0)  # ~125 < 150
     assert (await lb.select()).agent.id == "a"
 
