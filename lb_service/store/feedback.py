@@ -16,8 +16,10 @@ back by the store; no store writes these rules again.
   same ``decay_ms``, towards the agent's service time by its capacity (not towards
   zero: a slow host keeps looking slow), so one long request of a heavy-tailed
   workload keeps an agent out of comparisons for seconds, not until a sample it can no
-  longer get. A failed request is observed as at least ``failure_penalty_ms``, so an
-  agent that fails fast never looks fast. Queued work counts too: latency-based ranks
+  longer get. The default ``decay_ms`` is short (see the README's measurements): a
+  heavy-tailed sample is mostly news about its request. A failed request is observed
+  as at least ``failure_penalty_ms``, so an agent that fails fast looks slow after
+  each failure. Queued work counts too: latency-based ranks
   by the larger of the faded estimate and the drain time ``(active + 1) / capacity``.
 - **Outlier ejection** (after Envoy): ``consecutive_failures`` failures in a row eject
   the agent for ``base_ms`` x times ejected (capped at ``max_ms``), never more than
@@ -56,8 +58,8 @@ class Feedback:
 
     #: Weight of a new sample in the moving average (1 = only the last sample).
     smoothing: float = 0.3
-    #: Time constant of the peak-EWMA estimate's decay.
-    decay_ms: float = 10_000.0
+    #: Time constant of the peak-EWMA estimate's decay (``BalancerConfig.ewma_decay_s``).
+    decay_ms: float = 250.0
     #: The least latency a failed request is observed as by the peak-EWMA estimate.
     failure_penalty_ms: float = 5_000.0
     ejection: Ejection = Ejection()
