@@ -9,7 +9,8 @@ instead of arriving in lockstep; a new agent is due at once. Every ``tick_s`` th
 also runs the monitor's heartbeat sweep and checks the whole registry (an agent whose
 engine was added or removed); agents registered meanwhile are noticed at the next
 look. A probe runs under a semaphore (at most ``concurrency`` at a time) and a timeout
-(``probe: timeout after 1.0 s``), never more than one per agent at a time. Every
+(``probe: timeout after 1.0 s``: the prober's own when it bounds itself, as the
+server's does, else one set here), never more than one per agent at a time. Every
 agent's first probe and every ``full_every``-th after are ``full=True``: the costlier
 pass (Ollama's ``/api/tags``, vLLM's and SGLang's ``/metrics``); the others ask only
 whether it is up. The models an Ollama agent reports fill an agent registered without
@@ -45,10 +46,14 @@ ProbeFunction = Callable[[Agent, bool], Awaitable[ProbeResult]]
 
 
 class Prober(Protocol):
-    """What a probe factory builds (``lb_service.health.probes.Prober``): probes, then closes."""
+    """What a probe factory builds (``lb_service.health.probes.Prober``): probes, then closes.
+
+    It ends every probe within the timeout it was built with, a probe that ran out of
+    time being a failed result that says so: the server sets no timer of its own.
+    """
 
     async def probe(self, agent: Agent, *, full: bool) -> ProbeResult:
-        """Probe one agent once."""
+        """Probe one agent once, within the prober's timeout; never raises."""
         ...
 
     async def aclose(self) -> None:
@@ -56,7 +61,7 @@ class Prober(Protocol):
         ...
 
 
-#: Builds the prober the server uses, given the probe timeout in seconds.
+#: Builds the prober the server uses, given the probe timeout in seconds (which it keeps).
 ProbeFactory = Callable[[float], Prober]
 
 #: Share of the interval a due time moves either way, so probes do not stay in step.
@@ -90,11 +95,15 @@ class ProbeScheduler:
         concurrency: int = 64,
         full_every: int = 12,
         tick_s: float = 1.0,
+        self_bounded: bool = False,
         clock: Callable[[], int] = _system_clock,
         rng: random.Random | None = None,
     ) -> None:
         """Probe with ``probe`` (None: heartbeats only); ``clock`` returns unix ms.
 
+        ``self_bounded``: ``probe`` ends within ``timeout_s`` by itself and says so in its
+        result (the server's ``health.probes.Prober`` does), so no second timer is set
+        per probe; otherwise each probe runs under ``asyncio.timeout``.
         Sets ``monitor.probing``: with a probe, new engine agents wait for their first
         probe before they take picks; without, they are not probed and stay healthy.
         """
@@ -103,6 +112,7 @@ class ProbeScheduler:
         self._probe = probe
         self._interval_ms = interval_s * 1000
         self._timeout_s = timeout_s
+        self._self_bounded = self_bounded
         self._semaphore = asyncio.Semaphore(concurrency)
         self._full_every = max(full_every, 1)
         # The registry check (an engine added to an agent) comes at least once an interval.
@@ -244,6 +254,9 @@ class ProbeScheduler:
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
+            if self._self_bounded:
+                # A timer per probe costs as much as a tenth of the probe: one is enough.
+                return await self._probe(agent, full)
             async with asyncio.timeout(self._timeout_s):
                 return await self._probe(agent, full)
         except TimeoutError:

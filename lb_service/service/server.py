@@ -111,6 +111,8 @@ class LoadBalancerServer:
             interval_s=config.probe_interval_s,
             timeout_s=config.probe_timeout_s,
             tick_s=self._options.sweep_interval_s,
+            # The prober bounds each probe by the same timeout (health.probes).
+            self_bounded=True,
         )
 
     def _steps(self, metrics: Metrics | None) -> list[Step]:

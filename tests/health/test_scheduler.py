@@ -158,6 +158,23 @@ async def test_a_probe_that_never_answers_fails_with_a_timeout(clock: FakeClock)
     )
 
 
+async def test_a_self_bounded_probe_is_not_timed_a_second_time(clock: FakeClock) -> None:
+    """A probe that bounds itself keeps its own answer even past the scheduler's timeout."""
+
+    async def slow(agent: Agent, full: bool) -> ProbeResult:
+        await asyncio.sleep(0.05)  # past timeout_s: it is the probe's to bound, not ours
+        return ProbeResult(False, "probe: timeout after 0.5 s")
+
+    lb = balancer(clock)
+    scheduler = ProbeScheduler(lb.health, slow, clock=clock, timeout_s=0.01, self_bounded=True)
+    await lb.register(_engine("a"))
+
+    await _tick(scheduler)
+
+    (load,) = await lb.loads(["a"])
+    assert load.health_reason == "probe: timeout after 0.5 s"
+
+
 async def test_a_probe_that_raises_is_a_failure_not_a_crash(clock: FakeClock) -> None:
     """An exception a probe lets through becomes a failed probe; probing goes on."""
 
