@@ -15,6 +15,7 @@ Writes a Markdown report (``--output``) and prints it.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import os
 import shutil
@@ -57,6 +58,8 @@ class Settings:
     processes: int = 3
     threads: int = 8
     agents: int = 20
+    #: Fleet sizes the growth table compares (one replica each, memory and Redis).
+    growth_agents: tuple[int, int] = (10, 1000)
     duration_s: float = 4.0
     warmup_s: float = 1.0
     rounds: int = 2
@@ -94,6 +97,8 @@ class Run:
     machine: machine.Machine
     redis: str
     results: list[Result] = field(default_factory=list)
+    #: The same decision at the two ``growth_agents`` sizes: (agents, result) per setup.
+    growth: list[tuple[int, Result]] = field(default_factory=list)
 
 
 def measure(settings: Settings, command: str, redis_url: str | None = None) -> Run:
@@ -102,12 +107,21 @@ def measure(settings: Settings, command: str, redis_url: str | None = None) -> R
     described = machine.describe()
     with _redis(redis_url) as (url, redis_pid), _clients(settings.processes) as clients:
         best: dict[str, Result] = {}
+        grown: dict[tuple[int, str], Result] = {}
         for round_ in range(settings.rounds):
             for setup in settings.setups:
                 _say(f"round {round_ + 1}/{settings.rounds}: {setup}")
                 found = _measure_setup(setup, settings, url, redis_pid, clients)
                 if setup not in best or found.decisions_per_s > best[setup].decisions_per_s:
                     best[setup] = found
+            for agents in settings.growth_agents:
+                sized = dataclasses.replace(settings, agents=agents)
+                for setup in (MEMORY, "redis x1"):
+                    _say(f"round {round_ + 1}/{settings.rounds}: {setup}, {agents} agents")
+                    found = _measure_setup(setup, sized, url, redis_pid, clients)
+                    kept = grown.get((agents, setup))
+                    if kept is None or found.decisions_per_s > kept.decisions_per_s:
+                        grown[agents, setup] = found
         version = _redis_version(url)
     return Run(
         settings,
@@ -117,6 +131,7 @@ def measure(settings: Settings, command: str, redis_url: str | None = None) -> R
         described,
         version,
         [best[s] for s in settings.setups],
+        [(agents, result) for (agents, _), result in grown.items()],
     )
 
 
@@ -302,8 +317,60 @@ def markdown(run: Run) -> str:
         "redis-server during the measured window, per decision; Redis CPU is only "
         "known for the private server the run starts (not with REDIS_URL).",
         "",
+        *_growth(run),
     ]
     return "\n".join(lines)
+
+
+def _growth(run: Run) -> list[str]:
+    """The growth table: one replica per store at both fleet sizes, and the cost ratio."""
+    if not run.growth:
+        return []
+    small, large = run.settings.growth_agents
+    lines = [
+        f"## As the fleet grows: {small:,} against {large:,} agents",
+        "",
+        "The same decision on one replica of each store, at both fleet sizes, measured "
+        "in the same interleaved rounds. Issue 12's target: a Redis-backed decision at "
+        f"{large:,} agents costs at most 2x one at {small:,} (here: decisions/s, and "
+        "lb-service + Redis CPU per decision).",
+        "",
+        "| setup | agents | decisions/s | lb-service CPU µs/decision | Redis CPU µs/decision |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    by_key = {(result.setup, agents): result for agents, result in run.growth}
+    for setup in (MEMORY, "redis x1"):
+        for agents in (small, large):
+            r = by_key[setup, agents]
+            lines.append(
+                f"| {setup} | {agents:,} | {r.decisions_per_s:,.0f} "
+                f"| {_figure(r.server_cpu_us)} | {_figure(r.redis_cpu_us)} |"
+            )
+    lines.append("")
+    for setup in (MEMORY, "redis x1"):
+        a, b = by_key[setup, small], by_key[setup, large]
+        slower = a.decisions_per_s / b.decisions_per_s if b.decisions_per_s else float("nan")
+        cost = _cpu(a), _cpu(b)
+        cpu = (
+            f", CPU per decision {cost[1] / cost[0]:.1f}x"
+            if cost[0] and cost[1] is not None
+            else ""
+        )
+        lines.append(
+            f"- {setup}: {large:,} agents take {slower:.1f}x the time per decision of "
+            f"{small:,}{cpu}."
+        )
+    lines.append("")
+    return lines
+
+
+def _cpu(result: Result) -> float | None:
+    """lb-service and Redis CPU per decision, when both are known (Redis: 0 if not used)."""
+    if result.server_cpu_us is None:
+        return None
+    if result.setup != MEMORY and result.redis_cpu_us is None:
+        return None
+    return result.server_cpu_us + (result.redis_cpu_us or 0.0)
 
 
 def _figure(value: float | None) -> str:
@@ -312,7 +379,14 @@ def _figure(value: float | None) -> str:
 
 #: Tiny sizes for tests/bench: proves the harness runs, measures nothing.
 SMOKE = Settings(
-    replicas=(1,), processes=1, threads=1, agents=3, duration_s=0.2, warmup_s=0.05, rounds=1
+    replicas=(1,),
+    processes=1,
+    threads=1,
+    agents=3,
+    growth_agents=(2, 4),
+    duration_s=0.2,
+    warmup_s=0.05,
+    rounds=1,
 )
 
 

@@ -20,3 +20,9 @@ def test_cluster_bench_measures_memory_and_redis_replicas_and_reports_ratios(
     assert "| memory | 1 |" in text
     assert "| redis x1 | 1 |" in text
     assert "1.00x" in text  # the baseline against itself
+    # The growth table: both stores on one replica, at both fleet sizes.
+    assert sorted((r.setup, agents) for agents, r in run.growth) == [
+        ("memory", 2), ("memory", 4), ("redis x1", 2), ("redis x1", 4),
+    ]  # fmt: skip
+    assert "| redis x1 | 4 |" in text
+    assert "- redis x1: 4 agents take" in text
