@@ -104,6 +104,7 @@ class ProbeScheduler:
         ``self_bounded``: ``probe`` ends within ``timeout_s`` by itself and says so in its
         result (the server's ``health.probes.Prober`` does), so no second timer is set
         per probe; otherwise each probe runs under ``asyncio.timeout``.
+
         Sets ``monitor.probing``: with a probe, new engine agents wait for their first
         probe before they take picks; without, they are not probed and stay healthy.
         """

@@ -138,8 +138,7 @@ class Pool:
             if _exploring(figure, record)
         }
         # The members bounded exploration leaves in while it holds some back (built
-        # when asked for, kept up to date while the same members are held back), and
-        # the pool whose scale its capacities are in, when this pool is such a subset.
+        # when asked for, kept up to date while the same members are held back).
         self._options: Pool | None = None
         # The learned figures of trusted members, and the guesses of the trusted ones
         # (the two totals of capacity.scale) and of the untrusted ones (their capacity
@@ -181,11 +180,14 @@ class Pool:
         if not self._held or not 0 < self.trusted < len(self.agents):
             return self
         if self._options is None:
-            held = self._held
-            kept = [agent for n, agent in enumerate(self.agents) if n not in held]
-            records = {agent.id: self._records[self._position[agent.id]] for agent in kept}
-            weights = {agent.id: self._weights[self._position[agent.id]] for agent in kept}
-            self._options = Pool(kept, records, weights, self._model, scale_of=self)
+            kept = [n for n in range(len(self.agents)) if n not in self._held]
+            self._options = Pool(
+                [self.agents[n] for n in kept],
+                {self.agents[n].id: self._records[n] for n in kept},
+                {self.agents[n].id: self._weights[n] for n in kept},
+                self._model,
+                scale_of=self,
+            )
         return self._options
 
     def position(self, agent_id: str) -> int | None:
