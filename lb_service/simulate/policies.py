@@ -1,4 +1,4 @@
-"""The policies a simulation compares: balancer strategies with options, and two references.
+"""The policies a simulation compares: balancer strategies with options, and three references.
 
 Balancer policies run the real ``LoadBalancer`` with a strategy and BalancerConfig options.
 The first built-in one, ``default``, is what ``lb-service serve`` runs when given no
@@ -13,7 +13,12 @@ The references bypass the balancer and pick among the eligible agents themselves
 - ``oracle``: the agent that will finish the request first, knowing every agent's queue,
   the request's service time on each agent and which agents are failing. It is greedy
   (earliest finish for this request, not the best schedule for all of them) and ignores
-  sticky sessions, so it is a practical "best possible", not a proven optimum.
+  sticky sessions, so it is a practical "best possible", not a proven optimum;
+- ``informed``: what a balancer could do that knew every agent perfectly but, like every
+  balancer, not the request's size: the shortest expected time with true speeds, slots,
+  faults, queues and each model's mean size (``engine.references``). Between it and the
+  oracle lies what not knowing sizes costs; between a policy and it, what that policy's
+  estimates cost.
 """
 
 from __future__ import annotations
@@ -30,7 +35,8 @@ from lb_service.model import StrategyName
 #: The names of the reference policies.
 RANDOM = "random"
 ORACLE = "oracle"
-REFERENCES = (RANDOM, ORACLE)
+INFORMED = "informed"
+REFERENCES = (RANDOM, ORACLE, INFORMED)
 #: The name of the policy that runs what ``lb-service serve`` runs with no options.
 DEFAULT = "default"
 #: The strategy ``lb-service serve`` starts with when not told one.
@@ -95,4 +101,5 @@ DEFAULT_POLICIES: tuple[PolicySpec, ...] = (
     PolicySpec("capability-match", StrategyName.CAPABILITY_MATCH),
     PolicySpec(RANDOM, reference=RANDOM),
     PolicySpec(ORACLE, reference=ORACLE),
+    PolicySpec(INFORMED, reference=INFORMED),
 )

@@ -32,6 +32,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from lb_service.model import Agent
 from lb_service.requirements import meets
 from lb_service.simulate.scenario import Scenario, SimAgent, Workload
 
@@ -72,6 +73,20 @@ def capacity_per_s(scenario: Scenario) -> float:
             best = min(best, sum(supply[a] for a in agents) / demand)
     # Work rates are in ms of work per ms; per second it is a thousand times more requests.
     return best * 1000
+
+
+def mean_size_ms(scenario: Scenario, agent: Agent) -> float:
+    """The mean size (ms on a speed-1.0 agent) of the requests in the mix ``agent`` can serve.
+
+    Each kind the agent meets counts by its share of the mix: a perfect estimate of what
+    a request queued on the agent takes, before anyone knows its size. 0 for an agent
+    that serves none of the mix.
+    """
+    kinds = [t for t in scenario.workload.mix if meets(agent, t.task)]
+    share = sum(t.share for t in kinds)
+    if share <= 0:
+        return 0.0
+    return sum(t.share * scenario.service[t.task.model].mean_ms for t in kinds) / share
 
 
 def _work_rate(agent: SimAgent) -> float:

@@ -44,6 +44,52 @@ async def test_oracle_never_chooses_a_failing_agent_while_another_can_finish() -
     assert out.failed == [False, False]
 
 
+async def test_informed_queues_behind_the_fast_agent_whatever_the_size() -> None:
+    """Blind to sizes, the informed reference ranks by mean sizes: a small request still queues."""
+    sim = scenario(cluster=_FAST_SLOW)
+    stream = requests([(0, 1000), (10, 100)])
+    # The oracle sees the 100 ms request finish sooner on the idle slow agent (410 vs 1100);
+    # the informed one expects a mean-sized request: two means on fast, four on slow.
+    assert (await run(sim, stream, "oracle")).agent == [0, 1]
+    assert (await run(sim, stream, "informed")).agent == [0, 0]
+
+
+async def test_informed_spills_to_the_slow_agent_once_the_queue_outweighs_its_speed() -> None:
+    """Expected time (k + 1) means on the fast agent against 1 / 0.3 means on the idle slow one."""
+    sim = scenario(
+        cluster=[
+            {"id": "fast", "models": ["m"], "speed": 1.0, "slots": 1},
+            {"id": "slow", "models": ["m"], "speed": 0.3, "slots": 1},
+        ]
+    )
+    # Sizes do not matter to it: 1, 2, 3 means on fast beat 3.33 on slow; 4 do not.
+    out = await run(sim, requests([(0, 50), (10, 9000), (20, 10), (30, 10)]), "informed")
+    assert out.agent == [0, 0, 0, 1]
+
+
+async def test_informed_counts_every_slot_and_the_agents_mean_size() -> None:
+    """With two slots a second request starts at once; a third waits half a mean for one."""
+    sim = scenario(
+        cluster=[
+            {"id": "pair", "models": ["m"], "speed": 1.0, "slots": 2},
+            {"id": "slow", "models": ["m"], "speed": 0.6, "slots": 1},
+        ]
+    )
+    # pair: 1, 1, then 1 + 1/2 means (1.5 < 1.67 on slow), then 1 + 2/2 = 2 > 1.67.
+    out = await run(sim, requests([(0, 5000), (1, 5000), (2, 5000), (3, 5000)]), "informed")
+    assert out.agent == [0, 0, 0, 1]
+
+
+async def test_informed_never_chooses_a_failing_agent_while_another_can_finish() -> None:
+    """Faults are known to the informed reference as to the oracle."""
+    sim = scenario(
+        cluster=_FAST_SLOW,
+        faults=[{"agent": "fast", "kind": "fail", "at_s": 0, "fail_ms": 5}],
+    )
+    out = await run(sim, requests([(0, 1000), (10, 1000)]), "informed")
+    assert out.agent == [1, 1]
+
+
 async def test_a_slow_fault_scales_service_from_its_start() -> None:
     """Requests starting service on the agent at or after T take `factor` times longer."""
     sim = scenario(

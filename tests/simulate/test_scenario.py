@@ -17,7 +17,7 @@ from lb_service.simulate.scenario import (
     parse,
     with_utilisation,
 )
-from lb_service.simulate.workload import arrival_rate_per_s, capacity_per_s
+from lb_service.simulate.workload import arrival_rate_per_s, capacity_per_s, mean_size_ms
 from tests.simulate.builders import document, scenario
 
 SCENARIOS = Path(__file__).parents[2] / "scenarios"
@@ -215,6 +215,25 @@ def test_capacity_is_set_by_the_tightest_group_of_request_types() -> None:
     assert capacity_per_s(sim) == pytest.approx(1 / 0.75)
     rate, capacity = arrival_rate_per_s(sim)
     assert rate == pytest.approx(0.5 * capacity)
+
+
+def test_an_agents_mean_size_weighs_only_the_kinds_it_can_serve_by_share() -> None:
+    """Mix 3:1 of 900 and 100 ms means: 700 ms where both are served, 100 where only s is."""
+    sim = scenario(
+        models={
+            "b": {"service_ms": {"mean": 900, "sigma": 0.5}},
+            "s": {"service_ms": {"mean": 100, "sigma": 0.5}},
+            "x": {"service_ms": {"mean": 100, "sigma": 0.5}},
+        },
+        cluster=[
+            {"id": "big", "models": ["b", "s"], "speed": 1, "slots": 1},
+            {"id": "small", "models": ["s"], "speed": 1, "slots": 1},
+            {"id": "other", "models": ["x"], "speed": 1, "slots": 1},
+        ],
+        workload={"rate_per_s": 1, "mix": [{"model": "b", "share": 3}, {"model": "s", "share": 1}]},
+    )
+    means = [mean_size_ms(sim, a.agent) for a in sim.agents]
+    assert means == [pytest.approx(700), pytest.approx(100), 0.0]
 
 
 def test_declared_parallel_slots_are_registered_apart_from_the_true_slots() -> None:

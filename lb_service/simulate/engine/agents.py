@@ -24,11 +24,17 @@ from lb_service.simulate.scenario import Fault, SimAgent
 class AgentState:
     """One agent's slots, in-system requests and faults during a run."""
 
-    __slots__ = ("fails", "finishes", "free_at", "registered", "sim", "slows")
+    __slots__ = ("fails", "finishes", "free_at", "mean_ms", "registered", "sim", "slows")
 
-    def __init__(self, sim: SimAgent, faults: Sequence[Fault]) -> None:
-        """Idle, with the scenario's faults that concern this agent (times in ms)."""
+    def __init__(self, sim: SimAgent, faults: Sequence[Fault], mean_ms: float = 0.0) -> None:
+        """Idle, with the scenario's faults that concern this agent (times in ms).
+
+        ``mean_ms`` is the mean size, on a speed-1.0 agent, of the requests the agent can
+        serve (``workload.mean_size_ms``): what the ``informed`` reference expects each
+        request queued there to take.
+        """
         self.sim = sim
+        self.mean_ms = mean_ms
         # When each slot next becomes free (a heap): a request starts at the earliest.
         self.free_at = [0.0] * sim.slots
         # Finish times of the requests queued or in service (a heap), for in-system counts.

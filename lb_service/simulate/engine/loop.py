@@ -23,7 +23,7 @@ from lb_service.simulate.engine.references import reference_pick
 from lb_service.simulate.engine.results import EjectionWatch, PolicyRun
 from lb_service.simulate.policies import PolicySpec
 from lb_service.simulate.scenario import Fault, Scenario
-from lb_service.simulate.workload import Requests
+from lb_service.simulate.workload import Requests, mean_size_ms
 from lb_service.store.memory import MemoryStore
 
 #: The unix time (ms) the virtual clock starts at; fixed so runs repeat exactly.
@@ -80,9 +80,13 @@ class _Run:
         # Seeded by the policy's name too, so each policy's choices are its own but the
         # same on every run (a str seed is hashed with SHA-512, not the salted hash()).
         self.rng = random.Random(f"{seed}:{policy.name}")
-        self.agents = [AgentState(a, scenario.faults) for a in scenario.agents]
+        self.agents = [
+            AgentState(a, scenario.faults, mean_size_ms(scenario, a.agent)) for a in scenario.agents
+        ]
         self.index = {a.agent.id: n for n, a in enumerate(scenario.agents)}
         self.tasks = [t.task for t in scenario.workload.mix]
+        # Each kind's mean size: all the informed reference knows of a request's size.
+        self.expected_ms = [scenario.service[t.task.model].mean_ms for t in scenario.workload.mix]
         self.delays = [d.report_delay_ms for d in scenario.workload.dispatchers]
         self.config = policy.config(scenario.balancer) if policy.reference is None else None
         self.balancer = (
@@ -262,6 +266,7 @@ class _Run:
                 self.eligible[kind],
                 self.requests.base_ms[i],
                 now,
+                self.expected_ms[kind],
             )
             if isinstance(choice, str):
                 self.out.refused[choice] += 1
