@@ -5,7 +5,7 @@ Where each part lives, in the order a run uses them:
 - ``scenario/``: the scenario file, one module per section, read into a ``Scenario``
   (``document`` is the field-by-field YAML reader it shares with the emulator).
 - ``policies``: the policies a run compares (balancer strategies with options, and the
-  random and oracle references).
+  random, oracle and informed references).
 - ``workload``: capacity, the arrival rate and the request stream itself.
 - ``engine/``: the event loop on the virtual clock (``loop``), the agents' slots, queues
   and faults (``agents``), the reference policies' picks (``references``) and the

@@ -62,8 +62,9 @@ def add_command(commands: Any) -> None:
         description=(
             "Replay a scenario's workload on a virtual clock against the real balancer, once "
             "per policy (what lb-service serve runs by default, strategies with options, plus "
-            "the random and oracle references), and report throughput, response times, "
-            "balance, refusals, session affinity, stability and the scenario's targets. "
+            "the random, oracle and size-blind informed references), and report throughput, "
+            "response times, balance, refusals, session affinity, stability and the "
+            "scenario's targets. "
             "Deterministic for a seed."
         ),
     )

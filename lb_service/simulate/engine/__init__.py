@@ -7,14 +7,15 @@ for the others) and a periodic ``sweep``. Its clock is the virtual one and its r
 source is seeded, so a run is a pure function of the scenario, the seed and the policy.
 ``LoadBalancer`` methods are coroutines that never suspend over a memory store, so the
 whole run is one coroutine on one event loop and costs only the balancer's own work.
-A reference policy (random, oracle) picks by itself instead, with no balancer at all.
+A reference policy (random, oracle, informed) picks by itself instead, with no balancer
+at all.
 
 Where each part lives:
 
 - ``loop``: the event loop, ``run_policy`` and ``run_all``, and the virtual clock.
 - ``agents``: an agent's slots and FIFO queue, and the faults it replays (slow, fail,
   a crash's effect on the requests it holds).
-- ``references``: the random and oracle policies' picks.
+- ``references``: the random, oracle and informed policies' picks.
 - ``ejections``: what the balancer did to failing agents, counted and watched.
 - ``results``: ``PolicyRun`` and ``EjectionWatch``, what a run records.
 

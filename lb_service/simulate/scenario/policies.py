@@ -3,7 +3,7 @@
 Options are checked against the ``BalancerConfig`` this lb-service was built with (a name
 it does not have, or a value of the wrong type, is a ScenarioError); policies are the
 built-in ones (``lb_service/simulate/policies.py``) by name, or defined here with a
-strategy and options, or a reference (random, oracle).
+strategy and options, or a reference (random, oracle, informed).
 """
 
 from __future__ import annotations
