@@ -19,15 +19,19 @@ A model's typical latency is the mean of the logarithm of its latencies (a geome
 mean): LLM request lengths are heavy-tailed (p99 tens of times the median) and one
 huge request must not swing it. Where every model's latencies have the same shape on
 the agent, each arithmetic mean is its geometric mean times one constant, so the
-ratio of arithmetic means that the factor stands for is the ratio above; queueing
-inside the agent stretches every model alike and cancels too. Each typical latency is
-a running mean over the first samples, then a moving average over about ``WINDOW``;
-shares decay as the capacity estimate does (``capacity.CAPACITY_WINDOW``). A model is
-trusted after ``TRUST_SAMPLES`` successes on the agent; before, and for a request that
-names no model, the factor is 1 (the agent's average), so a model new to an agent is
-explored like any request and then learned. At most ``MAX_MODELS`` models are kept per
-agent; a new one replaces the one sampled least recently. Requests that name no model
-are kept as the model ``""``: they are part of the agent's mix.
+ratio of arithmetic means that the factor stands for is the ratio above. Queueing
+inside the agent does not cancel: a latency includes the wait for a slot, which adds the
+same time to every model's requests and so pulls the factors towards 1 on a busy agent
+(in the simulator a busy GPU's typical 8B latency was 2.5-5x its service time). Taking
+the wait out was tried and moved the simulated p99 by less than seed noise, so the
+factor keeps the plain latency (see the README's "What misses, and why"). Each typical
+latency is a running mean over the first samples, then a moving average over about
+``WINDOW``; shares decay as the capacity estimate does (``capacity.CAPACITY_WINDOW``).
+A model is trusted after ``TRUST_SAMPLES`` successes on the agent; before, and for a
+request that names no model, the factor is 1 (the agent's average), so a model new to
+an agent is explored like any request and then learned. At most ``MAX_MODELS`` models
+are kept per agent; a new one replaces the one sampled least recently. Requests that
+name no model are kept as the model ``""``: they are part of the agent's mix.
 """
 
 from __future__ import annotations
