@@ -26,7 +26,7 @@ class AgentState:
 
     __slots__ = ("fails", "finishes", "free_at", "mean_ms", "registered", "sim", "slows")
 
-    def __init__(self, sim: SimAgent, faults: Sequence[Fault], mean_ms: float = 0.0) -> None:
+    def __init__(self, sim: SimAgent, faults: Sequence[Fault], mean_ms: float) -> None:
         """Idle, with the scenario's faults that concern this agent (times in ms).
 
         ``mean_ms`` is the mean size, on a speed-1.0 agent, of the requests the agent can

@@ -34,7 +34,7 @@ def reference_pick(
     eligible: Sequence[int],
     base_ms: float,
     now: float,
-    expected_ms: float = 0.0,
+    expected_ms: float,
 ) -> int | str:
     """The index of the agent ``reference`` picks, or the reason it refuses (as counted).
 
