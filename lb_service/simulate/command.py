@@ -196,9 +196,9 @@ def run(args: dict[str, Any]) -> int:
         except plots.PlotsUnavailable as error:
             print(f"{PROG}: error: {error}", file=sys.stderr)
             return 1
-    if args.get("seeds") or utilisations:
-        return _run_several(args, scenarios, policies, args.get("seeds") or [scenario.seed])
     seed = scenario.seed if args.get("seed") is None else int(args["seed"])
+    if args.get("seeds") or utilisations:
+        return _run_several(args, scenarios, policies, args.get("seeds") or [seed])
     quiet = bool(args.get("quiet"))
     json_to = args.get("json")
     began = time.perf_counter()

@@ -250,6 +250,17 @@ def test_utilisations_run_with_every_seed(
     assert "Targets at utilisation 0.5 over seeds 1:" in table
 
 
+def test_a_single_seed_holds_with_utilisations(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--seed N beside --utilisation runs seed N, not the scenario's own seed."""
+    code, stdout, _ = _run(
+        capsys, str(_write(tmp_path)), "--utilisation", "0.5", "--seed", "3", "--json", "-"
+    )
+    assert code == 0
+    assert [(r["utilisation"], r["seed"]) for r in json.loads(stdout)] == [(0.5, 3)]
+
+
 def test_a_target_missed_on_any_seed_fails_the_check(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
