@@ -16,6 +16,8 @@
         ├── NoAgentsRegistered   nothing to pick from at all          UNAVAILABLE
         ├── NoEligibleAgent      no agent meets the task              FAILED_PRECONDITION
         ├── AllAgentsBusy        every eligible agent is at capacity  RESOURCE_EXHAUSTED
+        ├── AllAgentsSaturated   every eligible agent reports itself  RESOURCE_EXHAUSTED
+        │                        full (--refuse-when-saturated)
         └── AllAgentsDraining    every eligible agent is drained      UNAVAILABLE
 
 Every message says what was wrong in words a person can act on; the service
@@ -94,6 +96,10 @@ class NoEligibleAgent(NoAgentAvailable):
 
 class AllAgentsBusy(NoAgentAvailable):
     """Eligible agents exist but every one is at its max_connections."""
+
+
+class AllAgentsSaturated(NoAgentAvailable):
+    """Every eligible agent's fresh load report says it is full, and the service refuses then."""
 
 
 class AllAgentsDraining(NoAgentAvailable):

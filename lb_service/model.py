@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 
 class StrategyName(enum.Enum):
@@ -114,6 +115,34 @@ class SelectionRequest:
     acquire: bool = False
 
 
+def _no_metrics() -> Mapping[str, float]:
+    return MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class LoadReport:
+    """One report of an agent's load; None for a figure the reporter does not know.
+
+    ``loaded_models`` empty means none loaded, or not known (Ollama's ``/api/ps`` knows;
+    vLLM's metrics do not say).
+    """
+
+    queued_requests: int | None = None
+    running_requests: int | None = None
+    kv_cache_usage: float | None = None
+    loaded_models: tuple[str, ...] = ()
+    cpu_utilization: float | None = None
+    gpu_utilization: float | None = None
+    named_metrics: Mapping[str, float] = field(default_factory=_no_metrics)
+
+    @property
+    def requests(self) -> int | None:
+        """Queued plus running requests; None when the report states neither."""
+        if self.queued_requests is None and self.running_requests is None:
+            return None
+        return (self.queued_requests or 0) + (self.running_requests or 0)
+
+
 @dataclass(frozen=True, slots=True)
 class AgentLoad:
     """An agent's load as reported to clients."""
@@ -137,6 +166,11 @@ class AgentLoad:
     #: Whether the agent takes new picks; ``health_reason`` says why not (empty if healthy).
     health: AgentHealth = AgentHealth.HEALTHY
     health_reason: str = ""
+    #: The agent's freshest load report, whatever its age (None: it never sent one),
+    #: and its age when read. The age is left out of comparisons, so a watcher is not
+    #: sent loads that differ only in how old the same report has grown.
+    report: LoadReport | None = None
+    report_age_ms: int = field(default=0, compare=False)
 
     @property
     def ejected(self) -> bool:

@@ -46,6 +46,7 @@ from lb_service.model import (
     StrategyName,
     Task,
 )
+from lb_service.reports import ReceivedReport, fresh
 from lb_service.store.base import (
     AgentStats,
     Contender,
@@ -71,16 +72,28 @@ from lb_service.validation import (
 )
 
 
-def _contenders(decision: Decision) -> tuple[Contender, ...]:
+def _contenders(decision: Decision, reports: Mapping[str, ReceivedReport]) -> tuple[Contender, ...]:
     """What a shared store may re-rank at commit: the compared agents with their load ranks.
 
     A rule that does not rank by load commits its choice as made; the store still
-    checks its room.
+    checks its room. The store re-ranks on its live lease counts, which do not hold
+    what an agent reported beyond them (``reports.ReceivedReport.unseen``): that load
+    travels in the rank's offset, ``per_request`` for each request.
     """
     if not decision.compared:
         agent = decision.choice.agent
         return (Contender(agent.id, agent.max_connections),)
-    return tuple(Contender(c.agent.id, c.agent.max_connections, *r) for c, r in decision.compared)
+    contenders = []
+    for candidate, rank in decision.compared:
+        agent = candidate.agent
+        received = reports.get(agent.id)
+        if received is not None and received.unseen:
+            rank = rank._replace(offset=rank.offset + rank.per_request * received.unseen)
+        contenders.append(Contender(agent.id, agent.max_connections, *rank))
+    return tuple(contenders)
+
+
+_NO_REPORTS: Mapping[str, ReceivedReport] = {}
 
 
 class LoadBalancer:
@@ -103,6 +116,7 @@ class LoadBalancer:
         self._config = config or BalancerConfig()
         # Built once: every request end passes it to the store.
         self._feedback = self._config.feedback
+        self._saturation = self._config.saturation
         self._clock = clock
         self._rng = rng or random.Random()
         self.observer: Observer = observer or NoObserver()
@@ -190,7 +204,8 @@ class LoadBalancer:
         session_id = check_session_id(session_id) if self._config.sticky_sessions else ""
         state = await self._store.pick_state(session_id, tuple(a.id for a in pool) if pool else ())
         now = self._clock()
-        outcome = decide(self._inputs(state, pool, now), task, session_id)
+        inputs = self._inputs(state, pool, now)
+        outcome = decide(inputs, task, session_id)
         if isinstance(outcome, Refusal):
             refusal = refusal_error(outcome)
             await self._refused(state.strategy, refusal)
@@ -205,7 +220,7 @@ class LoadBalancer:
                 acquire=acquire,
                 session_id=session_id,
                 bind=outcome.bind,
-                contenders=_contenders(outcome) if state.shared else (),
+                contenders=_contenders(outcome, inputs.reports) if state.shared else (),
                 fresh_since_ms=now - int(self._config.session_ttl_s * 1000) if session_id else 0,
                 seen=state.binding,
                 # Checked in the commit's atomic step, after a pick was possible: a
@@ -267,6 +282,12 @@ class LoadBalancer:
                 None if candidates or state.shared else state.pool,
                 config.ewma_decay_s * 1000,
                 state.out,
+                fresh(state.reports, now, config.report_staleness_s * 1000)
+                if state.reports
+                else _NO_REPORTS,
+                self._saturation,
+                config.refuse_when_saturated,
+                config.prefer_resident,
             ),
         )
 

@@ -19,6 +19,7 @@ from lb_service.decision import Refusal, RefusalKind
 from lb_service.errors import (
     AllAgentsBusy,
     AllAgentsDraining,
+    AllAgentsSaturated,
     NoAgentAvailable,
     NoAgentsRegistered,
     NoEligibleAgent,
@@ -54,12 +55,14 @@ class Outcome(enum.Enum):
     NO_ELIGIBLE_AGENT = "no_eligible_agent"
     ALL_BUSY = "all_busy"
     ALL_DRAINING = "all_draining"
+    ALL_SATURATED = "all_saturated"
 
 
 REFUSALS: tuple[tuple[type[NoAgentAvailable], Outcome], ...] = (
     (NoAgentsRegistered, Outcome.NO_AGENTS),
     (AllAgentsBusy, Outcome.ALL_BUSY),
     (AllAgentsDraining, Outcome.ALL_DRAINING),
+    (AllAgentsSaturated, Outcome.ALL_SATURATED),
     (NoAgentAvailable, Outcome.NO_ELIGIBLE_AGENT),
 )
 
@@ -70,6 +73,8 @@ def refusal_error(refusal: Refusal) -> NoAgentAvailable:
         return NoAgentsRegistered()
     if refusal.kind is RefusalKind.ALL_BUSY:
         return AllAgentsBusy(refusal.message)
+    if refusal.kind is RefusalKind.ALL_SATURATED:
+        return AllAgentsSaturated(refusal.message)
     if refusal.kind is RefusalKind.ALL_DRAINING:
         return AllAgentsDraining(refusal.message)
     return NoEligibleAgent(refusal.message)

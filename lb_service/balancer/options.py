@@ -13,6 +13,7 @@ from typing import Any
 
 from lb_service.health.monitor import HealthOptions
 from lb_service.health.state import Thresholds
+from lb_service.reports import Saturation
 from lb_service.store.feedback import Ejection, Feedback
 
 
@@ -30,12 +31,13 @@ _OPTION_RULES: tuple[tuple[tuple[str, ...], str, Callable[[float], bool]], ...] 
         lambda v: math.isfinite(v) and v > 0,
     ),
     (
-        ("failure_penalty_ms", "slow_start_window_s", "pick_hold_s"),
+        ("failure_penalty_ms", "slow_start_window_s", "pick_hold_s", "report_staleness_s"),
         "a finite number >= 0",
         lambda v: math.isfinite(v) and v >= 0,
     ),
     (
-        ("latency_smoothing", "ejection_max_share", "slow_start_min_share"),
+        ("latency_smoothing", "ejection_max_share", "slow_start_min_share",
+         "saturation_kv_cache"),
         "in (0, 1]",
         lambda v: 0 < v <= 1,
     ),
@@ -46,7 +48,7 @@ _OPTION_RULES: tuple[tuple[tuple[str, ...], str, Callable[[float], bool]], ...] 
     ),
     (
         ("max_candidates", "max_agents", "max_sessions", "max_leases",
-         "probe_unhealthy_threshold", "probe_healthy_threshold"),
+         "probe_unhealthy_threshold", "probe_healthy_threshold", "saturation_queue"),
         "a whole number >= 1",
         lambda v: _whole(v, 1),
     ),
@@ -141,6 +143,19 @@ class BalancerConfig:
     probe_healthy_threshold: int = 2
     #: How long a heartbeat agent silent past its heartbeat TTL stays registered.
     agent_expiry_s: float = 300.0
+    # Load reports (see lb_service.reports): what agents say about their own load.
+    #: A report older than this is ignored (0: decisions read no report).
+    report_staleness_s: float = 2.0
+    #: A fresh report with this many requests queued makes the agent saturated.
+    saturation_queue: int = 5
+    #: A fresh report with the KV cache at least this full makes the agent saturated.
+    saturation_kv_cache: float = 0.8
+    #: When every eligible agent is saturated, refuse (RESOURCE_EXHAUSTED) instead of
+    #: sending the request to the least saturated one.
+    refuse_when_saturated: bool = False
+    #: Prefer agents whose fresh report lists the task's model as loaded, while their
+    #: load is within the balance factor's bound.
+    prefer_resident: bool = True
 
     def __post_init__(self) -> None:
         """Reject values the balancer cannot work with."""
@@ -159,6 +174,11 @@ class BalancerConfig:
             ),
             agent_expiry_ms=int(self.agent_expiry_s * 1000),
         )
+
+    @property
+    def saturation(self) -> Saturation:
+        """When a fresh report makes an agent saturated."""
+        return Saturation(queue=self.saturation_queue, kv_cache=self.saturation_kv_cache)
 
     @property
     def feedback(self) -> Feedback:

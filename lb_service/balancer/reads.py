@@ -13,6 +13,7 @@ from lb_service.capacity import learned_capacity, ranked_slots
 from lb_service.errors import AgentNotFound
 from lb_service.health.state import HEALTHY_RECORD, HealthRecord
 from lb_service.model import Agent, AgentLoad, LoadSnapshot, Statistics
+from lb_service.reports import ReceivedReport
 from lb_service.store.base import AgentStats
 from lb_service.store.feedback import is_ejected
 from lb_service.store.roles import ChangeFeed, Reads
@@ -46,8 +47,17 @@ class LoadReads:
             if agent_id not in agents and agent_id not in stats:
                 raise AgentNotFound(agent_id)
         now = self._clock()
+        reports = overview.reports
         return [
-            _load(agent_id, agents, stats, weights, now, health.get(agent_id, HEALTHY_RECORD))
+            _load(
+                agent_id,
+                agents,
+                stats,
+                weights,
+                now,
+                health.get(agent_id, HEALTHY_RECORD),
+                reports.get(agent_id),
+            )
             for agent_id in ids
         ]
 
@@ -117,6 +127,7 @@ def _load(
     weights: Mapping[str, float],
     now: int,
     health: HealthRecord,
+    received: ReceivedReport | None,
 ) -> AgentLoad:
     record = stats.get(agent_id, AgentStats())
     agent = agents.get(agent_id)
@@ -139,4 +150,6 @@ def _load(
         else ranked_slots(agent, record, learned is not None),
         health=health.health,
         health_reason=health.reason,
+        report=None if received is None else received.report,
+        report_age_ms=0 if received is None else received.age_ms(now),
     )

@@ -23,6 +23,7 @@ from lb_service.model import (
     Agent,
     AgentLoad,
     Compute,
+    LoadReport,
     LoadSnapshot,
     Selection,
     SelectionRequest,
@@ -267,12 +268,17 @@ class AsyncLoadBalancerClient(_core.ClientCore):
         """Switch the selection strategy; return the one it replaced."""
         return await self._send(_core.set_strategy(strategy), timeout)
 
-    async def heartbeat(self, agent_id: str, *, timeout: float | None = None) -> None:
+    async def heartbeat(
+        self, agent_id: str, report: LoadReport | None = None, *, timeout: float | None = None
+    ) -> None:
         """Tell the service the agent is alive (it registered with a heartbeat TTL).
 
-        NOT_FOUND means the agent is no longer registered (it expired): register again.
+        ``report`` is the agent's load now (``LoadReport``: its queue, KV cache, loaded
+        models, ...), which decisions read while it is fresh; a figure out of range is
+        INVALID_ARGUMENT naming the field. NOT_FOUND means the agent is no longer
+        registered (it expired): register again.
         """
-        await self._send(_core.heartbeat(agent_id), timeout)
+        await self._send(_core.heartbeat(agent_id, report), timeout)
 
     async def drain(
         self, agent_id: str, *, undrain: bool = False, timeout: float | None = None

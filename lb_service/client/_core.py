@@ -29,6 +29,7 @@ from lb_service.model import (
     Agent,
     AgentLoad,
     Compute,
+    LoadReport,
     LoadSnapshot,
     Selection,
     SelectionRequest,
@@ -210,9 +211,12 @@ def set_strategy(strategy: StrategyName) -> Call[StrategyName]:
     return Call(LOAD_BALANCER, "SetStrategy", request, _previous_strategy)
 
 
-def heartbeat(agent_id: str) -> Call[None]:
-    """Heartbeat: the agent is alive."""
-    return Call(LOAD_BALANCER, "Heartbeat", pb.HeartbeatRequest(agent_id=agent_id), _nothing)
+def heartbeat(agent_id: str, report: LoadReport | None = None) -> Call[None]:
+    """Heartbeat: the agent is alive, and with ``report`` how loaded it is."""
+    request = pb.HeartbeatRequest(
+        agent_id=agent_id, report=None if report is None else _wire.report_to_pb(report)
+    )
+    return Call(LOAD_BALANCER, "Heartbeat", request, _nothing)
 
 
 def _active(response: pb.DrainAgentResponse) -> int:

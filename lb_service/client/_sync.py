@@ -22,6 +22,7 @@ from lb_service.model import (
     Agent,
     AgentLoad,
     Compute,
+    LoadReport,
     LoadSnapshot,
     Selection,
     SelectionRequest,
@@ -262,12 +263,17 @@ class LoadBalancerClient(_core.ClientCore):
         """Switch the selection strategy; return the one it replaced."""
         return self._send(_core.set_strategy(strategy), timeout)
 
-    def heartbeat(self, agent_id: str, *, timeout: float | None = None) -> None:
+    def heartbeat(
+        self, agent_id: str, report: LoadReport | None = None, *, timeout: float | None = None
+    ) -> None:
         """Tell the service the agent is alive (it registered with a heartbeat TTL).
 
-        NOT_FOUND means the agent is no longer registered (it expired): register again.
+        ``report`` is the agent's load now (``LoadReport``: its queue, KV cache, loaded
+        models, ...), which decisions read while it is fresh; a figure out of range is
+        INVALID_ARGUMENT naming the field. NOT_FOUND means the agent is no longer
+        registered (it expired): register again.
         """
-        self._send(_core.heartbeat(agent_id), timeout)
+        self._send(_core.heartbeat(agent_id, report), timeout)
 
     def drain(self, agent_id: str, *, undrain: bool = False, timeout: float | None = None) -> int:
         """Stop new picks of the agent (``undrain``: allow them again); return its open leases."""

@@ -21,6 +21,7 @@ from lb_service.model import (
     Compute,
     Engine,
     Hardware,
+    LoadReport,
     LoadSnapshot,
     Selection,
     SelectionRequest,
@@ -211,6 +212,8 @@ def load_to_pb(load: AgentLoad) -> pb.AgentLoad:
         parallel_slots=load.parallel_slots,
         health=_HEALTH_TO_PB[load.health],
         health_reason=load.health_reason,
+        report=None if load.report is None else report_to_pb(load.report),
+        report_age_ms=load.report_age_ms,
     )
 
 
@@ -260,6 +263,39 @@ def load_from_pb(message: pb.AgentLoad) -> AgentLoad:
         # A server that predates health (or a state it does not know yet) reads as healthy.
         health=_HEALTH_FROM_PB.get(message.health, AgentHealth.HEALTHY),
         health_reason=message.health_reason,
+        report=report_from_pb(message.report) if message.HasField("report") else None,
+        report_age_ms=message.report_age_ms,
+    )
+
+
+def report_from_pb(message: pb.LoadReport) -> LoadReport:
+    """Build a load report from its message; a figure not set is None (not known).
+
+    Not range-checked here: ``reports.check_report`` does that in the core.
+    """
+    return LoadReport(
+        queued_requests=message.queued_requests if message.HasField("queued_requests") else None,
+        running_requests=(
+            message.running_requests if message.HasField("running_requests") else None
+        ),
+        kv_cache_usage=message.kv_cache_usage if message.HasField("kv_cache_usage") else None,
+        loaded_models=tuple(message.loaded_models),
+        cpu_utilization=message.cpu_utilization if message.HasField("cpu_utilization") else None,
+        gpu_utilization=message.gpu_utilization if message.HasField("gpu_utilization") else None,
+        named_metrics=dict(message.named_metrics),
+    )
+
+
+def report_to_pb(report: LoadReport) -> pb.LoadReport:
+    """Build the message for a load report; a figure that is None is left unset."""
+    return pb.LoadReport(
+        queued_requests=report.queued_requests,
+        running_requests=report.running_requests,
+        kv_cache_usage=report.kv_cache_usage,
+        loaded_models=report.loaded_models,
+        cpu_utilization=report.cpu_utilization,
+        gpu_utilization=report.gpu_utilization,
+        named_metrics=report.named_metrics,
     )
 
 

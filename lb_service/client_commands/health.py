@@ -9,8 +9,9 @@ from collections.abc import Callable
 from typing import Any
 
 from lb_service.client import ClientError, LoadBalancerClient
-from lb_service.client_commands.options import UsageError, seconds, subcommand
+from lb_service.client_commands.options import UsageError, count, seconds, subcommand
 from lb_service.client_commands.output import describe_error, emit
+from lb_service.model import LoadReport
 
 #: Seconds ``drain --wait`` waits for the agent's open requests to end unless --timeout says.
 DRAIN_WAIT_TIMEOUT_S = 300.0
@@ -47,6 +48,21 @@ def add_health(commands: Any, common: argparse.ArgumentParser) -> None:
     text = "send one heartbeat for an agent registered with --heartbeat-ttl-ms"
     beat = subcommand(commands, "heartbeat", _heartbeat, text, common)
     beat.add_argument("agent", metavar="AGENT", help="id of the agent that is alive")
+    report = beat.add_argument_group(
+        "load report", "with any of these, the heartbeat carries the agent's load report"
+    )
+    report.add_argument("--queued", type=count, metavar="N", help="requests waiting for a slot")
+    report.add_argument("--running", type=count, metavar="N", help="requests being served")
+    report.add_argument(
+        "--kv-cache", type=float, metavar="SHARE", help="share of the KV cache in use, in [0, 1]"
+    )
+    report.add_argument(
+        "--loaded-model",
+        action="append",
+        default=[],
+        metavar="MODEL",
+        help="a model held in memory now (repeat for each)",
+    )
     subcommand(
         commands,
         "health",
@@ -92,7 +108,20 @@ def _drain(client: LoadBalancerClient, args: argparse.Namespace) -> int:
 
 
 def _heartbeat(client: LoadBalancerClient, args: argparse.Namespace) -> None:
-    client.heartbeat(args.agent)
+    report = None
+    if (
+        args.queued is not None
+        or args.running is not None
+        or args.kv_cache is not None
+        or (args.loaded_model)
+    ):
+        report = LoadReport(
+            queued_requests=args.queued,
+            running_requests=args.running,
+            kv_cache_usage=args.kv_cache,
+            loaded_models=tuple(args.loaded_model),
+        )
+    client.heartbeat(args.agent, report)
     emit(args, {"agent": args.agent}, lambda: f"{args.agent}: alive")
 
 

@@ -103,7 +103,8 @@ def _watch_renderer(as_json: bool, terminal: bool) -> Callable[[LoadSnapshot], N
 
 def _loads_table(loads: Sequence[AgentLoad]) -> str:
     headers = ("AGENT", "ACTIVE", "SLOTS", "AVG_LATENCY_MS", "CAPACITY_RPS", "REQUESTS",
-               "FAILED", "WEIGHT", "LAST_REQUEST", "EJECTED_UNTIL", "HEALTH")  # fmt: skip
+               "FAILED", "WEIGHT", "LAST_REQUEST", "EJECTED_UNTIL", "REPORT",
+               "HEALTH")  # fmt: skip
     rows = [
         (
             load.agent_id,
@@ -116,11 +117,33 @@ def _loads_table(loads: Sequence[AgentLoad]) -> str:
             number(load.weight),
             time_text(load.last_request_at_ms),
             time_text(load.ejected_until_ms),
+            _report_cell(load),
             _health_cell(load),
         )
         for load in loads
     ]
     return table(headers, rows)
+
+
+def _report_cell(load: AgentLoad) -> str:
+    """The agent's load report in a few words, with its age: ``queued 3, kv 45%, 0.4 s ago``."""
+    report = load.report
+    if report is None:
+        return "-"
+    parts = [
+        f"{name} {value}"
+        for name, value in (
+            ("queued", report.queued_requests),
+            ("running", report.running_requests),
+        )
+        if value is not None
+    ]
+    if report.kv_cache_usage is not None:
+        parts.append(f"kv {report.kv_cache_usage:.0%}")
+    if report.loaded_models:
+        parts.append("loaded " + "+".join(report.loaded_models))
+    parts.append(f"{load.report_age_ms / 1000:.1f} s ago")
+    return ", ".join(parts)
 
 
 def _health_cell(load: AgentLoad) -> str:

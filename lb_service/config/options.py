@@ -128,6 +128,20 @@ OPTIONS: tuple[Option, ...] = (
     _balancer("agent_expiry_s", "--agent-expiry",
            "a heartbeat agent silent this long past its heartbeat TTL is deregistered",
            "SECONDS"),
+    _balancer("report_staleness_s", "--report-staleness",
+           "decisions ignore an agent's load report older than this; 0 = ignore every "
+           "report", "SECONDS"),
+    _balancer("saturation_queue", "--saturation-queue",
+           "a fresh report with this many requests queued makes the agent saturated", "N"),
+    _balancer("saturation_kv_cache", "--saturation-kv-cache",
+           "a fresh report with the KV cache this full makes the agent saturated, in (0, 1]",
+           "SHARE"),
+    _balancer("refuse_when_saturated", "--refuse-when-saturated",
+           "when every eligible agent is saturated, refuse with RESOURCE_EXHAUSTED instead "
+           "of picking the least saturated", is_flag=True),
+    _balancer("prefer_resident", "--prefer-resident",
+           "prefer agents whose fresh report lists the task's model as loaded, within the "
+           "balance factor's load bound", is_flag=True),
     _balancer("watch_min_interval_ms", "--watch-min-interval-ms",
            "least time between two WatchLoads updates", "MS"),
     Option("grace_period_s", "--grace-period", values.positive, 5.0,

@@ -17,6 +17,7 @@ class RefusalKind(enum.Enum):
     NO_ELIGIBLE_AGENT = "no_eligible_agent"  # none meets the task, or all weigh 0
     ALL_BUSY = "all_busy"  # every eligible agent is at max_connections
     ALL_DRAINING = "all_draining"  # every eligible agent is draining (DrainAgent)
+    ALL_SATURATED = "all_saturated"  # every eligible agent reports itself full (reports)
 
 
 class Refusal(NamedTuple):

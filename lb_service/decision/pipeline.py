@@ -1,7 +1,7 @@
 """The decision as a pipeline of named steps, each a function of the one before.
 
-    requirements -> availability -> room -> exploration -> stickiness -> strategy
-    (sampling, ranking) -> slow start -> pick
+    requirements -> health -> availability -> room -> reported load -> exploration ->
+    stickiness -> residency -> strategy (sampling, ranking) -> slow start -> pick
 
 1. **requirements** (``lb_service.requirements``): the agents that meet the task
    (model, VRAM, CPU or GPU); none is a refusal naming the requirement.
@@ -11,12 +11,16 @@
    **candidates** (``candidates``): each with its load figures and its capacity.
 3. **availability** (``availability``): agents out by outlier ejection, unless all are.
 4. **room** (``room``): agents at ``max_connections`` are skipped; none left is a
-   refusal ("all busy"). Then **exploration**: untrusted agents take one request at a
-   time while trusted ones have room.
+   refusal ("all busy"). Then, when agents sent fresh load reports, **reported load**
+   (``reported``): their unseen requests count, and saturated agents are skipped (all
+   saturated: the least saturated, or a refusal when asked). Then **exploration**:
+   untrusted agents take one request at a time while trusted ones have room.
 5. **stickiness** (``stickiness``): a session's agent answers if it is among those left
    and within the load bound; otherwise the request spills over and the binding stays,
    unless the agent can no longer serve the task, when the session binds anew.
-6. **strategy** (``lb_service.strategies``): samples and ranks; none chosen (every
+6. **residency** (``reported.residents``): with fresh reports, the agents holding the
+   task's model in memory, within the load bound, when there are any.
+   **strategy** (``lb_service.strategies``): samples and ranks; none chosen (every
    weight 0) is a refusal.
 7. **slow start** (``slow_start``): a warming agent may pass the pick on.
 
@@ -38,6 +42,7 @@ from lb_service.decision import (
     candidates,
     health,
     indexed,
+    reported,
     room,
     slow_start,
     stickiness,
@@ -45,6 +50,7 @@ from lb_service.decision import (
 from lb_service.decision.outcome import Decision, Refusal, RefusalKind, conclude
 from lb_service.errors import NoEligibleAgent
 from lb_service.model import Agent, AgentHealth, StrategyName, Task
+from lb_service.reports import ReceivedReport, Saturation
 from lb_service.requirements import eligible, meets
 from lb_service.store.base import AgentStats, Binding
 from lb_service.strategies import STRATEGIES, Candidate, PickContext, Strategy
@@ -83,6 +89,13 @@ class DecisionInputs(NamedTuple):
     decay_ms: float = 10_000.0
     #: Agents out by health (``PickState.out``): UNHEALTHY or DRAINING, by id.
     out: Mapping[str, AgentHealth] = {}
+    #: Agents' fresh load reports, by id (``reports.fresh``; ``reported``).
+    reports: Mapping[str, ReceivedReport] = {}
+    #: When a fresh report makes an agent saturated, and what then if all are.
+    saturation: Saturation = Saturation()
+    refuse_saturated: bool = False
+    #: Prefer agents that report the task's model loaded (``reported.residents``).
+    prefer_resident: bool = True
 
     def choice_count_for(self, strategy: Strategy) -> int:
         """The candidates ``strategy`` compares: as configured, else its own default."""
@@ -92,7 +105,8 @@ class DecisionInputs(NamedTuple):
 
 def decide(inputs: DecisionInputs, task: Task, session_id: str) -> Decision | Refusal:
     """Run the pipeline (see the module docstring), from the task's pool when it may."""
-    if inputs.pool is not None and inputs.slow_start_window_ms <= 0:
+    # Reports move loads the index does not hold: a decision that reads some scans.
+    if inputs.pool is not None and inputs.slow_start_window_ms <= 0 and not inputs.reports:
         members = inputs.pool(task)
         if indexed.every_member_counts(members, inputs.ejections, inputs.now_ms, inputs.out):
             return indexed.decide(members, inputs, task, session_id)
@@ -116,15 +130,30 @@ def decide(inputs: DecisionInputs, task: Task, session_id: str) -> Decision | Re
             RefusalKind.ALL_BUSY,
             f"all {len(pool)} eligible agent(s) are at max_connections; retry later",
         )
+    reports = inputs.reports
+    if reports:
+        pool = reported.with_unseen(pool, reports)
+        fit_now = reported.unsaturated(
+            reported.with_unseen(free, reports),
+            reports,
+            inputs.saturation,
+            inputs.refuse_saturated,
+        )
+        if isinstance(fit_now, Refusal):
+            return fit_now
+        free = fit_now
     options = room.explore_bounded(free)
     bound = _bound(inputs.binding, options, task)
+    total_active = sum(c.active for c in pool)
+    total_capacity = capacity_trees(pool, scale).total
     if bound is not None and stickiness.keeps(
-        bound,
-        sum(c.active for c in pool),
-        capacity_trees(pool, scale).total,
-        inputs.balance_factor,
+        bound, total_active, total_capacity, inputs.balance_factor
     ):
         return Decision(bound, sticky=True, bind=False, panic=panic)
+    if reports and inputs.prefer_resident:
+        options = reported.residents(
+            options, task.model, reports, total_active, total_capacity, inputs.balance_factor
+        )
     ctx = PickContext(
         inputs.sequence,
         inputs.rng,

@@ -21,9 +21,10 @@ from lb_service.errors import AgentNotFound, InvalidArgument, StoreUnavailable
 from lb_service.health import state
 from lb_service.health.result import ProbeResult
 from lb_service.health.state import HEALTHY_RECORD, HealthRecord, Thresholds
-from lb_service.model import Agent, AgentHealth, Engine, Task
+from lb_service.model import Agent, AgentHealth, Engine, LoadReport, Task
+from lb_service.reports import check_report
 from lb_service.store.base import HealthWrite
-from lb_service.store.roles import HealthRecords, Reads, Registry
+from lb_service.store.roles import HealthRecords, Reads, Registry, Reports
 from lb_service.validation import check_agent
 
 #: Compare-and-set attempts of one change before it gives up (only under heavy contention).
@@ -90,8 +91,8 @@ def is_probed(agent: Agent) -> bool:
     return agent.engine is not Engine.UNSPECIFIED
 
 
-class HealthStore(Registry, HealthRecords, Reads, Protocol):
-    """The store's roles health uses: the registry, the health records and the load records."""
+class HealthStore(Registry, HealthRecords, Reports, Reads, Protocol):
+    """The store's roles health uses: the registry, health records, load reports and records."""
 
 
 class HealthMonitor:
@@ -134,11 +135,19 @@ class HealthMonitor:
             ),
         )
 
-    async def heartbeat(self, agent_id: str) -> None:
-        """The agent says it is alive; an agent not registered is ``AgentNotFound``."""
+    async def heartbeat(self, agent_id: str, report: LoadReport | None = None) -> None:
+        """The agent says it is alive, and with ``report`` how loaded it is.
+
+        A report out of range is ``InvalidArgument`` and nothing is recorded, the
+        heartbeat included; an agent not registered is ``AgentNotFound``.
+        """
+        if report is not None:
+            check_report(report)
         now = self._clock()
         outcome = await self._change(agent_id, lambda r: state.heartbeat(r, now))
-        if outcome is HealthWrite.UNKNOWN_AGENT:
+        if outcome is HealthWrite.UNKNOWN_AGENT or (
+            report is not None and not await self._store.put_report(agent_id, report, now)
+        ):
             raise AgentNotFound(agent_id, "register it again (RegisterAgent), then heartbeat")
 
     async def drain(self, agent_id: str, undrain: bool = False) -> int:
@@ -161,10 +170,21 @@ class HealthMonitor:
     async def probed(self, agent_id: str, result: ProbeResult) -> None:
         """Fold one probe's result into the agent's record (an agent gone meanwhile is skipped)."""
         self.observer.probe_finished(agent_id, result)
+        if result.report is not None:
+            await self._keep_report(agent_id, result.report)
         thresholds = self._options.thresholds
         await self._change(
             agent_id, lambda r: state.probed(r, result.ok, result.reason, thresholds)
         )
+
+    async def _keep_report(self, agent_id: str, report: LoadReport) -> None:
+        """Keep a probe's load report; one out of range is ignored with one log line."""
+        try:
+            check_report(report)
+        except InvalidArgument as error:
+            self._log.warning("load_report_ignored", agent_id=agent_id, reason=str(error))
+            return
+        await self._store.put_report(agent_id, report, self._clock())
 
     async def models_found(self, agent: Agent, models: tuple[str, ...]) -> None:
         """Record the models an agent registered without any says it has (Ollama's /api/tags).

@@ -2,11 +2,11 @@
 
 ``Prober.probe`` asks an agent what its engine documents as its health check:
 
-- ollama: ``GET /api/ps`` (up, and the models loaded now); with ``full`` also
-  ``GET /api/tags`` (the models it has);
-- vllm and sglang: ``GET /health`` (2xx); with ``full`` also ``GET /metrics``, which
-  must parse as Prometheus text (``prometheus_client``'s parser); the known load series
-  are kept;
+- ollama: ``GET /api/ps`` (up, and the models loaded now: its load report; Ollama
+  publishes no queue figure); with ``full`` also ``GET /api/tags`` (the models it has);
+- vllm and sglang: ``GET /health`` (2xx), then ``GET /metrics``, which must parse as
+  Prometheus text (``prometheus_client``'s parser); the known load series are kept and
+  make the agent's load report (``report_from_metrics``);
 - http: ``GET /`` or the given path, 2xx;
 - grpc: ``grpc.health.v1.Health/Check`` (the given path is the service name).
 
@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import math
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -38,9 +39,15 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from lb_service.health.http import Answer, HttpFailure, Pool
 from lb_service.health.result import ProbeResult
-from lb_service.model import Agent, Engine
+from lb_service.model import Agent, Engine, LoadReport
 
-__all__ = ["DEFAULT_KEEPALIVE_S", "DEFAULT_MAX_BODY_BYTES", "LOAD_SERIES", "Prober"]
+__all__ = [
+    "DEFAULT_KEEPALIVE_S",
+    "DEFAULT_MAX_BODY_BYTES",
+    "LOAD_SERIES",
+    "Prober",
+    "report_from_metrics",
+]
 
 #: The largest answer a probe reads before giving up on it.
 DEFAULT_MAX_BODY_BYTES = 1 << 20
@@ -140,12 +147,16 @@ class Prober:
             models = (
                 _model_names(await self._get_json(base, "/api/tags"), "/api/tags") if full else None
             )
-            return ProbeResult(True, models=models, loaded_models=loaded)
+            # /api/ps says what is loaded, not how many requests wait: those stay unknown.
+            return ProbeResult(
+                True, models=models, loaded_models=loaded, report=LoadReport(loaded_models=loaded)
+            )
         if engine in (Engine.VLLM, Engine.SGLANG):
             await self._get(base, "/health")
-            if not full:
-                return ProbeResult(True)
-            return ProbeResult(True, metrics=_load_series(await self._get(base, "/metrics")))
+            # Every probe: the load series are the agent's load report, which decisions
+            # read only while it is fresh.
+            metrics = _load_series(await self._get(base, "/metrics"))
+            return ProbeResult(True, metrics=metrics, report=report_from_metrics(metrics))
         if engine is Engine.HTTP:
             await self._get(base, path if path.startswith("/") else f"/{path}")
             return ProbeResult(True)
@@ -165,6 +176,35 @@ class Prober:
         answer = await self._http().get(base[0], base[1], path)
         _check_status(answer)
         return answer.body
+
+
+def report_from_metrics(metrics: Mapping[str, float]) -> LoadReport:
+    """The load report an engine's load series make (``LOAD_SERIES``); unknown figures None.
+
+    vLLM: ``num_requests_waiting`` and ``num_requests_running``, and the KV cache from
+    ``kv_cache_usage_perc`` (a fraction despite its name), else from the older
+    ``gpu_cache_usage_perc``. SGLang: ``num_queue_reqs``, ``num_running_reqs`` and
+    ``token_usage``. A count that is not a finite number >= 0 is kept as -1, which
+    ``reports.check_report`` refuses, so a broken exporter's report is dropped whole.
+    """
+
+    def count(*names: str) -> int | None:
+        value = _first(metrics, names)
+        if value is None:
+            return None
+        return int(value) if math.isfinite(value) and value >= 0 else -1
+
+    return LoadReport(
+        queued_requests=count("vllm:num_requests_waiting", "sglang:num_queue_reqs"),
+        running_requests=count("vllm:num_requests_running", "sglang:num_running_reqs"),
+        kv_cache_usage=_first(
+            metrics, ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc", "sglang:token_usage")
+        ),
+    )
+
+
+def _first(metrics: Mapping[str, float], names: tuple[str, ...]) -> float | None:
+    return next((metrics[name] for name in names if name in metrics), None)
 
 
 def _check_status(answer: Answer) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from lb_service.model import LoadReport
+
 
 @dataclass(frozen=True, slots=True)
 class ProbeResult:
@@ -17,6 +19,7 @@ class ProbeResult:
     ``/api/ps``); either is None when this probe did not learn it. ``metrics`` holds the
     load series an engine's ``/metrics`` reported (``vllm:num_requests_waiting``, ...,
     see ``probes.LOAD_SERIES``), each summed over its labels; None when not asked.
+    ``report`` is what those say about the agent's load, as decisions read it.
     """
 
     ok: bool
@@ -25,3 +28,5 @@ class ProbeResult:
     models: tuple[str, ...] | None = None
     loaded_models: tuple[str, ...] | None = None
     metrics: Mapping[str, float] | None = None
+    #: The load report the probe read (``probes.report_from``); None when it read none.
+    report: LoadReport | None = None

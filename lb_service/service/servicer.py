@@ -280,8 +280,9 @@ class LoadBalancerServicer(pb_grpc.LoadBalancerServicer):
     async def Heartbeat(  # noqa: N802
         self, request: pb.HeartbeatRequest, context: grpc.aio.ServicerContext
     ) -> pb.HeartbeatResponse:
-        """Record that an agent is alive."""
-        await self._balancer.health.heartbeat(require_id(request.agent_id))
+        """Record that an agent is alive, and its load report when it sends one."""
+        report = convert.report_from_pb(request.report) if request.HasField("report") else None
+        await self._balancer.health.heartbeat(require_id(request.agent_id), report)
         return pb.HeartbeatResponse()
 
     @_translate_errors

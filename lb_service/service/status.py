@@ -20,6 +20,7 @@ _CODES: tuple[tuple[type[errors.LoadBalancerError], grpc.StatusCode], ...] = (
     (errors.NoAgentsRegistered, grpc.StatusCode.UNAVAILABLE),
     (errors.NoEligibleAgent, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.AllAgentsBusy, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (errors.AllAgentsSaturated, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (errors.AllAgentsDraining, grpc.StatusCode.UNAVAILABLE),
 )
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from lb_service.health.state import HealthRecord
 from lb_service.model import Agent, AgentHealth, StrategyName
+from lb_service.reports import ReceivedReport
 
 if TYPE_CHECKING:
     from lb_service.store.feedback import Feedback
@@ -139,6 +140,8 @@ class PickState:
     pool: PoolLookup | None = None
     #: Registered agents that are not healthy (``health.state``): UNHEALTHY or DRAINING.
     out: Mapping[str, AgentHealth] = field(default_factory=dict)
+    #: Each agent's freshest load report, whatever its age (``lb_service.reports``).
+    reports: Mapping[str, ReceivedReport] = field(default_factory=dict)
 
 
 class Registered(enum.Enum):
@@ -323,3 +326,5 @@ class Overview:
     counters: Counters
     #: Health records of the registered agents that have one (``health.state``).
     health: Mapping[str, HealthRecord] = field(default_factory=dict)
+    #: Each registered agent's freshest load report, whatever its age.
+    reports: Mapping[str, ReceivedReport] = field(default_factory=dict)

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from lb_service.health.state import HealthRecord
-from lb_service.model import Agent, StrategyName
+from lb_service.model import Agent, LoadReport, StrategyName
 from lb_service.store.base import (
     AgentStats,
     Committed,
@@ -201,6 +201,22 @@ class HealthRecords(Protocol):
         ...
 
 
+class Reports(Protocol):
+    """Agents' own load reports (``lb_service.reports``), shared by every replica."""
+
+    async def put_report(self, agent_id: str, report: LoadReport, now_ms: int) -> bool:
+        """Keep ``report`` as the agent's freshest, received at ``now_ms``; False if unknown.
+
+        Atomic with the agent's lease count: the kept ``ReceivedReport`` notes the
+        leases open on the agent as the report arrives (``leases_at``), so what the
+        agent reported beyond them (``unseen``) is not counted twice. A report for an
+        agent not registered changes nothing. ``PickState.reports`` and
+        ``Overview.reports`` show it, the state version moves (WatchLoads shows it),
+        and ``delete_agent`` drops it.
+        """
+        ...
+
+
 class Reads(Protocol):
     """Read-only views of the state: records, counts, leases and counters."""
 
@@ -254,6 +270,15 @@ class Lifecycle(Protocol):
 
 
 class Store(
-    Registry, Decisions, Leases, Housekeeping, HealthRecords, Reads, ChangeFeed, Lifecycle, Protocol
+    Registry,
+    Decisions,
+    Leases,
+    Housekeeping,
+    HealthRecords,
+    Reports,
+    Reads,
+    ChangeFeed,
+    Lifecycle,
+    Protocol,
 ):
     """All mutable state of the balancer, every role in one; every operation is atomic."""

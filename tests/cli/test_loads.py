@@ -27,13 +27,35 @@ def test_loads_table(fleet: Cli) -> None:
     lines = fleet("loads").out.splitlines()
     assert lines[0].split() == [
         "AGENT", "ACTIVE", "SLOTS", "AVG_LATENCY_MS", "CAPACITY_RPS", "REQUESTS", "FAILED",
-        "WEIGHT", "LAST_REQUEST", "EJECTED_UNTIL", "HEALTH",
+        "WEIGHT", "LAST_REQUEST", "EJECTED_UNTIL", "REPORT", "HEALTH",
     ]  # fmt: skip
     # No request has completed yet: no capacity learned ("-"), the slots guessed.
-    assert lines[1].split() == ["cpu-1", "0", "1", "0.0", "-", "0", "0", "1", "-", "-", "healthy"]
+    assert lines[1].split() == [
+        "cpu-1", "0", "1", "0.0", "-", "0", "0", "1", "-", "-", "-", "healthy"
+    ]  # fmt: skip
     assert lines[2].split()[:8] == ["gpu-1", "1", "4", "0.0", "-", "1", "0", "24"]
-    assert lines[2].split()[-2:] == ["-", "healthy"]  # not ejected, healthy
+    assert lines[2].split()[-3:] == ["-", "-", "healthy"]  # not ejected, no report, healthy
     assert len(lines) == 3
+
+
+def test_a_heartbeat_with_a_report_shows_in_loads(fleet: Cli) -> None:
+    """`heartbeat --queued --kv-cache --loaded-model` sends a report; `loads` shows it."""
+    sent = fleet("heartbeat", "gpu-1", "--queued", "3", "--kv-cache", "0.45",
+                 "--loaded-model", "llama3:8b")  # fmt: skip
+    assert sent.code == 0
+    row = next(line for line in fleet("loads").out.splitlines() if line.startswith("gpu-1 "))
+    assert "queued 3, kv 45%, loaded llama3:8b, " in row
+    (load,) = fleet("loads", "gpu-1", "--json").json()
+    assert load["report"]["queued_requests"] == 3
+    assert load["report"]["running_requests"] is None
+
+
+def test_a_heartbeat_with_a_bad_report_is_refused(fleet: Cli) -> None:
+    """A KV-cache share over 1 is INVALID_ARGUMENT naming the field; nothing is kept."""
+    refused = fleet("heartbeat", "gpu-1", "--kv-cache", "1.5")
+    assert refused.code != 0
+    assert "report.kv_cache_usage must be a fraction in [0, 1], got 1.5" in refused.err
+    assert fleet("loads", "gpu-1", "--json").json()[0]["report"] is None
 
 
 def test_loads_json_for_named_agents(fleet: Cli) -> None:
@@ -53,6 +75,8 @@ def test_loads_json_for_named_agents(fleet: Cli) -> None:
         "parallel_slots": 1,
         "health": "healthy",
         "health_reason": "",
+        "report": None,
+        "report_age_ms": 0,
     }
 
 
@@ -129,6 +153,8 @@ def test_ctrl_c_ends_a_watch_cleanly(fleet: Cli, monkeypatch: pytest.MonkeyPatch
                 "parallel_slots": 0,
                 "health": "healthy",
                 "health_reason": "",
+                "report": None,
+                "report_age_ms": 0,
             }
         ],
         "timestamp_ms": 1,

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from collections.abc import AsyncIterator
 
 import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from lb_service.health.probes import Prober
-from lb_service.model import Engine
+from lb_service.errors import InvalidArgument
+from lb_service.health.probes import Prober, report_from_metrics
+from lb_service.model import Engine, LoadReport
+from lb_service.reports import check_report
 from tests.health.servers import (
     Answer,
     Route,
@@ -62,6 +65,8 @@ async def test_ollama_probe_reports_loaded_models(prober: Prober) -> None:
     assert result.ok
     assert result.reason == ""
     assert result.loaded_models == ("llama3:8b",)
+    # /api/ps has no queue figure: the report says only what is loaded.
+    assert result.report == LoadReport(loaded_models=("llama3:8b",))
     assert result.models is None  # /api/tags is only asked for by a full probe
 
 
@@ -91,17 +96,37 @@ async def test_vllm_probe_keeps_the_load_series_summed_over_labels(
 
 
 @pytest.mark.parametrize("engine", [Engine.VLLM, Engine.SGLANG])
-async def test_vllm_metrics_are_asked_for_only_by_a_full_probe(
+async def test_every_vllm_probe_reads_the_metrics_into_a_load_report(
     prober: Prober, engine: Engine
 ) -> None:
-    """A usual probe asks /health alone; /metrics (the costly answer) waits for a full one."""
+    """Usual probes ask /health then /metrics too: the load series are the agent's report."""
     async with serve_kept_alive(VLLM_ROUTES) as (port, seen):
         usual = await prober.probe_address(engine, "127.0.0.1", port)
-        full = await prober.probe_address(engine, "127.0.0.1", port, full=True)
-    assert (usual.ok, usual.metrics) == (True, None)
-    assert full.ok
-    assert full.metrics is not None
-    assert seen.paths == ["/health", "/health", "/metrics"]
+    assert usual.ok
+    assert usual.report == LoadReport(queued_requests=2, running_requests=4, kv_cache_usage=0.5)
+    assert seen.paths == ["/health", "/metrics"]
+
+
+def test_the_older_vllm_kv_cache_name_and_sglang_series_make_reports() -> None:
+    """gpu_cache_usage_perc stands in for kv_cache_usage_perc; SGLang has its own names."""
+    assert report_from_metrics({"vllm:gpu_cache_usage_perc": 0.7}) == LoadReport(kv_cache_usage=0.7)
+    sglang = {
+        "sglang:num_queue_reqs": 3.0,
+        "sglang:num_running_reqs": 8.0,
+        "sglang:token_usage": 0.4,
+    }
+    assert report_from_metrics(sglang) == LoadReport(
+        queued_requests=3, running_requests=8, kv_cache_usage=0.4
+    )
+    assert report_from_metrics({}) == LoadReport()
+
+
+def test_a_broken_count_makes_a_report_the_checks_refuse() -> None:
+    """A NaN or negative count becomes -1, which check_report refuses naming the field."""
+    report = report_from_metrics({"vllm:num_requests_waiting": math.nan})
+    assert report.queued_requests == -1
+    with pytest.raises(InvalidArgument, match=r"report\.queued_requests"):
+        check_report(report)
 
 
 async def test_an_agent_is_probed_over_one_kept_alive_connection(prober: Prober) -> None:
@@ -111,7 +136,7 @@ async def test_an_agent_is_probed_over_one_kept_alive_connection(prober: Prober)
             result = await prober.probe_address(Engine.VLLM, "127.0.0.1", port, full=n == 0)
             assert result.ok
     assert len(seen.connections) == 1
-    assert len(seen.paths) == 7
+    assert len(seen.paths) == 12  # /health and /metrics, six times
 
 
 async def test_probes_ask_for_an_uncompressed_answer(prober: Prober) -> None:

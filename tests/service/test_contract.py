@@ -52,6 +52,7 @@ DOCUMENTED_CODES = {
     errors.NoEligibleAgent: grpc.StatusCode.FAILED_PRECONDITION,
     errors.AllAgentsBusy: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.AllAgentsDraining: grpc.StatusCode.UNAVAILABLE,
+    errors.AllAgentsSaturated: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 
 

@@ -340,6 +340,8 @@ class AgentLoad(_message.Message):
     HEALTH_FIELD_NUMBER: _builtins.int
     HEALTH_REASON_FIELD_NUMBER: _builtins.int
     PARALLEL_SLOTS_FIELD_NUMBER: _builtins.int
+    REPORT_FIELD_NUMBER: _builtins.int
+    REPORT_AGE_MS_FIELD_NUMBER: _builtins.int
     agent_id: _builtins.str
     """The agent's id."""
     active_connections: _builtins.int
@@ -382,6 +384,15 @@ class AgentLoad(_message.Message):
     open on it (the guess, 4 on a GPU and 1 on a CPU-only host, until capacity_rps
     is learned).
     """
+    report_age_ms: _builtins.int
+    """How old that report is, in ms; 0 when there is none."""
+    @_builtins.property
+    def report(self) -> Global___LoadReport:
+        """The agent's freshest load report (pushed with a heartbeat or read by a probe),
+        whatever its age; unset when it never sent one. Decisions use it only while it
+        is younger than the report-staleness option.
+        """
+
     def __init__(
         self,
         *,
@@ -398,14 +409,121 @@ class AgentLoad(_message.Message):
         health: Global___AgentHealth.ValueType = ...,
         health_reason: _builtins.str = ...,
         parallel_slots: _builtins.int = ...,
+        report: Global___LoadReport | None = ...,
+        report_age_ms: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["report", b"report"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_connections", b"active_connections", "agent_id", b"agent_id", "avg_latency_ms", b"avg_latency_ms", "capacity_rps", b"capacity_rps", "ejected", b"ejected", "ejected_until_ms", b"ejected_until_ms", "failed_requests", b"failed_requests", "health", b"health", "health_reason", b"health_reason", "last_request_at_ms", b"last_request_at_ms", "parallel_slots", b"parallel_slots", "total_requests", b"total_requests", "weight", b"weight"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_connections", b"active_connections", "agent_id", b"agent_id", "avg_latency_ms", b"avg_latency_ms", "capacity_rps", b"capacity_rps", "ejected", b"ejected", "ejected_until_ms", b"ejected_until_ms", "failed_requests", b"failed_requests", "health", b"health", "health_reason", b"health_reason", "last_request_at_ms", b"last_request_at_ms", "parallel_slots", b"parallel_slots", "report", b"report", "report_age_ms", b"report_age_ms", "total_requests", b"total_requests", "weight", b"weight"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AgentLoad: _TypeAlias = AgentLoad  # noqa: Y015
+
+@_typing.final
+class LoadReport(_message.Message):
+    """LoadReport is what an agent (or its sidecar, or a probe of its engine) says about
+    its own load: figures the service cannot see from its leases, such as requests
+    that bypassed it, its queue, its KV cache and the models it holds in memory. A
+    figure left unset is not known; utilisations and kv_cache_usage are fractions in
+    [0, 1]. Decisions read a report while it is fresh and add the requests the
+    service itself granted since (see the README's "Load reports").
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class NamedMetricsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    QUEUED_REQUESTS_FIELD_NUMBER: _builtins.int
+    RUNNING_REQUESTS_FIELD_NUMBER: _builtins.int
+    KV_CACHE_USAGE_FIELD_NUMBER: _builtins.int
+    LOADED_MODELS_FIELD_NUMBER: _builtins.int
+    CPU_UTILIZATION_FIELD_NUMBER: _builtins.int
+    GPU_UTILIZATION_FIELD_NUMBER: _builtins.int
+    NAMED_METRICS_FIELD_NUMBER: _builtins.int
+    queued_requests: _builtins.int
+    """Requests waiting for a slot on the agent (vLLM num_requests_waiting, SGLang
+    num_queue_reqs); at most 1,000,000.
+    """
+    running_requests: _builtins.int
+    """Requests being served (vLLM num_requests_running, SGLang num_running_reqs);
+    at most 1,000,000.
+    """
+    kv_cache_usage: _builtins.float
+    """Share of the KV cache in use, in [0, 1] (vLLM kv_cache_usage_perc, SGLang
+    token_usage).
+    """
+    cpu_utilization: _builtins.float
+    """CPU use, a fraction in [0, 1]."""
+    gpu_utilization: _builtins.float
+    """GPU use, a fraction in [0, 1]."""
+    @_builtins.property
+    def loaded_models(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Models held in memory now (Ollama /api/ps); at most 64. Empty means none
+        loaded, or not known: such an agent gets no residency preference.
+        """
+
+    @_builtins.property
+    def named_metrics(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
+        """Any other figures, by name (at most 64, names at most 128 characters, finite
+        values); shown, not used by decisions.
+        """
+
+    def __init__(
+        self,
+        *,
+        queued_requests: _builtins.int | None = ...,
+        running_requests: _builtins.int | None = ...,
+        kv_cache_usage: _builtins.float | None = ...,
+        loaded_models: _abc.Iterable[_builtins.str] | None = ...,
+        cpu_utilization: _builtins.float | None = ...,
+        gpu_utilization: _builtins.float | None = ...,
+        named_metrics: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_cpu_utilization", b"_cpu_utilization", "_gpu_utilization", b"_gpu_utilization", "_kv_cache_usage", b"_kv_cache_usage", "_queued_requests", b"_queued_requests", "_running_requests", b"_running_requests", "cpu_utilization", b"cpu_utilization", "gpu_utilization", b"gpu_utilization", "kv_cache_usage", b"kv_cache_usage", "queued_requests", b"queued_requests", "running_requests", b"running_requests"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cpu_utilization", b"_cpu_utilization", "_gpu_utilization", b"_gpu_utilization", "_kv_cache_usage", b"_kv_cache_usage", "_queued_requests", b"_queued_requests", "_running_requests", b"_running_requests", "cpu_utilization", b"cpu_utilization", "gpu_utilization", b"gpu_utilization", "kv_cache_usage", b"kv_cache_usage", "loaded_models", b"loaded_models", "named_metrics", b"named_metrics", "queued_requests", b"queued_requests", "running_requests", b"running_requests"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__cpu_utilization: _TypeAlias = _typing.Literal["cpu_utilization"]  # noqa: Y015
+    _WhichOneofArgType__cpu_utilization: _TypeAlias = _typing.Literal["_cpu_utilization", b"_cpu_utilization"]  # noqa: Y015
+    _WhichOneofReturnType__gpu_utilization: _TypeAlias = _typing.Literal["gpu_utilization"]  # noqa: Y015
+    _WhichOneofArgType__gpu_utilization: _TypeAlias = _typing.Literal["_gpu_utilization", b"_gpu_utilization"]  # noqa: Y015
+    _WhichOneofReturnType__kv_cache_usage: _TypeAlias = _typing.Literal["kv_cache_usage"]  # noqa: Y015
+    _WhichOneofArgType__kv_cache_usage: _TypeAlias = _typing.Literal["_kv_cache_usage", b"_kv_cache_usage"]  # noqa: Y015
+    _WhichOneofReturnType__queued_requests: _TypeAlias = _typing.Literal["queued_requests"]  # noqa: Y015
+    _WhichOneofArgType__queued_requests: _TypeAlias = _typing.Literal["_queued_requests", b"_queued_requests"]  # noqa: Y015
+    _WhichOneofReturnType__running_requests: _TypeAlias = _typing.Literal["running_requests"]  # noqa: Y015
+    _WhichOneofArgType__running_requests: _TypeAlias = _typing.Literal["_running_requests", b"_running_requests"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__cpu_utilization) -> _WhichOneofReturnType__cpu_utilization | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__gpu_utilization) -> _WhichOneofReturnType__gpu_utilization | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__kv_cache_usage) -> _WhichOneofReturnType__kv_cache_usage | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__queued_requests) -> _WhichOneofReturnType__queued_requests | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__running_requests) -> _WhichOneofReturnType__running_requests | None: ...
+
+Global___LoadReport: _TypeAlias = LoadReport  # noqa: Y015
 
 @_typing.final
 class RegisterAgentRequest(_message.Message):
@@ -1189,16 +1307,25 @@ class HeartbeatRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     AGENT_ID_FIELD_NUMBER: _builtins.int
+    REPORT_FIELD_NUMBER: _builtins.int
     agent_id: _builtins.str
     """The agent's id, as registered."""
+    @_builtins.property
+    def report(self) -> Global___LoadReport:
+        """The agent's load now; optional. A report with a value out of range is refused
+        with INVALID_ARGUMENT naming the field, and nothing (the heartbeat included)
+        is recorded.
+        """
+
     def __init__(
         self,
         *,
         agent_id: _builtins.str = ...,
+        report: Global___LoadReport | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["report", b"report"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "report", b"report"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

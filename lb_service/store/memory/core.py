@@ -8,6 +8,7 @@ from collections import Counter, OrderedDict
 from types import MappingProxyType
 
 from lb_service.model import Agent, StrategyName
+from lb_service.reports import ReceivedReport
 from lb_service.store.base import AgentStats, Binding, Lease, with_pending
 from lb_service.store.feedback import Feedback, close_lease, fold_end, is_ejected, open_lease
 from lb_service.store.health import HealthTable
@@ -54,6 +55,9 @@ class MemoryCore:
         self._index = AgentIndex(self._agents, self._stats, self._weights)
         self._pending = PendingPicks()
         self._health = HealthTable()
+        # Each registered agent's freshest load report (lb_service.reports).
+        self._reports: dict[str, ReceivedReport] = {}
+        self._reports_view = MappingProxyType(self._reports)
 
     # Steps the operations share.
     def _end_pending(self, now_ms: int) -> None:

@@ -26,6 +26,7 @@ class Decisions(MemoryCore):
             ejections=self._ejections_view,
             pool=self._index.pool,
             out=self._health.out,
+            reports=self._reports_view,
         )
 
     async def commit_pick(self, pick: Pick) -> Committed | Limit | None:

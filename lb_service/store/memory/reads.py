@@ -48,4 +48,5 @@ class Reads(MemoryCore):
             stats=MappingProxyType(self._stats),
             counters=await self.counters(),
             health=self._health.records(),
+            reports=self._reports_view,
         )

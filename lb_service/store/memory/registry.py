@@ -42,6 +42,7 @@ class Registry(MemoryCore):
             return False
         self._weights.pop(agent_id, None)
         self._health.forget(agent_id)
+        self._reports.pop(agent_id, None)
         self._index.registry_changed()
         self._bump()
         return True

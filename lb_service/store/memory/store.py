@@ -12,10 +12,13 @@ from lb_service.store.memory.housekeeping import Housekeeping
 from lb_service.store.memory.leases import Leases
 from lb_service.store.memory.reads import Reads
 from lb_service.store.memory.registry import Registry
+from lb_service.store.memory.reports import Reports
 from lb_service.store.snapshot import StoreState
 
 
-class MemoryStore(Registry, Decisions, Leases, Housekeeping, HealthRecords, Reads, ChangeFeed):
+class MemoryStore(
+    Registry, Decisions, Leases, Housekeeping, HealthRecords, Reports, Reads, ChangeFeed
+):
     """State of one balancer process, held in memory (lost when the process exits).
 
     Request ids are ``<epoch>-<n>``: ``epoch`` is random per store and ``n`` counts up,

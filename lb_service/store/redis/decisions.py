@@ -18,7 +18,14 @@ from types import MappingProxyType
 from lb_service.model import AgentHealth
 from lb_service.store.base import AgentStats, Binding, Committed, Limit, Pick, PickState
 from lb_service.store.redis.core import RedisCore
-from lb_service.store.redis.records import Record, count_pending, decode_record, pairs, quote_model
+from lb_service.store.redis.records import (
+    Record,
+    count_pending,
+    decode_record,
+    decode_report,
+    pairs,
+    quote_model,
+)
 
 
 class Decisions(RedisCore):
@@ -54,6 +61,7 @@ class Decisions(RedisCore):
             candidates,
             out,
             pending,
+            reports,
         ) = reply
         config = self._adopt(config_version, payload, sent)
         self._observed(version)
@@ -79,6 +87,7 @@ class Decisions(RedisCore):
             ejections=MappingProxyType(dict(self._ejections)),
             shared=True,
             out={out[i]: AgentHealth(out[i + 1]) for i in range(0, len(out), 2)} if out else {},
+            reports={k: decode_report(v) for k, v in pairs(reports).items()} if reports else {},
         )
 
     def _registered_stats(self, ids: tuple[str, ...], joined: str) -> dict[str, AgentStats]:

@@ -11,7 +11,13 @@ from redis.asyncio import Redis
 from lb_service.store.base import AgentStats, Counters, Lease, Overview
 from lb_service.store.health import decode_health
 from lb_service.store.redis.core import RedisCore
-from lb_service.store.redis.records import decode_counters, decode_lease, pairs, records_in_order
+from lb_service.store.redis.records import (
+    decode_counters,
+    decode_lease,
+    decode_report,
+    pairs,
+    records_in_order,
+)
 
 
 class Reads(RedisCore):
@@ -79,6 +85,7 @@ class Reads(RedisCore):
             flat_selections,
             flat_health,
             flat_pending,
+            flat_reports,
         ) = await self._eval(
             "overview",
             [sent.version if sent is not None else "", self._default_strategy.value],
@@ -92,4 +99,5 @@ class Reads(RedisCore):
             stats=records_in_order(pairs(flat_stats), pairs(flat_pending)),
             counters=decode_counters(pairs(flat_counters), pairs(flat_selections)),
             health={k: decode_health(v) for k, v in pairs(flat_health).items()},
+            reports={k: decode_report(v) for k, v in pairs(flat_reports).items()},
         )

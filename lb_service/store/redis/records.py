@@ -1,6 +1,6 @@
 """How the store's values are written in Redis and read back.
 
-Agents, load records, leases, counters and the model-cost figures.
+Agents, load records, leases, counters, the model-cost figures and load reports.
 
 A load record is one line of space-separated fields (``lua/lib/records.lua`` lays them
 out); the scripts do the bookkeeping on it, Python computes the estimates
@@ -16,7 +16,8 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 from urllib.parse import quote, unquote
 
-from lb_service.model import Agent, Engine, Hardware
+from lb_service.model import Agent, Engine, Hardware, LoadReport
+from lb_service.reports import ReceivedReport
 from lb_service.store.base import AgentStats, Counters, Lease
 
 #: The model-cost figures (``lb_service.model_cost``): an estimate that travels as one
@@ -311,3 +312,37 @@ def decode_counters(counters: Mapping[str, str], selections: Mapping[str, str]) 
         latency_samples=int(counters.get("samples", 0)),
         selections_by_agent={agent_id: int(n) for agent_id, n in selections.items()},
     )
+
+
+def encode_report(report: LoadReport) -> str:
+    """A load report as the JSON ``put_report`` keeps (unknown figures left out)."""
+    fields = {
+        name: getattr(report, name) for name in _REPORT_FIGURES if getattr(report, name) is not None
+    }
+    if report.loaded_models:
+        fields["loaded_models"] = list(report.loaded_models)
+    if report.named_metrics:
+        fields["named_metrics"] = dict(report.named_metrics)
+    return json.dumps(fields, separators=(",", ":"))
+
+
+def decode_report(text: str) -> ReceivedReport:
+    """``"<at ms> <leases then> <JSON>"`` as ``put_report.lua`` writes it, back to a report."""
+    at_ms, leases, document = text.split(" ", 2)
+    fields = json.loads(document)
+    report = LoadReport(
+        **{name: fields[name] for name in _REPORT_FIGURES if name in fields},
+        loaded_models=tuple(fields.get("loaded_models", ())),
+        named_metrics=MappingProxyType(dict(fields.get("named_metrics", {}))),
+    )
+    return ReceivedReport(report, int(at_ms), int(leases))
+
+
+#: The figures of a load report that are plain numbers (None when not known).
+_REPORT_FIGURES = (
+    "queued_requests",
+    "running_requests",
+    "kv_cache_usage",
+    "cpu_utilization",
+    "gpu_utilization",
+)

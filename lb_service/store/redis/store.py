@@ -12,9 +12,12 @@ from lb_service.store.redis.housekeeping import Housekeeping
 from lb_service.store.redis.leases import Leases
 from lb_service.store.redis.reads import Reads
 from lb_service.store.redis.registry import Registry
+from lb_service.store.redis.reports import Reports
 
 
-class RedisStore(Registry, Decisions, Leases, Housekeeping, HealthRecords, Reads, ChangeFeed):
+class RedisStore(
+    Registry, Decisions, Leases, Housekeeping, HealthRecords, Reports, Reads, ChangeFeed
+):
     """State shared through Redis by every replica using the same URL and prefix.
 
     ``start()`` is optional (it checks the server and warms the cache; everything is

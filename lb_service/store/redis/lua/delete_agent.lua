@@ -7,5 +7,6 @@ redis.call('ZREM', K.order, agent_id)
 redis.call('HDEL', K.weights, agent_id)
 redis.call('HDEL', K.health, agent_id)
 redis.call('HDEL', K.out, agent_id)
+redis.call('HDEL', K.reports, agent_id)
 bump_config()
 return {1, bump_version()}

@@ -5,9 +5,9 @@
 -- ejections (flat id/until pairs), records of the registered agents in registration
 -- order, records of the candidates in the order given, agents out by health (flat
 -- id/'unhealthy'|'draining' pairs), pending picks (flat id/count pairs, only the ids
--- that have some)}. Records come as one string, one per line ("" where an id has
--- none): one reply element instead of one per agent keeps the client's parsing from
--- dominating a pick over a large registry.
+-- that have some), load reports (flat id/report pairs)}. Records come as one string,
+-- one per line ("" where an id has none): one reply element instead of one per agent
+-- keeps the client's parsing from dominating a pick over a large registry.
 --- uses: keys, config
 local config = config_version(ARGV[3])
 local payload = false
@@ -41,4 +41,5 @@ return {
   records(candidates),
   redis.call('HGETALL', K.out),
   redis.call('HGETALL', K.pending),
+  redis.call('HGETALL', K.reports),
 }

@@ -48,6 +48,10 @@ local K = {
   -- string: random hex naming this prefix's request ids; created with SET NX by the
   -- first script that issues an id (again after a Redis restart lost it).
   epoch = PREFIX .. 'epoch',
+  -- hash: agent id -> "<received at ms> <leases open then> <report as JSON>": each
+  -- registered agent's freshest load report (lb_service.reports; records.py
+  -- decode_report), written by put_report, dropped with the agent.
+  reports = PREFIX .. 'reports',
   -- Pending picks (lb_service.store.pending; see lib/pending.lua). hash: agent id -> how
   -- many of its picks are pending (no field when none): AgentStats.pending.
   pending = PREFIX .. 'pending',
