@@ -59,17 +59,18 @@ bench-cluster: $(STAMP) ## decisions/s with 1, 2, 3 replicas on one Redis vs mem
 bench-probing: $(STAMP) ## what probing 1,000 emulated agents at 1 s costs the server (~2 min): bench/probing.md
 	$(PY) -m bench.probing --output bench/probing.md
 
-#: Seeds every simulator target is checked on; uneven fleets run at both loads.
+#: Seeds every simulator target is checked on; uneven fleets and bypass run at both loads.
 SIM_SEEDS ?= 1-5
 SIM_UNEVEN := uneven-tiers mixed-fleet heterogeneous
+SIM_BOTH_LOADS := $(SIM_UNEVEN) bypass
 SIM_OTHER := equal stale-reports degrading
 
-simulate: $(addprefix simulate-,$(SIM_UNEVEN) $(SIM_OTHER)) ## every shipped scenario on seeds 1-5, uneven fleets at 60% and 85% (~25 min; make -j2 halves it): docs/simulation/
+simulate: $(addprefix simulate-,$(SIM_BOTH_LOADS) $(SIM_OTHER)) ## every shipped scenario on seeds 1-5, uneven fleets at 60% and 85% (~25 min; make -j2 halves it): docs/simulation/
 
 # One scenario: the targets on every seed (report.txt, results.json), plots of seed 1.
 simulate-%: $(STAMP)
 	@mkdir -p docs/simulation/$*
-	@loads=""; case " $(SIM_UNEVEN) " in *" $* "*) loads="--utilisation 0.6 --utilisation 0.85";; esac; \
+	@loads=""; case " $(SIM_BOTH_LOADS) " in *" $* "*) loads="--utilisation 0.6 --utilisation 0.85";; esac; \
 	$(BIN)/lb-service simulate scenarios/$*.yaml --seeds $(SIM_SEEDS) $$loads --check-targets \
 		--json docs/simulation/$*/results.json > docs/simulation/$*/report.txt 2>/dev/null; \
 	status=$$?; sed -n '/^Targets at/,/^$$/p' docs/simulation/$*/report.txt | sed 's/^/$*: /'; \

@@ -38,8 +38,12 @@ def requests(
     dispatcher: Sequence[int] = (),
     kind: Sequence[int] = (),
     session: Sequence[str] = (),
+    bypass: Sequence[int] = (),
 ) -> Requests:
-    """A request stream from (arrival ms, size ms on a speed-1.0 agent) pairs."""
+    """A request stream from (arrival ms, size ms on a speed-1.0 agent) pairs.
+
+    ``bypass``: per request, the agent it goes to directly (-1: balanced); none: all balanced.
+    """
     n = len(arrivals)
     return Requests(
         arrival_ms=[a for a, _ in arrivals],
@@ -49,6 +53,7 @@ def requests(
         dispatcher=list(dispatcher) or [0] * n,
         rate_per_s=1.0,
         capacity_per_s=1.0,
+        bypass=list(bypass),
     )
 
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 
 from lb_service.balancer import LoadBalancer, silent_logger
 from lb_service.errors import AllAgentsBusy, LimitExceeded, NoAgentAvailable, NoAgentsRegistered
+from lb_service.model import LoadReport
 from lb_service.requirements import meets
 from lb_service.simulate.engine import ejections
 from lb_service.simulate.engine.agents import AgentState
@@ -32,7 +33,7 @@ START_MS = 1_700_000_000_000
 Progress = Callable[[float], None]
 
 # Event kinds, in the heap as small ints: tuples of ints compare fastest.
-_START, _END, _SWEEP, _SAMPLE, _JOIN, _CRASH = range(6)
+_START, _END, _SWEEP, _SAMPLE, _JOIN, _CRASH, _REPORT, _REPORT_IN = range(8)
 
 
 class VirtualClock:
@@ -127,6 +128,9 @@ class _Run:
         self.ejected_until: dict[str, int] = {}
         self.eligible: list[list[int]] = []
         self._refresh_eligible()
+        # Load reports taken and not yet delivered (scenario.reports.delay_ms), by number.
+        self.reports_in_transit: dict[int, list[tuple[str, LoadReport]]] = {}
+        self.report_rounds = 0
 
     def _push(self, time: float, kind: int, item: int) -> None:
         self.sequence += 1
@@ -154,6 +158,8 @@ class _Run:
         self._push(0.0, _SAMPLE, 0)
         if self.balancer is not None:
             self._push(scenario.sweep_interval_s * 1000, _SWEEP, 0)
+            if scenario.reports is not None:
+                self._push(0.0, _REPORT, 0)
         arrivals = self.requests.arrival_ms
         total = len(arrivals)
         step = max(1, total // 100)
@@ -184,7 +190,7 @@ class _Run:
             self.ended[item] = 1
             agent = self.out.agent[item]
             failed = self.out.failed[item]
-            if balancer is not None:
+            if balancer is not None and not self.requests.bypassed(item):
                 agent_id = self.out.agent_ids[agent]
                 latency = self.out.finish_ms[item] - self.requests.arrival_ms[item]
                 await balancer.end(
@@ -212,6 +218,10 @@ class _Run:
                 self._push(following, _SAMPLE, 0)
         elif kind == _CRASH:
             self._crash(self.scenario.faults[item], time)
+        elif kind == _REPORT:
+            await self._report(time)
+        elif kind == _REPORT_IN:
+            await self._deliver(self.reports_in_transit.pop(item))
         elif kind == _JOIN:
             state = self.agents[item]
             state.registered = True
@@ -241,8 +251,41 @@ class _Run:
         out.start_ms[i], out.finish_ms[i], out.failed[i] = start, finish, True
         self._push(finish + self._delay(i), _END, i)
 
+    async def _report(self, now: float) -> None:
+        """Every registered agent reports its queued and running requests as of ``now``.
+
+        Delivered ``reports.delay_ms`` later (at once when 0); the next round is taken
+        ``reports.interval_ms`` later.
+        """
+        spec = self.scenario.reports
+        assert spec is not None
+        taken = []
+        for state in self.agents:
+            if state.registered:
+                held = state.in_system(now)
+                slots = state.sim.slots
+                report = LoadReport(
+                    queued_requests=max(0, held - slots), running_requests=min(held, slots)
+                )
+                taken.append((state.sim.agent.id, report))
+        if spec.delay_ms > 0:
+            self.report_rounds += 1
+            self.reports_in_transit[self.report_rounds] = taken
+            self._push(now + spec.delay_ms, _REPORT_IN, self.report_rounds)
+        else:
+            await self._deliver(taken)
+        following = now + spec.interval_ms
+        if following < self.end_ms:
+            self._push(following, _REPORT, 0)
+
+    async def _deliver(self, reports: list[tuple[str, LoadReport]]) -> None:
+        """Hand the balancer each agent's report, as a heartbeat carrying it."""
+        assert self.balancer is not None
+        for agent_id, report in reports:
+            await self.balancer.health.heartbeat(agent_id, report)
+
     def _delay(self, i: int) -> float:
-        if self.balancer is None:
+        if self.balancer is None or self.requests.bypassed(i):
             return 0.0
         return self.delays[self.requests.dispatcher[i]]
 
@@ -258,6 +301,10 @@ class _Run:
 
     async def _arrive(self, i: int, now: float) -> None:
         kind = self.requests.kind[i]
+        if self.requests.bypassed(i):
+            # Sent straight to its agent: no policy chooses it, and the balancer never hears of it.
+            self._assign(i, self.requests.bypass[i], now, 0.0)
+            return
         if self.balancer is None:
             choice = reference_pick(
                 self.policy.reference,

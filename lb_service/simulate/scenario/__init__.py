@@ -5,11 +5,12 @@ A scenario is one YAML document (see ``scenarios/*.yaml`` for commented examples
     name, description, seed, duration_s, warmup_s, sweep_interval_s, sample_interval_s
     models:    {MODEL: {service_ms: {median, p99} | {mean, sigma}}}
     cluster:   [agent, ...] or "path/to/cluster.yaml" (a file holding that list)
-    workload:  {utilisation | rate_per_s, mix, sessions, bursts, dispatchers}
+    workload:  {utilisation | rate_per_s, mix, sessions, bursts, dispatchers, bypass}
     faults:    [{agent, at_s, kind: slow | fail | join, factor, fail_ms, in_flight, until_s}]
     balancer:  {BalancerConfig option: value}  (every balancer policy but ``default``)
     policies:  [NAME | {name, strategy | reference, options}]  (default: all built-in)
     targets:   [{kind, ...}]
+    reports:   {interval_ms, delay_ms}  (agents report their queue; default: no reports)
 
 Every field is checked here, once; a mistake raises ``ScenarioError`` whose message starts
 with the field's path (``workload.mix[1].share: ...``), so the command can print one line
@@ -48,8 +49,10 @@ from lb_service.simulate.scenario.types import (
     FAULT_KINDS,
     TARGET_KINDS,
     Burst,
+    Bypass,
     Dispatcher,
     Fault,
+    Reports,
     RequestType,
     Scenario,
     ServiceTime,
@@ -67,8 +70,10 @@ __all__ = [
     "MAX_UTILISATION",
     "TARGET_KINDS",
     "Burst",
+    "Bypass",
     "Dispatcher",
     "Fault",
+    "Reports",
     "RequestType",
     "Scenario",
     "ScenarioError",

@@ -17,7 +17,7 @@ from lb_service.simulate.scenario.cluster import read_cluster, service_times
 from lb_service.simulate.scenario.faults import read_faults
 from lb_service.simulate.scenario.policies import read_options, read_policies
 from lb_service.simulate.scenario.targets import check_targets, read_target
-from lb_service.simulate.scenario.types import Scenario
+from lb_service.simulate.scenario.types import Reports, Scenario
 from lb_service.simulate.scenario.workload import read_workload
 
 
@@ -45,6 +45,7 @@ def parse(document: Any, base_dir: Path = Path()) -> Scenario:
         "balancer",
         "policies",
         "targets",
+        "reports",
     )
     duration = top.number("duration_s", 60.0, low=0, low_open=True)
     warmup = top.number("warmup_s", 0.0, low=0)
@@ -83,6 +84,18 @@ def parse(document: Any, base_dir: Path = Path()) -> Scenario:
         balancer=balancer,
         policies=policies,
         targets=targets,
+        reports=_reports(top.child("reports", default=None)),
+    )
+
+
+def _reports(node: Node) -> Reports | None:
+    """``reports: {interval_ms, delay_ms}``: agents report their load that often, that late."""
+    if node.value is None:
+        return None
+    node.only("interval_ms", "delay_ms")
+    return Reports(
+        interval_ms=node.number("interval_ms", None, low=10),
+        delay_ms=node.number("delay_ms", 0.0, low=0),
     )
 
 

@@ -87,6 +87,31 @@ class Dispatcher:
 
 
 @dataclass(frozen=True, slots=True)
+class Bypass:
+    """Requests that go to agents directly, so the balancer never sees them.
+
+    A ``share`` of all arrivals is sent, instead of being balanced, to one of ``agents``
+    (ids of the cluster) that can serve it, at random; a request none of them can serve
+    is balanced as usual. The balancer learns of that load only from agents' reports.
+    """
+
+    share: float
+    agents: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Reports:
+    """Agents' load reports (``lb_service.reports``): queued and running requests.
+
+    Every agent reports every ``interval_ms``; a report reaches the balancer
+    ``delay_ms`` after it was taken. None in a scenario: agents send no reports.
+    """
+
+    interval_ms: float
+    delay_ms: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class Workload:
     """How requests arrive: rate (or utilisation), mix, sessions, bursts and dispatchers."""
 
@@ -98,6 +123,7 @@ class Workload:
     session_share: float = 0.0
     session_pool: int = 0
     bursts: tuple[Burst, ...] = ()
+    bypass: Bypass | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +177,7 @@ class Scenario:
     balancer: Mapping[str, Any]
     policies: tuple[PolicySpec, ...] | None
     targets: tuple[TargetSpec, ...]
+    reports: Reports | None = None
 
 
 #: The kinds of ``faults`` entries (``Fault`` says what each does).

@@ -11,7 +11,14 @@ from collections.abc import Sequence
 from lb_service.model import Compute, Task
 from lb_service.requirements import meets
 from lb_service.simulate.document import Node, ScenarioError
-from lb_service.simulate.scenario.types import Burst, Dispatcher, RequestType, SimAgent, Workload
+from lb_service.simulate.scenario.types import (
+    Burst,
+    Bypass,
+    Dispatcher,
+    RequestType,
+    SimAgent,
+    Workload,
+)
 
 #: Most entries in workload.mix: capacity is computed over every subset of them.
 MAX_MIX = 12
@@ -19,7 +26,7 @@ MAX_MIX = 12
 
 def read_workload(node: Node, agents: Sequence[SimAgent]) -> Workload:
     """The ``workload`` section; ``agents`` are the cluster, which every request type must fit."""
-    node.only("utilisation", "rate_per_s", "mix", "sessions", "bursts", "dispatchers")
+    node.only("utilisation", "rate_per_s", "mix", "sessions", "bursts", "dispatchers", "bypass")
     if node.has("utilisation") == node.has("rate_per_s"):
         raise ScenarioError(node.path, "give exactly one of utilisation and rate_per_s")
     utilisation = rate = None
@@ -85,6 +92,7 @@ def read_workload(node: Node, agents: Sequence[SimAgent]) -> Workload:
     if not dispatchers:
         dispatchers = [Dispatcher(1.0, 0.0)]
     total = sum(d.share for d in dispatchers)
+    bypass = _bypass(node.child("bypass", default=None), agents)
     return Workload(
         mix=tuple(mix),
         dispatchers=tuple(Dispatcher(d.share / total, d.report_delay_ms) for d in dispatchers),
@@ -93,4 +101,22 @@ def read_workload(node: Node, agents: Sequence[SimAgent]) -> Workload:
         session_share=session_share,
         session_pool=pool,
         bursts=tuple(bursts),
+        bypass=bypass,
     )
+
+
+def _bypass(node: Node, agents: Sequence[SimAgent]) -> Bypass | None:
+    """``bypass: {share, agents}``: agent ids, or cluster entries' ids (all their agents)."""
+    if node.value is None:
+        return None
+    node.only("share", "agents")
+    share = node.number("share", None, low=0, high=1)
+    ids = [a.agent.id for a in agents]
+    chosen: list[str] = []
+    for entry in node.child("agents", default=[]).items():
+        name = entry.text()
+        matched = [i for i in ids if i == name or i.rsplit("-", 1)[0] == name]
+        if not matched:
+            raise ScenarioError(entry.path, f"no agent or cluster entry is named {name!r}")
+        chosen += [i for i in matched if i not in chosen]
+    return Bypass(share, tuple(chosen or ids))
