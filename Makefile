@@ -62,7 +62,7 @@ bench-probing: $(STAMP) ## what probing 1,000 emulated agents at 1 s costs the s
 #: Seeds every simulator target is checked on; uneven fleets and bypass run at both loads.
 SIM_SEEDS ?= 1-5
 SIM_UNEVEN := uneven-tiers mixed-fleet heterogeneous
-SIM_BOTH_LOADS := $(SIM_UNEVEN) bypass
+SIM_BOTH_LOADS := $(SIM_UNEVEN) bypass swap
 SIM_OTHER := equal stale-reports degrading
 
 simulate: $(addprefix simulate-,$(SIM_BOTH_LOADS) $(SIM_OTHER)) ## every shipped scenario on seeds 1-5, uneven fleets at 60% and 85% (~25 min; make -j2 halves it): docs/simulation/

@@ -1,7 +1,8 @@
 """The decision as a pipeline of named steps, each a function of the one before.
 
     requirements -> health -> availability -> room -> reported load -> exploration ->
-    stickiness -> residency -> strategy (sampling, ranking) -> slow start -> pick
+    stickiness -> residency and saturation -> strategy (sampling, ranking) -> slow start
+    -> pick
 
 1. **requirements** (``lb_service.requirements``): the agents that meet the task
    (model, VRAM, CPU or GPU); none is a refusal naming the requirement.
@@ -11,15 +12,17 @@
    **candidates** (``candidates``): each with its load figures and its capacity.
 3. **availability** (``availability``): agents out by outlier ejection, unless all are.
 4. **room** (``room``): agents at ``max_connections`` are skipped; none left is a
-   refusal ("all busy"). Then, when agents sent fresh load reports, **reported load**
-   (``reported``): their unseen requests count, and saturated agents are skipped (all
-   saturated: the least saturated, or a refusal when asked). Then **exploration**:
-   untrusted agents take one request at a time while trusted ones have room.
-5. **stickiness** (``stickiness``): a session's agent answers if it is among those left
-   and within the load bound; otherwise the request spills over and the binding stays,
-   unless the agent can no longer serve the task, when the session binds anew.
-6. **residency** (``reported.residents``): with fresh reports, the agents holding the
-   task's model in memory, within the load bound, when there are any.
+   refusal ("all busy"). Then, when agents sent fresh load reports, their unseen
+   requests count (``reported.with_unseen``). Then **exploration**: untrusted agents
+   take one request at a time while trusted ones have room.
+5. **stickiness** (``stickiness``): a session's agent answers if it is among those left,
+   within the load bound and not saturated by its report; otherwise the request spills
+   over and the binding stays, unless the agent can no longer serve the task, when the
+   session binds anew.
+6. **residency and saturation** (``reported.narrow``): with fresh reports, the agents
+   holding the task's model within the load bound, the unsaturated ones among them
+   first; with none, the unsaturated agents (all saturated: the least saturated, or a
+   refusal when asked).
    **strategy** (``lb_service.strategies``): samples and ranks; none chosen (every
    weight 0) is a refusal.
 7. **slow start** (``slow_start``): a warming agent may pass the pick on.
@@ -133,27 +136,37 @@ def decide(inputs: DecisionInputs, task: Task, session_id: str) -> Decision | Re
     reports = inputs.reports
     if reports:
         pool = reported.with_unseen(pool, reports)
-        fit_now = reported.unsaturated(
-            reported.with_unseen(free, reports),
-            reports,
-            inputs.saturation,
-            inputs.refuse_saturated,
-        )
-        if isinstance(fit_now, Refusal):
-            return fit_now
-        free = fit_now
+        free = reported.with_unseen(free, reports)
     options = room.explore_bounded(free)
     bound = _bound(inputs.binding, options, task)
     total_active = sum(c.active for c in pool)
     total_capacity = capacity_trees(pool, scale).total
-    if bound is not None and stickiness.keeps(
-        bound, total_active, total_capacity, inputs.balance_factor
+    if (
+        bound is not None
+        and stickiness.keeps(bound, total_active, total_capacity, inputs.balance_factor)
+        and not (
+            reports
+            and (
+                reported.is_saturated(bound, reports, inputs.saturation)
+                or (inputs.prefer_resident and reported.lost_model(bound, task.model, reports))
+            )
+        )
     ):
         return Decision(bound, sticky=True, bind=False, panic=panic)
-    if reports and inputs.prefer_resident:
-        options = reported.residents(
-            options, task.model, reports, total_active, total_capacity, inputs.balance_factor
+    if reports:
+        narrowed = reported.narrow(
+            options,
+            task.model if inputs.prefer_resident else "",
+            reports,
+            inputs.saturation,
+            inputs.refuse_saturated,
+            total_active,
+            total_capacity,
+            inputs.balance_factor,
         )
+        if isinstance(narrowed, Refusal):
+            return narrowed
+        options = narrowed
     ctx = PickContext(
         inputs.sequence,
         inputs.rng,

@@ -7,13 +7,13 @@ An emulator file is a YAML document (``examples/emulated-fleet.yaml`` is a comme
     cluster:  [agent, ...] or "path/to/cluster.yaml"
 
 Each agent takes the simulator's keys (``id``, ``count``, ``models``, ``hardware``,
-``speed``, ``slots``, ``port``, ``max_connections``, ``parallel_slots``; ``host`` is
-ignored: the emulator serves on its own address) and these:
+``speed``, ``slots``, ``port``, ``max_connections``, ``parallel_slots``, ``load_ms``:
+model load time (Ollama; default 0), ``max_loaded_models`` (OLLAMA_MAX_LOADED_MODELS, 3);
+``host`` is ignored: the emulator serves on its own address) and these:
 
     engine: ollama | vllm     (default ollama)
     fault: ok | slow | failing | dead | hung, slow_factor: N (default 10)
-    load_ms: model load time (Ollama; default 0), max_queue (OLLAMA_MAX_QUEUE, 512),
-    max_loaded_models (OLLAMA_MAX_LOADED_MODELS, 3)
+    max_queue (OLLAMA_MAX_QUEUE, 512)
 
 Without ``port`` an agent listens on a free port; with it, an entry of ``count`` agents
 takes ``port``, ``port + 1``, ... A scenario file can be emulated as it is: its other
@@ -45,7 +45,7 @@ FAULTS = ("ok", "slow", "failing", "dead", "hung")
 #: The engines the emulator speaks.
 ENGINES = {"ollama": Engine.OLLAMA, "vllm": Engine.VLLM}
 #: The keys an emulator file adds to a cluster entry.
-_AGENT_KEYS = ("engine", "fault", "slow_factor", "load_ms", "max_queue", "max_loaded_models")
+_AGENT_KEYS = ("engine", "fault", "slow_factor", "max_queue")
 #: The simulator's top-level keys, ignored so that a scenario file can be emulated.
 _SIMULATOR_KEYS = (
     "name",
@@ -83,14 +83,22 @@ class EmulatedAgent:
     #: 0: any free port.
     port: int
     fault: Fault
-    load_ms: float
     max_queue: int
-    max_loaded_models: int
 
     @property
     def id(self) -> str:
         """The agent's id."""
         return self.sim.agent.id
+
+    @property
+    def load_ms(self) -> float:
+        """Time to load a model not in memory (the cluster entry's, as the simulator reads it)."""
+        return self.sim.load_ms
+
+    @property
+    def max_loaded_models(self) -> int:
+        """Models held in memory at once (OLLAMA_MAX_LOADED_MODELS)."""
+        return self.sim.max_loaded_models
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,19 +151,9 @@ def _emulated(entry: Node, sims: list[SimAgent]) -> list[EmulatedAgent]:
     base_port = entry.integer("port", 0, low=1, high=65535) if entry.has("port") else 0
     if base_port and base_port + len(sims) - 1 > 65535:
         raise ScenarioError(f"{entry.path}.port", "the entry's ports run past 65535")
-    load_ms = entry.number("load_ms", 0.0, low=0)
     max_queue = entry.integer("max_queue", 512, low=1)
-    max_loaded = entry.integer("max_loaded_models", 3, low=1)
     return [
-        EmulatedAgent(
-            sim,
-            engine,
-            base_port + n if base_port else 0,
-            fault,
-            load_ms,
-            max_queue,
-            max_loaded,
-        )
+        EmulatedAgent(sim, engine, base_port + n if base_port else 0, fault, max_queue)
         for n, sim in enumerate(sims)
     ]
 

@@ -142,6 +142,45 @@ async def test_the_agent_holding_the_model_takes_it_within_the_load_bound() -> N
     assert await _picks(lb, 3, MODEL) == ["a", "a", "b"]
 
 
+async def test_an_agent_holding_the_model_is_kept_though_saturated_while_within_the_bound() -> None:
+    """Agent a holds the model with 6 queued; b would have to load it: a still takes it."""
+    lb = await _fleet("a", "b")
+    await lb.health.heartbeat("a", LoadReport(queued_requests=6, loaded_models=("llama3:8b",)))
+    await lb.health.heartbeat("b", LoadReport(queued_requests=0, loaded_models=("qwen2.5:14b",)))
+
+    assert await _picks(lb, 1, MODEL) == ["a"]
+    # A request for no model in particular goes by saturation alone: b.
+    assert await _picks(lb, 1) == ["b"]
+
+
+async def test_an_agent_holding_the_model_with_a_slot_free_takes_it_past_the_bound() -> None:
+    """With 4 slots, a keeps the model's requests until its slots are full, past the 1.25x bound.
+
+    The bound alone would let a hold 2 of 3 open requests; a free slot serves at once.
+    """
+    config = dataclasses.replace(BASE_RULES, balance_factor=1.25)
+    lb = balancer(FakeClock(), config)
+    for agent_id in ("a", "b"):
+        await lb.register(dataclasses.replace(agent(agent_id), parallel_slots=4))
+    await lb.health.heartbeat("a", LoadReport(loaded_models=("llama3:8b",)))
+    await lb.health.heartbeat("b", LoadReport(loaded_models=("qwen2.5:14b",)))
+
+    assert await _picks(lb, 5, MODEL) == ["a", "a", "a", "a", "b"]
+
+
+async def test_a_session_whose_agent_evicted_its_model_goes_where_the_model_is() -> None:
+    """The session's agent reports another model loaded: its cached context is gone, it spills."""
+    lb = await _fleet("a", "b")
+    bound = (await lb.select(MODEL, session_id="chat-1")).agent.id
+    other = "b" if bound == "a" else "a"
+    await lb.health.heartbeat(bound, LoadReport(loaded_models=("qwen2.5:14b",)))
+    await lb.health.heartbeat(other, LoadReport(loaded_models=("llama3:8b",)))
+
+    spilled = await lb.select(MODEL, session_id="chat-1")
+
+    assert (spilled.agent.id, spilled.sticky) == (other, False)
+
+
 async def test_residency_preference_can_be_turned_off() -> None:
     """Without --prefer-resident the loaded model does not matter: picks alternate."""
     config = dataclasses.replace(BASE_RULES, prefer_resident=False)

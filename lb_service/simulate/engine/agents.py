@@ -11,11 +11,16 @@ many slots; give fewer slots with a higher speed to model batching that does.
 
 A crash (a ``fail`` fault with ``in_flight: fail``) is the one fault that changes
 requests already assigned: ``AgentState.crash`` replays the queue on the freed slots.
+
+With a ``load_ms``, a request for a model the agent does not hold first waits that long
+for it to load (in its slot), and the least recently used model is evicted once more
+than ``max_loaded_models`` are held (Ollama's ``OLLAMA_MAX_LOADED_MODELS``).
 """
 
 from __future__ import annotations
 
 import heapq
+from collections import OrderedDict
 from collections.abc import Sequence
 
 from lb_service.simulate.scenario import Fault, SimAgent
@@ -24,7 +29,16 @@ from lb_service.simulate.scenario import Fault, SimAgent
 class AgentState:
     """One agent's slots, in-system requests and faults during a run."""
 
-    __slots__ = ("fails", "finishes", "free_at", "mean_ms", "registered", "sim", "slows")
+    __slots__ = (
+        "fails",
+        "finishes",
+        "free_at",
+        "loaded",
+        "mean_ms",
+        "registered",
+        "sim",
+        "slows",
+    )
 
     def __init__(self, sim: SimAgent, faults: Sequence[Fault], mean_ms: float) -> None:
         """Idle, with the scenario's faults that concern this agent (times in ms).
@@ -46,6 +60,28 @@ class AgentState:
         ]
         # An agent with a join fault exists from the start but is registered only then.
         self.registered = not any(f.kind == "join" for f in mine)
+        # Models in memory, least recently used first (only with a load time: Ollama
+        # loads each on first use, so the agent starts with none).
+        self.loaded: OrderedDict[str, None] = OrderedDict()
+
+    def load_wait(self, model: str) -> float:
+        """How long a request for ``model`` starting now would wait for the model to load."""
+        if self.sim.load_ms <= 0 or not model or model in self.loaded:
+            return 0.0
+        return self.sim.load_ms
+
+    def use(self, model: str) -> None:
+        """A request for ``model`` starts: the model is loaded, the least recently used evicted.
+
+        The queue is first in, first out, so requests start in the order they are
+        assigned, and the loaded set moves in that order too.
+        """
+        if self.sim.load_ms <= 0 or not model:
+            return
+        self.loaded[model] = None
+        self.loaded.move_to_end(model)
+        while len(self.loaded) > self.sim.max_loaded_models:
+            self.loaded.popitem(last=False)
 
     def service(self, base_ms: float, start: float) -> tuple[float, bool]:
         """The service time of a request of this size starting at ``start``, and if it fails."""

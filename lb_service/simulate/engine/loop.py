@@ -86,6 +86,7 @@ class _Run:
         ]
         self.index = {a.agent.id: n for n, a in enumerate(scenario.agents)}
         self.tasks = [t.task for t in scenario.workload.mix]
+        self.models = [t.task.model for t in scenario.workload.mix]
         # Each kind's mean size: all the informed reference knows of a request's size.
         self.expected_ms = [scenario.service[t.task.model].mean_ms for t in scenario.workload.mix]
         self.delays = [d.report_delay_ms for d in scenario.workload.dispatchers]
@@ -265,7 +266,9 @@ class _Run:
                 held = state.in_system(now)
                 slots = state.sim.slots
                 report = LoadReport(
-                    queued_requests=max(0, held - slots), running_requests=min(held, slots)
+                    queued_requests=max(0, held - slots),
+                    running_requests=min(held, slots),
+                    loaded_models=tuple(state.loaded),
                 )
                 taken.append((state.sim.agent.id, report))
         if spec.delay_ms > 0:
@@ -314,6 +317,7 @@ class _Run:
                 self.requests.base_ms[i],
                 now,
                 self.expected_ms[kind],
+                self.models[kind],
             )
             if isinstance(choice, str):
                 self.out.refused[choice] += 1
@@ -345,7 +349,9 @@ class _Run:
         free_at = state.free_at
         start = free_at[0] if free_at[0] > now else now
         service, failed = state.service(self.requests.base_ms[i], start)
-        finish = start + service
+        model = self.models[self.requests.kind[i]]
+        finish = start + state.load_wait(model) + service
+        state.use(model)
         heapq.heapreplace(free_at, finish)
         heapq.heappush(state.finishes, finish)
         out = self.out

@@ -76,6 +76,8 @@ CLUSTER_KEYS = (
     "slots",
     "max_connections",
     "parallel_slots",
+    "load_ms",
+    "max_loaded_models",
 )
 
 
@@ -150,6 +152,8 @@ def cluster_entry(
     # Ollama runs 4 requests at once by default when memory allows, 1 otherwise;
     # a CPU-only host gains nothing from parallel slots.
     slots = entry.integer("slots", 4 if hardware.has_gpu else 1, low=1)
+    load_ms = entry.number("load_ms", 0.0, low=0)
+    max_loaded = entry.integer("max_loaded_models", 3, low=1)
     for n in range(count):
         agent_id = base_id if count == 1 else f"{base_id}-{n + 1}"
         if agent_id in seen:
@@ -157,5 +161,5 @@ def cluster_entry(
         seen.add(agent_id)
         host = template.host if "host" in given else f"{agent_id}.sim"
         agent = replace(template, id=agent_id, host=host)
-        agents.append(SimAgent(agent, speed, slots))
+        agents.append(SimAgent(agent, speed, slots, load_ms, max_loaded))
     return agents

@@ -59,6 +59,12 @@ class SimAgent:
     speed: float
     #: Requests served in parallel (e.g. OLLAMA_NUM_PARALLEL); more wait in a FIFO queue.
     slots: int
+    #: Time to load a model that is not in memory before serving it (Ollama's first use
+    #: of a model; 0: models are always ready, nothing is modelled).
+    load_ms: float = 0.0
+    #: Models held in memory at once (OLLAMA_MAX_LOADED_MODELS); loading one more evicts
+    #: the least recently used.
+    max_loaded_models: int = 3
 
 
 @dataclass(frozen=True, slots=True)
