@@ -220,7 +220,9 @@ async def _run(
             on_reload=reload if config.config_path else None,
             state=state,
             store=store,
-            probe_factory=lambda timeout_s: Prober(timeout_s=timeout_s),
+            probe_factory=lambda timeout_s: Prober(
+                timeout_s=timeout_s, load_reports=balancer.config.probe_reports
+            ),
         )
     finally:
         if store is not None:

@@ -101,15 +101,33 @@ class Saturation:
 
 
 def fresh(
-    reports: Mapping[str, ReceivedReport], now_ms: int, staleness_ms: float
+    reports: Mapping[str, ReceivedReport],
+    now_ms: int,
+    staleness_ms: float,
+    limits: Saturation | None = None,
+    residency: bool = True,
 ) -> dict[str, ReceivedReport]:
-    """The reports younger than ``staleness_ms`` at ``now_ms`` (0 or less: none is read)."""
+    """The reports younger than ``staleness_ms`` at ``now_ms`` (0 or less: none is read).
+
+    With ``limits``, only those that can change a decision: some unseen load, a
+    saturated agent, or (with ``residency``) models listed. The others say "as the
+    leases show, with room": a decision reads the same without them, and one that
+    reads no report at all can use the store's index instead of scanning every agent.
+    """
     if staleness_ms <= 0:
         return {}
+    oldest = now_ms - staleness_ms
+    if limits is None:
+        return {i: r for i, r in reports.items() if r.at_ms > oldest}
     return {
-        agent_id: received
-        for agent_id, received in reports.items()
-        if received.age_ms(now_ms) < staleness_ms
+        i: r
+        for i, r in reports.items()
+        if r.at_ms > oldest
+        and (
+            r.unseen > 0
+            or saturation(r.report, limits) >= 1.0
+            or (residency and bool(r.report.loaded_models))
+        )
     }
 
 

@@ -39,7 +39,10 @@ LB_SERVICE = str(Path(sys.executable).with_name("lb-service"))
 #: Probing fast enough for a short demo: out after 3 failures (~1.5 s), back after 2;
 #: and outlier ejection (failed requests the dispatcher reports) short enough to end
 #: inside the run, so the agent that died is picked again once it is back.
-SERVE_FLAGS = ("--probe-interval", "0.5", "--probe-timeout", "0.5", "--ejection-base", "5")
+# --probe-load-reports: the probes also read each agent's load report (its queue, KV
+# cache and loaded models), which the watch shows in its REPORT column.
+SERVE_FLAGS = ("--probe-interval", "0.5", "--probe-timeout", "0.5", "--ejection-base", "5",
+               "--probe-load-reports")  # fmt: skip
 #: Seconds any process gets to start, or to stop after SIGTERM before it is killed.
 START_S, STOP_S = 20.0, 10.0
 

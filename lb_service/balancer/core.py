@@ -282,7 +282,13 @@ class LoadBalancer:
                 None if candidates or state.shared else state.pool,
                 config.ewma_decay_s * 1000,
                 state.out,
-                fresh(state.reports, now, config.report_staleness_s * 1000)
+                fresh(
+                    state.reports,
+                    now,
+                    config.report_staleness_s * 1000,
+                    self._saturation,
+                    config.prefer_resident,
+                )
                 if state.reports
                 else _NO_REPORTS,
                 self._saturation,

@@ -156,6 +156,9 @@ class BalancerConfig:
     #: Prefer agents whose fresh report lists the task's model as loaded, while their
     #: load is within the balance factor's bound.
     prefer_resident: bool = True
+    #: Health probes also read agents' load reports (vLLM/SGLang /metrics, Ollama's
+    #: loaded models) when they can be fresh: probe_interval_s < report_staleness_s.
+    probe_load_reports: bool = False
 
     def __post_init__(self) -> None:
         """Reject values the balancer cannot work with."""
@@ -174,6 +177,19 @@ class BalancerConfig:
             ),
             agent_expiry_ms=int(self.agent_expiry_s * 1000),
         )
+
+    @property
+    def probe_reports(self) -> bool:
+        """Whether probes read agents' load reports: when asked, and if one can be fresh.
+
+        Off unless ``probe_load_reports``: on 1,000 agents probed every second, reading
+        /metrics on every vLLM probe and keeping every report took the probing from 13%
+        to 23% of a core (``make bench-probing``, see the README). And a probe every 5 s
+        makes a report older than 2 s most of the time: decisions would flip between
+        reading it and not. So pulled reports also need ``probe_interval_s`` below
+        ``report_staleness_s``; pushed ones (heartbeats) are read whatever the interval.
+        """
+        return self.probe_load_reports and self.probe_interval_s < self.report_staleness_s
 
     @property
     def saturation(self) -> Saturation:

@@ -142,6 +142,10 @@ OPTIONS: tuple[Option, ...] = (
     _balancer("prefer_resident", "--prefer-resident",
            "prefer agents whose fresh report lists the task's model as loaded, within the "
            "balance factor's load bound", is_flag=True),
+    _balancer("probe_load_reports", "--probe-load-reports",
+           "health probes also read agents' load reports (vLLM/SGLang /metrics, Ollama's "
+           "loaded models) when --probe-interval is below --report-staleness",
+           is_flag=True),
     _balancer("watch_min_interval_ms", "--watch-min-interval-ms",
            "least time between two WatchLoads updates", "MS"),
     Option("grace_period_s", "--grace-period", values.positive, 5.0,

@@ -6,7 +6,8 @@
   publishes no queue figure); with ``full`` also ``GET /api/tags`` (the models it has);
 - vllm and sglang: ``GET /health`` (2xx), then ``GET /metrics``, which must parse as
   Prometheus text (``prometheus_client``'s parser); the known load series are kept and
-  make the agent's load report (``report_from_metrics``);
+  make the agent's load report (``report_from_metrics``). Without ``load_reports``,
+  ``/metrics`` only on a full probe and no report;
 - http: ``GET /`` or the given path, 2xx;
 - grpc: ``grpc.health.v1.Health/Check`` (the given path is the service name).
 
@@ -82,11 +83,16 @@ class Prober:
         timeout_s: float = 1.0,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         keepalive_s: float = DEFAULT_KEEPALIVE_S,
+        load_reports: bool = True,
     ) -> None:
         """Bound each probe by ``timeout_s`` and each body by ``max_body_bytes``.
 
         Agents are reached directly: no proxy settings from the environment apply.
+        ``load_reports`` False: vLLM and SGLang ``/metrics`` only on a full probe, and
+        no load report from any probe (the server's choice when a report would be stale
+        before the next probe: ``BalancerConfig.probe_reports``).
         """
+        self.load_reports = load_reports
         if timeout_s <= 0 or max_body_bytes <= 0:
             raise ValueError("timeout_s and max_body_bytes must be > 0")
         self.timeout_s = timeout_s
@@ -148,15 +154,16 @@ class Prober:
                 _model_names(await self._get_json(base, "/api/tags"), "/api/tags") if full else None
             )
             # /api/ps says what is loaded, not how many requests wait: those stay unknown.
-            return ProbeResult(
-                True, models=models, loaded_models=loaded, report=LoadReport(loaded_models=loaded)
-            )
+            report = LoadReport(loaded_models=loaded) if self.load_reports else None
+            return ProbeResult(True, models=models, loaded_models=loaded, report=report)
         if engine in (Engine.VLLM, Engine.SGLANG):
             await self._get(base, "/health")
-            # Every probe: the load series are the agent's load report, which decisions
-            # read only while it is fresh.
+            # Every probe when reports are read: the load series are the agent's report.
+            if not (self.load_reports or full):
+                return ProbeResult(True)
             metrics = _load_series(await self._get(base, "/metrics"))
-            return ProbeResult(True, metrics=metrics, report=report_from_metrics(metrics))
+            report = report_from_metrics(metrics) if self.load_reports else None
+            return ProbeResult(True, metrics=metrics, report=report)
         if engine is Engine.HTTP:
             await self._get(base, path if path.startswith("/") else f"/{path}")
             return ProbeResult(True)

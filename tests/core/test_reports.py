@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from lb_service.balancer import BalancerConfig
 from lb_service.errors import InvalidArgument
 from lb_service.model import LoadReport
 from lb_service.reports import (
@@ -94,3 +95,23 @@ def test_residency_needs_the_model_listed() -> None:
     assert resident(report, "llama3:8b")
     assert not resident(report, "llama3:70b")
     assert not resident(report, "")
+
+
+def test_probes_read_reports_only_when_asked_and_when_one_can_be_fresh() -> None:
+    """probe_reports needs --probe-load-reports and a probe interval under the staleness limit."""
+    assert not BalancerConfig().probe_reports  # off by default
+    assert not BalancerConfig(probe_load_reports=True).probe_reports  # 5 s probes, 2 s limit
+    assert BalancerConfig(probe_load_reports=True, probe_interval_s=1.0).probe_reports
+
+
+def test_only_reports_that_can_change_a_decision_are_read() -> None:
+    """An idle report with nothing loaded is left out; unseen load, saturation or models are not."""
+    limits = Saturation()
+    reports = {
+        "idle": ReceivedReport(LoadReport(queued_requests=0, running_requests=1), 9_000, 1),
+        "unseen": ReceivedReport(LoadReport(running_requests=3), 9_000, 1),
+        "full": ReceivedReport(LoadReport(kv_cache_usage=0.9), 9_000, 0),
+        "models": ReceivedReport(LoadReport(loaded_models=("m",)), 9_000, 0),
+    }
+    assert set(fresh(reports, 10_000, 2_000, limits)) == {"unseen", "full", "models"}
+    assert set(fresh(reports, 10_000, 2_000, limits, residency=False)) == {"unseen", "full"}

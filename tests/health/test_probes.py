@@ -107,6 +107,23 @@ async def test_every_vllm_probe_reads_the_metrics_into_a_load_report(
     assert seen.paths == ["/health", "/metrics"]
 
 
+async def test_without_load_reports_a_usual_probe_asks_health_alone() -> None:
+    """Prober(load_reports=False): /metrics waits for a full probe, and no probe has a report."""
+    prober = Prober(timeout_s=2.0, load_reports=False)
+    try:
+        async with serve_kept_alive(VLLM_ROUTES) as (port, seen):
+            usual = await prober.probe_address(Engine.VLLM, "127.0.0.1", port)
+            full = await prober.probe_address(Engine.VLLM, "127.0.0.1", port, full=True)
+        async with serve({"/api/ps": canned(200, PS)}) as port:
+            ollama = await prober.probe_address(Engine.OLLAMA, "127.0.0.1", port)
+    finally:
+        await prober.aclose()
+    assert (usual.ok, usual.metrics, usual.report) == (True, None, None)
+    assert (full.metrics is not None, full.report) == (True, None)
+    assert seen.paths == ["/health", "/health", "/metrics"]
+    assert (ollama.loaded_models, ollama.report) == (("llama3:8b",), None)
+
+
 def test_the_older_vllm_kv_cache_name_and_sglang_series_make_reports() -> None:
     """gpu_cache_usage_perc stands in for kv_cache_usage_perc; SGLang has its own names."""
     assert report_from_metrics({"vllm:gpu_cache_usage_perc": 0.7}) == LoadReport(kv_cache_usage=0.7)
