@@ -162,14 +162,16 @@ def generate(scenario: Scenario, seed: int, duration_s: float) -> Requests:
             k = _slot(kind_bounds, rng)
         kind.append(k)
         base.append(rng.lognormvariate(distributions[k].mu, distributions[k].sigma))
-    bypass = _bypass(scenario, seed, kind) if workload.bypass is not None else []
+    bypass = _bypass(scenario, seed, kind, arrival) if workload.bypass is not None else []
     for i, agent in enumerate(bypass):
         if agent >= 0:
             session[i] = ""  # it keeps its type; no session is bound by a request never placed
     return Requests(arrival, kind, base, session, dispatcher, rate, capacity, bypass)
 
 
-def _bypass(scenario: Scenario, seed: int, kind: Sequence[int]) -> list[int]:
+def _bypass(
+    scenario: Scenario, seed: int, kind: Sequence[int], arrival: Sequence[float]
+) -> list[int]:
     """Each request's direct target (``Requests.bypass``), drawn apart from the stream.
 
     A random source of its own: the arrivals, types and sizes are those of the same
@@ -184,8 +186,8 @@ def _bypass(scenario: Scenario, seed: int, kind: Sequence[int]) -> list[int]:
         for t in scenario.workload.mix
     ]
     chosen = []
-    for k in kind:
-        direct = rng.random() < spec.share and bool(targets[k])
+    for k, at in zip(kind, arrival, strict=True):
+        direct = rng.random() < spec.share and bool(targets[k]) and spec.active(at / 1000)
         chosen.append(rng.choice(targets[k]) if direct else -1)
     return chosen
 

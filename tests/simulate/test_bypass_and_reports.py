@@ -95,3 +95,22 @@ def test_a_report_interval_under_10_ms_is_refused() -> None:
     """reports.interval_ms below 10 would flood the run with events: a ScenarioError."""
     with pytest.raises(ScenarioError, match=re.escape("reports.interval_ms")):
         scenario(reports={"interval_ms": 1})
+
+
+def test_bypass_windows_limit_it_to_their_time() -> None:
+    """With during: [{at_s: 2, duration_s: 3}], only arrivals in [2 s, 5 s) may bypass."""
+    around = scenario(
+        workload={
+            "rate_per_s": 50,
+            "mix": [{"model": "m", "share": 1}],
+            "bypass": {"share": 1.0, "agents": ["a-1"], "during": [{"at_s": 2, "duration_s": 3}]},
+        }
+    )
+    stream = generate(around, 3, 10)
+
+    inside = [b for t, b in zip(stream.arrival_ms, stream.bypass, strict=True) if 2000 <= t < 5000]
+    outside = [
+        b for t, b in zip(stream.arrival_ms, stream.bypass, strict=True) if not 2000 <= t < 5000
+    ]
+    assert set(inside) == {0}  # every arrival in the window bypasses (share 1.0) ...
+    assert set(outside) == {-1}  # ... and none outside it

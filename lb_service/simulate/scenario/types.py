@@ -98,11 +98,18 @@ class Bypass:
 
     A ``share`` of all arrivals is sent, instead of being balanced, to one of ``agents``
     (ids of the cluster) that can serve it, at random; a request none of them can serve
-    is balanced as usual. The balancer learns of that load only from agents' reports.
+    is balanced as usual. With ``during``, only arrivals within one of those windows
+    ((start, end) in simulated seconds) bypass: a batch job that comes and goes. The
+    balancer learns of that load only from agents' reports.
     """
 
     share: float
     agents: tuple[str, ...]
+    during: tuple[tuple[float, float], ...] = ()
+
+    def active(self, t_s: float) -> bool:
+        """Whether arrivals at ``t_s`` may bypass (always, without windows)."""
+        return not self.during or any(start <= t_s < end for start, end in self.during)
 
 
 @dataclass(frozen=True, slots=True)

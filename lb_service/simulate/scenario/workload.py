@@ -106,11 +106,18 @@ def read_workload(node: Node, agents: Sequence[SimAgent]) -> Workload:
 
 
 def _bypass(node: Node, agents: Sequence[SimAgent]) -> Bypass | None:
-    """``bypass: {share, agents}``: agent ids, or cluster entries' ids (all their agents)."""
+    """``bypass: {share, agents, during}``: agent ids, or cluster entries' ids (all their
+    agents); ``during``: ``[{at_s, duration_s}]``, the windows it happens in (default: always).
+    """
     if node.value is None:
         return None
-    node.only("share", "agents")
+    node.only("share", "agents", "during")
     share = node.number("share", None, low=0, high=1)
+    during = []
+    for window in node.child("during", default=[]).items():
+        window.only("at_s", "duration_s")
+        start = window.number("at_s", None, low=0)
+        during.append((start, start + window.number("duration_s", None, low=0, low_open=True)))
     ids = [a.agent.id for a in agents]
     chosen: list[str] = []
     for entry in node.child("agents", default=[]).items():
@@ -119,4 +126,4 @@ def _bypass(node: Node, agents: Sequence[SimAgent]) -> Bypass | None:
         if not matched:
             raise ScenarioError(entry.path, f"no agent or cluster entry is named {name!r}")
         chosen += [i for i in matched if i not in chosen]
-    return Bypass(share, tuple(chosen or ids))
+    return Bypass(share, tuple(chosen or ids), tuple(during))
