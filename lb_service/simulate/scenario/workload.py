@@ -106,8 +106,10 @@ def read_workload(node: Node, agents: Sequence[SimAgent]) -> Workload:
 
 
 def _bypass(node: Node, agents: Sequence[SimAgent]) -> Bypass | None:
-    """``bypass: {share, agents, during}``: agent ids, or cluster entries' ids (all their
-    agents); ``during``: ``[{at_s, duration_s}]``, the windows it happens in (default: always).
+    """The ``bypass`` section: ``{share, agents, during}``.
+
+    ``agents``: agent ids, or cluster entries' ids (all their agents); ``during``:
+    ``[{at_s, duration_s}]``, the windows it happens in (default: always).
     """
     if node.value is None:
         return None
