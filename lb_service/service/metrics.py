@@ -1,5 +1,8 @@
 """Prometheus metrics: gRPC server metrics, selections, per-agent counters and load gauges.
 
+The load gauges include what agents' load reports say (``lb_service.reports``): each
+report's age, and the queue, running count and KV cache it states.
+
 The gRPC metrics are go-grpc-prometheus's names, labels and code spellings, so the
 dashboards and alerts written for Go servers work unchanged. Counters are updated as
 things happen. Per-agent gauges are read when /metrics is scraped: the HTTP exporter
@@ -147,6 +150,26 @@ class _AgentCollector(Collector):
                 "1 while outlier ejection keeps the agent out of picks.",
                 labels=["agent"],
             ),
+            "report_age": GaugeMetricFamily(
+                "lb_agent_report_age_seconds",
+                "Age of the agent's freshest load report (agents that sent one).",
+                labels=["agent"],
+            ),
+            "queued": GaugeMetricFamily(
+                "lb_agent_reported_queued_requests",
+                "Requests waiting on the agent, as its freshest report says (when it says).",
+                labels=["agent"],
+            ),
+            "running": GaugeMetricFamily(
+                "lb_agent_reported_running_requests",
+                "Requests running on the agent, as its freshest report says (when it says).",
+                labels=["agent"],
+            ),
+            "kv_cache": GaugeMetricFamily(
+                "lb_agent_kv_cache_usage",
+                "Share of the agent's KV cache in use, as its freshest report says.",
+                labels=["agent"],
+            ),
         }
         for load in snapshot.loads:
             labels = [load.agent_id]
@@ -160,10 +183,27 @@ class _AgentCollector(Collector):
                     [load.agent_id, state.value], 1 if load.health is state else 0
                 )
             gauges["ejected"].add_metric(labels, 1 if load.ejected else 0)
+            _add_report(gauges, labels, load)
         yield from gauges.values()
         sessions = GaugeMetricFamily("lb_sticky_sessions", "Sticky-session bindings held.")
         sessions.add_metric([], snapshot.sessions)
         yield sessions
+
+
+def _add_report(gauges: dict[str, GaugeMetricFamily], labels: list[str], load: AgentLoad) -> None:
+    """The report gauges of one agent: its report's age, and each figure the report states."""
+    report = load.report
+    if report is None:
+        return
+    gauges["report_age"].add_metric(labels, load.report_age_ms / 1000)
+    figures = (
+        ("queued", report.queued_requests),
+        ("running", report.running_requests),
+        ("kv_cache", report.kv_cache_usage),
+    )
+    for name, figure in figures:
+        if figure is not None:
+            gauges[name].add_metric(labels, figure)
 
 
 class _MethodSeries:

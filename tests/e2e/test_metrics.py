@@ -14,6 +14,7 @@ from lb.v1 import load_balancer_pb2_grpc as pb_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from lb_service.balancer import BalancerConfig, LoadBalancer
+from lb_service.model import LoadReport
 from lb_service.service.metrics import GO_CODE_NAMES, Metrics, package_version
 from lb_service.service.options import ServerOptions
 from lb_service.service.server import LoadBalancerServer
@@ -139,6 +140,25 @@ async def test_ejection_shows_on_the_very_next_scrape(
     assert value(after, "lb_agent_request_duration_seconds_count", agent="a") == 5
     assert value(after, "lb_agent_request_duration_seconds_sum", agent="a") == 1.25
     assert value(after, "lb_agent_ejected", agent="b") == 0
+
+
+async def test_load_reports_show_with_their_age_and_figures(
+    served: tuple[LoadBalancerServer, LoadBalancer],
+) -> None:
+    """An agent's report shows its age and stated figures; one without a report shows none."""
+    server, balancer = served
+    for name in ("a", "b"):
+        await balancer.register(agent(name))
+    await balancer.health.heartbeat("a", LoadReport(queued_requests=3, kv_cache_usage=0.5))
+
+    samples = await scrape(server.metrics_port)
+
+    assert 0 <= value(samples, "lb_agent_report_age_seconds", agent="a") < 60
+    assert value(samples, "lb_agent_reported_queued_requests", agent="a") == 3
+    assert value(samples, "lb_agent_kv_cache_usage", agent="a") == 0.5
+    stated = {(name, dict(labels).get("agent")) for name, labels in samples}
+    assert ("lb_agent_reported_running_requests", "a") not in stated  # not stated
+    assert ("lb_agent_report_age_seconds", "b") not in stated  # no report
 
 
 async def test_streams_are_typed_and_count_their_messages(
