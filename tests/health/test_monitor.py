@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 from structlog.testing import capture_logs
@@ -11,7 +12,7 @@ from lb_service.balancer import LoadBalancer
 from lb_service.errors import AgentNotFound, StoreUnavailable
 from lb_service.health import ProbeResult, state
 from lb_service.health.state import HEALTHY_RECORD, HealthRecord
-from lb_service.model import AgentHealth, Engine, Task
+from lb_service.model import AgentHealth, Engine, LoadReport, Task
 from lb_service.store.base import HealthWrite
 from lb_service.store.memory import MemoryStore
 from tests.factories import FakeClock, agent, balancer
@@ -296,3 +297,21 @@ async def test_a_steady_agent_s_probes_write_nothing(clock: FakeClock, result: P
         await lb.health.probed("a", result)
 
     assert store.health_writes == writes
+
+
+async def test_a_probe_report_is_kept_and_a_bad_one_dropped_with_one_log_line(
+    lb: LoadBalancer,
+) -> None:
+    """A probe's report is kept; one with a NaN is dropped with one log line, the last kept."""
+    await lb.register(agent("a"))
+    good = LoadReport(queued_requests=1, running_requests=2)
+    await lb.health.probed("a", ProbeResult(True, report=good))
+    with capture_logs() as logs:
+        await lb.health.probed("a", ProbeResult(True, report=LoadReport(kv_cache_usage=math.nan)))
+
+    (load,) = await lb.loads(["a"])
+    assert load.report == good
+    ignored = [line for line in logs if line["event"] == "load_report_ignored"]
+    assert len(ignored) == 1
+    assert ignored[0]["agent_id"] == "a"
+    assert "report.kv_cache_usage" in ignored[0]["reason"]
