@@ -63,6 +63,11 @@ class Host:
         #: Loaded models, least recently used first.
         self._loaded: OrderedDict[str, None] = self._at_start()
         self._loading: dict[str, asyncio.Task[None]] = {}
+        #: Model loads finished, models evicted to make room, and time spent loading (s,
+        #: emulated): what a swapping fleet costs, shown on the admin endpoint.
+        self.loads = 0
+        self.evictions = 0
+        self.load_s = 0.0
         #: Set while the agent is not hung; hung requests wait on it.
         self.answering = asyncio.Event()
         self.set_fault(spec.fault)
@@ -145,6 +150,9 @@ class Host:
             await asyncio.sleep(self.spec.load_ms / 1000 * self._scale)
             while len(self._loaded) >= self.spec.max_loaded_models:
                 self._loaded.popitem(last=False)
+                self.evictions += 1
             self._loaded[model] = None
+            self.loads += 1
+            self.load_s += self.spec.load_ms / 1000
         finally:
             del self._loading[model]

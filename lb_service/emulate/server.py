@@ -217,6 +217,9 @@ def _status(listener: _Listener) -> dict[str, Any]:
         "running": sum(host.running.values()),
         "waiting": sum(host.waiting.values()),
         "loaded_models": host.loaded_models,
+        "model_loads": host.loads,
+        "model_evictions": host.evictions,
+        "model_load_s": host.load_s,
     }
 
 

@@ -58,6 +58,8 @@ async def test_least_recently_used_model_is_evicted() -> None:
     async with host.slot("b") as other:
         pass
     assert host.loaded_models == ["b"]
+    # Two loads (a, then b), one eviction (a), 10 ms of loading each.
+    assert (host.loads, host.evictions, host.load_s) == (2, 1, 0.02)
     assert first.load_s > 0
     assert again.load_s == 0
     assert other.load_s > 0

@@ -228,11 +228,16 @@ async def test_the_admin_endpoint_rejects_mistakes(
 
 
 async def test_the_admin_endpoint_lists_agents(emulator: Emulator, http: httpx.AsyncClient) -> None:
-    """GET /emulator/agents lists every agent with its engine, port and fault."""
+    """GET /emulator/agents lists every agent with its engine, port, fault and model loads."""
     listed = (await http.get(_admin(emulator, "/emulator/agents"))).json()["agents"]
     assert [(a["id"], a["engine"], a["fault"]) for a in listed] == [
         ("ol", "ollama", "ok"),
         ("vl", "vllm", "ok"),
+    ]
+    # Nothing served yet: Ollama holds no model, vLLM its own from the start.
+    assert [(a["model_loads"], a["model_evictions"], a["model_load_s"]) for a in listed] == [
+        (0, 0, 0.0),
+        (0, 0, 0.0),
     ]
 
 
