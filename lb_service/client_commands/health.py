@@ -122,7 +122,12 @@ def _heartbeat(client: LoadBalancerClient, args: argparse.Namespace) -> None:
             loaded_models=tuple(args.loaded_model),
         )
     client.heartbeat(args.agent, report)
-    emit(args, {"agent": args.agent}, lambda: f"{args.agent}: alive")
+    said = " (load report kept)" if report is not None else ""
+    emit(
+        args,
+        {"agent": args.agent, "report": report is not None},
+        lambda: f"{args.agent}: alive{said}",
+    )
 
 
 def _health(client: LoadBalancerClient, args: argparse.Namespace) -> int:

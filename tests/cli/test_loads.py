@@ -42,7 +42,7 @@ def test_a_heartbeat_with_a_report_shows_in_loads(fleet: Cli) -> None:
     """`heartbeat --queued --kv-cache --loaded-model` sends a report; `loads` shows it."""
     sent = fleet("heartbeat", "gpu-1", "--queued", "3", "--kv-cache", "0.45",
                  "--loaded-model", "llama3:8b")  # fmt: skip
-    assert sent.code == 0
+    assert (sent.code, sent.out) == (0, "gpu-1: alive (load report kept)\n")
     row = next(line for line in fleet("loads").out.splitlines() if line.startswith("gpu-1 "))
     assert "queued 3, kv 45%, loaded llama3:8b, " in row
     (load,) = fleet("loads", "gpu-1", "--json").json()
