@@ -31,6 +31,7 @@ from lb_service.capacity import (
     EXPLORE_LIMIT,
     hardware_capacity,
     ranked_capacity,
+    ranked_slots,
     resolve,
 )
 from lb_service.errors import (
@@ -166,7 +167,12 @@ class BalancerMachine(RuleBasedStateMachine):
             if sure or not any(trusted) or open_now < EXPLORE_LIMIT:
                 # In the strategies' own linear form, so equal times compare equal.
                 factor = service_factor(record, model)
-                candidate = Candidate(a, open_now, None, 1.0, capacity, service_factor=factor)
+                # The slots the rank counts: declared, else learned once trusted, else
+                # the hardware guess (capacity.ranked_slots).
+                slots = ranked_slots(a, record, sure)
+                candidate = Candidate(
+                    a, open_now, None, 1.0, capacity, service_factor=factor, slots=slots
+                )
                 loads[a.id] = expected_time_rank(candidate).at(open_now)[1]
         return loads
 
