@@ -29,13 +29,8 @@ async def _fleet(
     return lb
 
 
-async def _picks(
-    lb: LoadBalancer, n: int, task: Task | None = None, **options: object
-) -> list[str]:
-    return [
-        (await lb.select(task, acquire=True, **options)).agent.id  # type: ignore[arg-type]
-        for _ in range(n)
-    ]
+async def _picks(lb: LoadBalancer, n: int, task: Task | None = None) -> list[str]:
+    return [(await lb.select(task, acquire=True)).agent.id for _ in range(n)]
 
 
 async def _lease(lb: LoadBalancer, agent_id: str, n: int = 1) -> None:
