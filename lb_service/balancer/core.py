@@ -96,6 +96,12 @@ def _contenders(decision: Decision, reports: Mapping[str, ReceivedReport]) -> tu
 _NO_REPORTS: Mapping[str, ReceivedReport] = {}
 
 
+def _may_be_fresh(state: PickState, now: int, staleness_s: float) -> bool:
+    """Whether some report in ``state`` may still be fresh (cheap: the newest one's time)."""
+    newest = state.reports_newest_ms
+    return newest == 0 or now - newest < staleness_s * 1000
+
+
 class LoadBalancer:
     """Picks agents and tracks their load; every piece of state lives in the store."""
 
@@ -289,7 +295,7 @@ class LoadBalancer:
                     self._saturation,
                     config.prefer_resident,
                 )
-                if state.reports
+                if state.reports and _may_be_fresh(state, now, config.report_staleness_s)
                 else _NO_REPORTS,
                 self._saturation,
                 config.refuse_when_saturated,

@@ -142,6 +142,9 @@ class PickState:
     out: Mapping[str, AgentHealth] = field(default_factory=dict)
     #: Each agent's freshest load report, whatever its age (``lb_service.reports``).
     reports: Mapping[str, ReceivedReport] = field(default_factory=dict)
+    #: When the newest of them arrived (unix ms; 0: not known), so that a decision can
+    #: tell at once that none is fresh instead of walking them all.
+    reports_newest_ms: int = 0
 
 
 class Registered(enum.Enum):

@@ -105,3 +105,15 @@ async def test_replicas_share_reports_and_the_commit_keeps_their_unseen_load(
     picks = [(await second.select(acquire=True)).agent.id for _ in range(3)]
 
     assert picks == ["b", "b", "b"]
+
+
+async def test_pick_state_knows_when_the_newest_report_arrived(store: Store) -> None:
+    """reports_newest_ms is the latest arrival over all agents (0 before any report)."""
+    for agent_id in ("a", "b"):
+        await store.put_agent(agent(agent_id), START_MS)
+    assert (await store.pick_state("")).reports_newest_ms == 0
+
+    await store.put_report("a", FULL, START_MS + 30)
+    await store.put_report("b", FULL, START_MS + 10)
+
+    assert (await store.pick_state("")).reports_newest_ms == START_MS + 30

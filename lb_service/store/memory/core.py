@@ -58,6 +58,7 @@ class MemoryCore:
         # Each registered agent's freshest load report (lb_service.reports).
         self._reports: dict[str, ReceivedReport] = {}
         self._reports_view = MappingProxyType(self._reports)
+        self._reports_newest = 0
 
     # Steps the operations share.
     def _end_pending(self, now_ms: int) -> None:

@@ -27,6 +27,7 @@ class Decisions(MemoryCore):
             pool=self._index.pool,
             out=self._health.out,
             reports=self._reports_view,
+            reports_newest_ms=self._reports_newest,
         )
 
     async def commit_pick(self, pick: Pick) -> Committed | Limit | None:

@@ -17,5 +17,6 @@ class Reports(MemoryCore):
         stats = self._stats.get(agent_id)
         leases = 0 if stats is None else stats.active
         self._reports[agent_id] = ReceivedReport(report, now_ms, leases)
+        self._reports_newest = max(self._reports_newest, now_ms)
         self._bump()
         return True

@@ -62,6 +62,7 @@ class Decisions(RedisCore):
             out,
             pending,
             reports,
+            reports_newest,
         ) = reply
         config = self._adopt(config_version, payload, sent)
         self._observed(version)
@@ -88,6 +89,7 @@ class Decisions(RedisCore):
             shared=True,
             out={out[i]: AgentHealth(out[i + 1]) for i in range(0, len(out), 2)} if out else {},
             reports={k: decode_report(v) for k, v in pairs(reports).items()} if reports else {},
+            reports_newest_ms=int(reports_newest) if reports_newest else 0,
         )
 
     def _registered_stats(self, ids: tuple[str, ...], joined: str) -> dict[str, AgentStats]:

@@ -5,7 +5,8 @@
 -- ejections (flat id/until pairs), records of the registered agents in registration
 -- order, records of the candidates in the order given, agents out by health (flat
 -- id/'unhealthy'|'draining' pairs), pending picks (flat id/count pairs, only the ids
--- that have some), load reports (flat id/report pairs)}. Records come as one string,
+-- that have some), load reports (flat id/report pairs), when the newest report arrived
+-- (or false)}. Records come as one string,
 -- one per line ("" where an id has none): one reply element instead of one per agent
 -- keeps the client's parsing from dominating a pick over a large registry.
 --- uses: keys, config
@@ -42,4 +43,5 @@ return {
   redis.call('HGETALL', K.out),
   redis.call('HGETALL', K.pending),
   redis.call('HGETALL', K.reports),
+  redis.call('GET', K.reports_newest),
 }

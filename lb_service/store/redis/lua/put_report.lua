@@ -9,4 +9,7 @@ local stats = load_stats(agent_id)
 local leases = 0
 if stats then leases = stats.active end
 redis.call('HSET', K.reports, agent_id, now_ms .. ' ' .. int(leases) .. ' ' .. report)
+if tonumber(redis.call('GET', K.reports_newest) or '0') < tonumber(now_ms) then
+  redis.call('SET', K.reports_newest, now_ms)
+end
 return bump_version()

@@ -52,6 +52,9 @@ local K = {
   -- registered agent's freshest load report (lb_service.reports; records.py
   -- decode_report), written by put_report, dropped with the agent.
   reports = PREFIX .. 'reports',
+  -- string: when the newest report arrived (unix ms), so a pick can tell at once that
+  -- none is fresh.
+  reports_newest = PREFIX .. 'reports_newest',
   -- Pending picks (lb_service.store.pending; see lib/pending.lua). hash: agent id -> how
   -- many of its picks are pending (no field when none): AgentStats.pending.
   pending = PREFIX .. 'pending',
