@@ -10,7 +10,7 @@ reads of the fleet, ``reads``.
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Iterable, Mapping
 
 import structlog
 
@@ -24,9 +24,10 @@ from lb_service.balancer.events import (
     refusal_error,
     system_clock,
 )
+from lb_service.balancer.inputs import contenders, decision_inputs
 from lb_service.balancer.options import BalancerConfig
 from lb_service.balancer.reads import LoadReads
-from lb_service.decision import Decision, DecisionInputs, Refusal, decide
+from lb_service.decision import Refusal, decide
 from lb_service.errors import (
     AgentNotFound,
     AllAgentsBusy,
@@ -46,14 +47,11 @@ from lb_service.model import (
     StrategyName,
     Task,
 )
-from lb_service.reports import ReceivedReport, fresh
 from lb_service.store.base import (
     AgentStats,
-    Contender,
     EndOutcome,
     Limit,
     Pick,
-    PickState,
     Registered,
     RequestEnd,
     UnknownAgent,
@@ -70,36 +68,6 @@ from lb_service.validation import (
     require_amount,
     require_id,
 )
-
-
-def _contenders(decision: Decision, reports: Mapping[str, ReceivedReport]) -> tuple[Contender, ...]:
-    """What a shared store may re-rank at commit: the compared agents with their load ranks.
-
-    A rule that does not rank by load commits its choice as made; the store still
-    checks its room. The store re-ranks on its live lease counts, which do not hold
-    what an agent reported beyond them (``reports.ReceivedReport.unseen``): that load
-    travels in the rank's offset, ``per_request`` for each request.
-    """
-    if not decision.compared:
-        agent = decision.choice.agent
-        return (Contender(agent.id, agent.max_connections),)
-    contenders = []
-    for candidate, rank in decision.compared:
-        agent = candidate.agent
-        received = reports.get(agent.id)
-        if received is not None and received.unseen:
-            rank = rank._replace(offset=rank.offset + rank.per_request * received.unseen)
-        contenders.append(Contender(agent.id, agent.max_connections, *rank))
-    return tuple(contenders)
-
-
-_NO_REPORTS: Mapping[str, ReceivedReport] = {}
-
-
-def _may_be_fresh(state: PickState, now: int, staleness_s: float) -> bool:
-    """Whether some report in ``state`` may still be fresh (cheap: the newest one's time)."""
-    newest = state.reports_newest_ms
-    return newest == 0 or now - newest < staleness_s * 1000
 
 
 class LoadBalancer:
@@ -210,7 +178,7 @@ class LoadBalancer:
         session_id = check_session_id(session_id) if self._config.sticky_sessions else ""
         state = await self._store.pick_state(session_id, tuple(a.id for a in pool) if pool else ())
         now = self._clock()
-        inputs = self._inputs(state, pool, now)
+        inputs = decision_inputs(state, pool, now, self._config, self._rng, self._saturation)
         outcome = decide(inputs, task, session_id)
         if isinstance(outcome, Refusal):
             refusal = refusal_error(outcome)
@@ -226,7 +194,7 @@ class LoadBalancer:
                 acquire=acquire,
                 session_id=session_id,
                 bind=outcome.bind,
-                contenders=_contenders(outcome, inputs.reports) if state.shared else (),
+                contenders=contenders(outcome, inputs.reports) if state.shared else (),
                 fresh_since_ms=now - int(self._config.session_ttl_s * 1000) if session_id else 0,
                 seen=state.binding,
                 # Checked in the commit's atomic step, after a pick was possible: a
@@ -255,53 +223,6 @@ class LoadBalancer:
         sticky = outcome.sticky or committed.sticky
         self.observer.selection(state.strategy, Outcome.STICKY if sticky else Outcome.SELECTED)
         return Selection(agent, state.strategy, sticky=sticky, request_id=committed.request_id)
-
-    def _inputs(self, state: PickState, candidates: Sequence[Agent], now: int) -> DecisionInputs:
-        """What the decision reads: the snapshot (or the caller's candidates) and the options.
-
-        The store's index is passed on for registered agents only, and only when no
-        other replica can move the loads before the commit.
-        """
-        config = self._config
-        binding = state.binding
-        if binding is not None and now - binding.last_used_ms >= config.session_ttl_s * 1000:
-            binding = None  # idle past the TTL: the session binds anew
-        # Every field, in order, through tuple.__new__: the NamedTuple's generated __new__
-        # is a Python call, as costly as a tree descent, on every selection.
-        return tuple.__new__(
-            DecisionInputs,
-            (
-                candidates or state.agents.values(),
-                state.stats,
-                state.weights,
-                state.ejections,
-                state.strategy,
-                state.sequence,
-                now,
-                self._rng,
-                config.choice_count,
-                config.peak_ewma,
-                config.balance_factor,
-                binding,
-                config.slow_start_window_s * 1000,
-                config.slow_start_min_share,
-                None if candidates or state.shared else state.pool,
-                config.ewma_decay_s * 1000,
-                state.out,
-                fresh(
-                    state.reports,
-                    now,
-                    config.report_staleness_s * 1000,
-                    self._saturation,
-                    config.prefer_resident,
-                )
-                if state.reports and _may_be_fresh(state, now, config.report_staleness_s)
-                else _NO_REPORTS,
-                self._saturation,
-                config.refuse_when_saturated,
-                config.prefer_resident,
-            ),
-        )
 
     async def _refused(self, strategy: StrategyName, refusal: NoAgentAvailable) -> None:
         await self._store.record_failed_selection()

@@ -26,6 +26,7 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from lb_service.balancer import BalancerConfig, LoadBalancer
+from lb_service.balancer.inputs import decision_inputs
 from lb_service.capacity import TRUST_COMPLETIONS
 from lb_service.decision import Decision, decide, indexed
 from lb_service.errors import LoadBalancerError
@@ -129,7 +130,8 @@ class _Side:
 async def _same_decision(side: _Side, task: Task, session_id: str) -> None:
     """Over one snapshot, the decision from the pool is the scan's, with the same draws."""
     state = await side.lb._store.pick_state(session_id)
-    inputs = side.lb._inputs(state, (), side.clock())
+    config = side.lb.config
+    inputs = decision_inputs(state, (), side.clock(), config, side.rng, config.saturation)
     assert inputs.pool is not None
     draws = [random.Random(), random.Random()]
     for rng in draws:
