@@ -97,7 +97,7 @@ class DecisionInputs(NamedTuple):
     #: When a fresh report makes an agent saturated, and what then if all are.
     saturation: Saturation = Saturation()
     refuse_saturated: bool = False
-    #: Prefer agents that report the task's model loaded (``reported.residents``).
+    #: Prefer agents that report the task's model loaded (``reported.narrow``).
     prefer_resident: bool = True
 
     def choice_count_for(self, strategy: Strategy) -> int:

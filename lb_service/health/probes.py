@@ -92,9 +92,9 @@ class Prober:
         no load report from any probe (the server's choice when a report would be stale
         before the next probe: ``BalancerConfig.probe_reports``).
         """
-        self.load_reports = load_reports
         if timeout_s <= 0 or max_body_bytes <= 0:
             raise ValueError("timeout_s and max_body_bytes must be > 0")
+        self.load_reports = load_reports
         self.timeout_s = timeout_s
         self.max_body_bytes = max_body_bytes
         self._keepalive_s = keepalive_s

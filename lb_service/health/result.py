@@ -28,5 +28,6 @@ class ProbeResult:
     models: tuple[str, ...] | None = None
     loaded_models: tuple[str, ...] | None = None
     metrics: Mapping[str, float] | None = None
-    #: The load report the probe read (``probes.report_from``); None when it read none.
+    #: The load report the probe read (``probes.report_from_metrics``, or Ollama's
+    #: ``/api/ps``); None when it read none.
     report: LoadReport | None = None
