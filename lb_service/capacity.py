@@ -102,6 +102,8 @@ OPTIMISM = 1.0
 EXPLORE_LIMIT = 1
 #: The most slots learned from overtakes (declared slots may go up to validation's limit).
 MAX_LEARNED_SLOTS = 64
+#: Values the scale of hardware guesses takes per doubling (``scale_of``).
+SCALE_STEPS = 16
 #: Per-slot speed guesses: a CPU-only host, and the least a GPU counts.
 _CPU_SPEED = 0.1
 _MIN_GPU_SPEED = 0.5
@@ -252,8 +254,18 @@ def scale(priors: Sequence[float], learned: Sequence[float | None]) -> float:
 
 
 def scale_of(learned_total: float, guessed_total: float) -> float:
-    """``scale`` from its two totals."""
-    return learned_total / guessed_total if guessed_total > 0 else 1.0
+    """``scale`` from its two totals, rounded to the nearest of ``SCALE_STEPS`` per doubling.
+
+    Rounded because every untrusted agent's capacity is its guess times the scale: a
+    scale that followed each completion of a trusted agent would move every untrusted
+    agent's rank with it, and the store's index would re-rank the whole pool (O(n)) on
+    every completion while any agent is untrusted. Rounded, it moves a few times as the
+    learned figures settle. The guess it scales is far coarser than the rounding
+    (within ``2 ** (1 / (2 x SCALE_STEPS))``, 2%).
+    """
+    if guessed_total <= 0 or learned_total <= 0:
+        return 1.0
+    return 2.0 ** (round(math.log2(learned_total / guessed_total) * SCALE_STEPS) / SCALE_STEPS)
 
 
 def relative_load(active: int, capacity: float) -> float:

@@ -276,6 +276,7 @@ class Pool:
         if _exploring(figure, record) != (position in self._held):
             self._held ^= {position}
             self._options = None  # other members held back: a new subset
+        rescaled = False
         if figure != was:
             self._learned[position] = figure
             self._learned_tree[position] = 0.0 if figure is None else figure
@@ -284,16 +285,18 @@ class Pool:
                 self.trusted += 1 if was is None else -1
                 self._trusted_guesses[position] = 0.0 if figure is None else prior
                 self._untrusted_guesses[position] = prior if figure is None else 0.0
-            # The scale moved, and with it every untrusted member's capacity.
+            scale = self._trees.scale
             self._trees = self._capacity_trees()
+            # A new scale moves every untrusted member's capacity (it is rounded, so
+            # that happens a few times a run, not on every completion).
+            rescaled = self._trees.scale != scale and self.trusted < len(self.agents)
+        if rescaled:
             self._candidates.clear()
+            self._times = None
         else:
             for peak_ewma, built in self._candidates.items():
                 built[position] = self.candidate(position, peak_ewma)
-        if self._times is not None:
-            if figure != was and self.trusted < len(self.agents):
-                self._times = None  # the scale moved every untrusted member's time
-            else:
+            if self._times is not None:
                 self._times[position] = self._time(position)
         if self._options is not None:
             self._options.update(agent_id, record)  # after this pool: it reads our scale

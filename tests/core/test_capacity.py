@@ -17,6 +17,7 @@ from lb_service.capacity import (
     ranked_capacity,
     relative_load,
     resolve,
+    scale_of,
     stamp_slots,
     within_bound,
 )
@@ -194,8 +195,16 @@ def test_ranking_credits_an_estimate_with_its_uncertainty() -> None:
 
 def test_untrusted_guesses_are_scaled_to_learned_units() -> None:
     """A guess of half a trusted agent's guess gets half its learned capacity."""
-    assert resolve([4.0, 2.0], [12.0, None]) == [12.0, 6.0]
+    assert resolve([4.0, 2.0], [16.0, None]) == [16.0, 8.0]
     assert resolve([4.0, 2.0], [None, None]) == [4.0, 2.0]
+
+
+def test_the_scale_is_rounded_so_small_moves_of_learned_figures_keep_it() -> None:
+    """The scale is within 2% of learned over guessed and stays put while they drift by 1%."""
+    assert scale_of(12.0, 4.0) == pytest.approx(3.0, rel=0.022)
+    assert scale_of(12.0, 4.0) == scale_of(12.06, 4.0) == scale_of(11.94, 4.0)
+    assert scale_of(12.0, 4.0) < scale_of(12.0 * 1.05, 4.0)
+    assert scale_of(0.0, 0.0) == 1.0
 
 
 def test_relative_load_weighs_requests_by_capacity() -> None:

@@ -285,3 +285,28 @@ async def test_ejections_are_seen_through_holds_ejected() -> None:
     assert not pool.holds_ejected({"b": START_MS + 5}, START_MS)  # not a member
     assert pool.holds_ejected({"a": START_MS + 5}, START_MS)
     assert not pool.holds_ejected({"a": START_MS + 5}, START_MS + 5)  # its time is up
+
+
+async def test_a_completion_that_keeps_the_rounded_scale_re_ranks_one_member_not_the_pool(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """While some members are untrusted, a trusted member's completion re-ranks only itself."""
+    fleet = [agent(f"g{n}", vram_gb=24.0, gpu="RTX 4090") for n in range(40)]
+    store = await _store(*fleet)
+    pool = await _pool(store)
+    for _ in range(200):  # well measured: one more completion moves its figure a little
+        await _complete(store, "g0", 1_000)
+    pool.least_expected_time(0)  # the ranks are built on the first full scan
+    ranked: list[int] = []
+    rank = Pool._time
+    monkeypatch.setattr(Pool, "_time", lambda self, n: ranked.append(n) or rank(self, n))
+    scale = pool.capacities().scale
+
+    await _complete(store, "g0", 1_001)
+
+    assert pool.capacities().scale == scale
+    assert 0 < pool.trusted < len(pool)
+    pool.least_expected_time(0)
+    assert ranked == [0, 0]  # the lease opening and its end
+    fresh = Pool(pool.agents, await store.stats(), await store.weights())
+    assert pool.least_expected_time(7)[0] == fresh.least_expected_time(7)[0]
