@@ -265,7 +265,7 @@ def scale_of(learned_total: float, guessed_total: float) -> float:
     """
     if guessed_total <= 0 or learned_total <= 0:
         return 1.0
-    return 2.0 ** (round(math.log2(learned_total / guessed_total) * SCALE_STEPS) / SCALE_STEPS)
+    return math.exp2(round(math.log2(learned_total / guessed_total) * SCALE_STEPS) / SCALE_STEPS)
 
 
 def relative_load(active: int, capacity: float) -> float:
