@@ -299,7 +299,12 @@ async def test_a_completion_that_keeps_the_rounded_scale_re_ranks_one_member_not
     pool.least_expected_time(0)  # the ranks are built on the first full scan
     ranked: list[int] = []
     rank = Pool._time
-    monkeypatch.setattr(Pool, "_time", lambda self, n: ranked.append(n) or rank(self, n))
+
+    def counted(self: Pool, position: int) -> float:
+        ranked.append(position)
+        return rank(self, position)
+
+    monkeypatch.setattr(Pool, "_time", counted)
     scale = pool.capacities().scale
 
     await _complete(store, "g0", 1_001)
