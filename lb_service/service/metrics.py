@@ -1,36 +1,25 @@
-"""Prometheus metrics: gRPC server metrics, selections, per-agent counters and load gauges.
-
-The load gauges include what agents' load reports say (``lb_service.reports``): each
-report's age, and the queue, running count and KV cache it states.
+"""Prometheus metrics: gRPC server metrics, selections, per-agent counters, and the exporter.
 
 The gRPC metrics are go-grpc-prometheus's names, labels and code spellings, so the
 dashboards and alerts written for Go servers work unchanged. Counters are updated as
-things happen. Per-agent gauges are read when /metrics is scraped: the HTTP exporter
-runs in its own thread, so it asks the server's event loop for the loads (the one
-thread that may touch the balancer) and waits a moment for the answer; if the loop
-does not answer in time it serves the last loads read, which the server's sweep also
-refreshes every second.
+things happen; the per-agent load gauges are read when /metrics is scraped
+(``lb_service.service.agent_gauges``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
-from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 
 import grpc
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
 
 from lb_service.balancer import LoadBalancer, Outcome
-from lb_service.errors import StoreUnavailable
 from lb_service.health.result import ProbeResult
-from lb_service.model import AgentHealth, AgentLoad, StrategyName
+from lb_service.model import AgentHealth, StrategyName
+from lb_service.service.agent_gauges import AgentGauges, read_loads
 from lb_service.service.health_metrics import HealthMetrics
 from lb_service.service.observe import MethodRecorder, RpcType
 
@@ -56,10 +45,6 @@ GO_CODE_NAMES: dict[grpc.StatusCode, str] = {
     grpc.StatusCode.UNAUTHENTICATED: "Unauthenticated",
 }
 
-#: How long a scrape waits for the event loop to read the loads before it serves the
-#: last ones read: a busy loop must not hang the scraper.
-SCRAPE_READ_TIMEOUT_S = 0.5
-
 #: Handling-time buckets: this service answers in well under a millisecond, so the
 #: Prometheus defaults (5 ms and up) would put every RPC in the first bucket.
 RPC_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1, 10)
@@ -73,137 +58,6 @@ def package_version() -> str:
         return version("lb-service")
     except PackageNotFoundError:
         return "unknown"
-
-
-@dataclass(frozen=True, slots=True)
-class _Snapshot:
-    loads: tuple[AgentLoad, ...] = ()
-    sessions: int = 0
-
-
-async def _read(balancer: LoadBalancer) -> _Snapshot:
-    return _Snapshot(tuple(await balancer.loads()), await balancer.session_count())
-
-
-class _AgentCollector(Collector):
-    """Yields the per-agent gauges, read from the balancer at scrape time; any thread may call."""
-
-    def __init__(self) -> None:
-        self.snapshot = _Snapshot()
-        self._source: tuple[LoadBalancer, asyncio.AbstractEventLoop] | None = None
-
-    def attach(self, balancer: LoadBalancer, loop: asyncio.AbstractEventLoop) -> None:
-        """Read ``balancer`` on ``loop`` (the one thread that may touch it) at every scrape."""
-        self._source = balancer, loop
-
-    def detach(self) -> None:
-        """Stop reading the balancer; scrapes serve the last snapshot."""
-        self._source = None
-
-    def _current(self) -> _Snapshot:
-        source = self._source
-        if source is None:
-            return self.snapshot
-        balancer, loop = source
-        with contextlib.suppress(RuntimeError):
-            if asyncio.get_running_loop() is loop:
-                # Called on the loop itself (a test reading the registry): waiting for
-                # the loop here would wait for ourselves.
-                return self.snapshot
-        try:
-            future = asyncio.run_coroutine_threadsafe(_read(balancer), loop)
-        except RuntimeError:  # the loop is closed
-            return self.snapshot
-        try:
-            self.snapshot = future.result(SCRAPE_READ_TIMEOUT_S)
-        except (FutureTimeout, StoreUnavailable, asyncio.CancelledError):
-            future.cancel()
-        return self.snapshot
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        snapshot = self._current()
-        gauges = {
-            "active": GaugeMetricFamily(
-                "lb_agent_active_connections", "Open leases per agent.", labels=["agent"]
-            ),
-            "latency": GaugeMetricFamily(
-                "lb_agent_avg_latency_ms",
-                "Moving-average latency per agent in ms (0 before the first sample).",
-                labels=["agent"],
-            ),
-            "weight": GaugeMetricFamily(
-                "lb_agent_weight", "Effective weight per agent.", labels=["agent"]
-            ),
-            "healthy": GaugeMetricFamily(
-                "lb_agent_healthy",
-                "1 while the agent takes picks: healthy (probes, heartbeats), not "
-                "draining, not ejected.",
-                labels=["agent"],
-            ),
-            "health": GaugeMetricFamily(
-                "lb_agent_health",
-                "1 for the agent's current health state (healthy, unhealthy, draining).",
-                labels=["agent", "state"],
-            ),
-            "ejected": GaugeMetricFamily(
-                "lb_agent_ejected",
-                "1 while outlier ejection keeps the agent out of picks.",
-                labels=["agent"],
-            ),
-            "report_age": GaugeMetricFamily(
-                "lb_agent_report_age_seconds",
-                "Age of the agent's freshest load report (agents that sent one).",
-                labels=["agent"],
-            ),
-            "queued": GaugeMetricFamily(
-                "lb_agent_reported_queued_requests",
-                "Requests waiting on the agent, as its freshest report says (when it says).",
-                labels=["agent"],
-            ),
-            "running": GaugeMetricFamily(
-                "lb_agent_reported_running_requests",
-                "Requests running on the agent, as its freshest report says (when it says).",
-                labels=["agent"],
-            ),
-            "kv_cache": GaugeMetricFamily(
-                "lb_agent_kv_cache_usage",
-                "Share of the agent's KV cache in use, as its freshest report says.",
-                labels=["agent"],
-            ),
-        }
-        for load in snapshot.loads:
-            labels = [load.agent_id]
-            gauges["active"].add_metric(labels, load.active_connections)
-            gauges["latency"].add_metric(labels, load.avg_latency_ms)
-            gauges["weight"].add_metric(labels, load.weight)
-            healthy = load.health is AgentHealth.HEALTHY and not load.ejected
-            gauges["healthy"].add_metric(labels, 1 if healthy else 0)
-            for state in AgentHealth:
-                gauges["health"].add_metric(
-                    [load.agent_id, state.value], 1 if load.health is state else 0
-                )
-            gauges["ejected"].add_metric(labels, 1 if load.ejected else 0)
-            _add_report(gauges, labels, load)
-        yield from gauges.values()
-        sessions = GaugeMetricFamily("lb_sticky_sessions", "Sticky-session bindings held.")
-        sessions.add_metric([], snapshot.sessions)
-        yield sessions
-
-
-def _add_report(gauges: dict[str, GaugeMetricFamily], labels: list[str], load: AgentLoad) -> None:
-    """The report gauges of one agent: its report's age, and each figure the report states."""
-    report = load.report
-    if report is None:
-        return
-    gauges["report_age"].add_metric(labels, load.report_age_ms / 1000)
-    figures = (
-        ("queued", report.queued_requests),
-        ("running", report.running_requests),
-        ("kv_cache", report.kv_cache_usage),
-    )
-    for name, figure in figures:
-        if figure is not None:
-            gauges[name].add_metric(labels, figure)
 
 
 class _MethodSeries:
@@ -340,7 +194,7 @@ class Metrics:
             registry=self.registry,
         )
         build.labels(package_version()).set(1)
-        self._agents = _AgentCollector()
+        self._agents = AgentGauges()
         self.registry.register(self._agents)
 
     def recorder(self, method: str, kind: RpcType) -> MethodRecorder:
@@ -412,7 +266,7 @@ class Metrics:
 
     async def refresh(self, balancer: LoadBalancer) -> None:
         """Take a new snapshot of per-agent loads: what a scrape serves if the loop is busy."""
-        self._agents.snapshot = await _read(balancer)
+        self._agents.snapshot = await read_loads(balancer)
 
     def serve_http(self, address: str) -> int:
         """Export /metrics over HTTP on ``address`` (HOST:PORT); return the bound port."""
