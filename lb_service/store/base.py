@@ -113,8 +113,10 @@ class Lease:
     request_id: str
     agent_id: str
     started_at_ms: int
-    #: The model the request asked for ("" when not told): what its end teaches.
-    model: str = ""
+    #: The model the request asked for ("" when not told): what its end teaches; None
+    #: when it opened behind a full set of slots, so its end teaches no model cost
+    #: (``model_cost.lesson``).
+    model: str | None = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -133,18 +133,19 @@ def fold_end(
     feedback: Feedback,
     ejected_now: int,
     population: int,
-    model: str = "",
+    model: str | None = "",
     overtook: int = 0,
 ) -> AgentStats:
     """The figures after a reported end, the lease (if it closed one) already booked.
 
     A success that closed a lease is a completion for the capacity estimate; a failure
     is not (a server that fails fast would look fast), and its busy time is dropped.
-    A success also teaches the model's cost on the agent (``model_cost``).
+    A success also teaches the model's cost on the agent (``model_cost``), unless its
+    lease's lesson is None (it waited for a slot).
     """
     if closed_lease:
         stats = capacity.expired(stats) if failed else capacity.completed(stats, overtook)
-    if not failed:
+    if not failed and model is not None:
         stats = model_cost.observe(stats, model, latency_ms)
     return observe(stats, latency_ms, failed, now_ms, feedback, ejected_now, population)
 

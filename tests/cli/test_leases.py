@@ -45,7 +45,8 @@ def test_start_prints_the_request_id_alone_and_how_to_end_it(fleet: Cli) -> None
 def test_start_model_opens_the_lease_for_that_model(fleet: Cli, server: ThreadServer) -> None:
     """`start AGENT --model M` names the model: the server's lease keeps it (none without)."""
     with_model = fleet("start", "cpu-1", "--model", "llama3.2:3b chat").out.strip()
-    without = fleet("start", "cpu-1").out.strip()
+    # Another agent: on cpu-1 it would open behind the first, and keep no lesson at all.
+    without = fleet("start", "gpu-1").out.strip()
     assert server.balancer is not None
     leases = server.run(server.balancer._store.leases())  # only the store shows a lease's model
     assert (leases[with_model].model, leases[without].model) == ("llama3.2:3b chat", "")

@@ -24,6 +24,7 @@ import redis.exceptions
 
 from lb_service.errors import StoreUnavailable
 from lb_service.model import StrategyName
+from lb_service.model_cost import lesson
 from lb_service.store import close_store, open_store
 from lb_service.store.base import (
     AgentStats,
@@ -321,17 +322,18 @@ def test_folds_never_touch_the_bookkeeping(failed: bool) -> None:
 
 @pytest.mark.parametrize("seed", range(3))
 async def test_lua_bookkeeping_equals_feedback_open_and_close(replica: Replica, seed: int) -> None:
-    """Every open, end and expiry books exactly what feedback.open_lease/close_lease say.
+    """Every open, end and expiry books what feedback.open_lease/close_lease say, lessons too.
 
     Records of every kind come up: idle and busy, several leases open, a clock that
-    goes back (another replica's), starts and ends in the same millisecond.
+    goes back (another replica's), starts and ends in the same millisecond. Each end
+    teaches what model_cost.lesson said when its lease opened (nothing behind full slots).
     """
     store = replica()
     rules = Feedback(ejection=Ejection(consecutive_failures=0))
     await registered(store, ("a", 0), ("b", 0))
     rng = random.Random(seed)
     now = START_MS
-    held: list[tuple[str, str]] = []
+    held: list[tuple[str, str, str | None]] = []
     for _ in range(60):
         now += rng.choice([0, 0, 1, 3, 250, 1_000, -40])
         agent_id = rng.choice("ab")
@@ -339,18 +341,18 @@ async def test_lua_bookkeeping_equals_feedback_open_and_close(replica: Replica, 
         roll = rng.random()
         if roll < 0.45 or not held:
             request_id = await started(store, agent_id, now)
-            held.append((agent_id, request_id))
+            held.append((agent_id, request_id, lesson(before, "")))
             assert (await store.stats())[agent_id] == open_lease(before, now)
         elif roll < 0.9:
             index = rng.randrange(len(held))
-            agent_id, request_id = held.pop(index)
+            agent_id, request_id, taught = held.pop(index)
             overtook = sum(entry[0] == agent_id for entry in held[:index])
             before = (await store.stats())[agent_id]
             failed = rng.random() < 0.3
             latency = rng.choice([1.0, 12.5, 300.0])
             await store.end_request(RequestEnd(agent_id, request_id, latency, failed, now, rules))
             booked = close_lease(before, now)
-            expected = fold_end(booked, True, latency, failed, now, rules, 0, 2, "", overtook)
+            expected = fold_end(booked, True, latency, failed, now, rules, 0, 2, taught, overtook)
             assert (await store.stats())[agent_id] == expected
         else:
             stats = dict(await store.stats())
@@ -513,16 +515,23 @@ async def test_lease_records_keep_the_model_beside_the_start_time(
 ) -> None:
     """A lease with no model is stored as before (older records read); a model is percent-encoded.
 
-    Its field holds no space, so the agent id after it may hold anything, spaces too.
+    Its field holds no space, so the agent id after it may hold anything, spaces too. A
+    lease opened behind the agent's full slots keeps "*", no lesson (model_cost.lesson).
     """
     store = replica()
     plain = await store.open_lease("a b", START_MS)
-    modelled = await store.open_lease("a b", START_MS + 1, model="x y,%")
+    modelled = await store.open_lease("c d", START_MS + 1, model="x y,%")
+    waiting = await store.open_lease("c d", START_MS + 2, model="x y,%")
     stored = await raw.hgetall(f"{store.prefix}:leases")
-    assert stored == {plain: f"{START_MS} a b", modelled: f"{START_MS + 1},x%20y%2C%25 a b"}
+    assert stored == {
+        plain: f"{START_MS} a b",
+        modelled: f"{START_MS + 1},x%20y%2C%25 c d",
+        waiting: f"{START_MS + 2},* c d",
+    }
     assert list((await store.leases()).values()) == [
         Lease(str(plain), "a b", START_MS),
-        Lease(str(modelled), "a b", START_MS + 1, "x y,%"),
+        Lease(str(modelled), "c d", START_MS + 1, "x y,%"),
+        Lease(str(waiting), "c d", START_MS + 2, None),
     ]
 
 

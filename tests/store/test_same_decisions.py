@@ -283,7 +283,8 @@ async def test_model_costs_decide_alike(
         for run in runs:
             await run.lb.set_strategy(strategy)
             for agent_id in MIXES:
-                await run.lb.register(agent(agent_id, models=(EMBED, CHAT), parallel_slots=1))
+                # Two slots: both requests _serve starts at once find one free, so both teach.
+                await run.lb.register(agent(agent_id, models=(EMBED, CHAT), parallel_slots=2))
         for number in range(12):
             for agent_id, mix in MIXES.items():
                 due = [(model, latency) for model, latency, count in mix if number < count]

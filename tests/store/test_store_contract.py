@@ -505,7 +505,10 @@ async def test_open_lease_counts_an_active_request(store: Store) -> None:
 
 
 async def test_leases_lists_open_leases_in_start_order(store: Store) -> None:
-    """leases() holds exactly the open leases by request id, oldest first."""
+    """leases() holds exactly the open leases by request id, oldest first, with their lessons.
+
+    The third opens on "a" behind its one (learned) slot, taken: its end teaches no model.
+    """
     await put(store, "a", "b")
     first = await started(store, "a", START_MS)
     second = await lease(store, Pick("b", START_MS + 1, acquire=True))
@@ -514,7 +517,7 @@ async def test_leases_lists_open_leases_in_start_order(store: Store) -> None:
     leases = await store.leases()
     assert list(leases.items()) == [
         (second, Lease(second, "b", START_MS + 1)),
-        (third, Lease(third, "a", START_MS + 2)),
+        (third, Lease(third, "a", START_MS + 2, None)),
     ]
     await store.expire_leases(START_MS + 3, START_MS + 3, FEEDBACK)
     assert dict(await store.leases()) == {}
@@ -705,7 +708,7 @@ MODEL = "llama3.2:3b; chat 100%"
 
 async def test_leases_keep_the_model_they_were_opened_for(store: Store) -> None:
     """A lease keeps open_lease's model or an acquiring pick's, listed and expired with it."""
-    await put(store, "a")
+    await store.put_agent(agent("a", parallel_slots=3), START_MS)  # a slot free for each
     chat = await store.open_lease("a", START_MS, model=MODEL)
     embed = await lease(store, Pick("a", START_MS + 1, acquire=True, model="embed v1,2"))
     plain = await started(store, "a", START_MS + 2)
@@ -724,7 +727,7 @@ async def test_an_end_folds_into_the_model_of_the_lease_it_closes(store: Store) 
 
     A failure teaches no model, nor does an end that closes no lease (it has none).
     """
-    await put(store, "a")
+    await store.put_agent(agent("a", parallel_slots=3), START_MS)  # a slot free for each
     embed = await lease(store, Pick("a", START_MS, acquire=True, model="embed"))
     chat = await store.open_lease("a", START_MS + 1, model=MODEL)
     failing = await store.open_lease("a", START_MS + 2, model="other")
@@ -748,6 +751,22 @@ async def test_an_end_folds_into_the_model_of_the_lease_it_closes(store: Store) 
         ("embed", 1),
         ("", 1),
     ]
+
+
+async def test_a_lease_opened_behind_full_slots_teaches_no_model_cost(store: Store) -> None:
+    """Its latency holds a wait for a slot: the capacity counts its end, the model's cost not."""
+    await store.put_agent(agent("a", parallel_slots=1), START_MS)
+    served = await store.open_lease("a", START_MS, model=MODEL)
+    waited = await lease(store, Pick("a", START_MS + 1, acquire=True, model="embed"))
+    assert isinstance(served, str)
+    assert [lease.model for lease in (await store.leases()).values()] == [MODEL, None]
+
+    await store.end_request(ended("a", served, 400.0, now_ms=START_MS + 400))
+    await store.end_request(ended("a", waited, 450.0, now_ms=START_MS + 450))
+
+    stats = (await store.stats())["a"]
+    assert [(name, samples) for name, _, samples, _ in stats.model_latency] == [(MODEL, 1)]
+    assert stats.completions == 2
 
 
 async def test_later_samples_follow_the_moving_average(store: Store) -> None:

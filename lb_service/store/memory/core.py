@@ -8,6 +8,7 @@ from collections import Counter, OrderedDict
 from types import MappingProxyType
 
 from lb_service.model import Agent, StrategyName
+from lb_service.model_cost import lesson
 from lb_service.reports import ReceivedReport
 from lb_service.store.base import AgentStats, Binding, Lease, with_pending
 from lb_service.store.feedback import Feedback, close_lease, fold_end, is_ejected, open_lease
@@ -75,10 +76,11 @@ class MemoryCore:
     def _open(self, agent_id: str, now_ms: int, model: str = "") -> str:
         self._issued += 1
         request_id = f"{self._epoch}-{self._issued}"
-        self._leases[request_id] = Lease(request_id, agent_id, now_ms, model)
+        stats = self._stats.get(agent_id, AgentStats())
+        self._leases[request_id] = Lease(request_id, agent_id, now_ms, lesson(stats, model))
         self._agent_leases.setdefault(agent_id, OrderedDict())[request_id] = None
         self._last_seen[agent_id] = now_ms
-        self._stats[agent_id] = open_lease(self._stats.get(agent_id, AgentStats()), now_ms)
+        self._stats[agent_id] = open_lease(stats, now_ms)
         self._index.load_changed(agent_id)
         self._bump()
         return request_id
@@ -91,7 +93,7 @@ class MemoryCore:
         now_ms: int,
         feedback: Feedback,
         closes_lease: bool,
-        model: str = "",
+        model: str | None = "",
         overtook: int = 0,
     ) -> tuple[AgentStats, AgentStats]:
         """Fold the end into the agent's record; return the record before and after."""

@@ -25,6 +25,7 @@ from lb_service.store.redis.records import (
     decode_report,
     pairs,
     quote_model,
+    unquote_lesson,
 )
 
 
@@ -162,10 +163,10 @@ class Decisions(RedisCore):
             return None
         if isinstance(reply, str):
             return Limit(reply)
-        agent_id, request_id, sticky, version, record = reply
+        agent_id, request_id, sticky, version, record, lesson = reply
         self._observed(version)
         if request_id:
-            self._opened.add(agent_id, request_id, pick.model)
+            self._opened.add(agent_id, request_id, unquote_lesson(lesson))
         self._remember(agent_id, record)
         return Committed(agent_id, request_id, sticky=bool(sticky))
 

@@ -54,11 +54,11 @@ FOLD_ATTEMPTS = 16
 Rule = Callable[[AgentStats, int, int], AgentStats]
 
 
-def end_rule(end: RequestEnd, closed: bool, model: str, overtook: int = 0) -> Rule:
+def end_rule(end: RequestEnd, closed: bool, model: str | None, overtook: int = 0) -> Rule:
     """``feedback.fold_end`` of this end, as a fold's rule.
 
-    ``closed``: it closed a lease, whose request asked for ``model``, and which
-    ``overtook`` older leases of its agent still open.
+    ``closed``: it closed a lease, whose lesson is ``model`` (``model_cost.lesson``), and
+    which ``overtook`` older leases of its agent still open.
     """
 
     def fold(stats: AgentStats, ejected_now: int, population: int) -> AgentStats:
@@ -149,11 +149,11 @@ class OpenedHere:
 
     def __init__(self) -> None:
         """Hold none."""
-        self._by_agent: dict[str, dict[str, str]] = {}
+        self._by_agent: dict[str, dict[str, str | None]] = {}
         self._held = 0
 
-    def add(self, agent_id: str, request_id: str, model: str) -> None:
-        """Note a lease this replica opened."""
+    def add(self, agent_id: str, request_id: str, model: str | None) -> None:
+        """Note a lease this replica opened, with its lesson (``model_cost.lesson``)."""
         if self._held >= self.LIMIT:
             self._by_agent.clear()
             self._held = 0
@@ -180,8 +180,8 @@ class OpenedHere:
                 return position
         return 0
 
-    def model(self, agent_id: str, request_id: str) -> str:
-        """The model of the lease ``request_id`` ("": the agent's oldest) as opened here."""
+    def model(self, agent_id: str, request_id: str) -> str | None:
+        """The lesson of the lease ``request_id`` ("": the agent's oldest) as opened here."""
         leases = self._by_agent.get(agent_id, {})
         if request_id:
             return leases.get(request_id, "")

@@ -7,8 +7,6 @@ back as ``estimates`` describes.
 
 from __future__ import annotations
 
-from urllib.parse import unquote
-
 import structlog
 
 from lb_service.errors import StoreUnavailable
@@ -16,7 +14,13 @@ from lb_service.store.base import EndOutcome, EndResult, Lease, Limit, RequestEn
 from lb_service.store.feedback import Feedback, close_lease, end_result, fold_expiry
 from lb_service.store.redis.core import RedisCore
 from lb_service.store.redis.estimates import FOLD_ATTEMPTS, Fold, end_rule, expiries
-from lb_service.store.redis.records import decode_record, quote_model, with_estimates
+from lb_service.store.redis.records import (
+    decode_record,
+    quote_lesson,
+    quote_model,
+    unquote_lesson,
+    with_estimates,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -54,9 +58,9 @@ class Leases(RedisCore):
             return UnknownAgent(agent_id)
         if isinstance(reply, str):
             return Limit(reply)
-        request_id, version, record = reply
+        request_id, version, record, lesson = reply
         self._observed(version)
-        self._opened.add(agent_id, request_id, model)
+        self._opened.add(agent_id, request_id, unquote_lesson(lesson))
         self._remember(agent_id, record)
         return str(request_id)
 
@@ -99,7 +103,7 @@ class Leases(RedisCore):
         self._decoded.pop(agent_id, None)
         start = Fold(
             agent_id,
-            end_rule(end, outcome is EndOutcome.CLOSED, unquote(model), int(overtook)),
+            end_rule(end, outcome is EndOutcome.CLOSED, unquote_lesson(model), int(overtook)),
             decode_record(raw),
             int(ejected_now),
             int(population),
@@ -144,7 +148,7 @@ class Leases(RedisCore):
             int(closes),
             fields,
             eject_until,
-            quote_model(model),
+            quote_lesson(model),
             older,
         ]
 
@@ -167,7 +171,7 @@ class Leases(RedisCore):
         counts: dict[str, int] = {}
         for i in range(1, len(reply), 5):
             request_id, agent_id, started, model, raw = reply[i : i + 5]
-            expired.append(Lease(request_id, agent_id, int(started), unquote(model)))
+            expired.append(Lease(request_id, agent_id, int(started), unquote_lesson(model)))
             self._opened.discard(agent_id, request_id)
             booked = decode_record(raw)
             pending = folds.get(agent_id)

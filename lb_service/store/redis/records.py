@@ -174,6 +174,21 @@ def quote_model(name: str) -> str:
     return quote(name, safe="")
 
 
+#: A lease's lesson when it opened behind full slots (``model_cost.lesson`` None):
+#: percent-encoding never yields it, so no model name reads as it.
+NO_LESSON = "*"
+
+
+def quote_lesson(model: str | None) -> str:
+    """What a lease teaches as its record keeps it: the quoted model, or ``NO_LESSON``."""
+    return NO_LESSON if model is None else quote_model(model)
+
+
+def unquote_lesson(text: str) -> str | None:
+    """``quote_lesson`` read back (None: the lease teaches no model cost)."""
+    return None if text == NO_LESSON else unquote(text)
+
+
 def encode_counts(counts: Sequence[int]) -> str:
     """Whole numbers as one record field: "-" for none, else ``,``-separated."""
     return ",".join(map(str, counts)) if counts else "-"
@@ -270,10 +285,10 @@ def decode_agent(text: str) -> Agent:
 
 
 def decode_lease(request_id: str, text: str) -> Lease:
-    """A lease record, ``<started_at_ms>[,<model>] <agent id>`` (no model in older ones)."""
+    """A lease record, ``<started_at_ms>[,<lesson>] <agent id>`` (no lesson in older ones)."""
     head, _, agent_id = text.partition(" ")
     started, _, model = head.partition(",")
-    return Lease(request_id, agent_id, int(started), unquote(model))
+    return Lease(request_id, agent_id, int(started), unquote_lesson(model))
 
 
 def pairs(flat: Sequence[str]) -> dict[str, str]:

@@ -8,7 +8,8 @@
 -- none: commit the agent id as it is). Returns 'max_leases' or 'max_sessions' when the
 -- pick would go past that limit, false when every contender is at max_connections or
 -- draining (nothing recorded either way), else {agent id, request id or "", sticky
--- 1/0, version}.
+-- 1/0, version, the agent's record, the lease's lesson ("" without acquire; see
+-- open_lease)}.
 --- uses: keys, versions, records, leases, pending
 local agent_id, now = ARGV[3], tonumber(ARGV[4])
 local acquire, session_id, bind = ARGV[5] == '1', ARGV[6], ARGV[7] == '1'
@@ -102,11 +103,11 @@ if session_id ~= '' and (bind or bound == agent_id) then
   redis.call('HSET', K.bindings, session_id, agent_id)
   redis.call('ZADD', K.used, now, session_id)
 end
-local request_id = ''
+local request_id, lesson = '', ''
 if acquire then
-  request_id = open_lease(ARGV[2], agent_id, now, s, model)
+  request_id, lesson = open_lease(ARGV[2], agent_id, now, s, model)
 elseif hold_until > now then
   hold_pick(agent_id, n, hold_until)
 end
 save_stats(agent_id, s)
-return {agent_id, request_id, sticky, bump_version(), encode_stats(s)}
+return {agent_id, request_id, sticky, bump_version(), encode_stats(s), lesson}

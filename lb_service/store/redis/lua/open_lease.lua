@@ -2,7 +2,8 @@
 -- no limit), only_known (1/0), the model the request asks for (as records.py
 -- quote_model encodes it; "" = none). Returns 'unknown-agent' with only_known when the
 -- id is neither registered nor holds a load record, 'max_leases' when that many leases are
--- open (nothing recorded either way), else {request id, version, the agent's record}.
+-- open (nothing recorded either way), else {request id, version, the agent's record,
+-- the lesson the lease keeps (its model, or '*' if it opened behind full slots)}.
 --- uses: keys, versions, records, leases, pending
 local agent_id, now = ARGV[3], tonumber(ARGV[4])
 local max_leases = tonumber(ARGV[5])
@@ -14,6 +15,6 @@ end
 end_pending(now)
 confirm_pick(agent_id)
 local s = load_stats(agent_id) or new_stats()
-local request_id = open_lease(ARGV[2], agent_id, now, s, ARGV[7])
+local request_id, lesson = open_lease(ARGV[2], agent_id, now, s, ARGV[7])
 save_stats(agent_id, s)
-return {request_id, bump_version(), encode_stats(s)}
+return {request_id, bump_version(), encode_stats(s), lesson}

@@ -18,9 +18,13 @@ local function issue(epoch_candidate)
 end
 
 -- Open a lease on the agent whose record s is (saved by the caller), for a request
--- asking for model (as records.py quote_model encodes it; "" = none).
+-- asking for model (as records.py quote_model encodes it; "" = none). Returns the
+-- request id and the lesson the lease keeps: the model, or '*' (records.NO_LESSON)
+-- when every slot is taken, so its end teaches no model cost (model_cost.lesson, the
+-- same comparison; tests/store/test_redis_store.py holds them equal).
 local function open_lease(epoch_candidate, agent_id, now, s, model)
   local request_id, n = issue(epoch_candidate)
+  if s.active >= s.slots then model = '*' end
   local started = int(now)
   if model ~= '' then started = started .. ',' .. model end
   redis.call('HSET', K.leases, request_id, started .. ' ' .. agent_id)
@@ -28,7 +32,7 @@ local function open_lease(epoch_candidate, agent_id, now, s, model)
   redis.call('ZADD', agent_leases_key(agent_id), n, request_id)
   book_open(s, now)
   s.seen = now
-  return request_id
+  return request_id, model
 end
 
 -- A lease record's start time, agent id and model ("" when none, as in records
