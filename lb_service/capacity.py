@@ -68,7 +68,16 @@ parallel slots (as above: declared, else 4 on a GPU and 1 on a CPU-only host, Ol
 defaults, at most ``max_connections``) times a per-slot speed (a GPU counts sqrt(VRAM / 24 GB), at
 least 0.5; a CPU-only host 0.1). The guess is scaled to the learned figures of the
 trusted agents it is compared with, so the two kinds mix in one ranking; with none
-trusted, the hardware figures are compared among themselves.
+trusted, the hardware figures are compared among themselves. Like a learned figure,
+it is ranked optimistically: credited ``UNTRUSTED_CREDIT`` (2) times, as an estimate
+resting on one completion would be. A guess that undersells an agent otherwise keeps
+it from ever being measured: on a fleet of one A100, two A10s and sixteen CPU hosts at
+85% load the CPU hosts' guess was half their true speed, none of them drew three
+requests in 1,200 s, and the A100 queued 80 deep (the default's p99 3.3x the oracle's,
+seeds 1-10; with the credit, 2.2x, against 2.1x for a policy that knows every agent's
+true speed). Where the slow hosts are not needed the credit costs a few measured
+requests each (on the shipped three-tier fleet at 60% load the mean p99 over the
+oracle's went from 1.13x to 1.19x).
 
 **Exploration is bounded**: an untrusted agent takes at most ``EXPLORE_LIMIT`` request
 in flight while a trusted agent with room can take the request instead, so a cold
@@ -98,6 +107,9 @@ TRUST_COMPLETIONS = 3
 CAPACITY_WINDOW = 512
 #: How many standard errors the ranking credits an estimate with (see the module docstring).
 OPTIMISM = 1.0
+#: What an untrusted agent's scaled guess is credited with: ``ranked_capacity``'s
+#: optimism for an estimate resting on one completion.
+UNTRUSTED_CREDIT = 1.0 + OPTIMISM
 #: Requests an untrusted agent holds at once while a trusted one has room.
 EXPLORE_LIMIT = 1
 #: The most slots learned from overtakes (declared slots may go up to validation's limit).
@@ -240,7 +252,9 @@ def resolve(priors: Sequence[float], learned: Sequence[float | None]) -> list[fl
 
 
 def scale(priors: Sequence[float], learned: Sequence[float | None]) -> float:
-    """The trusted agents' learned total over their guessed total (1 when none is trusted).
+    """What untrusted guesses are multiplied by: learned over guessed totals of the trusted.
+
+    Times ``UNTRUSTED_CREDIT`` (the learned over guessed ratio is 1 when none is trusted).
 
     Both totals are ``sumtree`` sums over the agents in order, so the store's index,
     which keeps them as sum trees, reaches the very same figure without a scan.
@@ -254,7 +268,7 @@ def scale(priors: Sequence[float], learned: Sequence[float | None]) -> float:
 
 
 def scale_of(learned_total: float, guessed_total: float) -> float:
-    """``scale`` from its two totals, rounded to the nearest of ``SCALE_STEPS`` per doubling.
+    """``scale`` from its two totals: their ratio to the nearest of ``SCALE_STEPS`` per doubling.
 
     Rounded because every untrusted agent's capacity is its guess times the scale: a
     scale that followed each completion of a trusted agent would move every untrusted
@@ -264,8 +278,9 @@ def scale_of(learned_total: float, guessed_total: float) -> float:
     (within ``2 ** (1 / (2 x SCALE_STEPS))``, 2%).
     """
     if guessed_total <= 0 or learned_total <= 0:
-        return 1.0
-    return math.exp2(round(math.log2(learned_total / guessed_total) * SCALE_STEPS) / SCALE_STEPS)
+        return UNTRUSTED_CREDIT
+    steps = round(math.log2(learned_total / guessed_total) * SCALE_STEPS)
+    return UNTRUSTED_CREDIT * math.exp2(steps / SCALE_STEPS)
 
 
 def relative_load(active: int, capacity: float) -> float:

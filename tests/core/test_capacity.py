@@ -11,6 +11,7 @@ from lb_service.capacity import (
     CAPACITY_WINDOW,
     OPTIMISM,
     TRUST_COMPLETIONS,
+    UNTRUSTED_CREDIT,
     hardware_capacity,
     learned_capacity,
     parallel_slots,
@@ -193,18 +194,20 @@ def test_ranking_credits_an_estimate_with_its_uncertainty() -> None:
     assert 1.0 < well_measured / (learned_capacity(stats) or 1.0) < 1.06
 
 
-def test_untrusted_guesses_are_scaled_to_learned_units() -> None:
-    """A guess of half a trusted agent's guess gets half its learned capacity."""
-    assert resolve([4.0, 2.0], [16.0, None]) == [16.0, 8.0]
-    assert resolve([4.0, 2.0], [None, None]) == [4.0, 2.0]
+def test_untrusted_guesses_are_scaled_to_learned_units_and_credited() -> None:
+    """A guess of half a trusted agent's guess gets half its learned capacity, credited 2x."""
+    assert UNTRUSTED_CREDIT == 2.0
+    assert resolve([4.0, 2.0], [16.0, None]) == [16.0, 8.0 * UNTRUSTED_CREDIT]
+    # None trusted: the guesses are compared among themselves (all credited alike).
+    assert resolve([4.0, 2.0], [None, None]) == [4.0 * UNTRUSTED_CREDIT, 2.0 * UNTRUSTED_CREDIT]
 
 
 def test_the_scale_is_rounded_so_small_moves_of_learned_figures_keep_it() -> None:
-    """The scale is within 2% of learned over guessed and stays put while they drift by 1%."""
-    assert scale_of(12.0, 4.0) == pytest.approx(3.0, rel=0.022)
+    """The scale is within 2% of learned over guessed (credited) and stays put while they drift."""
+    assert scale_of(12.0, 4.0) == pytest.approx(3.0 * UNTRUSTED_CREDIT, rel=0.022)
     assert scale_of(12.0, 4.0) == scale_of(12.06, 4.0) == scale_of(11.94, 4.0)
     assert scale_of(12.0, 4.0) < scale_of(12.0 * 1.05, 4.0)
-    assert scale_of(0.0, 0.0) == 1.0
+    assert scale_of(0.0, 0.0) == UNTRUSTED_CREDIT
 
 
 def test_relative_load_weighs_requests_by_capacity() -> None:
