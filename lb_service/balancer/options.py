@@ -102,8 +102,10 @@ class BalancerConfig:
     max_leases: int = 100_000
     # Decision quality (see lb_service.capacity and lb_service.store.feedback).
     #: Bounded loads: a sticky session's agent takes a request only while it then holds
-    #: at most this many times its capacity share of the open requests (else the request
-    #: spills over, keeping the binding); capability-match's "room" is the same bound.
+    #: at most this many times its capacity share of the open requests and, with every
+    #: slot busy, the request's expected time there is at most this many times the
+    #: shortest elsewhere (else it spills over, keeping the binding: decision.stickiness);
+    #: capability-match's "room" is the load bound.
     balance_factor: float = 3.0
     #: Least-connections and latency-based compare this many eligible agents drawn in
     #: proportion to capacity and keep the best (0: every one); None: each strategy's

@@ -96,7 +96,9 @@ OPTIONS: tuple[Option, ...] = (
     _balancer("balance_factor", "--balance-factor",
            "bounded loads: a sticky session's agent (and capability-match's best fit) "
            "takes a request only while it holds at most this many times its capacity "
-           "share of the open requests", "FACTOR"),
+           "share of the open requests; a session's agent with every slot busy also "
+           "only while the request's expected time there is at most this many times "
+           "the shortest elsewhere", "FACTOR"),
     _balancer("peak_ewma", "--peak-ewma",
            "latency-based ranks by peak-EWMA latency x (active + 1), not the moving average",
            is_flag=True),

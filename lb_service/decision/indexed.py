@@ -70,7 +70,9 @@ def decide(pool: Pool, inputs: DecisionInputs, task: Task, session_id: str) -> D
         option = options.position(binding.agent_id)
     if option is not None:
         bound = options.candidate(option, peak_ewma)
-        if stickiness.keeps(bound, pool.active, trees.total, inputs.balance_factor):
+        if stickiness.keeps(
+            bound, pool.active, trees.total, inputs.balance_factor, options.shortest_expected_time
+        ):
             return Decision(bound, sticky=True, bind=False)
     # tuple.__new__: the NamedTuple without its generated __new__ (a Python call).
     ctx = tuple.__new__(

@@ -16,7 +16,7 @@
    requests count (``reported.with_unseen``). Then **exploration**: untrusted agents
    take one request at a time while trusted ones have room.
 5. **stickiness** (``stickiness``): a session's agent answers if it is among those left,
-   within the load bound and not saturated by its report; otherwise the request spills
+   within the load and time bounds and not saturated by its report; otherwise it spills
    over and the binding stays, unless the agent can no longer serve the task, when the
    session binds anew.
 6. **residency and saturation** (``reported.narrow``): with fresh reports, the agents
@@ -57,6 +57,7 @@ from lb_service.reports import ReceivedReport, Saturation
 from lb_service.requirements import eligible, meets
 from lb_service.store.base import AgentStats, Binding
 from lb_service.strategies import STRATEGIES, Candidate, PickContext, Strategy
+from lb_service.strategies.base import expected_time
 from lb_service.strategies.sampling import capacity_trees
 
 if TYPE_CHECKING:
@@ -143,7 +144,13 @@ def decide(inputs: DecisionInputs, task: Task, session_id: str) -> Decision | Re
     total_capacity = capacity_trees(pool, scale).total
     if (
         bound is not None
-        and stickiness.keeps(bound, total_active, total_capacity, inputs.balance_factor)
+        and stickiness.keeps(
+            bound,
+            total_active,
+            total_capacity,
+            inputs.balance_factor,
+            lambda: min(map(expected_time, options)),
+        )
         and not (
             reports
             and (

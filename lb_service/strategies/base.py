@@ -199,6 +199,11 @@ def expected_time_rank(candidate: Candidate, tier: float = 0.0) -> LoadRank:
     return LoadRank(tier, 1.0 / capacity, offset=service - mean_service, floor=service)
 
 
+def expected_time(candidate: Candidate) -> float:
+    """A new request's expected time on the candidate, loaded as it is (``expected_time_rank``)."""
+    return expected_time_rank(candidate).at(candidate.active)[1]
+
+
 def lowest_by_load(
     candidates: Sequence[Candidate],
     rank: Callable[[Candidate], LoadRank],

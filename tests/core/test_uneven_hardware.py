@@ -105,6 +105,34 @@ async def test_sticky_session_spills_over_past_its_bound_and_keeps_its_binding()
     assert (back.agent.id, back.sticky) == (bound, True)  # the binding stayed
 
 
+async def test_a_session_spills_from_a_queued_slow_agent_within_its_load_bound() -> None:
+    """Within its load share but queued at over 3x a big host's time, the session spills over.
+
+    A one-slot host measured at 10 s a request, a session bound to it, and an 8-slot
+    host at 1 s holding 30 requests. With one request open on the slow host its share
+    of the 32 open still allows another (ceil(3 x 32 x 0.1 / 8.1) = 2), but that
+    request would wait for the slot and take twice 10 s there, against 2.5 s on the
+    big host. Once the slow host's slot is free it answers the session again.
+    """
+    clock = FakeClock()
+    lb = balancer(clock)
+    await lb.register(agent("slow", parallel_slots=1))
+    await teach(lb, clock, "slow", 3, 10_000)
+    first = await lb.select(session_id="chat", acquire=True)  # the only agent: bound to it
+    await lb.end("slow", 10_000, request_id=first.request_id)
+    await lb.register(gpu("big", parallel_slots=8))
+    await teach(lb, clock, "big", 3, 1_000)
+    for _ in range(30):
+        await lb.start("big")
+    queued = await lb.start("slow")
+
+    spilled = await lb.select(session_id="chat")
+    assert (spilled.agent.id, spilled.sticky) == ("big", False)
+    await lb.end("slow", 10_000, request_id=queued)
+    back = await lb.select(session_id="chat")
+    assert (back.agent.id, back.sticky) == ("slow", True)  # the binding stayed
+
+
 async def test_untrusted_agent_is_explored_one_request_at_a_time() -> None:
     """A new agent with a big hardware guess holds one request while measured agents have room."""
     clock = FakeClock()
