@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import math
 import random
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -97,15 +98,18 @@ def draw(trees: CapacityTrees, size: int, count: int, rng: random.Random) -> lis
     learned, guessed, scale = trees
     learned_leaves, guessed_leaves = learned.totals[0], guessed.totals[0]
     learned_total, guessed_total = learned.totals[-1][0], guessed.totals[-1][0]
-    # With no untrusted member every guess is 0, and x + scale x 0 is x; with none
-    # trusted the scale is 1 and 0 + 1 x g is g: the running sums one tree keeps are
-    # then exactly those of the capacities. These are the common cases: a warm fleet,
-    # a cold one.
+    # With no untrusted member every guess is 0, and x + scale x 0 is x: the running
+    # sums the learned tree keeps are exactly those of the capacities. With none
+    # trusted the scale is capacity.UNTRUSTED_CREDIT, a power of two, and multiplying
+    # by a power of two is exact, so the capacities' running sums are the guessed
+    # tree's times the scale, bit for bit: the descent divides the point by it instead.
+    # These are the common cases: a warm fleet, a cold one.
     one: list[list[list[float]]] | None = None
+    unit = 1.0
     if guessed_total == 0:
         one = learned.top_down
-    elif learned_total == 0 and scale == 1.0:
-        one = guessed.top_down
+    elif learned_total == 0 and math.frexp(scale)[0] == 0.5:
+        one, unit = guessed.top_down, scale
     total = learned_total + scale * guessed_total
     chosen: list[int] = []
     # The intervals cut out of the line: (position, start, length), in position order.
@@ -122,6 +126,7 @@ def draw(trees: CapacityTrees, size: int, count: int, rng: random.Random) -> lis
             if one is not None:
                 # _descend over one tree's kept running sums, inlined: most of a draw.
                 position = 0
+                point /= unit
                 for sums in one:
                     running = sums[position]
                     child = bisect.bisect_right(running, point)
@@ -131,6 +136,7 @@ def draw(trees: CapacityTrees, size: int, count: int, rng: random.Random) -> lis
                         point -= running[child - 1]
                         start += running[child - 1]
                     position = position * FANOUT + child
+                start *= unit
             else:
                 position, start = _descend(trees, point)
             if position < size and position not in chosen:

@@ -111,6 +111,33 @@ def test_untrusted_capacities_are_their_guesses_times_the_scale() -> None:
     assert counts[1] / 4000 == pytest.approx(0.5, abs=0.03)
 
 
+@given(
+    st.lists(st.floats(1e-3, 1e6), min_size=2, max_size=300),
+    st.lists(st.floats(0.0, 1.0, exclude_max=True), min_size=3, max_size=3),
+)
+def test_a_cold_fleet_draws_exactly_as_its_credited_capacities(
+    guesses: list[float], shares: list[float]
+) -> None:
+    """None trusted: guesses at the credit's scale (2) draw what the same capacities learned do.
+
+    The draw descends the guessed tree with the point halved, which is exact only because
+    the scale is a power of two; a learned tree of the doubled figures is the reference.
+    """
+    cold = capacity_trees(
+        [
+            Candidate(agent(f"a{n}"), 0, None, 1.0, 2.0 * guess, False, prior=guess)
+            for n, guess in enumerate(guesses)
+        ],
+        scale=2.0,
+    )
+    warm = capacity_trees(_trusted(*(2.0 * guess for guess in guesses)), 1.0)
+    count = min(3, len(guesses) - 1)
+
+    assert draw(cold, len(guesses), count, FixedRandom(*shares)) == draw(
+        warm, len(guesses), count, FixedRandom(*shares)
+    )
+
+
 def test_with_no_capacity_a_draw_is_uniform_among_those_left() -> None:
     """Every capacity 0: the draws are still distinct, and each takes one random number."""
     trees = CapacityTrees(SumTree([0.0] * 3), SumTree([0.0] * 3), 1.0)
