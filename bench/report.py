@@ -236,7 +236,16 @@ def _core(core: CoreResults, plot: Path) -> list[str]:
             for n in sizes
         ]
         lines.append(f"| {operation} | {' | '.join(cells)} |")
-    return [*lines, ""]
+    return [
+        *lines,
+        "",
+        "The fleet's agents have one completion each, so almost all are untrusted and each",
+        "acquire + end measures another one: the learned figures join the scale of hardware",
+        "guesses agent by agent, and when the rounded scale moves (`capacity.scale_of`)",
+        "the index re-ranks every untrusted member, O(n). That is a warming fleet's cost;",
+        "once the agents are measured a completion re-ranks only its own agent.",
+        "",
+    ]
 
 
 def _rpc(rpc: RpcResults) -> list[str]:
