@@ -32,9 +32,9 @@ its service time; one opened behind a full set of slots teaches nothing here (it
 counts for the capacity estimate, which is what waits are measured against). The slot
 count is the record's (declared, else learned: ``capacity``), so while an agent has
 shown fewer slots than it has, some requests that did not wait are passed over.
-On three uneven fleets from outside the repository at 85% load (seeds 1-5) this took
-the default's mean p99 over the oracle's from 1.82x to 1.44x on one with embeddings on
-every tier and from 1.97x to 1.70x on one of consumer GPUs; the shipped fleets moved
+On three uneven fleets from outside the repository at 85% load (seeds 1-10) this took
+the default's mean p99 over the oracle's from 1.79x to 1.40x on one with embeddings on
+every tier and from 1.81x to 1.76x on one of consumer GPUs; the shipped fleets moved
 within seed noise. Each typical
 latency is a running mean over the first samples, then a moving average over about
 ``WINDOW``; shares decay as the capacity estimate does (``capacity.CAPACITY_WINDOW``).
