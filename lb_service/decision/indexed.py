@@ -59,7 +59,7 @@ def decide(pool: Pool, inputs: DecisionInputs, task: Task, session_id: str) -> D
     strategy = STRATEGIES[inputs.strategy]
     peak_ewma = inputs.peak_ewma and inputs.strategy is StrategyName.LATENCY_BASED
     trees = pool.capacities()
-    options = pool.options()
+    options = pool.options(inputs.balance_factor)
     binding = inputs.binding
     # Every member meets the task: the session's agent binds anew if it is not one.
     # A member bounded exploration holds back spills the request over, keeping the

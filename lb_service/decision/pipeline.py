@@ -138,7 +138,7 @@ def decide(inputs: DecisionInputs, task: Task, session_id: str) -> Decision | Re
     if reports:
         pool = reported.with_unseen(pool, reports)
         free = reported.with_unseen(free, reports)
-    options = room.explore_bounded(free)
+    options = room.explore_bounded(free, inputs.balance_factor)
     bound = _bound(inputs.binding, options, task)
     total_active = sum(c.active for c in pool)
     total_capacity = capacity_trees(pool, scale).total

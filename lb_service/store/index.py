@@ -31,6 +31,7 @@ from typing import overload
 from lb_service.capacity import (
     EXPLORE_LIMIT,
     hardware_capacity,
+    parallel_slots,
     ranked_capacity,
     ranked_slots,
     scale_of,
@@ -143,9 +144,17 @@ class Pool:
             for n, (figure, record) in enumerate(zip(self._learned, self._records, strict=True))
             if _exploring(figure, record)
         }
-        # The members bounded exploration leaves in while it holds some back (built
-        # when asked for, kept up to date while the same members are held back).
+        #: Untrusted members with every guessed slot in use, by position: held back even
+        #: when exploration releases the others (``decision.room.explore_bounded``).
+        self._queued = {
+            n
+            for n, (agent, figure, record) in enumerate(
+                zip(self.agents, self._learned, self._records, strict=True)
+            )
+            if _queued(agent, figure, record)
+        }
         self._options: Pool | None = None
+        self._released: Pool | None = None
         # The learned figures of trusted members, and the guesses of the trusted ones
         # (the two totals of capacity.scale) and of the untrusted ones (their capacity
         # before scaling), each 0 for the other members.
@@ -175,26 +184,43 @@ class Pool:
         """Untrusted members holding ``EXPLORE_LIMIT`` requests or more."""
         return len(self._held)
 
-    def options(self) -> Pool:
+    def options(self, factor: float) -> Pool:
         """The members bounded exploration leaves in (``decision.room.explore_bounded``).
 
         This pool itself unless some members are trusted and some untrusted ones hold
         ``EXPLORE_LIMIT`` requests; then the others, as a pool kept up to date until
         the members held back change (a new one is built then, O(n), a few times per
         agent that joins). Its capacities are in this pool's scale, as a scan's are.
+        While the others' shortest expected time is over ``factor`` x the shortest with
+        the held-back members that have a guessed slot free, those are released: the
+        pool without the untrusted members whose slots are all in use, kept the same way.
+        O(1) once both pools are ranked.
         """
         if not self._held or not 0 < self.trusted < len(self.agents):
             return self
         if self._options is None:
-            kept = [n for n in range(len(self.agents)) if n not in self._held]
-            self._options = Pool(
-                [self.agents[n] for n in kept],
-                {self.agents[n].id: self._records[n] for n in kept},
-                {self.agents[n].id: self._weights[n] for n in kept},
-                self._model,
-                scale_of=self,
-            )
+            self._options = self._without(self._held)
+        if len(self._queued) == len(self._held):
+            return self._options
+        if self._released is None:
+            self._released = self._without(self._queued) if self._queued else self
+        if (
+            self._options.shortest_expected_time()
+            > factor * self._released.shortest_expected_time()
+        ):
+            return self._released
         return self._options
+
+    def _without(self, left_out: set[int]) -> Pool:
+        """The other members, as a pool in this pool's scale (kept up to date by ``update``)."""
+        kept = [n for n in range(len(self.agents)) if n not in left_out]
+        return Pool(
+            [self.agents[n] for n in kept],
+            {self.agents[n].id: self._records[n] for n in kept},
+            {self.agents[n].id: self._weights[n] for n in kept},
+            self._model,
+            scale_of=self,
+        )
 
     def position(self, agent_id: str) -> int | None:
         """The member's position in registration order; None for an agent not a member."""
@@ -289,6 +315,9 @@ class Pool:
         if _exploring(figure, record) != (position in self._held):
             self._held ^= {position}
             self._options = None  # other members held back: a new subset
+        if _queued(self.agents[position], figure, record) != (position in self._queued):
+            self._queued ^= {position}
+            self._released = None
         rescaled = False
         if figure != was:
             self._learned[position] = figure
@@ -311,8 +340,11 @@ class Pool:
                 built[position] = self.candidate(position, peak_ewma)
             if self._times is not None:
                 self._times[position] = self._time(position)
+        # After this pool: the subsets read its scale.
         if self._options is not None:
-            self._options.update(agent_id, record)  # after this pool: it reads our scale
+            self._options.update(agent_id, record)
+        if self._released is not None and self._released is not self:
+            self._released.update(agent_id, record)
 
     def _time(self, position: int) -> float:
         """The member's expected time for a new request, as a full scan ranks it."""
@@ -362,3 +394,7 @@ def _full(limit: int, record: AgentStats) -> bool:
 
 def _exploring(figure: float | None, record: AgentStats) -> bool:
     return figure is None and record.in_flight >= EXPLORE_LIMIT
+
+
+def _queued(agent: Agent, figure: float | None, record: AgentStats) -> bool:
+    return figure is None and record.in_flight >= max(EXPLORE_LIMIT, parallel_slots(agent))

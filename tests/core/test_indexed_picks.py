@@ -148,7 +148,7 @@ async def _same_decision(side: _Side, task: Task, session_id: str) -> None:
         side.from_pool += 1
         trust = "all" if pool.trusted == len(pool) else "some" if pool.trusted else "none"
         side.kinds.add(f"from the pool: {trust} trusted")
-        if pool.options() is not pool:
+        if pool.options(inputs.balance_factor) is not pool:
             side.kinds.add("from the pool: exploration holds some back")
         if isinstance(from_pool, Decision):
             side.kinds.add(f"from the pool: {'sticky' if from_pool.sticky else 'strategy'}")

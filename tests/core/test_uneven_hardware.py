@@ -134,21 +134,32 @@ async def test_a_session_spills_from_a_queued_slow_agent_within_its_load_bound()
 
 
 async def test_untrusted_agent_is_explored_one_request_at_a_time() -> None:
-    """A new agent with a big hardware guess holds one request while measured agents have room."""
+    """A new agent holds one request until the measured one is 3x slower, then two (its slots)."""
+    clock = FakeClock()
+    lb = balancer(clock)
+    await lb.register(agent("old"))
+    await teach(lb, clock, "old", 3, 1000)
+    await lb.register(agent("new", parallel_slots=2))  # its guess: half old's service time
+    picks = [(await lb.select(acquire=True)).agent.id for _ in range(6)]
+    # On old a request takes 1x, then 2x, 3x... (one slot); 2x is over 3 x new's 0.5x.
+    assert picks == ["new", "old", "new", "old", "old", "old"]
+
+
+async def test_a_released_agent_never_takes_more_than_its_guessed_slots() -> None:
+    """A new 80 GB GPU guessed far faster than two measured CPU hosts takes four requests only."""
     clock = FakeClock()
     lb = balancer(clock)
     await lb.register(agent("cpu-1"))
     await lb.register(agent("cpu-2"))
     await teach(lb, clock, "cpu-1", 3, 1000)
     await teach(lb, clock, "cpu-2", 3, 1000)
-    await lb.register(gpu("new", vram_gb=80))  # guessed far larger than either
+    await lb.register(gpu("new", vram_gb=80))  # four slots guessed
     picks = [(await lb.select(acquire=True)).agent.id for _ in range(6)]
-    assert picks.count("new") == 1
-    assert picks[0] == "new"
+    assert picks == ["new"] * 4 + ["cpu-1", "cpu-2"]
 
 
 async def test_latency_based_measures_a_new_agent_without_sending_it_everything() -> None:
-    """Unmeasured agents go first, but only one request each while measured agents have room."""
+    """Unmeasured agents go first, but only one request each while measured ones are not slow."""
     clock = FakeClock()
     lb = balancer(clock, replace(BASE_RULES, peak_ewma=True))
     await lb.set_strategy(StrategyName.LATENCY_BASED)

@@ -154,7 +154,9 @@ class BalancerMachine(RuleBasedStateMachine):
         agent's mean service time ``slots / capacity``, plus the wait for a slot,
         ``max(0, open + 1 - slots) / capacity``. Capacities are learned where trusted
         and scaled hardware guesses elsewhere; untrusted agents already holding a
-        request are left out while a trusted one has room (bounded exploration).
+        request are left out while a trusted one has room (bounded exploration), unless
+        the shortest time without them is over ``balance_factor`` x the shortest with
+        those that have a guessed slot free, which then come back.
         """
         stats = self.run(self.store.stats())
         records = [stats.get(a.id, AgentStats()) for a in free]
@@ -162,19 +164,29 @@ class BalancerMachine(RuleBasedStateMachine):
         capacities = resolve([hardware_capacity(a) for a in free], learned)
         trusted = [figure is not None for figure in learned]
         loads = {}
+        held = set()
+        queued = set()
         for a, record, capacity, sure in zip(free, records, capacities, trusted, strict=True):
             open_now = self.open_count(a.id)
-            if sure or not any(trusted) or open_now < EXPLORE_LIMIT:
-                # In the strategies' own linear form, so equal times compare equal.
-                factor = service_factor(record, model)
-                # The slots the rank counts: declared, else learned once trusted, else
-                # the hardware guess (capacity.ranked_slots).
-                slots = ranked_slots(a, record, sure)
-                candidate = Candidate(
-                    a, open_now, None, 1.0, capacity, service_factor=factor, slots=slots
-                )
-                loads[a.id] = expected_time_rank(candidate).at(open_now)[1]
-        return loads
+            # In the strategies' own linear form, so equal times compare equal.
+            factor = service_factor(record, model)
+            # The slots the rank counts: declared, else learned once trusted, else
+            # the hardware guess (capacity.ranked_slots).
+            slots = ranked_slots(a, record, sure)
+            candidate = Candidate(
+                a, open_now, None, 1.0, capacity, service_factor=factor, slots=slots
+            )
+            loads[a.id] = expected_time_rank(candidate).at(open_now)[1]
+            if not sure and any(trusted) and not all(trusted):
+                if open_now >= EXPLORE_LIMIT:
+                    held.add(a.id)
+                if open_now >= max(EXPLORE_LIMIT, slots):
+                    queued.add(a.id)
+        kept = {i: load for i, load in loads.items() if i not in held}
+        released = {i: load for i, load in loads.items() if i not in queued}
+        if held and min(kept.values()) > CONFIG.balance_factor * min(released.values()):
+            return released
+        return kept
 
     def known(self, agent_id: str) -> bool:
         return agent_id in self.registry or agent_id in self.run(self.store.stats())

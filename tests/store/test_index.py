@@ -219,27 +219,51 @@ async def test_options_are_the_members_exploration_leaves_in_kept_up_to_date() -
     )
     pool = await _pool(store)
     await started(store, "c", START_MS)
-    assert pool.options() is pool  # none trusted: nothing is held back
+    assert pool.options(3.0) is pool  # none trusted: nothing is held back
     for _ in range(TRUST_COMPLETIONS):
         await _complete(store, "a", 500)
-    options = pool.options()
+    options = pool.options(3.0)
     assert [member.id for member in options.agents] == ["a", "b"]
 
     async def matches_the_scan() -> None:
         """The options' candidates are the ones the scan's exploration step leaves in."""
         stats, weights = await store.stats(), await store.weights()
         built, scale = scan.build(list((await store.agents()).values()), stats, weights, False)
-        kept = explore_bounded(built)
+        kept = explore_bounded(built, 3.0)
         assert list(options.candidates(False)) == kept
         assert options.capacities().scale == scale
         assert options.capacities().total == capacity_trees(kept, scale).total
 
     await started(store, "a", START_MS + 1_000)
     await _complete(store, "a", 250)  # the scale moves: the options follow
-    assert pool.options() is options
+    assert pool.options(3.0) is options
     await matches_the_scan()
     await started(store, "b", START_MS + 2_000)  # b is held back too: a new subset
-    assert [member.id for member in pool.options().agents] == ["a"]
+    assert [member.id for member in pool.options(3.0).agents] == ["a"]
+    await _check(store, pool)
+
+
+async def test_held_back_members_come_back_up_to_their_slots_when_the_rest_queue() -> None:
+    """Options are the scan's: a held-back host returns while the measured one is 3x slower."""
+    store = await _store(agent("old", parallel_slots=2), agent("new", parallel_slots=2))
+    pool = await _pool(store)
+    for _ in range(TRUST_COMPLETIONS):
+        await _complete(store, "old", 1_000)  # 1 s a request on one of its two slots
+    await started(store, "new", START_MS)  # untrusted, its guess credited twice
+
+    async def options_match_the_scan() -> list[str]:
+        stats, weights = await store.stats(), await store.weights()
+        built, _ = scan.build(list((await store.agents()).values()), stats, weights, False)
+        kept = explore_bounded(built, 3.0)
+        assert list(pool.options(3.0).candidates(False)) == list(kept)
+        return [c.agent.id for c in kept]
+
+    assert await options_match_the_scan() == ["old"]  # 1 s there, 0.5 s on new: held back
+    for n in range(3):
+        await started(store, "old", START_MS + n)
+    assert await options_match_the_scan() == ["old", "new"]  # 2 s there: released
+    await started(store, "new", START_MS)
+    assert await options_match_the_scan() == ["old"]  # both of new's slots in use
     await _check(store, pool)
 
 
