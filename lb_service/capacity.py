@@ -82,8 +82,8 @@ oracle's went from 1.13x to 1.19x).
 **Exploration is bounded**: an untrusted agent takes at most ``EXPLORE_LIMIT`` request
 in flight while a trusted agent with room can take the request instead, so a cold
 agent is measured without absorbing the traffic; when the trusted agents would make
-the request wait over ``balance_factor`` times longer, up to its guessed slots
-(``decision.room.explore_bounded``).
+the request take over ``balance_factor`` times longer than its uncredited guess, up to
+its guessed slots (``decision.room.explore_bounded``).
 
 Slot-busy bookkeeping (``accrue``) runs whenever an agent's active count changes; the
 fold into the estimate (``completed``, ``expired``) when a lease closes. Every store

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from lb_service.capacity import EXPLORE_LIMIT
+from lb_service.capacity import EXPLORE_LIMIT, UNTRUSTED_CREDIT
 from lb_service.strategies import Candidate
 from lb_service.strategies.base import expected_time
 
@@ -29,13 +29,18 @@ def explore_bounded(candidates: Sequence[Candidate], factor: float) -> Sequence[
     And only while the agents left in can take the request within ``factor`` (the
     ``balance_factor`` option, which bounds sticky sessions the same way) of the shortest
     expected time (``strategies.base.expected_time``) a held-back agent with a guessed
-    slot free offers. An untrusted agent stays so until its first requests end: on an
-    Ollama fleet whose agents start empty, each new agent's first request waits for a
-    15 s model load, and without this release every other request queued on the one
-    agent that had finished three, 45 deep after 20 s while five agents held one
-    request each (``swap`` at 60% load, seed 3: p99 8.9x the oracle's). Released, those
-    agents are ranked with the others up to their guessed slots, never into a queue on
-    a guess (a guess may be far off), and the release ends once the gap closes.
+    slot free offers by its guess, without the credit that gets it measured
+    (``capacity.UNTRUSTED_CREDIT``): giving an agent more than one request should rest on
+    what it is expected to do, not on optimism. An untrusted agent stays so until its
+    first requests end: on an Ollama fleet whose agents start empty, each new agent's
+    first request waits for a 15 s model load, and without this release every other
+    request queued on the one agent that had finished three, 45 deep after 20 s while
+    five agents held one request each (``swap`` at 60% load, seed 3: p99 8.9x the
+    oracle's). Released, those agents are ranked with the others up to their guessed
+    slots, never into a queue on a guess (a guess may be far off), and the release ends
+    once the gap closes. On fleets warm enough that agents are soon trusted it never
+    comes into play (the shipped ``equal`` and ``bypass`` fleets, seeds 1-15: the same
+    runs to the last request).
     """
     if all(c.trusted for c in candidates) or not any(c.trusted for c in candidates):
         return candidates
@@ -43,8 +48,10 @@ def explore_bounded(candidates: Sequence[Candidate], factor: float) -> Sequence[
     if len(kept) == len(candidates):
         return candidates
     released = [c for c in candidates if c.trusted or c.active < max(EXPLORE_LIMIT, c.slot_count)]
-    if len(released) > len(kept) and min(map(expected_time, kept)) > factor * min(
-        map(expected_time, released)
-    ):
-        return released
-    return kept
+    if len(released) == len(kept):
+        return kept
+    # factor >= 1: over that, the shortest of the released is a held-back agent's.
+    shortest = min(map(expected_time, released))
+    return (
+        released if min(map(expected_time, kept)) > factor * UNTRUSTED_CREDIT * shortest else kept
+    )

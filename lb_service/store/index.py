@@ -30,6 +30,7 @@ from typing import overload
 
 from lb_service.capacity import (
     EXPLORE_LIMIT,
+    UNTRUSTED_CREDIT,
     hardware_capacity,
     parallel_slots,
     ranked_capacity,
@@ -191,10 +192,10 @@ class Pool:
         ``EXPLORE_LIMIT`` requests; then the others, as a pool kept up to date until
         the members held back change (a new one is built then, O(n), a few times per
         agent that joins). Its capacities are in this pool's scale, as a scan's are.
-        While the others' shortest expected time is over ``factor`` x the shortest with
-        the held-back members that have a guessed slot free, those are released: the
-        pool without the untrusted members whose slots are all in use, kept the same way.
-        O(1) once both pools are ranked.
+        While the others' shortest expected time is over ``factor`` x ``UNTRUSTED_CREDIT``
+        x the shortest with the held-back members that have a guessed slot free, those
+        are released: the pool without the untrusted members whose slots are all in use,
+        kept the same way. O(1) once both pools are ranked.
         """
         if not self._held or not 0 < self.trusted < len(self.agents):
             return self
@@ -206,7 +207,7 @@ class Pool:
             self._released = self._without(self._queued) if self._queued else self
         if (
             self._options.shortest_expected_time()
-            > factor * self._released.shortest_expected_time()
+            > factor * UNTRUSTED_CREDIT * self._released.shortest_expected_time()
         ):
             return self._released
         return self._options

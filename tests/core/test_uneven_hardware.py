@@ -134,15 +134,16 @@ async def test_a_session_spills_from_a_queued_slow_agent_within_its_load_bound()
 
 
 async def test_untrusted_agent_is_explored_one_request_at_a_time() -> None:
-    """A new agent holds one request until the measured one is 3x slower, then two (its slots)."""
+    """A new agent holds one request until the measured one is 3x its guess, then two (its slots)."""
     clock = FakeClock()
     lb = balancer(clock)
-    await lb.register(agent("old"))
+    await lb.register(gpu("old", parallel_slots=1))
     await teach(lb, clock, "old", 3, 1000)
-    await lb.register(agent("new", parallel_slots=2))  # its guess: half old's service time
-    picks = [(await lb.select(acquire=True)).agent.id for _ in range(6)]
-    # On old a request takes 1x, then 2x, 3x... (one slot); 2x is over 3 x new's 0.5x.
-    assert picks == ["new", "old", "new", "old", "old", "old"]
+    # Guessed at sqrt(12 / 24) of old's speed a slot: 1.41x old's service time.
+    await lb.register(gpu("new", vram_gb=12, parallel_slots=2))
+    picks = [(await lb.select(acquire=True)).agent.id for _ in range(7)]
+    # On old a request takes 1x, 2x, 3x...: 5x is the first over 3 x 1.41x.
+    assert picks == ["new", "old", "old", "old", "old", "new", "old"]
 
 
 async def test_a_released_agent_never_takes_more_than_its_guessed_slots() -> None:

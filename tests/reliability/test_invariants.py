@@ -29,6 +29,7 @@ from hypothesis.stateful import (
 from lb_service.balancer import BalancerConfig, LoadBalancer
 from lb_service.capacity import (
     EXPLORE_LIMIT,
+    UNTRUSTED_CREDIT,
     hardware_capacity,
     ranked_capacity,
     ranked_slots,
@@ -156,7 +157,8 @@ class BalancerMachine(RuleBasedStateMachine):
         and scaled hardware guesses elsewhere; untrusted agents already holding a
         request are left out while a trusted one has room (bounded exploration), unless
         the shortest time without them is over ``balance_factor`` x the shortest with
-        those that have a guessed slot free, which then come back.
+        those that have a guessed slot free, by their guesses without the exploration
+        credit, which then come back.
         """
         stats = self.run(self.store.stats())
         records = [stats.get(a.id, AgentStats()) for a in free]
@@ -184,7 +186,9 @@ class BalancerMachine(RuleBasedStateMachine):
                     queued.add(a.id)
         kept = {i: load for i, load in loads.items() if i not in held}
         released = {i: load for i, load in loads.items() if i not in queued}
-        if held and min(kept.values()) > CONFIG.balance_factor * min(released.values()):
+        if held and min(kept.values()) > CONFIG.balance_factor * UNTRUSTED_CREDIT * min(
+            released.values()
+        ):
             return released
         return kept
 

@@ -244,12 +244,14 @@ async def test_options_are_the_members_exploration_leaves_in_kept_up_to_date() -
 
 
 async def test_held_back_members_come_back_up_to_their_slots_when_the_rest_queue() -> None:
-    """Options are the scan's: a held-back host returns while the measured one is 3x slower."""
-    store = await _store(agent("old", parallel_slots=2), agent("new", parallel_slots=2))
+    """Options are the scan's: a held-back GPU returns once the measured one is 3x its guess."""
+    measured = agent("old", vram_gb=24.0, gpu="4090", parallel_slots=1)
+    store = await _store(measured, agent("new", vram_gb=12.0, gpu="3060", parallel_slots=2))
     pool = await _pool(store)
     for _ in range(TRUST_COMPLETIONS):
-        await _complete(store, "old", 1_000)  # 1 s a request on one of its two slots
-    await started(store, "new", START_MS)  # untrusted, its guess credited twice
+        await _complete(store, "old", 1_000)
+    # new's guess: sqrt(12 / 24) of old's speed a slot, so 1.41x old's service time.
+    await started(store, "new", START_MS)
 
     async def options_match_the_scan() -> list[str]:
         stats, weights = await store.stats(), await store.weights()
@@ -258,10 +260,12 @@ async def test_held_back_members_come_back_up_to_their_slots_when_the_rest_queue
         assert list(pool.options(3.0).candidates(False)) == list(kept)
         return [c.agent.id for c in kept]
 
-    assert await options_match_the_scan() == ["old"]  # 1 s there, 0.5 s on new: held back
+    assert await options_match_the_scan() == ["old"]  # 1x on old: new is held back
     for n in range(3):
         await started(store, "old", START_MS + n)
-    assert await options_match_the_scan() == ["old", "new"]  # 2 s there: released
+    assert await options_match_the_scan() == ["old"]  # 4x: within 3 x 1.41x
+    await started(store, "old", START_MS + 3)
+    assert await options_match_the_scan() == ["old", "new"]  # 5x: released
     await started(store, "new", START_MS)
     assert await options_match_the_scan() == ["old"]  # both of new's slots in use
     await _check(store, pool)
