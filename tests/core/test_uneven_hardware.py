@@ -134,7 +134,7 @@ async def test_a_session_spills_from_a_queued_slow_agent_within_its_load_bound()
 
 
 async def test_untrusted_agent_is_explored_one_request_at_a_time() -> None:
-    """A new agent holds one request until the measured one is 3x its guess, then two (its slots)."""
+    """A new agent holds one request until the measured one is 3x its guess, then its two slots."""
     clock = FakeClock()
     lb = balancer(clock)
     await lb.register(gpu("old", parallel_slots=1))
