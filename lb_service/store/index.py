@@ -25,7 +25,7 @@ scan each, as they would without the index.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import overload
 
 from lb_service.capacity import (
@@ -155,6 +155,7 @@ class Pool:
             if _queued(agent, figure, record)
         }
         self._options: Pool | None = None
+        self._releasable: Pool | None = None
         self._released: Pool | None = None
         # The learned figures of trusted members, and the guesses of the trusted ones
         # (the two totals of capacity.scale) and of the untrusted ones (their capacity
@@ -193,28 +194,36 @@ class Pool:
         the members held back change (a new one is built then, O(n), a few times per
         agent that joins). Its capacities are in this pool's scale, as a scan's are.
         While the others' shortest expected time is over ``factor`` x ``UNTRUSTED_CREDIT``
-        x the shortest with the held-back members that have a guessed slot free, those
-        are released: the pool without the untrusted members whose slots are all in use,
-        kept the same way. O(1) once both pools are ranked.
+        x the shortest of the held-back members with a guessed slot free, those are
+        released: the pool without the untrusted members whose slots are all in use,
+        kept the same way. The test reads the held-back members with a slot free as a
+        pool of their own, so a fleet warming up pays for them, not for the fleet.
         """
         if not self._held or not 0 < self.trusted < len(self.agents):
             return self
         if self._options is None:
-            self._options = self._without(self._held)
+            self._options = self._subset(n for n in range(len(self.agents)) if n not in self._held)
         if len(self._queued) == len(self._held):
             return self._options
-        if self._released is None:
-            self._released = self._without(self._queued) if self._queued else self
+        if self._releasable is None:
+            self._releasable = self._subset(sorted(self._held - self._queued))
+        # factor >= 1: only a held-back member can be that much shorter than the others.
         if (
             self._options.shortest_expected_time()
-            > factor * UNTRUSTED_CREDIT * self._released.shortest_expected_time()
+            <= factor * UNTRUSTED_CREDIT * self._releasable.shortest_expected_time()
         ):
-            return self._released
-        return self._options
+            return self._options
+        if self._released is None:
+            self._released = (
+                self._subset(n for n in range(len(self.agents)) if n not in self._queued)
+                if self._queued
+                else self
+            )
+        return self._released
 
-    def _without(self, left_out: set[int]) -> Pool:
-        """The other members, as a pool in this pool's scale (kept up to date by ``update``)."""
-        kept = [n for n in range(len(self.agents)) if n not in left_out]
+    def _subset(self, positions: Iterable[int]) -> Pool:
+        """The members at ``positions``, as a pool in this pool's scale (kept up to date)."""
+        kept = list(positions)
         return Pool(
             [self.agents[n] for n in kept],
             {self.agents[n].id: self._records[n] for n in kept},
@@ -315,10 +324,10 @@ class Pool:
             self.full += _full(limit, record) - _full(limit, old)
         if _exploring(figure, record) != (position in self._held):
             self._held ^= {position}
-            self._options = None  # other members held back: a new subset
+            self._options = self._releasable = None  # other members held back: new subsets
         if _queued(self.agents[position], figure, record) != (position in self._queued):
             self._queued ^= {position}
-            self._released = None
+            self._releasable = self._released = None
         rescaled = False
         if figure != was:
             self._learned[position] = figure
@@ -344,6 +353,8 @@ class Pool:
         # After this pool: the subsets read its scale.
         if self._options is not None:
             self._options.update(agent_id, record)
+        if self._releasable is not None:
+            self._releasable.update(agent_id, record)
         if self._released is not None and self._released is not self:
             self._released.update(agent_id, record)
 

@@ -266,6 +266,8 @@ async def test_held_back_members_come_back_up_to_their_slots_when_the_rest_queue
     assert await options_match_the_scan() == ["old"]  # 4x: within 3 x 1.41x
     await started(store, "old", START_MS + 3)
     assert await options_match_the_scan() == ["old", "new"]  # 5x: released
+    await _complete(store, "old", 500)  # the subsets follow a change that keeps them
+    assert await options_match_the_scan() == ["old", "new"]
     await started(store, "new", START_MS)
     assert await options_match_the_scan() == ["old"]  # both of new's slots in use
     await _check(store, pool)
