@@ -98,7 +98,9 @@ OPTIONS: tuple[Option, ...] = (
            "takes a request only while it holds at most this many times its capacity "
            "share of the open requests; a session's agent with every slot busy also "
            "only while the request's expected time there is at most this many times "
-           "the shortest elsewhere", "FACTOR"),
+           "the shortest elsewhere; agents not yet measured take more than one request "
+           "only while the measured ones are this many times slower than their guess",
+           "FACTOR"),
     _balancer("peak_ewma", "--peak-ewma",
            "latency-based ranks by peak-EWMA latency x (active + 1), not the moving average",
            is_flag=True),
