@@ -25,7 +25,7 @@ def build(
     Capacities are ``capacity.resolve``'s: learned where trusted (credited with their
     uncertainty, ``capacity.ranked_capacity``), else the hardware
     guess times ``capacity.scale``. ``avg_latency_ms`` holds the peak-EWMA estimate
-    when ``peak_ewma`` is set, else the moving average. ``store.index.Pool.candidate``
+    when ``peak_ewma`` is set, else the moving average. ``store.pool.Pool.candidate``
     builds the same candidates from its own figures.
     """
     records = [stats.get(agent.id, _NO_STATS) for agent in agents]

@@ -1,6 +1,6 @@
 """The decision from the store's index, when every agent meeting the task is a candidate.
 
-When no member of the task's pool (``store.index.Pool``) is ejected, none is at
+When no member of the task's pool (``store.pool.Pool``) is ejected, none is at
 ``max_connections`` and none is out by health, the availability and room steps leave
 every member in, in registration order: the candidates a scan would build are exactly
 the pool's members, less those bounded exploration holds back, which the pool keeps
@@ -35,7 +35,7 @@ from lb_service.strategies import STRATEGIES, PickContext
 
 if TYPE_CHECKING:
     from lb_service.decision.pipeline import DecisionInputs
-    from lb_service.store.index import Pool
+    from lb_service.store.pool import Pool
 
 
 def every_member_counts(

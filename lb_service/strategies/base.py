@@ -114,7 +114,7 @@ Ranked = Sequence[tuple[Candidate, LoadRank]]
 
 
 class IndexedPool(Protocol):
-    """The eligible registered agents as the store's index keeps them (``store.index.Pool``).
+    """The eligible registered agents as the store's index keeps them (``store.pool.Pool``).
 
     Members are in registration order; ``candidate(n)`` is the candidate a scan builds
     for the n-th, with the latency figure ``peak_ewma`` asks for.
