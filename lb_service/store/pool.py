@@ -291,6 +291,9 @@ class Pool:
         if rescaled:
             self._candidates.clear()
             self._times = None
+            # Its members are all untrusted, so it holds none whose change moved the scale
+            # and would never hear of it: rebuilt when next asked for.
+            self._releasable = None
         else:
             for peak_ewma, built in self._candidates.items():
                 built[position] = self.candidate(position, peak_ewma)

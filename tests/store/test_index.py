@@ -58,6 +58,9 @@ def _figures(pool: Pool) -> dict[str, Any]:
         "total": trees.total,
         "weights": pool.weight_bounds(),
         "candidates": (pool.candidates(False), pool.candidates(True)),
+        # The subsets bounded exploration reads, as built or as kept up to date.
+        "options": pool.options(3.0).candidates(False),
+        "releasable": None if pool._releasable is None else pool._releasable.candidates(False),
     }
 
 
@@ -266,8 +269,10 @@ async def test_held_back_members_come_back_up_to_their_slots_when_the_rest_queue
     assert await options_match_the_scan() == ["old"]  # 4x: within 3 x 1.41x
     await started(store, "old", START_MS + 3)
     assert await options_match_the_scan() == ["old", "new"]  # 5x: released
-    await _complete(store, "old", 500)  # the subsets follow a change that keeps them
+    await _check(store, pool)
+    await _complete(store, "old", 500)  # the scale moves: every subset follows it
     assert await options_match_the_scan() == ["old", "new"]
+    await _check(store, pool)
     await started(store, "new", START_MS)
     assert await options_match_the_scan() == ["old"]  # both of new's slots in use
     await _check(store, pool)
