@@ -148,8 +148,11 @@ async def _same_decision(side: _Side, task: Task, session_id: str) -> None:
         side.from_pool += 1
         trust = "all" if pool.trusted == len(pool) else "some" if pool.trusted else "none"
         side.kinds.add(f"from the pool: {trust} trusted")
-        if pool.options(inputs.balance_factor) is not pool:
+        options = pool.options(inputs.balance_factor)
+        if options is not pool:
             side.kinds.add("from the pool: exploration holds some back")
+        if 0 < pool.trusted < len(pool) and len(options) > len(pool) - pool.exploring:
+            side.kinds.add("from the pool: exploration releases some")
         if isinstance(from_pool, Decision):
             side.kinds.add(f"from the pool: {'sticky' if from_pool.sticky else 'strategy'}")
         else:
@@ -320,6 +323,33 @@ def test_a_busy_fleet_under_every_strategy_picks_alike(
         "from the pool: sticky",
         "from the pool: strategy",
     }
+
+
+def test_warming_fleets_whose_measured_agent_queues_pick_alike() -> None:
+    """Twenty histories of held-back agents released and held again while the scale moves."""
+    fleet = [
+        agent("a"),
+        agent("b", vram_gb=24.0, gpu="GPU"),
+        agent("c", vram_gb=12.0, gpu="GPU", parallel_slots=2),
+        agent("d", vram_gb=80.0, gpu="GPU", models=("llama3:8b", "llama3:70b")),
+    ]
+    kinds: set[str] = set()
+    for seed in range(1, 21):
+        rng = random.Random(seed)
+        operations: list[tuple[Any, ...]] = [("complete", "a", 1_000)] * TRUST_COMPLETIONS
+        operations += [("start", "b"), ("start", "c"), ("start", "d")]  # each holds one
+        for _ in range(60):
+            roll = rng.random()
+            if roll < 0.6:
+                task, session = rng.choice(TASKS[:2]), rng.choice(("", "s1"))
+                operations.append(("select", task, session, True))
+            elif roll < 0.8:
+                operations.append(("end", rng.randrange(10), rng.uniform(200.0, 3_000.0), False))
+            else:  # the measured agent's figure moves, and the guesses' scale with it
+                operations.append(("complete", "a", rng.randrange(200, 3_000)))
+        kinds |= asyncio.run(_both(BalancerConfig(), fleet, operations)).kinds
+    assert "from the pool: exploration holds some back" in kinds
+    assert "from the pool: exploration releases some" in kinds
 
 
 def _large_history(
