@@ -126,6 +126,26 @@ _MIN_BUSY_MS = 1.0
 _KEEP = 1.0 - 1.0 / CAPACITY_WINDOW
 
 
+def release_limit(slots: int) -> int:
+    """Requests an untrusted agent may hold while exploration releases it: its slots.
+
+    At least ``EXPLORE_LIMIT``; ``slots`` is the count the rank uses for it (declared,
+    else guessed), so a released agent never queues a request on a guess.
+    """
+    return max(EXPLORE_LIMIT, slots)
+
+
+def releases(kept_shortest: float, released_shortest: float, factor: float) -> bool:
+    """Whether exploration releases the held-back agents (``decision.room.explore_bounded``).
+
+    ``kept_shortest`` is the shortest expected time without them, ``released_shortest``
+    with those of them below ``release_limit``: released while the first is over
+    ``factor`` x the second uncredited (``UNTRUSTED_CREDIT``). With ``factor`` >= 1 the
+    second is then a held-back agent's.
+    """
+    return kept_shortest > factor * UNTRUSTED_CREDIT * released_shortest
+
+
 def parallel_slots(agent: Agent) -> int:
     """Requests the agent serves at once: as declared, else guessed, at most ``max_connections``.
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from lb_service.capacity import EXPLORE_LIMIT, UNTRUSTED_CREDIT
+from lb_service.capacity import EXPLORE_LIMIT, release_limit, releases
 from lb_service.strategies import Candidate
 from lb_service.strategies.base import expected_time
 
@@ -47,11 +47,8 @@ def explore_bounded(candidates: Sequence[Candidate], factor: float) -> Sequence[
     kept = [c for c in candidates if c.trusted or c.active < EXPLORE_LIMIT]
     if len(kept) == len(candidates):
         return candidates
-    released = [c for c in candidates if c.trusted or c.active < max(EXPLORE_LIMIT, c.slot_count)]
+    released = [c for c in candidates if c.trusted or c.active < release_limit(c.slot_count)]
     if len(released) == len(kept):
         return kept
-    # factor >= 1: over that, the shortest of the released is a held-back agent's.
-    shortest = min(map(expected_time, released))
-    return (
-        released if min(map(expected_time, kept)) > factor * UNTRUSTED_CREDIT * shortest else kept
-    )
+    kept_shortest = min(map(expected_time, kept))
+    return released if releases(kept_shortest, min(map(expected_time, released)), factor) else kept

@@ -22,11 +22,12 @@ from typing import overload
 
 from lb_service.capacity import (
     EXPLORE_LIMIT,
-    UNTRUSTED_CREDIT,
     hardware_capacity,
     parallel_slots,
     ranked_capacity,
     ranked_slots,
+    release_limit,
+    releases,
     scale_of,
 )
 from lb_service.mintree import MinTree
@@ -139,8 +140,8 @@ class Pool:
         ``EXPLORE_LIMIT`` requests; then the others, as a pool kept up to date until
         the members held back change (a new one is built then, O(n), a few times per
         agent that joins). Its capacities are in this pool's scale, as a scan's are.
-        While the others' shortest expected time is over ``factor`` x ``UNTRUSTED_CREDIT``
-        x the shortest of the held-back members with a guessed slot free, those are
+        While ``capacity.releases`` says so for the others' shortest expected time and
+        that of the held-back members below ``capacity.release_limit``, those are
         released: the pool without the untrusted members whose slots are all in use,
         kept the same way. The test reads the held-back members with a slot free as a
         pool of their own, so a fleet warming up pays for them, not for the fleet.
@@ -153,12 +154,11 @@ class Pool:
             return self._options
         if self._releasable is None:
             self._releasable = self._subset(sorted(self._held - self._queued))
-        # factor >= 1: only a held-back member can be that much shorter than the others.
-        if (
-            self._options.shortest_expected_time()
-            <= factor * UNTRUSTED_CREDIT * self._releasable.shortest_expected_time()
-        ):
-            return self._options
+        # The releasable members' shortest stands for the released pool's: with factor >=
+        # 1 the release needs one of them shorter than every kept member.
+        kept, releasable = self._options, self._releasable
+        if not releases(kept.shortest_expected_time(), releasable.shortest_expected_time(), factor):
+            return kept
         if self._released is None:
             self._released = (
                 self._subset(n for n in range(len(self.agents)) if n not in self._queued)
@@ -358,4 +358,4 @@ def _exploring(figure: float | None, record: AgentStats) -> bool:
 
 
 def _queued(agent: Agent, figure: float | None, record: AgentStats) -> bool:
-    return figure is None and record.in_flight >= max(EXPLORE_LIMIT, parallel_slots(agent))
+    return figure is None and record.in_flight >= release_limit(parallel_slots(agent))
