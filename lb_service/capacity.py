@@ -202,9 +202,14 @@ def learned_slots(overtaken_at: tuple[int, ...], completions: int) -> int:
 
 def learned_capacity(stats: AgentStats) -> float | None:
     """Requests per second the agent completes while busy; None until it is trusted."""
-    if stats.completions < TRUST_COMPLETIONS or stats.cap_done <= 0:
+    return learned_rate(stats.completions, stats.cap_done, stats.cap_busy_ms)
+
+
+def learned_rate(completions: int, cap_done: float, cap_busy_ms: float) -> float | None:
+    """``learned_capacity`` from the record's three figures (``lb_service.peers`` adds to them)."""
+    if completions < TRUST_COMPLETIONS or cap_done <= 0:
         return None
-    return 1000.0 * stats.cap_done / max(stats.cap_busy_ms, stats.cap_done * _MIN_BUSY_MS)
+    return 1000.0 * cap_done / max(cap_busy_ms, cap_done * _MIN_BUSY_MS)
 
 
 def ranked_capacity(stats: AgentStats) -> float | None:
@@ -213,10 +218,15 @@ def ranked_capacity(stats: AgentStats) -> float | None:
     ``learned x (1 + OPTIMISM / sqrt(n))`` with ``n`` the decayed completions it rests
     on, so an agent measured on a few requests is not frozen out by them (see above).
     """
-    learned = learned_capacity(stats)
+    return ranked_rate(stats.completions, stats.cap_done, stats.cap_busy_ms)
+
+
+def ranked_rate(completions: int, cap_done: float, cap_busy_ms: float) -> float | None:
+    """``ranked_capacity`` from the record's three figures (``lb_service.peers`` adds to them)."""
+    learned = learned_rate(completions, cap_done, cap_busy_ms)
     if learned is None:
         return None
-    return learned * (1.0 + OPTIMISM / math.sqrt(stats.cap_done))
+    return learned * (1.0 + OPTIMISM / math.sqrt(cap_done))
 
 
 def accrue(stats: AgentStats, now_ms: int) -> AgentStats:

@@ -96,9 +96,13 @@ def observe(stats: AgentStats, model: str, latency_ms: float) -> AgentStats:
 
 def service_factor(stats: AgentStats, model: str) -> float:
     """How many of the agent's average requests one request of ``model`` is worth (see above)."""
+    return factor_of(stats.model_latency, model)
+
+
+def factor_of(entries: tuple[tuple[str, float, int, float], ...], model: str) -> float:
+    """``service_factor`` from the record's model entries (``lb_service.peers`` adds to them)."""
     if not model:
         return 1.0
-    entries = stats.model_latency
     # The model's own entry first: most candidates of most picks stop here, before any exp.
     mine = next((entry for entry in entries if entry[0] == model), None)
     if mine is None or mine[2] < TRUST_SAMPLES:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from lb_service.capacity import hardware_capacity, ranked_capacity, ranked_slots, scale
+from lb_service.capacity import hardware_capacity, ranked_rate, ranked_slots, scale
 from lb_service.model import Agent
-from lb_service.model_cost import service_factor
+from lb_service.model_cost import factor_of
+from lb_service.peers import informed_figures
 from lb_service.store.base import AgentStats
 from lb_service.strategies import Candidate
 
@@ -23,13 +24,15 @@ def build(
     """One candidate per agent, with capacities in one unit, and the scale that took.
 
     Capacities are ``capacity.resolve``'s: learned where trusted (credited with their
-    uncertainty, ``capacity.ranked_capacity``), else the hardware
-    guess times ``capacity.scale``. ``avg_latency_ms`` holds the peak-EWMA estimate
-    when ``peak_ewma`` is set, else the moving average. ``store.pool.Pool.candidate``
-    builds the same candidates from its own figures.
+    uncertainty, ``capacity.ranked_capacity``), else the hardware guess times
+    ``capacity.scale``. Learned figures and model costs are read with the prior of the
+    agent's peers among ``agents`` (``lb_service.peers``). ``avg_latency_ms`` holds the
+    peak-EWMA estimate when ``peak_ewma`` is set, else the moving average.
+    ``store.pool.Pool.candidate`` builds the same candidates from its own figures.
     """
     records = [stats.get(agent.id, _NO_STATS) for agent in agents]
-    learned = [ranked_capacity(record) for record in records]
+    read = informed_figures(agents, records)
+    learned = [ranked_rate(*figures[:3]) for figures in read]
     priors = [hardware_capacity(agent) for agent in agents]
     factor = scale(priors, learned)
     candidates = [
@@ -42,9 +45,11 @@ def build(
             figure is not None,
             prior,
             record.cost_at_ms,
-            service_factor(record, model),
+            factor_of(figures[3], model),
             ranked_slots(agent, record, figure is not None),
         )
-        for agent, record, figure, prior in zip(agents, records, learned, priors, strict=True)
+        for agent, record, figures, figure, prior in zip(
+            agents, records, read, learned, priors, strict=True
+        )
     ]
     return candidates, factor

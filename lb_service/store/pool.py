@@ -1,7 +1,8 @@
 """A pool: the agents that meet one task, with what a decision reads kept up to date.
 
 Per member its hardware guess, learned capacity as decisions rank it
-(``capacity.ranked_capacity``; None until trusted), weight and load record; over the
+(``capacity.ranked_capacity``; None until trusted), weight and load record, read with
+its peers' prior (``lb_service.peers``, whose sums the pool keeps per class); over the
 pool the open requests, the members at ``max_connections``, the trusted members, and
 the untrusted ones holding ``EXPLORE_LIMIT`` requests; the capacities as sum trees
 (``strategies.sampling.CapacityTrees``), from which a capacity-weighted draw descends in
@@ -33,6 +34,7 @@ from lb_service.capacity import (
 from lb_service.mintree import MinTree
 from lb_service.model import Agent
 from lb_service.model_cost import service_factor
+from lb_service.peers import PeerIndex
 from lb_service.store.base import AgentStats
 from lb_service.strategies.base import (
     Candidate,
@@ -75,7 +77,10 @@ class Pool:
         self.agents = tuple(agents)
         self._model = model
         self._position = {agent.id: n for n, agent in enumerate(agents)}
-        self._records = [stats.get(agent.id, NO_STATS) for agent in agents]
+        records = [stats.get(agent.id, NO_STATS) for agent in agents]
+        # A subset's records come from its pool, already read with the peers' prior.
+        self._peers = None if scale_of is not None else PeerIndex(agents, records)
+        self._records = records if self._peers is None else self._peers.informed()
         self._priors = [hardware_capacity(agent) for agent in agents]
         self._learned = [ranked_capacity(record) for record in self._records]
         self._weights = [weights.get(agent.id, agent.default_weight) for agent in agents]
@@ -256,10 +261,23 @@ class Pool:
         return self._bounds
 
     def update(self, agent_id: str, record: AgentStats) -> None:
-        """Take in one agent's new load record (a no-op for an agent that is not a member)."""
+        """Take in one agent's new load record (a no-op for an agent that is not a member).
+
+        Read with its peers' prior (``lb_service.peers``): when the record moves its
+        class's prior, every member of the class is taken in again.
+        """
         position = self._position.get(agent_id)
         if position is None:
             return
+        if self._peers is None:
+            self._take(position, record)
+        else:
+            for member, reading in self._peers.update(position, record):
+                self._take(member, reading)
+
+    def _take(self, position: int, record: AgentStats) -> None:
+        """Take in one member's record as decisions read it, here and in the subsets."""
+        agent_id = self.agents[position].id
         old = self._records[position]
         self._records[position] = record
         figure = ranked_capacity(record)

@@ -68,10 +68,14 @@ async def _check(store: MemoryStore, pool: Pool, task: Task = ANY) -> None:
     """The kept pool equals a fresh one, and its candidates and sums are the scan's."""
     stats, weights = await store.stats(), await store.weights()
     members = [a for a in (await store.agents()).values() if a.id in {m.id for m in pool.agents}]
-    assert _figures(pool) == _figures(Pool(members, stats, weights))
+    assert _figures(pool) == _figures(Pool(members, stats, weights, task.model))
     for peak_ewma in (False, True):
         built, scale = scan.build(
-            eligible(tuple((await store.agents()).values()), task), stats, weights, peak_ewma
+            eligible(tuple((await store.agents()).values()), task),
+            stats,
+            weights,
+            peak_ewma,
+            task.model,
         )
         assert list(pool.candidates(peak_ewma)) == built
         assert [pool.candidate(n, peak_ewma) for n in range(len(pool))] == built
@@ -80,9 +84,12 @@ async def _check(store: MemoryStore, pool: Pool, task: Task = ANY) -> None:
         assert pool.active == sum(c.active for c in built)
 
 
-async def _complete(store: MemoryStore, agent_id: str, ms: int, failed: bool = False) -> None:
-    """One request on the agent, ``ms`` long, ended with its request id."""
-    request_id = await started(store, agent_id, START_MS)
+async def _complete(
+    store: MemoryStore, agent_id: str, ms: int, failed: bool = False, model: str = ""
+) -> None:
+    """One request on the agent (for ``model``), ``ms`` long, ended with its request id."""
+    request_id = await store.open_lease(agent_id, START_MS, model=model)
+    assert isinstance(request_id, str), request_id
     end = RequestEnd(agent_id, request_id, float(ms), failed, START_MS + ms, FEEDBACK)
     await store.end_request(end)
 
@@ -174,7 +181,11 @@ async def test_every_kind_of_load_change_leaves_the_pool_as_built_afresh() -> No
 
 async def test_pools_of_many_nodes_stay_exact() -> None:
     """Over 70 members (three nodes of running sums below the root), updates stay exact."""
-    fleet = [agent(f"a{n:02d}", vram_gb=(0.0, 8.0, 24.0, 80.0)[n % 4], gpu="g") for n in range(70)]
+    # Each its own class (cpu_cores differ), so trust comes from each one's completions.
+    fleet = [
+        agent(f"a{n:02d}", vram_gb=(0.0, 8.0, 24.0, 80.0)[n % 4], gpu="g", cpu_cores=n)
+        for n in range(70)
+    ]
     store = await _store(*fleet)
     pool = await _pool(store)
     durations = itertools.cycle((250, 900, 40, 4_000, 1_300, 77))
@@ -189,6 +200,38 @@ async def test_pools_of_many_nodes_stay_exact() -> None:
     await _check(store, pool)
     assert 0 < pool.trusted < len(pool)
     assert len(pool.capacities().learned.sums) == 2
+
+
+async def test_classes_of_peers_stay_exact_as_their_priors_move() -> None:
+    """Members of a class read its prior; kept up to date, it equals a fresh pool's and a scan's."""
+    fleet = [
+        agent(f"{kind}{n:02d}", vram_gb=vram, gpu=gpu, models=models)
+        for kind, vram, gpu, models, count in (
+            ("cpu", 0.0, "", ("llama3:8b", "phi3:mini"), 12),
+            ("l4-", 24.0, "L4", ("llama3:8b",), 30),
+            ("h100-", 80.0, "H100", ("llama3:8b", "llama3:70b"), 1),
+        )
+        for n in range(count)
+    ]
+    store = await _store(*fleet)
+    pools = {task: await _pool(store, task) for task in (ANY, GPU, Task(model="phi3:mini"))}
+    durations = itertools.cycle((250, 900, 40, 4_000, 1_300, 77, 12_000))
+    models = itertools.cycle(("llama3:8b", "phi3:mini", ""))
+    # Only a few members complete anything: the others learn from their class.
+    for n in range(90):
+        member = fleet[(n * 7) % 5 if n % 2 else 12 + n % 3]
+        await _complete(store, member.id, next(durations), model=next(models))
+        if n % 9 == 0:
+            for task, pool in pools.items():
+                await _check(store, pool, task)
+    for task, pool in pools.items():
+        await _check(store, pool, task)
+    stats = await store.stats()
+    # An L4 that never completed a request is trusted at its class's figures.
+    assert stats["l4-29"].completions == 0
+    assert pools[ANY].candidate(pools[ANY].position("l4-29") or 0, False).trusted
+    # The H100 has no peers: never measured, it is still ranked by its hardware guess.
+    assert not pools[ANY].candidate(pools[ANY].position("h100-00") or 0, False).trusted
 
 
 async def test_a_pick_with_acquire_updates_the_pool() -> None:
@@ -322,16 +365,8 @@ async def test_ejections_are_seen_through_holds_ejected() -> None:
     assert not pool.holds_ejected({"a": START_MS + 5}, START_MS + 5)  # its time is up
 
 
-async def test_a_completion_that_keeps_the_rounded_scale_re_ranks_one_member_not_the_pool(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """While some members are untrusted, a trusted member's completion re-ranks only itself."""
-    fleet = [agent(f"g{n}", vram_gb=24.0, gpu="RTX 4090") for n in range(40)]
-    store = await _store(*fleet)
-    pool = await _pool(store)
-    for _ in range(200):  # well measured: one more completion moves its figure a little
-        await _complete(store, "g0", 1_000)
-    pool.least_expected_time(0)  # the ranks are built on the first full scan
+def _count_ranks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """From now on, the positions of the members pools rank, in order."""
     ranked: list[int] = []
     rank = Pool._time
 
@@ -340,6 +375,21 @@ async def test_a_completion_that_keeps_the_rounded_scale_re_ranks_one_member_not
         return rank(self, position)
 
     monkeypatch.setattr(Pool, "_time", counted)
+    return ranked
+
+
+async def test_a_completion_that_keeps_the_rounded_scale_re_ranks_one_member_not_the_pool(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """While some members are untrusted, a trusted member's completion re-ranks only itself."""
+    # No peers (cpu_cores differ): the others stay untrusted, ranked by the scale.
+    fleet = [agent(f"g{n}", vram_gb=24.0, gpu="RTX 4090", cpu_cores=n) for n in range(40)]
+    store = await _store(*fleet)
+    pool = await _pool(store)
+    for _ in range(200):  # well measured: one more completion moves its figure a little
+        await _complete(store, "g0", 1_000)
+    pool.least_expected_time(0)  # the ranks are built on the first full scan
+    ranked = _count_ranks(monkeypatch)
     scale = pool.capacities().scale
 
     await _complete(store, "g0", 1_001)
@@ -350,3 +400,24 @@ async def test_a_completion_that_keeps_the_rounded_scale_re_ranks_one_member_not
     assert ranked == [0, 0]  # the lease opening and its end
     fresh = Pool(pool.agents, await store.stats(), await store.weights())
     assert pool.least_expected_time(7)[0] == fresh.least_expected_time(7)[0]
+
+
+async def test_a_completion_that_keeps_its_class_prior_re_ranks_one_member_not_the_class(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """In a measured class, a completion whose rounded prior holds re-ranks only its member."""
+    fleet = [agent(f"g{n}", vram_gb=24.0, gpu="RTX 4090") for n in range(40)]
+    store = await _store(*fleet)
+    pool = await _pool(store)
+    for _ in range(200):
+        await _complete(store, "g0", 1_000)
+    assert pool.trusted == len(pool)  # every member reads the class's figures
+    pool.least_expected_time(0)
+    ranked = _count_ranks(monkeypatch)
+
+    await _complete(store, "g0", 1_001)
+
+    pool.least_expected_time(0)
+    assert ranked == [0, 0]  # the lease opening and its end
+    fresh = Pool(pool.agents, await store.stats(), await store.weights())
+    assert _figures(pool) == _figures(fresh)

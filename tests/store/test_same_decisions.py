@@ -34,11 +34,13 @@ SMALL = Task(model="llama3:8b")
 LARGE = Task(model="llama3:70b")
 TASKS = (SMALL, SMALL, SMALL, LARGE, Task(compute=Compute.GPU), Task(min_vram_gb=20.0))
 
-#: The fleet: CPU-only hosts and GPUs of 8, 24 and 80 GB, with and without a limit,
-#: with slot counts declared (parallel_slots) and guessed. Each has its typical latency,
-#: and "cpu-flaky" fails most requests (it is ejected).
+#: The fleet: CPU-only hosts (two of them peers) and GPUs of 8, 24 and 80 GB, with and
+#: without a limit, with slot counts declared (parallel_slots) and guessed. Each has its
+#: typical latency, and "cpu-flaky" fails most requests (it is ejected).
 FLEET: dict[str, tuple[Agent, float, float]] = {
     "cpu-1": (agent("cpu-1", parallel_slots=2), 4_000.0, 0.05),
+    # cpu-1's twin (a peer: the same machine), slower: each reads the other's figures.
+    "cpu-2": (agent("cpu-2", parallel_slots=2), 6_000.0, 0.05),
     "cpu-flaky": (agent("cpu-flaky"), 3_000.0, 0.85),
     "gpu-8": (agent("gpu-8", vram_gb=8.0, gpu="RTX 3070", parallel_slots=1), 900.0, 0.05),
     "gpu-24": (
@@ -197,7 +199,7 @@ async def redis_store(redis_url: str, redis_prefix: str) -> AsyncIterator[RedisS
     await drop_keys(redis_url, redis_prefix)
 
 
-@pytest.mark.parametrize("seed", [3, 8])
+@pytest.mark.parametrize("seed", [3, 9])
 @pytest.mark.parametrize(
     "strategy",
     [StrategyName.LEAST_CONNECTIONS, StrategyName.LATENCY_BASED, StrategyName.CAPABILITY_MATCH],
@@ -256,6 +258,7 @@ MIXES: dict[str, tuple[tuple[str, float, int], ...]] = {
     "cpu": ((EMBED, 80.0, 12), (CHAT, 1_500.0, 3)),
     "gpu": ((CHAT, 400.0, 12), (EMBED, 600.0, 3)),
 }
+CORES = {"cpu": 4, "gpu": 16}
 
 
 @pytest.mark.parametrize(
@@ -284,7 +287,12 @@ async def test_model_costs_decide_alike(
             await run.lb.set_strategy(strategy)
             for agent_id in MIXES:
                 # Two slots: both requests _serve starts at once find one free, so both teach.
-                await run.lb.register(agent(agent_id, models=(EMBED, CHAT), parallel_slots=2))
+                # Different machines (cores), so neither reads the other as a peer.
+                await run.lb.register(
+                    agent(
+                        agent_id, models=(EMBED, CHAT), parallel_slots=2, cpu_cores=CORES[agent_id]
+                    )
+                )
         for number in range(12):
             for agent_id, mix in MIXES.items():
                 due = [(model, latency) for model, latency, count in mix if number < count]
