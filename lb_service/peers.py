@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Hashable, Iterable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from lb_service.capacity import TRUST_COMPLETIONS
@@ -72,7 +72,6 @@ __all__ = [
     "Peers",
     "contribution",
     "figures",
-    "informed",
     "informed_figures",
     "peer_class",
 ]
@@ -113,8 +112,6 @@ class Contribution:
 
 
 _NOTHING = Contribution()
-_new_object = object.__new__
-_set = object.__setattr__
 
 
 def contribution(record: AgentStats) -> Contribution:
@@ -239,13 +236,6 @@ def figures(record: AgentStats, prior: PeerPrior | None) -> Figures:
     )
 
 
-def informed(record: AgentStats, prior: PeerPrior | None) -> AgentStats:
-    """The member's record with its class's prior added (the record itself without one)."""
-    if prior is None:
-        return record
-    return with_estimates(record, *figures(record, prior))
-
-
 def informed_figures(agents: Sequence[Agent], records: Sequence[AgentStats]) -> list[Figures]:
     """Each agent's estimates with its class's prior among ``agents`` added (a scan's way)."""
     classes: dict[Hashable, list[int]] = {}
@@ -265,9 +255,9 @@ def informed_figures(agents: Sequence[Agent], records: Sequence[AgentStats]) -> 
 class PeerIndex:
     """The index's way: each class's sums kept up to date as members' records change.
 
-    ``store.pool.Pool`` holds one over its members and reads every record through it,
-    so its decisions equal a scan's (``informed_figures``) exactly: the sums are whole
-    numbers, the prior is computed from them the same way.
+    ``store.pool.Pool`` holds one over its members and reads every member's estimates
+    through it, so its decisions equal a scan's (``informed_figures``) exactly: the sums
+    are whole numbers, the prior is computed from them the same way.
     """
 
     def __init__(self, agents: Sequence[Agent], records: Sequence[AgentStats]) -> None:
@@ -285,51 +275,42 @@ class PeerIndex:
             for key, found in self._members.items()
         }
         self._priors = {key: sums.prior() for key, sums in self._sums.items()}
-        self._estimates: list[Figures | None] = [None] * len(self._raw)
+        self._figures = [
+            figures(record, self._priors.get(key))
+            for record, key in zip(records, self._keys, strict=True)
+        ]
 
-    def informed(self) -> list[AgentStats]:
-        """Every member's record as decisions read it."""
-        return [self._informed(n, record) for n, record in enumerate(self._raw)]
+    def figures(self) -> list[Figures]:
+        """Every member's estimates as decisions read them, in order."""
+        return list(self._figures)
 
-    def update(self, position: int, record: AgentStats) -> Iterable[tuple[int, AgentStats]]:
-        """Take in one member's new record; the members whose reading changed, and it.
+    def update(self, position: int, record: AgentStats) -> Iterable[tuple[int, Figures]]:
+        """Take in one member's new record; the members whose estimates it moved, and it.
 
         Usually only that member; every member of its class when the class's rounded
-        prior moved.
+        prior moved. A record whose estimates did not change (a lease opened or closed)
+        costs a comparison.
         """
         old = self._raw[position]
         self._raw[position] = record
+        if _same_estimates(old, record):
+            return ((position, self._figures[position]),)
         key = self._keys[position]
-        if key not in self._sums:
-            return ((position, record),)
-        if not _same_estimates(old, record):
-            self._estimates[position] = None
+        sums = self._sums.get(key)
+        if sums is not None:
             new = contribution(record)
             if new != self._contributions[position]:
-                sums = self._sums[key]
                 sums.replace(self._contributions[position], new)
                 self._contributions[position] = new
                 prior = sums.prior()
                 if prior != self._priors[key]:
                     self._priors[key] = prior
-                    for n in self._members[key]:
-                        self._estimates[n] = None
-                    return [(n, self._informed(n, self._raw[n])) for n in self._members[key]]
-        return ((position, self._informed(position, record)),)
-
-    def _informed(self, position: int, record: AgentStats) -> AgentStats:
-        key = self._keys[position]
-        if key not in self._sums:
-            return record
-        prior = self._priors[key]
-        if prior is None:
-            return record
-        kept = self._estimates[position]
-        if kept is None:
-            kept = self._estimates[position] = figures(record, prior)
-        # Unless they were dropped, only the load moved (a lease opened or closed) since
-        # they were read: the estimates read as before.
-        return with_estimates(record, *kept)
+                    moved = self._members[key]
+                    for n in moved:
+                        self._figures[n] = figures(self._raw[n], prior)
+                    return [(n, self._figures[n]) for n in moved]
+        read = self._figures[position] = figures(record, self._priors.get(key))
+        return ((position, read),)
 
 
 def _same_estimates(old: AgentStats, new: AgentStats) -> bool:
@@ -339,36 +320,3 @@ def _same_estimates(old: AgentStats, new: AgentStats) -> bool:
         and old.completions == new.completions
         and old.model_latency == new.model_latency
     )
-
-
-def with_estimates(
-    record: AgentStats,
-    completions: int,
-    cap_done: float,
-    cap_busy_ms: float,
-    model_latency: tuple[tuple[str, float, int, float], ...],
-) -> AgentStats:
-    """``record`` with other capacity and model-cost figures.
-
-    Copied slot by slot, as ``store.base.with_pending`` does, at half the cost of
-    ``dataclasses.replace``: it runs on every change of a record that has peers.
-    """
-    kind = type(record)
-    copy = _new_object(kind)
-    for name in _field_names(kind):
-        _set(copy, name, getattr(record, name))
-    _set(copy, "cap_done", cap_done)
-    _set(copy, "cap_busy_ms", cap_busy_ms)
-    _set(copy, "completions", completions)
-    _set(copy, "model_latency", model_latency)
-    return copy
-
-
-_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
-
-
-def _field_names(kind: type) -> tuple[str, ...]:
-    names = _FIELD_NAMES.get(kind)
-    if names is None:
-        names = _FIELD_NAMES[kind] = tuple(field.name for field in fields(kind))
-    return names

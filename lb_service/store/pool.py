@@ -25,7 +25,7 @@ from lb_service.capacity import (
     EXPLORE_LIMIT,
     hardware_capacity,
     parallel_slots,
-    ranked_capacity,
+    ranked_rate,
     ranked_slots,
     release_limit,
     releases,
@@ -33,8 +33,8 @@ from lb_service.capacity import (
 )
 from lb_service.mintree import MinTree
 from lb_service.model import Agent
-from lb_service.model_cost import service_factor
-from lb_service.peers import PeerIndex
+from lb_service.model_cost import factor_of
+from lb_service.peers import Figures, PeerIndex, figures
 from lb_service.store.base import AgentStats
 from lb_service.strategies.base import (
     Candidate,
@@ -68,21 +68,23 @@ class Pool:
         model: str = "",
         *,
         scale_of: Pool | None = None,
+        estimates: Sequence[Figures] = (),
     ) -> None:
         """Index ``agents`` with their current records and weights, for tasks asking ``model``.
 
-        ``scale_of``: the pool whose ``capacity.scale`` the capacities are in (``options``).
+        ``scale_of``: the pool whose ``capacity.scale`` the capacities are in (``options``);
+        ``estimates``: then the members' estimates as that pool reads them.
         """
         self._scale_pool = scale_of
         self.agents = tuple(agents)
         self._model = model
         self._position = {agent.id: n for n, agent in enumerate(agents)}
-        records = [stats.get(agent.id, NO_STATS) for agent in agents]
-        # A subset's records come from its pool, already read with the peers' prior.
-        self._peers = None if scale_of is not None else PeerIndex(agents, records)
-        self._records = records if self._peers is None else self._peers.informed()
+        self._records = [stats.get(agent.id, NO_STATS) for agent in agents]
+        # The estimates decisions read (with the peers' prior): a subset's from its pool.
+        self._peers = None if scale_of is not None else PeerIndex(agents, self._records)
+        self._estimates = list(estimates) if self._peers is None else self._peers.figures()
         self._priors = [hardware_capacity(agent) for agent in agents]
-        self._learned = [ranked_capacity(record) for record in self._records]
+        self._learned = [ranked_rate(*read[:3]) for read in self._estimates]
         self._weights = [weights.get(agent.id, agent.default_weight) for agent in agents]
         self._limits = [agent.max_connections for agent in agents]
         #: Requests in flight over the members (the stickiness bound shares them out).
@@ -181,6 +183,7 @@ class Pool:
             {self.agents[n].id: self._weights[n] for n in kept},
             self._model,
             scale_of=self,
+            estimates=[self._estimates[n] for n in kept],
         )
 
     def position(self, agent_id: str) -> int | None:
@@ -219,7 +222,7 @@ class Pool:
                 figure is not None,
                 prior,
                 record.cost_at_ms,
-                service_factor(record, self._model),
+                factor_of(self._estimates[position][3], self._model),
                 ranked_slots(self.agents[position], record, figure is not None),
             ),
         )
@@ -260,27 +263,29 @@ class Pool:
             self._bounds = positive, list(itertools.accumulate(weights[n] for n in positive))
         return self._bounds
 
-    def update(self, agent_id: str, record: AgentStats) -> None:
+    def update(self, agent_id: str, record: AgentStats, estimates: Figures | None = None) -> None:
         """Take in one agent's new load record (a no-op for an agent that is not a member).
 
-        Read with its peers' prior (``lb_service.peers``): when the record moves its
-        class's prior, every member of the class is taken in again.
+        Its estimates are read with its peers' prior (``lb_service.peers``): when the
+        record moves its class's prior, every member of the class is taken in again. A
+        subset is given ``estimates`` by its pool.
         """
         position = self._position.get(agent_id)
         if position is None:
             return
         if self._peers is None:
-            self._take(position, record)
-        else:
-            for member, reading in self._peers.update(position, record):
-                self._take(member, reading)
+            self._take(position, record, estimates or figures(record, None))
+            return
+        for member, read in self._peers.update(position, record):
+            self._take(member, record if member == position else self._records[member], read)
 
-    def _take(self, position: int, record: AgentStats) -> None:
-        """Take in one member's record as decisions read it, here and in the subsets."""
+    def _take(self, position: int, record: AgentStats, estimates: Figures) -> None:
+        """Take in one member's record and estimates, here and in the subsets."""
         agent_id = self.agents[position].id
         old = self._records[position]
         self._records[position] = record
-        figure = ranked_capacity(record)
+        self._estimates[position] = estimates
+        figure = ranked_rate(*estimates[:3])
         was = self._learned[position]
         self.active += record.in_flight - old.in_flight
         limit = self._limits[position]
@@ -319,11 +324,11 @@ class Pool:
                 self._times[position] = self._time(position)
         # After this pool: the subsets read its scale.
         if self._options is not None:
-            self._options.update(agent_id, record)
+            self._options.update(agent_id, record, estimates)
         if self._releasable is not None:
-            self._releasable.update(agent_id, record)
+            self._releasable.update(agent_id, record, estimates)
         if self._released is not None and self._released is not self:
-            self._released.update(agent_id, record)
+            self._released.update(agent_id, record, estimates)
 
     def _time(self, position: int) -> float:
         """The member's expected time for a new request, as a full scan ranks it."""

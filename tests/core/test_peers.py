@@ -12,7 +12,6 @@ from lb_service.peers import (
     Peers,
     contribution,
     figures,
-    informed,
     informed_figures,
     peer_class,
 )
@@ -153,14 +152,17 @@ def test_sums_kept_up_to_date_equal_sums_taken_afresh() -> None:
         assert kept.prior() == Peers(contribution(record) for record in shuffled).prior()
 
 
-def test_a_record_read_with_a_prior_keeps_its_load_and_trust_evidence() -> None:
-    """informed() adds to the estimates only: load, slots and failures are the agent's own."""
-    record = AgentStats(active=3, slots=2, failed_requests=4, completions=1, cap_done=1.0)
+def test_a_prior_adds_to_the_estimates_and_makes_a_class_member_trusted() -> None:
+    """figures() adds PEER_WEIGHT completions at the class's rate; its trust is the class's."""
+    record = AgentStats(completions=1, cap_done=1.0, cap_busy_ms=500.0)
     prior = Peers([contribution(measured(100, 1.0))] * 2).prior()
+    assert prior is not None
 
-    read = informed(record, prior)
+    completions, done, busy, _ = figures(record, prior)
 
-    assert (read.active, read.slots, read.failed_requests) == (3, 2, 4)
-    assert read.completions == TRUST_COMPLETIONS
-    assert read.cap_done == record.cap_done + PEER_WEIGHT
-    assert informed(record, None) is record
+    assert completions == TRUST_COMPLETIONS
+    assert done == record.cap_done + PEER_WEIGHT
+    # At the class's rate, 1 completion a second, rounded to PRIOR_STEPS per doubling.
+    added = busy - record.cap_busy_ms
+    assert PEER_WEIGHT * 1000.0 / 2**0.125 <= added <= PEER_WEIGHT * 1000.0 * 2**0.125
+    assert figures(record, None) == (1, 1.0, 500.0, ())
