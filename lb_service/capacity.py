@@ -79,6 +79,12 @@ true speed). Where the slow hosts are not needed the credit costs a few measured
 requests each (on the shipped three-tier fleet at 60% load the mean p99 over the
 oracle's went from 1.13x to 1.19x).
 
+**Decisions read these figures with the agent's peers' added** (``lb_service.peers``):
+agents of one class pool what they learned as a prior worth at most 16 completions, so
+an agent whose class has completed three requests is trusted at once, and one measured
+on a few requests ranks near its class. The functions here see one agent's figures;
+``learned_rate`` and ``ranked_rate`` take them with the prior added.
+
 **Exploration is bounded**: an untrusted agent takes at most ``EXPLORE_LIMIT`` request
 in flight while a trusted agent with room can take the request instead, so a cold
 agent is measured without absorbing the traffic; when the trusted agents would make

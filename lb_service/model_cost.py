@@ -40,7 +40,10 @@ latency is a running mean over the first samples, then a moving average over abo
 ``WINDOW``; shares decay as the capacity estimate does (``capacity.CAPACITY_WINDOW``).
 A model is trusted after ``TRUST_SAMPLES`` successes on the agent; before, and for a
 request that names no model, the factor is 1 (the agent's average), so a model new to
-an agent is explored like any request and then learned. At most ``MAX_MODELS`` models
+an agent is explored like any request and then learned. Decisions read the entries with
+the agent's peers' added (``lb_service.peers``: up to 16 samples of each model at its
+class's typical latency, ``factor_of``), so a model its twins serve often is priced on an
+agent that rarely gets it. At most ``MAX_MODELS`` models
 are kept per agent; a new one replaces the one sampled least recently. Requests that
 name no model are kept as the model ``""``: they are part of the agent's mix.
 """
