@@ -53,7 +53,7 @@ from __future__ import annotations
 import math
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from lb_service.capacity import TRUST_COMPLETIONS
 from lb_service.model import Agent
@@ -97,9 +97,11 @@ def peer_class(agent: Agent) -> Hashable:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class Contribution:
-    """One member's figures as the class sums them: whole numbers, so sums are exact."""
+class Contribution(NamedTuple):
+    """One member's figures as the class sums them: whole numbers, so sums are exact.
+
+    A named tuple, not a dataclass: a scan builds one per agent on every decision.
+    """
 
     #: Decayed completions and slot-busy time, in fixed point.
     done: int = 0
@@ -112,6 +114,8 @@ class Contribution:
 
 
 _NOTHING = Contribution()
+#: tuple.__new__: a Contribution without the named tuple's generated __new__.
+_new_contribution = tuple.__new__
 
 
 def contribution(record: AgentStats) -> Contribution:
@@ -127,11 +131,14 @@ def contribution(record: AgentStats) -> Contribution:
     # that of the one that served the most.
     done = min(record.cap_done, WINDOW)
     busy = record.cap_busy_ms * done / record.cap_done if record.cap_done > 0 else 0.0
-    return Contribution(
-        round(done * _FIXED),
-        round(busy * _FIXED),
-        min(record.completions, TRUST_COMPLETIONS),
-        tuple(models),
+    return _new_contribution(
+        Contribution,
+        (
+            round(done * _FIXED),
+            round(busy * _FIXED),
+            min(record.completions, TRUST_COMPLETIONS),
+            tuple(models),
+        ),
     )
 
 
@@ -238,18 +245,16 @@ def figures(record: AgentStats, prior: PeerPrior | None) -> Figures:
 
 def informed_figures(agents: Sequence[Agent], records: Sequence[AgentStats]) -> list[Figures]:
     """Each agent's estimates with its class's prior among ``agents`` added (a scan's way)."""
-    classes: dict[Hashable, list[int]] = {}
-    for position, agent in enumerate(agents):
-        classes.setdefault(peer_class(agent), []).append(position)
-    read = [figures(record, None) for record in records]
-    for positions in classes.values():
-        if len(positions) < 2:
-            continue
-        prior = Peers(contribution(records[n]) for n in positions).prior()
-        if prior is not None:
-            for n in positions:
-                read[n] = figures(records[n], prior)
-    return read
+    keys = [peer_class(agent) for agent in agents]
+    classes: dict[Hashable, list[AgentStats]] = {}
+    for key, record in zip(keys, records, strict=True):
+        classes.setdefault(key, []).append(record)
+    priors = {
+        key: Peers(contribution(record) for record in members).prior()
+        for key, members in classes.items()
+        if len(members) > 1
+    }
+    return [figures(record, priors.get(key)) for key, record in zip(keys, records, strict=True)]
 
 
 class PeerIndex:
