@@ -317,8 +317,16 @@ def scale_of(learned_total: float, guessed_total: float) -> float:
     """
     if guessed_total <= 0 or learned_total <= 0:
         return UNTRUSTED_CREDIT
-    steps = round(math.log2(learned_total / guessed_total) * SCALE_STEPS)
-    return UNTRUSTED_CREDIT * math.exp2(steps / SCALE_STEPS)
+    return UNTRUSTED_CREDIT * rounded(learned_total / guessed_total, SCALE_STEPS)
+
+
+def rounded(value: float, steps: int) -> float:
+    """``value`` (> 0) to the nearest of ``steps`` values per doubling (a ratio's rounding).
+
+    ``scale_of`` and the peers' prior (``lb_service.peers``) round this way, so a figure
+    that drifts a little moves what depends on it only when it crosses a step.
+    """
+    return math.exp2(round(math.log2(value) * steps) / steps)
 
 
 def relative_load(active: int, capacity: float) -> float:

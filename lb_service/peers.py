@@ -55,7 +55,7 @@ from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
-from lb_service.capacity import TRUST_COMPLETIONS
+from lb_service.capacity import TRUST_COMPLETIONS, rounded
 from lb_service.model import Agent
 from lb_service.model_cost import WINDOW
 
@@ -192,9 +192,8 @@ class Peers:
         whole = self._done // _FIXED
         if whole > 0 and self._busy > 0:
             weight = min(PEER_WEIGHT, whole)
-            steps = round(math.log2(self._done / self._busy) * PRIOR_STEPS)
             done = float(weight)
-            busy_ms = weight / math.exp2(steps / PRIOR_STEPS)
+            busy_ms = weight / rounded(self._done / self._busy, PRIOR_STEPS)
         models = tuple(
             (
                 name,
@@ -274,7 +273,11 @@ class PeerIndex:
             members.setdefault(key, []).append(position)
         #: The positions of each class of two or more members, and its sums and prior.
         self._members = {key: found for key, found in members.items() if len(found) > 1}
-        self._contributions = [contribution(record) for record in records]
+        # Only members with peers are summed; a class of one reads its own figures.
+        self._contributions = [
+            contribution(record) if key in self._members else _NOTHING
+            for record, key in zip(records, self._keys, strict=True)
+        ]
         self._sums = {
             key: Peers(self._contributions[n] for n in found)
             for key, found in self._members.items()
