@@ -11,6 +11,7 @@ the tree and a scan over the same floats agree to the bit.
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Iterable
 
@@ -77,6 +78,30 @@ class MinTree:
                 turn -= counts[left]
             node = left + 1
         return node - self._size
+
+    def lowest(self, count: int) -> list[int]:
+        """The positions of the ``count`` lowest values, in order of value then position.
+
+        A best-first walk down from the root, O(count log n): a node waits in the
+        frontier under (its lowest value, its first position), which no leaf below it
+        precedes, so only the branches holding the answer are opened and the leaves come
+        out in the order a sort of (value, position) gives.
+        """
+        lows = self._lows
+        found: list[int] = []
+        # (lowest value below, first position below, node, positions below)
+        frontier = [(lows[1], 0, 1, self._size)]
+        while frontier and len(found) < count:
+            low, first, node, span = heapq.heappop(frontier)
+            if low == math.inf:
+                break  # only padding is left
+            if span == 1:
+                found.append(first)
+                continue
+            half = span // 2
+            heapq.heappush(frontier, (lows[2 * node], first, 2 * node, half))
+            heapq.heappush(frontier, (lows[2 * node + 1], first + half, 2 * node + 1, half))
+        return found
 
     def _join(self, node: int) -> None:
         lows, counts = self._lows, self._counts

@@ -15,8 +15,16 @@ from lb_service.decision import Decision, DecisionInputs
 from lb_service.model import Agent
 from lb_service.reports import ReceivedReport, Saturation, fresh
 from lb_service.store.base import Contender, PickState
+from lb_service.strategies.base import leaders
 
 _NO_REPORTS: Mapping[str, ReceivedReport] = {}
+
+#: The most contenders a commit re-ranks: the choice and the seven others ranked lowest.
+#: The re-rank exists for the picks other replicas commit between this replica's read
+#: and its commit (one round trip), which can fill only a few of the lowest; eight
+#: covers eight replicas picking at once, and keeps a commit's cost from growing with
+#: the fleet (every contender is a record the script reads).
+RERANK_LIMIT = 8
 
 
 def decision_inputs(
@@ -29,8 +37,9 @@ def decision_inputs(
 ) -> DecisionInputs:
     """What the decision reads: the snapshot (or the caller's candidates) and the options.
 
-    The store's index is passed on for registered agents only, and only when no other
-    replica can move the loads before the commit. ``saturation`` is ``config``'s, built
+    The store's index is passed on for registered agents only (a shared store's index
+    is its replica's copy; other replicas may move the loads before the commit, which
+    re-ranks the contenders on the live ones). ``saturation`` is ``config``'s, built
     once by the balancer.
     """
     binding = state.binding
@@ -55,7 +64,7 @@ def decision_inputs(
             binding,
             config.slow_start_window_s * 1000,
             config.slow_start_min_share,
-            None if candidates or state.shared else state.pool,
+            None if candidates else state.pool,
             config.ewma_decay_s * 1000,
             state.out,
             _reports(state, now, config, saturation),
@@ -70,15 +79,17 @@ def contenders(decision: Decision, reports: Mapping[str, ReceivedReport]) -> tup
     """What a shared store may re-rank at commit: the compared agents with their load ranks.
 
     A rule that does not rank by load commits its choice as made; the store still
-    checks its room. The store re-ranks on its live lease counts, which do not hold
-    what an agent reported beyond them (``reports.ReceivedReport.unseen``): that load
-    travels in the rank's offset, ``per_request`` for each request.
+    checks its room. One that compared more than ``RERANK_LIMIT`` (a full scan) has its
+    choice and the others it ranked lowest re-ranked (``strategies.base.leaders``). The
+    store re-ranks on its live lease counts, which do not hold what an agent reported
+    beyond them (``reports.ReceivedReport.unseen``): that load travels in the rank's
+    offset, ``per_request`` for each request.
     """
     if not decision.compared:
         agent = decision.choice.agent
         return (Contender(agent.id, agent.max_connections),)
     found = []
-    for candidate, rank in decision.compared:
+    for candidate, rank in leaders(decision.compared, decision.choice, RERANK_LIMIT):
         agent = candidate.agent
         received = reports.get(agent.id)
         if received is not None and received.unseen:

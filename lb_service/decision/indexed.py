@@ -17,10 +17,11 @@ task, whose load bound compares every member, and latency-based set to rank them
 The answer, the candidates compared and the random numbers drawn are the scan's, bit
 for bit: the pool keeps its capacities in the sum trees a scan builds
 (``strategies.sampling``), so a seeded run is the same with or without the index
-(tests/core/test_indexed_picks.py). Anything else takes the scan: candidates passed by
-the caller, a shared store, slow start (it re-draws among the others), a pool with a
-member out (ejected, unhealthy or draining), and an empty pool (the scan names the
-requirement no agent meets).
+(tests/core/test_indexed_picks.py). Both stores keep an index (the Redis store's over
+its replica's copy of the records, ``store.redis.mirror``). Anything else takes the
+scan: candidates passed by the caller, slow start (it re-draws among the others), a
+pool with a member out (ejected, unhealthy or draining), fresh load reports, and an
+empty pool (the scan names the requirement no agent meets).
 """
 
 from __future__ import annotations

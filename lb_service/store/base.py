@@ -194,6 +194,9 @@ class HealthWrite(enum.Enum):
 class Contender(NamedTuple):
     """An agent a shared store may commit instead of the chosen one, if it ranks better then.
 
+    The chosen one (``Pick.agent_id``, a contender too) stands while it ranks among the
+    lowest at commit; otherwise the lowest is committed, ties in turn by the sequence.
+
     Its rank at commit is ``(tier, max(floor, per_request x (active + 1) + offset))``
     over the agent's live count of requests in flight (``AgentStats.in_flight``, as the
     decision counted them; its room is checked on the same count): the strategy's own
@@ -224,10 +227,11 @@ class Pick:
     acquire: bool = False
     session_id: str = ""
     bind: bool = False
-    #: For a shared store: the agents the strategy chose among (the chosen one included)
-    #: with their ranks, re-ranked on the loads at commit so concurrent picks through
-    #: other replicas cannot herd onto one agent. Empty: commit ``agent_id`` as it is
-    #: (a store still skips it when full, only then returning None).
+    #: For a shared store: the agents the strategy chose among (the chosen one included;
+    #: of a full scan, the ones it ranked lowest: ``balancer.inputs.RERANK_LIMIT``) with
+    #: their ranks, re-ranked on the loads at commit so concurrent picks through other
+    #: replicas cannot herd onto one agent. Empty: commit ``agent_id`` as it is (a store
+    #: still skips it when full, only then returning None).
     contenders: tuple[Contender, ...] = ()
     #: With ``bind``: a binding made meanwhile by another replica and used at or after
     #: this time is live, and wins (a session binds once); older ones are replaced.

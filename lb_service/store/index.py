@@ -2,7 +2,8 @@
 
 For each task shape asked for, a ``Pool`` (``store.pool``) holds the registered agents
 that meet it, in registration order, with what the decision pipeline reads about them
-kept up to date. The memory store owns one ``AgentIndex`` over its own dicts and tells it
+kept up to date. The memory store owns one ``AgentIndex`` over its own dicts (the Redis
+store one over each replica's copy of the records, ``store.redis.mirror``) and tells it
 what changed: a registry or weight change drops every pool (both are rare; a pool is
 rebuilt with one scan the next time its task is asked for); a load change (a lease opened
 or closed, a request ended, a lease expired) updates, in place, each pool holding the

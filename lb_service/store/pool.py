@@ -38,6 +38,7 @@ from lb_service.peers import Figures, PeerIndex, figures
 from lb_service.store.base import AgentStats
 from lb_service.strategies.base import (
     Candidate,
+    KeptRanks,
     LoadRank,
     Ranked,
     expected_time,
@@ -240,14 +241,18 @@ class Pool:
         """The member a full scan by expected time picks (ties in turn), and every member ranked.
 
         O(log n) once the ranks are kept (``MinTree``); the ranked members are built
-        only if read (a shared store's commit reads them; the index is the memory
-        store's).
+        only if read (a shared store's commit reads the choice and the few ranked
+        lowest: ``KeptRanks.leaders``).
         """
         return self.candidate(self._ranks().pick(sequence), False), _EveryMember(self)
 
     def shortest_expected_time(self) -> float:
         """The shortest expected time for a new request over the members: O(1) once ranked."""
         return self._ranks().low
+
+    def shortest_expected_times(self, count: int) -> list[int]:
+        """The positions of the ``count`` members of shortest expected time: O(count log n)."""
+        return self._ranks().lowest(count)
 
     def _ranks(self) -> MinTree:
         """Every member's expected time, kept from the first time they are asked for."""
@@ -343,7 +348,7 @@ class Pool:
         return CapacityTrees(self._learned_tree, self._untrusted_guesses, scale)
 
 
-class _EveryMember(Sequence[tuple[Candidate, LoadRank]]):
+class _EveryMember(KeptRanks):
     """Every member of a pool with its expected-time rank, built when read."""
 
     __slots__ = ("_pool",)
@@ -365,6 +370,15 @@ class _EveryMember(Sequence[tuple[Candidate, LoadRank]]):
             return [self[n] for n in range(len(self))[index]]
         candidate = self._pool.candidate(range(len(self))[index], False)
         return candidate, expected_time_rank(candidate)
+
+    def leaders(self, choice: Candidate, count: int) -> Ranked:
+        """``choice`` and the ``count - 1`` other members ranked lowest: O(count log n)."""
+        pool = self._pool
+        chosen = pool.position(choice.agent.id)
+        positions = [n for n in pool.shortest_expected_times(count) if n != chosen][: count - 1]
+        if chosen is not None:
+            positions.insert(0, chosen)
+        return [self[n] for n in positions]
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Sequence) and list(self) == list(other)

@@ -9,6 +9,8 @@ instead of for every eligible one.
 
 from __future__ import annotations
 
+import abc
+import heapq
 import random
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NamedTuple, Protocol
@@ -111,6 +113,38 @@ class LoadRank(NamedTuple):
 #: The candidates a rule compared, each with its load rank (none for a rule that does not
 #: rank by load): what a shared store re-ranks on fresher loads at commit time.
 Ranked = Sequence[tuple[Candidate, LoadRank]]
+
+
+class KeptRanks(Sequence[tuple[Candidate, LoadRank]], abc.ABC):
+    """Every member of an index's pool ranked, built only when read (``Pool.least_expected_time``).
+
+    The index keeps the ranks, so it can name the lowest without building the rest.
+    """
+
+    @abc.abstractmethod
+    def leaders(self, choice: Candidate, count: int) -> Ranked:
+        """``choice`` and the ``count - 1`` other members ranked lowest, ``choice`` first."""
+
+
+def leaders(ranked: Ranked, choice: Candidate, count: int) -> Ranked:
+    """``choice`` and the others ranked lowest at their active counts, at most ``count``.
+
+    What a shared store re-ranks at commit when a rule compared many: the picks other
+    replicas commit between this replica's read and its commit can fill only so many
+    of the lowest, and a commit that re-ranks every agent of a large fleet costs O(n).
+    """
+    if len(ranked) <= count:
+        return ranked
+    if isinstance(ranked, KeptRanks):
+        return ranked.leaders(choice, count)
+    chosen = choice.agent.id
+    own = [pair for pair in ranked if pair[0].agent.id == chosen]
+    others = heapq.nsmallest(
+        count - len(own),
+        (pair for pair in ranked if pair[0].agent.id != chosen),
+        key=lambda pair: pair[1].at(pair[0].active),
+    )
+    return own + others
 
 
 class IndexedPool(Protocol):

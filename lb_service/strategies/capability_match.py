@@ -73,9 +73,9 @@ class CapabilityMatch:
     ) -> tuple[Candidate | None, Ranked]:
         """``choose`` over every member: O(n).
 
-        Every member (within the bound, for a GPU task) is compared and ranked for a
-        shared store, so the index only spares the scan its eligibility checks and
-        candidate building.
+        Every member (within the bound, for a GPU task) is compared and ranked (a shared
+        store re-ranks the lowest at commit), so the index only spares the scan its
+        eligibility checks and candidate building.
         """
         if not needs_gpu(task):
             return _BY_EXPECTED_TIME.choose_from_pool(pool, task, ctx._replace(choice_count=0))

@@ -26,7 +26,7 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from lb_service.balancer import BalancerConfig, LoadBalancer
-from lb_service.balancer.inputs import decision_inputs
+from lb_service.balancer.inputs import RERANK_LIMIT, contenders, decision_inputs
 from lb_service.capacity import TRUST_COMPLETIONS
 from lb_service.decision import Decision, decide, indexed
 from lb_service.errors import LoadBalancerError
@@ -140,6 +140,15 @@ async def _same_decision(side: _Side, task: Task, session_id: str) -> None:
     scanned = decide(inputs._replace(rng=draws[1], pool=None), task, session_id)
     assert from_pool == scanned
     assert draws[0].getstate() == draws[1].getstate()
+    if isinstance(from_pool, Decision) and isinstance(scanned, Decision):
+        # What a shared store re-ranks at commit: the same agents, in the same order,
+        # the choice among them and at most RERANK_LIMIT of them.
+        rerank = contenders(from_pool, {})
+        assert rerank == contenders(scanned, {})
+        assert from_pool.choice.agent.id in {contender.agent_id for contender in rerank}
+        assert len(rerank) == max(1, min(len(from_pool.compared), RERANK_LIMIT))
+        if len(from_pool.compared) > RERANK_LIMIT:
+            side.kinds.add("the commit re-ranks the leaders")
     side.compared += 1
     pool = inputs.pool(task)
     if inputs.slow_start_window_ms <= 0 and indexed.every_member_counts(
@@ -409,6 +418,7 @@ def test_large_fleets_pick_alike(size: int, trusted: float) -> None:
     assert side.from_pool >= 20
     trust = {1.0: "all", 0.0: "none"}.get(trusted, "some")
     assert f"from the pool: {trust} trusted" in side.kinds
+    assert "the commit re-ranks the leaders" in side.kinds  # a full scan compared them all
     if trust == "some":  # an untrusted agent holding a request is held back, not scanned
         assert "from the pool: exploration holds some back" in side.kinds
 

@@ -36,3 +36,18 @@ def test_infinite_values_never_hide_a_finite_one() -> None:
     assert tree.pick(0) == 1
     tree[1] = float("inf")
     assert [tree.pick(turn) for turn in range(3)] == [0, 1, 2]
+
+
+def test_lowest_names_the_smallest_values_through_random_updates() -> None:
+    """``lowest(k)`` is the first k positions of a sort by (value, position)."""
+    rng = random.Random(5)
+    for size in (1, 2, 7, 33):
+        values = [float(rng.randrange(6)) for _ in range(size)]
+        tree = MinTree(values)
+        for _ in range(100):
+            position = rng.randrange(size)
+            values[position] = float(rng.randrange(6))
+            tree[position] = values[position]
+            for count in (1, 3, size, size + 4):
+                ordered = sorted(range(size), key=lambda n: (values[n], n))
+                assert tree.lowest(count) == ordered[:count]

@@ -102,7 +102,7 @@ async def test_picks_on_one_stale_snapshot_go_to_different_agents(replica: Repli
     await registered(first, ("a", 0), ("b", 0))
     await first.pick_state("")
     await second.pick_state("")
-    contenders = (Contender("a"), Contender("b"))
+    contenders = (Contender("a", per_request=1.0), Contender("b", per_request=1.0))
 
     one = await first.commit_pick(pick("a", *contenders))
     two = await second.commit_pick(pick("a", *contenders))
@@ -176,8 +176,8 @@ async def test_the_rank_moves_with_the_live_active_count(replica: Replica) -> No
         committed = await store.commit_pick(pick("quick", *contenders))
         assert isinstance(committed, Committed)
         chosen.append(committed.agent_id)
-    # The fourth is a tie at 300 (sequence 3): the second of the ties, in contenders' order.
-    assert chosen == ["steady", "quick", "quick", "steady", "quick"]
+    # The fourth is a tie at 300: the pick's own agent stands.
+    assert chosen == ["steady", "quick", "quick", "quick", "steady"]
 
 
 def _ranked(ranks: dict[str, LoadRank], candidate: Candidate) -> Rank:
@@ -187,7 +187,7 @@ def _ranked(ranks: dict[str, LoadRank], candidate: Candidate) -> Rank:
 
 @pytest.mark.parametrize("seed", range(4))
 async def test_the_commit_ranks_as_strategies_base(replica: Replica, seed: int) -> None:
-    """On any loads, the commit picks what rotate_lowest over LoadRank.at picks in Python."""
+    """On any loads, the commit keeps its pick while lowest, else picks as rotate_lowest."""
     store = replica()
     rng = random.Random(seed)
     ids = [f"agent-{n}" for n in range(6)]
@@ -219,20 +219,39 @@ async def test_the_commit_ranks_as_strategies_base(replica: Replica, seed: int) 
         if not room:
             assert committed is None
             continue
-        expected = rotate_lowest(room, functools.partial(_ranked, ranks), sequence)
+        ranked = functools.partial(_ranked, ranks)
+        expected = rotate_lowest(room, ranked, sequence)
+        own = next((c for c in room if c.agent.id == drawn[0]), None)
+        if own is not None and ranked(own) == ranked(expected):
+            expected = own  # the pick's own agent stands while it is among the lowest
         assert isinstance(committed, Committed)
         assert committed.agent_id == expected.agent.id
         active[expected.agent.id] += acquire
 
 
-async def test_ties_take_turns_by_the_sequence(replica: Replica) -> None:
-    """Equal contenders are committed in turn, the sequence-th of the ties, without acquire."""
+async def test_a_choice_still_among_the_lowest_stands_however_many_tie(replica: Replica) -> None:
+    """Equal contenders: the pick's own agent is committed each time, not the sequence-th."""
     store = replica()
     await registered(store, ("a", 0), ("b", 0), ("c", 0))
     contenders = tuple(Contender(i) for i in "abc")
     chosen = []
+    for _ in range(3):
+        committed = await store.commit_pick(Pick("b", START_MS, contenders=contenders))
+        assert isinstance(committed, Committed)
+        chosen.append(committed.agent_id)
+    assert chosen == ["b", "b", "b"]
+
+
+async def test_ties_take_turns_by_the_sequence_once_the_choice_ranks_worse(
+    replica: Replica,
+) -> None:
+    """Equal contenders ranked below the pick's own agent are committed in turn by the sequence."""
+    store = replica()
+    await registered(store, ("a", 0), ("b", 0), ("c", 0), ("slow", 0))
+    contenders = (Contender("slow", tier=1.0), *(Contender(i) for i in "abc"))
+    chosen = []
     for _ in range(4):
-        committed = await store.commit_pick(Pick("a", START_MS, contenders=contenders))
+        committed = await store.commit_pick(Pick("slow", START_MS, contenders=contenders))
         assert isinstance(committed, Committed)
         chosen.append(committed.agent_id)
     assert chosen == ["a", "b", "c", "a"]

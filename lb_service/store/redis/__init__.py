@@ -18,6 +18,8 @@ Where each part lives (one job a module):
 - ``store``: ``RedisStore``, every group below as one ``Store``, and its lifecycle.
 - ``registry``: agents, weight overrides and the strategy.
 - ``decisions``: what a pick reads (``pick_state``) and its atomic commit; pending picks.
+- ``mirror``: the replica's copy of the registered agents' records, kept current with
+  the records changed since its last read, and the index a pick decides from.
 - ``leases``: request starts, ends and expiries.
 - ``estimates``: the estimates an end or expiry folds in Python, written back
   compare-and-set, and the one-step end when a replica guesses it right.

@@ -15,7 +15,7 @@ import secrets
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
@@ -27,6 +27,9 @@ from lb_service.store.redis.connection import connect, describe, explain
 from lb_service.store.redis.estimates import OpenedHere
 from lb_service.store.redis.records import Record, decode_agent, decode_record
 from lb_service.store.redis.scripts import script_sources
+
+if TYPE_CHECKING:  # the mirror module imports this one
+    from lb_service.store.redis.mirror import Mirror
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +49,8 @@ class RedisCore:
     """What every part of the store shares: connection, scripts, caches, versions seen.
 
     The connection and its scripts, the cached configuration, this replica's copies of
-    load records, and the highest state version seen.
+    load records (and the index over them: ``mirror``), and the highest state version
+    seen.
 
     Each group of operations (``registry``, ``decisions``, ``leases``, ...) is a class
     of its own on this one; ``RedisStore`` is all of them together.
@@ -89,6 +93,8 @@ class RedisCore:
         # Agent id -> (record text, decoded record) as this replica last read or wrote it:
         # re-used while the text is the same, and what a request end guesses from.
         self._decoded: dict[str, tuple[str, Record]] = {}
+        # The registered agents' load records as picks last read them, and their index.
+        self._mirror: Mirror | None = None
         # The models of the leases this replica opened: what an end guesses its model from.
         self._opened = OpenedHere()
         # Ejections as the last pick_state read them (and this replica's own since).

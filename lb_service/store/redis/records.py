@@ -314,7 +314,12 @@ def count_pending(stats: dict[str, AgentStats], pending: Mapping[str, str]) -> N
     for agent_id, count in pending.items():
         record = stats.get(agent_id)
         if record is not None:
-            stats[agent_id] = replace(record, pending=int(count))
+            stats[agent_id] = with_pending(record, count)
+
+
+def with_pending(stats: AgentStats, count: str | None) -> AgentStats:
+    """A record with its pending picks as the pending hash holds them (None: none)."""
+    return replace(stats, pending=int(count)) if count else stats
 
 
 def decode_counters(counters: Mapping[str, str], selections: Mapping[str, str]) -> Counters:

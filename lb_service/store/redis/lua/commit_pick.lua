@@ -41,11 +41,14 @@ if not decided and #ARGV >= 20 then
   -- The one generic comparison (strategies.base.LoadRank, computed by the strategy):
   -- each contender with room ranks (tier, max(floor, per_request * (active + 1) +
   -- offset)) on its requests in flight now (AgentStats.in_flight: open leases and
-  -- pending picks, as the decision counted them), compared lexicographically; the
-  -- lowest wins and ties take turns by the sequence, ties[sequence % #ties] in the
-  -- contenders' order, as strategies.base.rotate_lowest.
+  -- pending picks, as the decision counted them), compared lexicographically. The
+  -- decision's choice (the pick's agent id) stands while it is among the lowest, so a
+  -- commit nothing raced commits what was decided, however many tie with it;
+  -- otherwise the lowest wins and ties take turns by the sequence, ties[sequence %
+  -- #ties] in the contenders' order, as strategies.base.rotate_lowest.
   local best1, best2 = nil, nil
   local ties = {}
+  local chosen1, chosen2 = nil, nil
   for i = 15, #ARGV, 6 do
     local id, limit = ARGV[i], tonumber(ARGV[i + 1])
     local s = load_stats(id)
@@ -57,6 +60,7 @@ if not decided and #ARGV >= 20 then
       local r1 = tonumber(ARGV[i + 2])
       local per_request, offset, floor = tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4]), tonumber(ARGV[i + 5])
       local r2 = math.max(floor, per_request * (active + 1) + offset)
+      if id == agent_id then chosen1, chosen2 = r1, r2 end
       if best1 == nil or r1 < best1 or (r1 == best1 and r2 < best2) then
         best1, best2 = r1, r2
         ties = {id}
@@ -70,8 +74,11 @@ if not decided and #ARGV >= 20 then
     redis.call('HINCRBY', K.counters, 'failed', 1)
     return false
   end
-  local sequence = tonumber(redis.call('HGET', K.counters, 'sequence') or 0)
-  agent_id = ties[(sequence % #ties) + 1]
+  -- The decision's own choice stands while it is still among the lowest.
+  if chosen1 ~= best1 or chosen2 ~= best2 then
+    local sequence = tonumber(redis.call('HGET', K.counters, 'sequence') or 0)
+    agent_id = ties[(sequence % #ties) + 1]
+  end
 end
 
 if not decided and #ARGV < 18 and redis.call('HGET', K.out, agent_id) == 'draining' then

@@ -22,6 +22,7 @@ local gone = 0
 for n, entry in ipairs(idle) do
   if n > keep or entry.seen < idle_since then
     redis.call('HDEL', K.stats, entry.id)
+    redis.call('ZREM', K.changed, entry.id)
     -- Its pending picks go with its history (PendingPicks.forget).
     redis.call('HDEL', K.pending, entry.id)
     redis.call('DEL', pending_key(entry.id))

@@ -62,6 +62,12 @@ local K = {
   -- n the pick's sequence number; a confirmed pick leaves it, so expiry reads only
   -- the picks it ends.
   pending_due = PREFIX .. 'pending_due',
+  -- string: the change counter (lib/changes.lua): INCR'd with every change to a load
+  -- record or a pending count (see seed_counter for its start).
+  changes = PREFIX .. 'changes',
+  -- sorted set: agent id -> the change counter at its load record's (or pending
+  -- count's) latest change, so a pick reads only the records changed since its last.
+  changed = PREFIX .. 'changed',
 }
 
 -- sorted set: request id -> n, the open leases of one agent, oldest first (an end

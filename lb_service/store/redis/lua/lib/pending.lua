@@ -1,10 +1,11 @@
 -- Pending picks: a pick counted on its agent until a start confirms it or its hold ends.
---- uses: keys
+--- uses: keys, changes
 
 local function count_pending(agent_id, change)
   if redis.call('HINCRBY', K.pending, agent_id, change) <= 0 then
     redis.call('HDEL', K.pending, agent_id)
   end
+  mark_changed(agent_id)
 end
 
 -- Pending picks, the bookkeeping of MemoryStore's PendingPicks: count pick n on the

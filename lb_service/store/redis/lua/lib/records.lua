@@ -1,5 +1,5 @@
 -- Load records: one agent's figures as one line of text.
---- uses: keys
+--- uses: keys, changes
 
 -- Load records: one line of space-separated fields, in this order (records.py
 -- decode_record reads the same): active, avg_latency_ms, last_request_at_ms,
@@ -64,4 +64,5 @@ end
 
 local function save_stats(agent_id, s)
   redis.call('HSET', K.stats, agent_id, encode_stats(s))
+  mark_changed(agent_id)
 end
