@@ -182,3 +182,15 @@ def test_records_of_agents_not_registered_stay_out_of_the_copy() -> None:
 
     assert [agent_id for agent_id, _ in taken] == ["a"]
     assert set(mirror.stats) == {"a"}
+
+
+async def test_ids_named_only_as_candidates_leave_no_copies_behind(replica: Replica) -> None:
+    """Picks among ever-new candidate ids keep copies of registered agents' records only."""
+    store = replica()
+    await store.put_agent(agent("registered"), START_MS)
+    for n in range(30):
+        await store.pick_state("", (f"outside-{n}",))
+        await store.commit_pick(Pick(f"outside-{n}", START_MS, acquire=True))
+        await store.pick_state("")
+
+    assert set(store._decoded) <= {"registered"}

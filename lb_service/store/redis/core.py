@@ -173,11 +173,17 @@ class RedisCore:
             self._config = config
 
     def _remember(self, agent_id: str, raw: str) -> None:
-        """Keep a record text a script returned as this replica's copy of the agent's record."""
+        """Keep a record text a script returned as this replica's copy of the agent's record.
+
+        Kept for registered agents only (an end is guessed only for those), so ids a
+        caller names as candidates cannot grow the copies without bound.
+        """
         known = self._decoded.get(agent_id)
         if known is None or known[0] != raw:
             record = decode_record(raw)
-            self._decoded[agent_id] = (raw, record)
+            config = self._config
+            if config is not None and agent_id in config.agents:
+                self._decoded[agent_id] = (raw, record)
             if not record.stats.active:
                 self._opened.idle(agent_id)
 

@@ -131,6 +131,8 @@ class Decisions(RedisCore):
             if not every:  # never: a new configuration comes with every record
                 raise StoreUnavailable(f"Redis store at {self.where} answered out of order")
             mirror = self._mirror = Mirror(config)
+            # Copies of agents no longer registered go with the configuration.
+            self._decoded = {i: known for i, known in self._decoded.items() if i in config.agents}
         return mirror
 
     def _records(self, ids: Sequence[str], joined: str) -> list[tuple[str, Record] | None]:
