@@ -124,24 +124,25 @@ def _serve(args: dict[str, Any]) -> int:
     except cfg.ConfigError as error:
         print(f"lb-service: config error: {error}", file=sys.stderr)
         return 2
-    configure_logging(config["log_level"], config["log_format"])
-    metrics = Metrics() if config["metrics_listen"] else None
+    service = config.service()
+    configure_logging(service.log_level, service.log_format)
+    metrics = Metrics() if service.metrics_listen else None
     store: Store
     state: StateFile | None = None
-    if config["store"] == "memory":
-        memory = MemoryStore(strategy=config["strategy"])
+    if service.store == "memory":
+        memory = MemoryStore(strategy=service.strategy)
         store = memory
         # Only the memory store is kept in a state file (a Redis store is its own record).
-        if config["state_file"]:
-            state = StateFile(config["state_file"], memory)
+        if service.state_file:
+            state = StateFile(service.state_file, memory)
     else:
         store = open_store(
-            config["store"],
-            prefix=config["store_prefix"],
-            timeout_ms=config["store_timeout_ms"],
-            pool_size=config["store_pool_size"],
-            retries=config["store_retries"],
-            strategy=config["strategy"],
+            service.store,
+            prefix=service.store_prefix,
+            timeout_ms=service.store_timeout_ms,
+            pool_size=service.store_pool_size,
+            retries=service.store_retries,
+            strategy=service.strategy,
         )
     balancer = LoadBalancer(
         store,
@@ -149,19 +150,19 @@ def _serve(args: dict[str, Any]) -> int:
         observer=metrics,
     )
     tls = (
-        TlsFiles(config["tls_cert"], config["tls_key"], config["tls_client_ca"])
-        if config["tls_cert"]
+        TlsFiles(service.tls_cert, service.tls_key, service.tls_client_ca)
+        if service.tls_cert and service.tls_key
         else None
     )
     options = ServerOptions(
-        listen=config["listen"],
-        grace_s=config["grace_period_s"],
+        listen=service.listen,
+        grace_s=service.grace_period_s,
         tls=tls,
         admin_token=config.admin_token,
-        auth_all_rpcs=config["auth_all_rpcs"],
-        metrics_listen=config["metrics_listen"],
-        max_message_bytes=config["max_message_bytes"],
-        state_interval_s=config["state_interval_s"],
+        auth_all_rpcs=service.auth_all_rpcs,
+        metrics_listen=service.metrics_listen,
+        max_message_bytes=service.max_message_bytes,
+        state_interval_s=service.state_interval_s,
     )
     log.info(
         "starting",
@@ -182,10 +183,11 @@ def _serve(args: dict[str, Any]) -> int:
 
 
 def _check_store_options(config: cfg.ServiceConfig) -> None:
-    if config["store"] != "memory" and config["state_file"] is not None:
+    service = config.service()
+    if service.store != "memory" and service.state_file is not None:
         raise cfg.ConfigError(
             "state_file cannot be used with a Redis store: the state already lives in "
-            f"Redis ({cfg.redact_url(config['store'])}); drop --state-file"
+            f"Redis ({cfg.redact_url(service.store)}); drop --state-file"
         )
 
 
@@ -200,16 +202,17 @@ async def _run(
     # An explicitly configured strategy (flag, environment) wins over the remembered or
     # shared one; a default one never overrides what a state file or Redis holds.
     explicit = config.sources.get("strategy") in {"flag", "env"}
-    shared = config["store"] != "memory"
+    strategy = config.service().strategy
+    shared = config.service().store != "memory"
     try:
         if shared and store is not None:
             await store.check()  # a replica that cannot reach its store does not start
         if state is not None:
             # Restored first, so what the flags, environment and file say explicitly wins
             # over what the service remembered: an explicit strategy, the declared registry.
-            await restore_state(state, balancer, config["strategy"] if explicit else None)
+            await restore_state(state, balancer, strategy if explicit else None)
         elif shared and explicit:
-            await balancer.set_strategy(config["strategy"])
+            await balancer.set_strategy(strategy)
         declared = _declared_at_start(config)
         await apply_declared(balancer, declared)
         reload = _Reloader(balancer, config, declared)

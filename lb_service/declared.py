@@ -107,7 +107,7 @@ def restart_needed(running: ServiceConfig, document: Mapping[str, Any]) -> list[
             except ConfigError:
                 changed.append(key)
                 continue
-        if wanted != running[key]:
+        if wanted != running.values[key]:
             changed.append(key)
     return changed
 
@@ -122,7 +122,7 @@ def warn_restart_needed(running: ServiceConfig, document: Mapping[str, Any]) -> 
         log.warning(
             "reload_needs_restart",
             key=key,
-            running=_shown(key, running[key]),
+            running=_shown(key, running.values[key]),
             file=_shown(key, document.get(key)),
         )
     return keys

@@ -24,9 +24,10 @@ def _file(tmp_path: Path, text: str) -> Path:
 def test_defaults_apply_without_any_source() -> None:
     """With no flag, variable or file every option has its documented default."""
     config = cfg.load({}, environ={})
-    assert config["listen"] == "127.0.0.1:50051"
-    assert config["strategy"] is StrategyName.LEAST_CONNECTIONS
-    assert (config["session_ttl_s"], config["request_timeout_s"]) == (1800.0, 600.0)
+    service, balancer = config.service(), config.balancer()
+    assert service.listen == "127.0.0.1:50051"
+    assert service.strategy is StrategyName.LEAST_CONNECTIONS
+    assert (balancer.session_ttl_s, balancer.request_timeout_s) == (1800.0, 600.0)
     assert config.admin_token is None
     assert set(config.sources.values()) == {"default"}
 
@@ -39,10 +40,11 @@ def test_flags_beat_environment_beat_file(tmp_path: Path) -> None:
         environ={"LB_STRATEGY": "latency-based", "LB_SESSION_TTL_S": "90"},
         config_path=path,
     )
-    assert config["strategy"] is StrategyName.ROUND_ROBIN
-    assert config["session_ttl_s"] == 90.0
-    assert config["request_timeout_s"] == 30.0
-    assert config["latency_smoothing"] == 0.3
+    balancer = config.balancer()
+    assert config.service().strategy is StrategyName.ROUND_ROBIN
+    assert balancer.session_ttl_s == 90.0
+    assert balancer.request_timeout_s == 30.0
+    assert balancer.latency_smoothing == 0.3
     assert config.sources["strategy"] == "flag"
     assert config.sources["session_ttl_s"] == "env"
     assert config.sources["request_timeout_s"] == "file"
@@ -51,7 +53,7 @@ def test_flags_beat_environment_beat_file(tmp_path: Path) -> None:
 def test_lb_config_names_the_file(tmp_path: Path) -> None:
     """LB_CONFIG points at the config file when --config is not given."""
     path = _file(tmp_path, "listen: 127.0.0.1:6000\n")
-    assert cfg.load({}, environ={"LB_CONFIG": str(path)})["listen"] == "127.0.0.1:6000"
+    assert cfg.load({}, environ={"LB_CONFIG": str(path)}).service().listen == "127.0.0.1:6000"
 
 
 @pytest.mark.parametrize(
@@ -121,16 +123,14 @@ def test_bad_values_name_the_field_and_value(tmp_path: Path, text: str, message:
 def test_limits_and_state_options_have_documented_defaults(tmp_path: Path) -> None:
     """Limits default as the README says; the state file is off unless given, saved every 5 s."""
     config = cfg.load({}, environ={})
-    assert [config[k] for k in ("max_message_bytes", "max_candidates", "max_agents")] == [
-        4 * 1024 * 1024,
-        1000,
-        10_000,
-    ]
-    assert (config["max_sessions"], config["max_leases"]) == (100_000, 100_000)
-    assert (config["state_file"], config["state_interval_s"]) == (None, 5.0)
+    service, balancer = config.service(), config.balancer()
+    assert service.max_message_bytes == 4 * 1024 * 1024
+    assert (balancer.max_candidates, balancer.max_agents) == (1000, 10_000)
+    assert (balancer.max_sessions, balancer.max_leases) == (100_000, 100_000)
+    assert (service.state_file, service.state_interval_s) == (None, 5.0)
     path = tmp_path / "state.json"
     given = cfg.load({}, environ={"LB_STATE_FILE": str(path), "LB_MAX_AGENTS": "50"})
-    assert (given["state_file"], given["max_agents"]) == (path, 50)
+    assert (given.service().state_file, given.balancer().max_agents) == (path, 50)
 
 
 def test_bad_environment_value_names_the_variable() -> None:
@@ -168,7 +168,7 @@ def test_example_config_shows_every_option() -> None:
 def test_example_config_sets_every_option_to_its_default() -> None:
     """Copying the example changes nothing, and its values agree with the documented defaults."""
     config = cfg.load({}, environ={}, config_path=EXAMPLE)
-    differ = {o.key: config[o.key] for o in cfg.OPTIONS if config[o.key] != o.default}
+    differ = {o.key: config.values[o.key] for o in cfg.OPTIONS if config.values[o.key] != o.default}
     assert differ == {}
     assert set(config.sources.values()) == {"file"}
 
@@ -311,6 +311,15 @@ def test_every_balancer_option_is_a_server_option_with_the_balancers_default() -
     for key in cfg.BALANCER_KEYS:
         assert by_key[key].default == getattr(defaults, key), key
     assert cfg.load({}, environ={}).balancer() == defaults
+
+
+def test_every_option_is_one_field_of_balancerconfig_or_serviceoptions() -> None:
+    """The option table and the two typed objects name the same options, each once."""
+    keys = [option.key for option in cfg.OPTIONS]
+
+    assert sorted(keys) == sorted(cfg.BALANCER_KEYS + cfg.SERVICE_KEYS)
+    assert len(set(keys)) == len(keys)
+    assert cfg.load({}, environ={}).service() == cfg.ServiceOptions()
 
 
 @pytest.mark.parametrize(

@@ -40,9 +40,10 @@ def test_configmap_holds_a_config_the_service_accepts(tmp_path: Path) -> None:
     path = tmp_path / "lb-service.yaml"
     path.write_text(data["lb-service.yaml"])
     config = cfg.load({}, environ={}, config_path=path)
-    assert config["listen"] == "0.0.0.0:50051"
-    assert config["store"] == "redis://lb-service-redis:6379/0"
-    assert config["metrics_listen"] == "0.0.0.0:9464"
+    service = config.service()
+    assert service.listen == "0.0.0.0:50051"
+    assert service.store == "redis://lb-service-redis:6379/0"
+    assert service.metrics_listen == "0.0.0.0:9464"
 
 
 def test_deployment_mounts_the_config_it_passes() -> None:

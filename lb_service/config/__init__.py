@@ -16,17 +16,19 @@ from lb_service.config.loading import (
     parse_option,
     read_file,
 )
-from lb_service.config.options import BALANCER_KEYS, OPTIONS, Option
+from lb_service.config.options import BALANCER_KEYS, OPTIONS, SERVICE_KEYS, Option, ServiceOptions
 from lb_service.config.values import redact_url
 
 __all__ = [
     "BALANCER_KEYS",
     "DECLARED_KEYS",
     "OPTIONS",
+    "SERVICE_KEYS",
     "ConfigError",
     "Declared",
     "Option",
     "ServiceConfig",
+    "ServiceOptions",
     "declared_from",
     "load",
     "parse_option",

@@ -18,7 +18,14 @@ import yaml
 from lb_service.agent_fields import agent_from_fields
 from lb_service.balancer.options import BalancerConfig
 from lb_service.config import values
-from lb_service.config.options import _BY_KEY, BALANCER_KEYS, OPTIONS, Option
+from lb_service.config.options import (
+    _BY_KEY,
+    BALANCER_KEYS,
+    OPTIONS,
+    SERVICE_KEYS,
+    Option,
+    ServiceOptions,
+)
 from lb_service.errors import InvalidArgument
 from lb_service.model import Agent, StrategyName
 from lb_service.validation import check_weights
@@ -42,8 +49,13 @@ class Declared:
 
 @dataclass(frozen=True, slots=True)
 class ServiceConfig:
-    """The effective configuration: option values by key, the token, and the declared registry."""
+    """The effective configuration: the options, the token and the declared registry.
 
+    The options are read typed, ``balancer()`` and ``service()``; ``values`` holds them by
+    key for the start-up log.
+    """
+
+    #: Every option's value by key, as merged and validated (what ``describe`` logs).
     values: Mapping[str, Any]
     declared: Declared
     admin_token: str | None = None
@@ -51,13 +63,13 @@ class ServiceConfig:
     #: Where each value came from ("default", "file", "env" or "flag"), for the start-up log.
     sources: Mapping[str, str] = field(default_factory=dict)
 
-    def __getitem__(self, key: str) -> Any:
-        """The value of one option."""
-        return self.values[key]
-
     def balancer(self) -> BalancerConfig:
         """The balancer's options as configured: every ``BalancerConfig`` field is an option."""
         return BalancerConfig(**{key: self.values[key] for key in BALANCER_KEYS})
+
+    def service(self) -> ServiceOptions:
+        """Every other option as configured: serving, the store, TLS, auth and logs."""
+        return ServiceOptions(**{key: self.values[key] for key in SERVICE_KEYS})
 
     def describe(self) -> dict[str, object]:
         """Every option's effective value, safe to log (the token itself is never included)."""

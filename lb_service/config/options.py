@@ -1,7 +1,10 @@
 """The server's options, one table: key, flag, ``LB_*`` variable, parser, default and help.
 
-A balancer option takes its default and its rule from ``BalancerConfig``, where they are
-declared once (``lb_service.balancer.options``).
+Each option's name, type and default are declared once, as a field: a balancer option's
+in ``BalancerConfig`` (with its rule, ``lb_service.balancer.options``), every other in
+``ServiceOptions`` below. The table adds the flag, parser and help, and takes the
+defaults from those fields; ``ServiceConfig.balancer()`` and ``.service()`` hand the
+values out as those typed objects.
 """
 
 from __future__ import annotations
@@ -9,12 +12,14 @@ from __future__ import annotations
 import math
 import typing
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
 from lb_service.balancer.options import BalancerConfig
 from lb_service.balancer.options import rule as balancer_rule
 from lb_service.config import values
+from lb_service.logs import LogFormat
 from lb_service.model import StrategyName
 
 
@@ -34,6 +39,48 @@ class Option:
     def env(self) -> str:
         """The environment variable that sets this option, e.g. ``LB_SESSION_TTL_S``."""
         return "LB_" + self.key.upper()
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceOptions:
+    """The options that are not the balancer's: serving, the store, TLS, auth, logs."""
+
+    listen: str = "127.0.0.1:50051"
+    #: The strategy at start (the balancer's own is in the store, changed at run time).
+    strategy: StrategyName = StrategyName.LEAST_CONNECTIONS
+    grace_period_s: float = 5.0
+    max_message_bytes: int = 4 * 1024 * 1024
+    store: str = "memory"
+    store_prefix: str = "lb"
+    store_timeout_ms: float = 500.0
+    store_pool_size: int = 32
+    store_retries: int = 1
+    state_file: Path | None = None
+    state_interval_s: float = 5.0
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    admin_token_file: Path | None = None
+    auth_all_rpcs: bool = False
+    metrics_listen: str = ""
+    log_level: str = "info"
+    log_format: LogFormat = "auto"
+
+
+_SERVICE_DEFAULTS = ServiceOptions()
+
+
+def _service(
+    key: str,
+    flag: str,
+    parse: Callable[[object], Any],
+    help: str,
+    metavar: str | None = None,
+    *,
+    is_flag: bool = False,
+) -> Option:
+    """A service option: its default is ``ServiceOptions``'s, declared once there."""
+    return Option(key, flag, parse, getattr(_SERVICE_DEFAULTS, key), help, metavar, is_flag)
 
 
 #: The balancer's options as it defaults them; their values follow its rules.
@@ -74,9 +121,9 @@ def _balancer(
 
 #: Every option, in the order the README's reference table lists them.
 OPTIONS: tuple[Option, ...] = (
-    Option("listen", "--listen", values.as_address, "127.0.0.1:50051",
+    _service("listen", "--listen", values.as_address,
            "address to serve on; port 0 picks a free one", "HOST:PORT"),
-    Option("strategy", "--strategy", values.as_strategy, StrategyName.LEAST_CONNECTIONS,
+    _service("strategy", "--strategy", values.as_strategy,
            "selection strategy at start", "NAME"),
     _balancer("sticky_sessions", "--sticky-sessions",
            "route a session_id to the agent it is bound to", is_flag=True),
@@ -152,9 +199,9 @@ OPTIONS: tuple[Option, ...] = (
            is_flag=True),
     _balancer("watch_min_interval_ms", "--watch-min-interval-ms",
            "least time between two WatchLoads updates", "MS"),
-    Option("grace_period_s", "--grace-period", values.positive, 5.0,
+    _service("grace_period_s", "--grace-period", values.positive,
            "time in-flight RPCs get to finish on SIGTERM/SIGINT", "SECONDS"),
-    Option("max_message_bytes", "--max-message-bytes", values.whole, 4 * 1024 * 1024,
+    _service("max_message_bytes", "--max-message-bytes", values.whole,
            "largest request accepted; larger ones get RESOURCE_EXHAUSTED", "BYTES"),
     _balancer("max_candidates", "--max-candidates",
            "most candidates one SelectAgent may pass (more: INVALID_ARGUMENT)", "N"),
@@ -164,39 +211,41 @@ OPTIONS: tuple[Option, ...] = (
            "most sticky-session bindings held (more: RESOURCE_EXHAUSTED)", "N"),
     _balancer("max_leases", "--max-leases",
            "most open leases (more: RESOURCE_EXHAUSTED)", "N"),
-    Option("store", "--store", values.as_store, "memory",
+    _service("store", "--store", values.as_store,
            "where state lives: memory (one process) or redis://HOST:PORT/DB shared by "
            "replicas", "URL"),
-    Option("store_prefix", "--store-prefix", values.as_text, "lb",
+    _service("store_prefix", "--store-prefix", values.as_text,
            "prefix of every Redis key, so several balancers can share one Redis", "PREFIX"),
-    Option("store_timeout_ms", "--store-timeout-ms", values.positive, 500.0,
+    _service("store_timeout_ms", "--store-timeout-ms", values.positive,
            "a Redis call slower than this fails the RPC with UNAVAILABLE", "MS"),
-    Option("store_pool_size", "--store-pool-size", values.whole, 32,
+    _service("store_pool_size", "--store-pool-size", values.whole,
            "most connections to Redis per replica", "N"),
-    Option("store_retries", "--store-retries", values.whole_or_zero, 1,
+    _service("store_retries", "--store-retries", values.whole_or_zero,
            "retries of a Redis call after a connection error, with jittered back-off", "N"),
-    Option("state_file", "--state-file", values.as_optional_path, None,
+    _service("state_file", "--state-file", values.as_optional_path,
            "keep agents, weights, strategy and sessions in this file across restarts", "PATH"),
-    Option("state_interval_s", "--state-interval", values.positive, 5.0,
+    _service("state_interval_s", "--state-interval", values.positive,
            "time between two saves of --state-file (it is also saved at shutdown)", "SECONDS"),
-    Option("tls_cert", "--tls-cert", values.as_optional_path, None,
+    _service("tls_cert", "--tls-cert", values.as_optional_path,
            "PEM server certificate chain; with --tls-key, serve TLS", "PATH"),
-    Option("tls_key", "--tls-key", values.as_optional_path, None,
+    _service("tls_key", "--tls-key", values.as_optional_path,
            "PEM private key of --tls-cert", "PATH"),
-    Option("tls_client_ca", "--tls-client-ca", values.as_optional_path, None,
+    _service("tls_client_ca", "--tls-client-ca", values.as_optional_path,
            "PEM CA bundle; clients must present a certificate it signed (mutual TLS)", "PATH"),
-    Option("admin_token_file", "--admin-token-file", values.as_optional_path, None,
+    _service("admin_token_file", "--admin-token-file", values.as_optional_path,
            "file holding the bearer token admin RPCs require (or set LB_ADMIN_TOKEN)", "PATH"),
-    Option("auth_all_rpcs", "--auth-all-rpcs", values.as_bool, False,
+    _service("auth_all_rpcs", "--auth-all-rpcs", values.as_bool,
            "require the token on every lb.v1 RPC, not only admin ones", is_flag=True),
-    Option("metrics_listen", "--metrics-listen", values.as_optional_address, "",
+    _service("metrics_listen", "--metrics-listen", values.as_optional_address,
            "serve Prometheus metrics over HTTP on this address (off when empty)", "HOST:PORT"),
-    Option("log_level", "--log-level", values.one_of("debug", "info", "warning", "error"), "info",
+    _service("log_level", "--log-level", values.one_of("debug", "info", "warning", "error"),
            "least severe log level written", "LEVEL"),
-    Option("log_format", "--log-format", values.one_of("auto", "json", "console"), "auto",
+    _service("log_format", "--log-format", values.one_of("auto", "json", "console"),
            "auto: console on a terminal, JSON lines otherwise", "FORMAT"),
 )  # fmt: skip
 
 _BY_KEY = {option.key: option for option in OPTIONS}
 #: The options ``BalancerConfig`` takes, by the same name and in the same unit.
 BALANCER_KEYS = tuple(_BALANCER_TYPES)
+#: The options ``ServiceOptions`` takes: every other one.
+SERVICE_KEYS = tuple(field.name for field in fields(ServiceOptions))
