@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import time
+import typing
 from dataclasses import dataclass
 
 import httptools
@@ -96,8 +97,9 @@ class _Connection(asyncio.Protocol):
 
     # asyncio.Protocol.
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # A stream transport (create_connection); not checked with isinstance: uvloop's
+        # transports (the server's loop where installed) are not asyncio.Transport's.
+        self._transport = typing.cast(asyncio.Transport, transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None

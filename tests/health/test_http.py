@@ -149,3 +149,20 @@ async def test_a_cancelled_request_drops_its_connection(pool: Pool) -> None:
                 async with asyncio.timeout(0.2):
                     await pool.get("127.0.0.1", port, "/")
     assert counts == [1, 1]
+
+
+def test_probes_work_on_uvloop_the_servers_default_loop() -> None:
+    """The client reads answers on uvloop too, whose transports are not asyncio.Transport's."""
+    uvloop = pytest.importorskip("uvloop")  # a dependency except on Windows
+
+    async def probe_twice() -> tuple[int, bytes, list[int]]:
+        made = Pool(max_body_bytes=1024, keepalive_s=60.0)
+        try:
+            async with raw([OK, OK]) as (port, counts):
+                await made.get("127.0.0.1", port, "/")
+                answer = await made.get("127.0.0.1", port, "/")
+            return answer.status, answer.body, counts
+        finally:
+            made.close()
+
+    assert uvloop.run(probe_twice()) == (200, b"ok", [2])
