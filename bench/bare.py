@@ -1,9 +1,10 @@
 """The bare echo server the RPC figures are judged against: ``python -m bench.bare``.
 
 A grpc.aio server with nothing of lb-service in it: no interceptors, no wrapping, no
-logging configured, no other service. It serves one method, ``/bench.Echo/Echo``
-(a SelectAgentRequest in, an empty SelectAgentResponse out), registered as generated
-code registers any service's methods. Whatever SelectAgent costs beyond this
+logging configured, no other service, on asyncio's own event loop (the default a
+grpc.aio server gets; lb-service's runs on uvloop where it can). It serves one method,
+``/bench.Echo/Echo`` (a SelectAgentRequest in, an empty SelectAgentResponse out),
+registered as generated code registers any service's methods. Whatever SelectAgent costs beyond this
 server's echo is what lb-service adds: its server stack, servicer and decision.
 
 Prints ``port <n>`` once serving; stops when its standard input closes.

@@ -1,7 +1,8 @@
 """The server the RPC parts measure: ``python -m bench.server``, a process of its own.
 
 It hosts a real LoadBalancerServer (the stack ``lb-service serve`` runs: server
-stack, servicer, balancer, memory store) with the fleet registered, plus one
+stack, servicer, balancer, memory store, on the event loop ``serve`` picks by default,
+``lb_service.service.loop``) with the fleet registered, plus one
 bench-only method on the same grpc.aio server, ``/bench.Floor/Echo``: the bare echo's
 method (``bench.bare``) served behind this server's stack, so it costs what any RPC of
 that shape costs on this server and nothing more. The floor is not part of lb.v1: it
@@ -21,6 +22,7 @@ from bench.bare import echo_handlers
 from bench.fleet import fleet
 from lb_service.balancer import LoadBalancer
 from lb_service.logs import configure_logging
+from lb_service.service.loop import run
 from lb_service.service.options import ServerOptions
 from lb_service.service.server import LoadBalancerServer
 from lb_service.store.memory import MemoryStore
@@ -53,7 +55,7 @@ def main() -> None:
         os.sched_setaffinity(0, args.cpu)
     # As `lb-service serve` runs by default: info level, JSON lines (to the caller's pipe).
     configure_logging("info", "json")
-    asyncio.run(_serve(args.agents))
+    run(_serve(args.agents))
 
 
 if __name__ == "__main__":

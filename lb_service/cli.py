@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -19,6 +18,9 @@ from lb_service.emulate import command as emulate_command
 from lb_service.errors import StoreUnavailable
 from lb_service.health.probes import Prober
 from lb_service.logs import configure_logging
+from lb_service.service.loop import LoopUnavailable
+from lb_service.service.loop import chosen as chosen_loop
+from lb_service.service.loop import run as run_loop
 from lb_service.service.metrics import Metrics
 from lb_service.service.options import ListenError, ServerOptions, TlsFiles
 from lb_service.service.server import restore_state, serve
@@ -121,7 +123,8 @@ def _serve(args: dict[str, Any]) -> int:
     try:
         config = cfg.load(args, config_path=config_path)
         _check_store_options(config)
-    except cfg.ConfigError as error:
+        loop = chosen_loop(config.service().event_loop)
+    except (cfg.ConfigError, LoopUnavailable) as error:
         print(f"lb-service: config error: {error}", file=sys.stderr)
         return 2
     service = config.service()
@@ -168,10 +171,11 @@ def _serve(args: dict[str, Any]) -> int:
         "starting",
         version=version(),
         config_file=str(config.config_path or ""),
+        running_on=loop,
         **config.describe(),
     )
     try:
-        asyncio.run(_run(balancer, options, config, metrics, state, store))
+        run_loop(_run(balancer, options, config, metrics, state, store), loop)
     except ListenError as error:
         print(f"lb-service: error: {error}", file=sys.stderr)
         return 1

@@ -65,6 +65,7 @@ class ServiceOptions:
     metrics_listen: str = ""
     log_level: str = "info"
     log_format: LogFormat = "auto"
+    event_loop: str = "auto"
 
 
 _SERVICE_DEFAULTS = ServiceOptions()
@@ -242,6 +243,9 @@ OPTIONS: tuple[Option, ...] = (
            "least severe log level written", "LEVEL"),
     _service("log_format", "--log-format", values.one_of("auto", "json", "console"),
            "auto: console on a terminal, JSON lines otherwise", "FORMAT"),
+    _service("event_loop", "--event-loop", values.one_of("auto", "uvloop", "asyncio"),
+           "the server's event loop: auto takes uvloop where it is installed (faster), "
+           "else asyncio's own", "LOOP"),
 )  # fmt: skip
 
 _BY_KEY = {option.key: option for option in OPTIONS}

@@ -79,6 +79,29 @@ def test_start_up_line_names_the_version(process: subprocess.Popen[str]) -> None
     assert starting["version"] == metadata.version("lb-service")
 
 
+def test_the_server_runs_on_uvloop_by_default_and_on_asyncio_when_asked() -> None:
+    """`auto` runs on uvloop (a dependency here); `--event-loop asyncio` on asyncio's own loop."""
+    for flags, loop in (((), "uvloop"), (("--event-loop", "asyncio"), "asyncio")):
+        proc = processes.start(*flags)
+        try:
+            starting = processes.wait_for(proc, "starting")
+            assert (starting["event_loop"], starting["running_on"]) == (
+                flags[-1] if flags else "auto",
+                loop,
+            )
+            port = processes.port(proc)
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+                stub = pb_grpc.LoadBalancerStub(channel)
+                agent = pb.Agent(id="a", host="10.0.0.1", port=11434)
+                stub.RegisterAgent(pb.RegisterAgentRequest(agent=agent), timeout=HANG_GUARD_S)
+                reply = stub.SelectAgent(pb.SelectAgentRequest(), timeout=HANG_GUARD_S)
+            assert reply.agent.id == "a"
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=HANG_GUARD_S) == 0
+        finally:
+            processes.stop(proc)
+
+
 def test_a_silent_heartbeat_agent_goes_unhealthy_then_expires() -> None:
     """With --agent-expiry 1, the real process logs the miss, then removes the silent agent."""
     proc = processes.start("--agent-expiry", "1")
