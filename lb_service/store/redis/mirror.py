@@ -1,11 +1,12 @@
 """A replica's copy of the registered agents' load records, and the index over it.
 
 A pick on the Redis store once read and decoded every registered agent's record and
-scanned them all, so its cost grew with the fleet (13.6x at 1,000 agents what it was at
-10). Now every change to a load record or to an agent's pending picks is numbered in
-Redis (``lua/lib/changes.lua``); ``pick_state`` returns only the records changed since
-the number this replica's copy is current to, and the replica folds them into its copy,
-which an ``AgentIndex`` indexes exactly as the memory store's own. So a pick reads and
+scanned them all, so its cost grew with the fleet (``make bench-cluster``: 18.5x at
+1,000 agents what it was at 10; 1.0-1.5x since). Now every change to a load record or
+to an agent's pending picks is numbered in Redis (``lua/lib/changes.lua``);
+``pick_state`` returns only the records changed since the number this replica's copy is
+current to, and the replica folds them into its copy, which an ``AgentIndex`` indexes
+exactly as the memory store's own. So a pick reads and
 decodes what moved since the last one and decides from the index (``decision.indexed``);
 the commit still re-ranks its contenders on Redis's live loads.
 
