@@ -121,6 +121,8 @@ class KeptRanks(Sequence[tuple[Candidate, LoadRank]], abc.ABC):
     The index keeps the ranks, so it can name the lowest without building the rest.
     """
 
+    __slots__ = ()
+
     @abc.abstractmethod
     def leaders(self, choice: Candidate, count: int) -> Ranked:
         """``choice`` and the ``count - 1`` other members ranked lowest, ``choice`` first."""
