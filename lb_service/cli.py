@@ -206,8 +206,8 @@ async def _run(
     # An explicitly configured strategy (flag, environment) wins over the remembered or
     # shared one; a default one never overrides what a state file or Redis holds.
     explicit = config.sources.get("strategy") in {"flag", "env"}
-    strategy = config.service().strategy
-    shared = config.service().store != "memory"
+    service = config.service()
+    strategy, shared = service.strategy, service.store != "memory"
     try:
         if shared and store is not None:
             await store.check()  # a replica that cannot reach its store does not start
