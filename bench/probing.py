@@ -365,7 +365,9 @@ def markdown(run: Run) -> str:
     return "\n".join(lines)
 
 
-#: Tiny sizes for tests/bench: proves the harness runs, measures nothing.
+#: Tiny sizes for tests/bench: proves the harness runs, measures nothing. Each load
+#: window is long enough (1.5 s after a 0.3 s warm-up) that a call completes in it even
+#: on a crowded machine: 0.3 s windows saw none while simulators shared both cores.
 SMOKE = Settings(
     agents=6,
     interval_s=0.2,
@@ -373,8 +375,8 @@ SMOKE = Settings(
     settle_s=0.2,
     processes=1,
     threads=1,
-    duration_s=0.3,
-    warmup_s=0.05,
+    duration_s=1.5,
+    warmup_s=0.3,
     rounds=1,
     ready_s=30.0,
 )
