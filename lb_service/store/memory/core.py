@@ -51,6 +51,11 @@ class MemoryCore:
         # Agents ejected now (until when); kept apart so a pick need not scan the stats.
         self._ejections: dict[str, int] = {}
         self._ejections_view = MappingProxyType(self._ejections)
+        # Read-only views of the registry, weights and loads, made once: every pick's
+        # snapshot hands them out (the dicts are only ever changed in place).
+        self._agents_view = MappingProxyType(self._agents)
+        self._weights_view = MappingProxyType(self._weights)
+        self._stats_view = MappingProxyType(self._stats)
         self._version = 0
         self._changed = asyncio.Event()
         self._index = AgentIndex(self._agents, self._stats, self._weights)

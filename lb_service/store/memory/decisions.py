@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from types import MappingProxyType
 
 from lb_service.store.base import AgentStats, Binding, Committed, Limit, Pick, PickState
 from lb_service.store.memory.core import MemoryCore
@@ -16,9 +15,9 @@ class Decisions(MemoryCore):
         """Snapshot what a selection needs; the views are live but nothing runs in between."""
         return PickState(
             strategy=self._strategy,
-            agents=MappingProxyType(self._agents),
-            stats=MappingProxyType(self._stats),
-            weights=MappingProxyType(self._weights),
+            agents=self._agents_view,
+            stats=self._stats_view,
+            weights=self._weights_view,
             binding=self._bindings.get(session_id) if session_id else None,
             sequence=self._sequence,
             session_count=len(self._bindings),

@@ -14,7 +14,7 @@ class Reads(MemoryCore):
 
     async def stats(self) -> Mapping[str, AgentStats]:
         """Load history of every agent id ever seen, registered or candidate."""
-        return MappingProxyType(self._stats)
+        return self._stats_view
 
     async def session_count(self) -> int:
         """Sticky-session bindings held."""
@@ -43,9 +43,9 @@ class Reads(MemoryCore):
         """Strategy, registry, weights, every load record and the counters (live views)."""
         return Overview(
             strategy=self._strategy,
-            agents=MappingProxyType(self._agents),
-            weights=MappingProxyType(self._weights),
-            stats=MappingProxyType(self._stats),
+            agents=self._agents_view,
+            weights=self._weights_view,
+            stats=self._stats_view,
             counters=await self.counters(),
             health=self._health.records(),
             reports=self._reports_view,

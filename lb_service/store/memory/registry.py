@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
-from types import MappingProxyType
 
 from lb_service.capacity import stamp_slots
 from lb_service.model import Agent, StrategyName
@@ -49,11 +48,11 @@ class Registry(MemoryCore):
 
     async def agents(self) -> Mapping[str, Agent]:
         """Registered agents by id, in registration order."""
-        return MappingProxyType(self._agents)
+        return self._agents_view
 
     async def weights(self) -> Mapping[str, float]:
         """Weight overrides by agent id."""
-        return MappingProxyType(self._weights)
+        return self._weights_view
 
     async def set_weights(
         self, weights: Mapping[str, float], *, only_registered: bool = False
@@ -71,7 +70,7 @@ class Registry(MemoryCore):
             self._weights.update(weights)
             self._index.weights_changed()
             self._bump()
-        return Configuration(MappingProxyType(self._agents), MappingProxyType(self._weights))
+        return Configuration(self._agents_view, self._weights_view)
 
     async def clear_weights(self, agent_ids: Iterable[str]) -> None:
         """Drop the overrides of these agents."""

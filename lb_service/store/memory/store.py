@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from lb_service.health.state import HealthRecord
 from lb_service.store.base import AgentStats
-from lb_service.store.index import AgentIndex
 from lb_service.store.memory.decisions import Decisions
 from lb_service.store.memory.feed import ChangeFeed
 from lb_service.store.memory.health import HealthRecords
@@ -49,11 +48,14 @@ class MemoryStore(
         (empty at start-up, when a snapshot is restored).
         """
         self._strategy = state.strategy
-        self._agents = {agent.id: agent for agent in state.agents}
+        # In place: the index and the read-only views handed to picks are over these dicts.
+        self._agents.clear()
+        self._agents.update((agent.id, agent) for agent in state.agents)
         for agent_id in self._agents:
             self._stats.setdefault(agent_id, AgentStats())
-        self._weights = dict(state.weights)
+        self._weights.clear()
+        self._weights.update(state.weights)
         self._bindings = dict(state.bindings)
         self._health.restore({i: HealthRecord(drained=True) for i in state.drained})
-        self._index = AgentIndex(self._agents, self._stats, self._weights)
+        self._index.registry_changed()
         self._bump()
