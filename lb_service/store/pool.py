@@ -41,7 +41,6 @@ from lb_service.strategies.base import (
     KeptRanks,
     LoadRank,
     Ranked,
-    expected_time,
     expected_time_rank,
 )
 from lb_service.strategies.sampling import CapacityTrees
@@ -131,6 +130,10 @@ class Pool:
         # expected_time_rank), built on the first full scan asked for; kept up to date
         # as loads change, dropped when the scale moves an untrusted member's capacity.
         self._times: MinTree | None = None
+        # Per member, its expected time in linear form (``expected_time_rank``), kept
+        # while only its load moves: a pick, a start or an end's lease closing then
+        # re-ranks it with one ``LoadRank.at``, not a new candidate.
+        self._time_ranks: list[LoadRank | None] = [None] * len(self.agents)
 
     def __len__(self) -> int:
         """The number of members."""
@@ -289,9 +292,16 @@ class Pool:
         agent_id = self.agents[position].id
         old = self._records[position]
         self._records[position] = record
-        self._estimates[position] = estimates
-        figure = ranked_rate(*estimates[:3])
         was = self._learned[position]
+        # The same estimates (peers hand the same object back while they stand) and slots:
+        # only the load moved, so the learned figure and the linear form of the time stand.
+        load_only = estimates is self._estimates[position] and record.slots == old.slots
+        self._estimates[position] = estimates
+        if load_only:
+            figure = was
+        else:
+            figure = ranked_rate(*estimates[:3])
+            self._time_ranks[position] = None
         self.active += record.in_flight - old.in_flight
         limit = self._limits[position]
         if limit:
@@ -319,6 +329,7 @@ class Pool:
         if rescaled:
             self._candidates.clear()
             self._times = None
+            self._time_ranks = [None] * len(self.agents)
             # Its members are all untrusted, so it holds none whose change moved the scale
             # and would never hear of it: rebuilt when next asked for.
             self._releasable = None
@@ -336,8 +347,14 @@ class Pool:
             self._released.update(agent_id, record, estimates)
 
     def _time(self, position: int) -> float:
-        """The member's expected time for a new request, as a full scan ranks it."""
-        return expected_time(self.candidate(position, False))
+        """The member's expected time for a new request, as a full scan ranks it.
+
+        ``expected_time`` of its candidate, through the kept linear form.
+        """
+        rank = self._time_ranks[position]
+        if rank is None:
+            rank = self._time_ranks[position] = expected_time_rank(self.candidate(position, False))
+        return rank.at(self._records[position].in_flight)[1]
 
     def _capacity_trees(self) -> CapacityTrees:
         if self._scale_pool is not None:
