@@ -88,7 +88,7 @@ class Unindexed:
     async def pick_state(self, session_id: str, candidate_ids: Sequence[str] = ()) -> PickState:
         """The store's snapshot without its index."""
         state = await self._store.pick_state(session_id, candidate_ids)
-        return dataclasses.replace(state, pool=None)
+        return state._replace(pool=None)
 
 
 async def _measure(sizes: Sequence[int], budget: Budget) -> CoreResults:

@@ -46,7 +46,7 @@ class Unindexed(MemoryStore):
 
     async def pick_state(self, session_id: str, candidate_ids: Sequence[str] = ()) -> PickState:
         state = await super().pick_state(session_id, candidate_ids)
-        return dataclasses.replace(state, pool=None)
+        return state._replace(pool=None)
 
 
 IDS = ("a", "b", "c", "d", "e", "f")

@@ -2,12 +2,34 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from lb_service.balancer import BalancerConfig
+from lb_service.store.base import AgentStats, with_pending
 from lb_service.store.memory import MemoryStore
 from lb_service.store.pending import PendingPicks
 from tests.factories import BASE_RULES, FakeClock, agent, balancer
 
 HELD = BalancerConfig(choice_count=0, peak_ewma=False, pick_hold_s=1.0)
+
+
+def test_with_pending_copies_every_field_and_sets_only_pending() -> None:
+    """The generated copy equals ``dataclasses.replace`` on a record whose every field is set."""
+    values: dict[str, object] = {}
+    for n, field in enumerate(dataclasses.fields(AgentStats), start=1):
+        default = getattr(AgentStats(), field.name)
+        if isinstance(default, bool):
+            values[field.name] = not default
+        elif isinstance(default, tuple):
+            values[field.name] = (("llama3:8b", 0.5, n, 0.25),)
+        else:
+            values[field.name] = n
+    record = AgentStats(**values)  # type: ignore[arg-type]  # each field given a value of its type
+
+    copy = with_pending(record, 99)
+
+    assert copy == dataclasses.replace(record, pending=99)
+    assert record.pending != 99  # the original is untouched
 
 
 def test_a_start_confirms_the_agents_oldest_pick_and_expiry_skips_it() -> None:

@@ -66,7 +66,7 @@ async def put(store: Store, *ids: str) -> None:
 async def select(store: Store, pick: Pick) -> Committed:
     """Read the snapshot and commit, as a selection does; the commit must succeed."""
     state = await store.pick_state(pick.session_id)
-    committed = await store.commit_pick(replace(pick, seen=state.binding))
+    committed = await store.commit_pick(pick._replace(seen=state.binding))
     assert isinstance(committed, Committed), committed
     return committed
 
@@ -343,7 +343,7 @@ async def test_a_pick_without_acquire_is_pending_until_its_hold_ends(
 async def test_a_pick_with_acquire_or_no_hold_is_not_pending(store: Store) -> None:
     """A lease is counted as active only; a hold that ends by the pick's own time holds nothing."""
     await put(store, "a")
-    await select(store, replace(held("a", START_MS), acquire=True))
+    await select(store, held("a", START_MS)._replace(acquire=True))
     await select(store, Pick("a", START_MS, hold_until_ms=START_MS))
     assert await pending(store) == {}
     assert (await store.stats())["a"].in_flight == 1
