@@ -198,7 +198,12 @@ def ranked_slots(agent: Agent, stats: AgentStats, trusted: bool) -> int:
     Declared slots are stamped into the record at registration, so for an agent that
     declares them both are the declaration.
     """
-    return stats.slots if trusted else parallel_slots(agent)
+    return slots_ranked(parallel_slots(agent), stats, trusted)
+
+
+def slots_ranked(guess: int, stats: AgentStats, trusted: bool) -> int:
+    """``ranked_slots`` given the agent's ``parallel_slots`` (an index keeps it per member)."""
+    return stats.slots if trusted else guess
 
 
 def learned_slots(overtaken_at: tuple[int, ...], completions: int) -> int:

@@ -26,10 +26,10 @@ from lb_service.capacity import (
     hardware_capacity,
     parallel_slots,
     ranked_rate,
-    ranked_slots,
     release_limit,
     releases,
     scale_of,
+    slots_ranked,
 )
 from lb_service.mintree import MinTree
 from lb_service.model import Agent
@@ -84,6 +84,10 @@ class Pool:
         self._peers = None if scale_of is not None else PeerIndex(agents, self._records)
         self._estimates = list(estimates) if self._peers is None else self._peers.figures()
         self._priors = [hardware_capacity(agent) for agent in agents]
+        # Each member's guessed slots (``capacity.parallel_slots``: fixed by its fields)
+        # and the load at which an untrusted member is queued (``release_limit``).
+        self._guessed_slots = [parallel_slots(agent) for agent in agents]
+        self._queued_at = [release_limit(slots) for slots in self._guessed_slots]
         self._learned = [ranked_rate(*read[:3]) for read in self._estimates]
         self._weights = [weights.get(agent.id, agent.default_weight) for agent in agents]
         self._limits = [agent.max_connections for agent in agents]
@@ -103,10 +107,10 @@ class Pool:
         #: when exploration releases the others (``decision.room.explore_bounded``).
         self._queued = {
             n
-            for n, (agent, figure, record) in enumerate(
-                zip(self.agents, self._learned, self._records, strict=True)
+            for n, (limit, figure, record) in enumerate(
+                zip(self._queued_at, self._learned, self._records, strict=True)
             )
-            if _queued(agent, figure, record)
+            if _queued(limit, figure, record)
         }
         self._options: Pool | None = None
         self._releasable: Pool | None = None
@@ -227,7 +231,7 @@ class Pool:
                 prior,
                 record.cost_at_ms,
                 factor_of(self._estimates[position][3], self._model),
-                ranked_slots(self.agents[position], record, figure is not None),
+                slots_ranked(self._guessed_slots[position], record, figure is not None),
             ),
         )
 
@@ -309,7 +313,7 @@ class Pool:
         if _exploring(figure, record) != (position in self._held):
             self._held ^= {position}
             self._options = self._releasable = None  # other members held back: new subsets
-        if _queued(self.agents[position], figure, record) != (position in self._queued):
+        if _queued(self._queued_at[position], figure, record) != (position in self._queued):
             self._queued ^= {position}
             self._releasable = self._released = None
         rescaled = False
@@ -411,5 +415,5 @@ def _exploring(figure: float | None, record: AgentStats) -> bool:
     return figure is None and record.in_flight >= EXPLORE_LIMIT
 
 
-def _queued(agent: Agent, figure: float | None, record: AgentStats) -> bool:
-    return figure is None and record.in_flight >= release_limit(parallel_slots(agent))
+def _queued(limit: int, figure: float | None, record: AgentStats) -> bool:
+    return figure is None and record.in_flight >= limit
