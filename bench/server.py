@@ -35,7 +35,7 @@ async def _serve(agents: int) -> None:
     balancer = LoadBalancer(MemoryStore())
     for agent in fleet(agents):
         await balancer.register(agent)
-    server = LoadBalancerServer(balancer, ServerOptions(listen="127.0.0.1:0", grace_s=0.5))
+    server = LoadBalancerServer(balancer, ServerOptions(listen="127.0.0.1:0", grace_period_s=0.5))
     # Registered as lb.v1's methods are, so the floor pays exactly the stack they pay.
     server.add_method_handlers("bench.Floor", echo_handlers())
     port = await server.start()

@@ -159,7 +159,7 @@ def _serve(args: dict[str, Any]) -> int:
     )
     options = ServerOptions(
         listen=service.listen,
-        grace_s=service.grace_period_s,
+        grace_period_s=service.grace_period_s,
         tls=tls,
         admin_token=config.admin_token,
         auth_all_rpcs=service.auth_all_rpcs,

@@ -33,7 +33,7 @@ class ServerOptions:
     #: Address to bind; loopback by default so nothing is exposed by accident.
     listen: str = "127.0.0.1:50051"
     #: Seconds in-flight RPCs get to finish on shutdown.
-    grace_s: float = 5.0
+    grace_period_s: float = 5.0
     #: Seconds between sweeps that expire overdue leases and idle sessions, and between
     #: two checks of heartbeat agents' silence (a missed heartbeat shows within it).
     sweep_interval_s: float = 1.0

@@ -186,9 +186,9 @@ class LoadBalancerServer:
         log.info("serving", listen=self._options.listen, port=self.port, tls=tls is not None)
         return self.port
 
-    async def stop(self, grace_s: float | None = None) -> None:
+    async def stop(self, grace_period_s: float | None = None) -> None:
         """Stop gracefully: report NOT_SERVING, drain, end streams, let in-flight RPCs finish."""
-        grace = self._options.grace_s if grace_s is None else grace_s
+        grace = self._options.grace_period_s if grace_period_s is None else grace_period_s
         started = asyncio.get_running_loop().time()
         await self._health.enter_graceful_shutdown()
         self._drain.begin()
@@ -363,5 +363,5 @@ async def serve(
     await server.start()
     await stop.wait()
     # What is running as shutdown starts: a soak run reads these to find leaks.
-    log.info("shutting_down", grace_s=options.grace_s, **server.activity())
+    log.info("shutting_down", grace_period_s=options.grace_period_s, **server.activity())
     await server.stop()

@@ -54,7 +54,7 @@ class ThreadServer:
     async def _start(self) -> int:
         # grpc.aio binds a server to the loop it is created on: create it there.
         self.balancer = LoadBalancer(MemoryStore(), BalancerConfig())
-        options = dataclasses.replace(self._options, listen="127.0.0.1:0", grace_s=0.5)
+        options = dataclasses.replace(self._options, listen="127.0.0.1:0", grace_period_s=0.5)
         self._server = LoadBalancerServer(self.balancer, options)
         return await self._server.start()
 

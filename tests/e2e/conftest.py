@@ -18,7 +18,7 @@ from lb_service.store.memory import MemoryStore
 async def server() -> AsyncIterator[LoadBalancerServer]:
     """A started server on 127.0.0.1 with a free port; stopped after the test."""
     balancer = LoadBalancer(MemoryStore(), BalancerConfig())
-    running = LoadBalancerServer(balancer, ServerOptions(listen="127.0.0.1:0", grace_s=1.0))
+    running = LoadBalancerServer(balancer, ServerOptions(listen="127.0.0.1:0", grace_period_s=1.0))
     await running.start()
     try:
         yield running

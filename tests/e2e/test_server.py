@@ -165,7 +165,7 @@ async def test_stop_ends_streams_cleanly(
     await _register(stub, _agent("a"))
     call = stub.WatchLoads(pb.WatchLoadsRequest())
     await asyncio.wait_for(call.read(), HANG_GUARD_S)
-    await asyncio.wait_for(server.stop(grace_s=HANG_GUARD_S), HANG_GUARD_S * 2)
+    await asyncio.wait_for(server.stop(grace_period_s=HANG_GUARD_S), HANG_GUARD_S * 2)
     assert await asyncio.wait_for(call.read(), HANG_GUARD_S) is grpc.aio.EOF
     assert await call.code() == grpc.StatusCode.OK
 

@@ -80,7 +80,7 @@ async def server(store: FlakyStore) -> AsyncIterator[LoadBalancerServer]:
     """A server over ``store`` that checks it and sweeps every 20 ms."""
     balancer = LoadBalancer(store, BalancerConfig(watch_min_interval_ms=10.0))
     options = ServerOptions(
-        listen="127.0.0.1:0", grace_s=1.0, sweep_interval_s=0.02, store_check_interval_s=0.02
+        listen="127.0.0.1:0", grace_period_s=1.0, sweep_interval_s=0.02, store_check_interval_s=0.02
     )
     running = LoadBalancerServer(balancer, options, store=store)
     await running.start()

@@ -157,7 +157,8 @@ async def target() -> AsyncIterator[InProcess]:
     """An in-process server over a store that can be made slow, with two agents."""
     store = SlowStore()
     server = LoadBalancerServer(
-        LoadBalancer(store, BalancerConfig()), ServerOptions(listen="127.0.0.1:0", grace_s=2.0)
+        LoadBalancer(store, BalancerConfig()),
+        ServerOptions(listen="127.0.0.1:0", grace_period_s=2.0),
     )
     await server.start()
     try:
@@ -285,7 +286,7 @@ async def test_stop_lets_in_flight_rpcs_finish_and_refuses_new_ones(target: InPr
     target.store.slow, target.store.pause_s = True, 1.0  # the stop happens within this second
     in_flight = asyncio.ensure_future(stub.SelectAgent(pb.SelectAgentRequest(acquire=True)))
     await asyncio.wait_for(target.store.holding.wait(), HANG_GUARD_S)
-    stopping = asyncio.ensure_future(target.server.stop(grace_s=5.0))
+    stopping = asyncio.ensure_future(target.server.stop(grace_period_s=5.0))
     await _draining(target)
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await stub.GetStatistics(pb.GetStatisticsRequest(), timeout=HANG_GUARD_S)
@@ -303,7 +304,7 @@ async def test_draining_refuses_new_calls_and_streams_with_unavailable(
     target.store.slow, target.store.pause_s = True, 1.0  # the stop happens within this second
     in_flight = asyncio.ensure_future(target.stub.ListAgents(pb.ListAgentsRequest()))
     await asyncio.wait_for(target.store.holding.wait(), HANG_GUARD_S)
-    stopping = asyncio.ensure_future(target.server.stop(grace_s=5.0))
+    stopping = asyncio.ensure_future(target.server.stop(grace_period_s=5.0))
     await _draining(target)  # and the listing still in flight, held in the store
     for call in (
         target.stub.GetLoads(pb.GetLoadsRequest()),

@@ -97,7 +97,7 @@ async def target() -> AsyncIterator[Target]:
         # No background sweep: every state change seen must come from the request sent.
         ServerOptions(
             listen="127.0.0.1:0",
-            grace_s=1.0,
+            grace_period_s=1.0,
             max_message_bytes=MAX_MESSAGE,
             sweep_interval_s=3600.0,
         ),

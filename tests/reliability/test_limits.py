@@ -28,7 +28,7 @@ async def stub() -> AsyncIterator[pb_grpc.LoadBalancerStub]:
     """A client of a real server with small limits and one registered agent."""
     server = LoadBalancerServer(
         LoadBalancer(MemoryStore(), LIMITS),
-        ServerOptions(listen="127.0.0.1:0", grace_s=1.0, max_message_bytes=MAX_MESSAGE),
+        ServerOptions(listen="127.0.0.1:0", grace_period_s=1.0, max_message_bytes=MAX_MESSAGE),
     )
     await server.start()
     try:
