@@ -90,4 +90,10 @@ def decide(pool: Pool, inputs: DecisionInputs, task: Task, session_id: str) -> D
         ),
     )
     choice, compared = strategy.choose_from_pool(options, task, ctx)
-    return conclude(strategy, choice, compared, bool(session_id) and position is None)
+    bind = (
+        bool(session_id)
+        and position is None
+        and choice is not None
+        and stickiness.paced(choice, pool.slots, trees.total)
+    )
+    return conclude(strategy, choice, compared, bind)

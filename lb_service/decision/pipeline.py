@@ -18,7 +18,7 @@
 5. **stickiness** (``stickiness``): a session's agent answers if it is among those left,
    within the load and time bounds and not saturated by its report; otherwise it spills
    over and the binding stays, unless the agent can no longer serve the task, when the
-   session binds anew.
+   session binds anew: to the pick, if that agent serves at the pool's pace.
 6. **residency and saturation** (``reported.narrow``): with fresh reports, the agents
    holding the task's model within the load bound, the unsaturated ones among them
    first; with none, the unsaturated agents (all saturated: the least saturated, or a
@@ -202,8 +202,11 @@ def decide(inputs: DecisionInputs, task: Task, session_id: str) -> Decision | Re
     # A session whose agent is over its bound, full or ejected spills over and keeps its
     # binding; one with no binding, or whose agent left, cannot serve the task or is out
     # by health (unhealthy or draining), binds anew.
-    bind = bool(session_id) and (
-        inputs.binding is None or not _serves(inputs.binding.agent_id, matching)
+    bind = (
+        bool(session_id)
+        and (inputs.binding is None or not _serves(inputs.binding.agent_id, matching))
+        and choice is not None
+        and stickiness.paced(choice, sum(c.slot_count for c in pool), total_capacity)
     )
     return conclude(strategy, choice, compared, bind, panic)
 

@@ -16,6 +16,15 @@ A session's agent takes the session's request while two bounds hold, both set by
   once. An agent with a slot free always keeps its session (the request starts at
   once), so at moderate load almost every session stays put.
 
+A session **binds** only where it would be served at the pool's pace: its first request
+(or the first after its agent left) binds it to the agent chosen only when that agent's
+mean service time (``slots / capacity``) is at most ``BIND_PACE`` x the pool's
+(``sum(slots) / sum(capacity)``). A session whose request went to a slow host because
+the fast ones were busy stays unbound, and its next request binds where the decision
+puts it then. Bound to the slow host, the time bound above rarely moved it: an agent
+with a slot free always keeps its session, and a one-slot host usually has its slot
+free between the session's requests, so the session's whole conversation ran there.
+
 Measured (seeds 1-10, three fleets from outside the repository; seeds 1-5 on the
 shipped ones): the time bound took the default's mean p99 over the oracle's from 1.54x
 to 1.48x outside and from 1.15x to 1.13x on the shipped fleets (``mixed-fleet`` at 85%
@@ -31,6 +40,11 @@ from collections.abc import Callable
 from lb_service.capacity import within_bound
 from lb_service.strategies import Candidate
 from lb_service.strategies.base import expected_time
+
+#: How much slower than the pool's mean an agent may serve and still have sessions bind
+#: to it (``paced``). Measured on ``mixed-fleet`` and four fleets from outside the
+#: repository at 60% and 85% load, seeds 1-5: see the README's "Sticky sessions".
+BIND_PACE = 1.5
 
 
 def keeps(
@@ -49,3 +63,14 @@ def keeps(
     if not within_bound(bound.active, bound.capacity, total_active, total_capacity, factor):
         return False
     return bound.active < bound.slot_count or expected_time(bound) <= factor * shortest()
+
+
+def paced(choice: Candidate, total_slots: int, total_capacity: float) -> bool:
+    """Whether a session may bind to ``choice``: it serves within ``BIND_PACE`` of the pool's pace.
+
+    The totals are over every available agent that meets the task, as for ``keeps``:
+    the pool's mean service time per request is ``total_slots / total_capacity``.
+    """
+    if total_capacity <= 0:
+        return True
+    return choice.slot_count * total_capacity <= BIND_PACE * total_slots * choice.capacity

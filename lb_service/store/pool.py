@@ -97,6 +97,9 @@ class Pool:
         self.full = sum(map(_full, self._limits, self._records))
         #: Members whose capacity is learned.
         self.trusted = sum(figure is not None for figure in self._learned)
+        #: The parallel slots the ranks count, over the members (``decision.stickiness.
+        #: paced`` reads the pool's pace off them and the capacity total).
+        self.slots = sum(map(self._slots_of, range(len(self.agents))))
         #: Untrusted members holding EXPLORE_LIMIT requests or more, by position.
         self._held = {
             n
@@ -306,6 +309,10 @@ class Pool:
         else:
             figure = ranked_rate(*estimates[:3])
             self._time_ranks[position] = None
+            guess = self._guessed_slots[position]
+            self.slots += slots_ranked(guess, record, figure is not None) - slots_ranked(
+                guess, old, was is not None
+            )
         self.active += record.in_flight - old.in_flight
         limit = self._limits[position]
         if limit:
@@ -349,6 +356,11 @@ class Pool:
             self._releasable.update(agent_id, record, estimates)
         if self._released is not None and self._released is not self:
             self._released.update(agent_id, record, estimates)
+
+    def _slots_of(self, position: int) -> int:
+        """The member's slots as its rank counts them (``capacity.ranked_slots``)."""
+        trusted = self._learned[position] is not None
+        return slots_ranked(self._guessed_slots[position], self._records[position], trusted)
 
     def _time(self, position: int) -> float:
         """The member's expected time for a new request, as a full scan ranks it.

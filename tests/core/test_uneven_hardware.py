@@ -133,6 +133,44 @@ async def test_a_session_spills_from_a_queued_slow_agent_within_its_load_bound()
     assert (back.agent.id, back.sticky) == ("slow", True)  # the binding stayed
 
 
+async def test_a_session_sent_to_a_slow_host_stays_unbound_and_binds_where_it_lands_next() -> None:
+    """A session's first request queued off a busy fast host binds nowhere; its next binds.
+
+    A one-slot host at 10 s a request beside an 8-slot host at 1 s: the pool serves a
+    request every 9 / 8.1 = 1.1 s of slot time on average, the slow host every 10 s,
+    over ``BIND_PACE`` (1.5) times slower. With 100 requests open on the big host a
+    request waits longer there than it takes on the slow one, so it goes to the slow
+    host, and the session stays unbound; once the big host has room again the
+    session's next request goes there and binds.
+    """
+    clock = FakeClock()
+    lb = balancer(clock)
+    await lb.register(agent("slow", parallel_slots=1))
+    await lb.register(gpu("big", parallel_slots=8))
+    await teach(lb, clock, "slow", 3, 10_000)
+    await teach(lb, clock, "big", 3, 1_000)
+    backlog = [await lb.start("big") for _ in range(100)]
+
+    first = await lb.select(session_id="chat")
+    assert (first.agent.id, first.sticky) == ("slow", False)
+    for request_id in backlog:
+        await lb.end("big", 1_000, request_id=request_id)
+    second = await lb.select(session_id="chat")
+    assert (second.agent.id, second.sticky) == ("big", False)  # not held by the slow host
+    third = await lb.select(session_id="chat")
+    assert (third.agent.id, third.sticky) == ("big", True)  # bound by the second
+
+
+async def test_a_session_binds_to_a_host_that_serves_at_the_pools_pace() -> None:
+    """Two equal hosts: a session binds to the one its first request went to."""
+    lb = balancer()
+    await lb.register(gpu("a"))
+    await lb.register(gpu("b"))
+    first = await lb.select(session_id="chat")
+    again = await lb.select(session_id="chat")
+    assert (again.agent.id, again.sticky) == (first.agent.id, True)
+
+
 async def test_untrusted_agent_is_explored_one_request_at_a_time() -> None:
     """A new agent holds one request until the measured one is 3x its guess, then its two slots."""
     clock = FakeClock()
