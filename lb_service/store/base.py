@@ -81,6 +81,9 @@ class AgentStats:
         return self.active + self.pending
 
 
+_PENDING_FIELD = [f.name for f in fields(AgentStats)].index("pending")
+
+
 def _copier() -> Callable[[AgentStats, int], AgentStats]:
     """``with_pending``: one line per field, generated as dataclasses generates ``__init__``.
 
@@ -104,8 +107,6 @@ def _copier() -> Callable[[AgentStats, int], AgentStats]:
     copier: Callable[[AgentStats, int], AgentStats] = namespace["with_pending"]
     return copier
 
-
-_PENDING_FIELD = [f.name for f in fields(AgentStats)].index("pending")
 
 #: ``replace(stats, pending=pending)`` at a third of its cost: it runs twice on every pick.
 with_pending = _copier()
