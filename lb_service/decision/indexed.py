@@ -94,6 +94,6 @@ def decide(pool: Pool, inputs: DecisionInputs, task: Task, session_id: str) -> D
         bool(session_id)
         and position is None
         and choice is not None
-        and stickiness.paced(choice, pool.slots, trees.total)
+        and stickiness.paced(*pool.class_pace(choice.agent.id), pool.slots, trees.total)
     )
     return conclude(strategy, choice, compared, bind)

@@ -53,6 +53,7 @@ from lb_service.decision import (
 from lb_service.decision.outcome import Decision, Refusal, RefusalKind, conclude
 from lb_service.errors import NoEligibleAgent
 from lb_service.model import Agent, AgentHealth, StrategyName, Task
+from lb_service.peers import peer_class
 from lb_service.reports import ReceivedReport, Saturation
 from lb_service.requirements import eligible, meets
 from lb_service.store.base import AgentStats, Binding
@@ -206,9 +207,18 @@ def decide(inputs: DecisionInputs, task: Task, session_id: str) -> Decision | Re
         bool(session_id)
         and (inputs.binding is None or not _serves(inputs.binding.agent_id, matching))
         and choice is not None
-        and stickiness.paced(choice, sum(c.slot_count for c in pool), total_capacity)
+        and stickiness.paced(
+            *_class_pace(choice, pool), sum(c.slot_count for c in pool), total_capacity
+        )
     )
     return conclude(strategy, choice, compared, bind, panic)
+
+
+def _class_pace(choice: Candidate, pool: Sequence[Candidate]) -> tuple[int, float]:
+    """The slots and capacity of the choice's class among ``pool`` (``stickiness.paced``)."""
+    key = peer_class(choice.agent)
+    peers = [c for c in pool if peer_class(c.agent) == key]
+    return sum(c.slot_count for c in peers), sum(c.capacity for c in peers)
 
 
 def _bound(binding: Binding | None, options: Sequence[Candidate], task: Task) -> Candidate | None:

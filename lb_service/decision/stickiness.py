@@ -66,12 +66,16 @@ def keeps(
     return bound.active < bound.slot_count or expected_time(bound) <= factor * shortest()
 
 
-def paced(choice: Candidate, total_slots: int, total_capacity: float) -> bool:
-    """Whether a session may bind to ``choice``: it serves within ``BIND_PACE`` of the pool's pace.
+def paced(slots: int, capacity: float, total_slots: int, total_capacity: float) -> bool:
+    """Whether a session may bind to an agent whose class has ``slots`` and ``capacity``.
 
-    The totals are over every available agent that meets the task, as for ``keeps``:
-    the pool's mean service time per request is ``total_slots / total_capacity``.
+    Its class (``peers.peer_class``: the same hardware, engine, slots, limit and models)
+    serves within ``BIND_PACE`` of the pool's pace: ``slots / capacity`` at most that
+    times ``total_slots / total_capacity``, the totals over every available agent that
+    meets the task, as for ``keeps``. A class, not the agent: twins differ only in
+    what their own samples happened to show (on ``swap``, in which of them loaded
+    models), and sessions bound by that noise roamed among identical agents.
     """
-    if total_capacity <= 0:
+    if capacity <= 0 or total_capacity <= 0:
         return True
-    return choice.slot_count * total_capacity <= BIND_PACE * total_slots * choice.capacity
+    return slots * total_capacity <= BIND_PACE * total_slots * capacity

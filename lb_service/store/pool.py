@@ -357,6 +357,21 @@ class Pool:
         if self._released is not None and self._released is not self:
             self._released.update(agent_id, record, estimates)
 
+    def class_pace(self, agent_id: str) -> tuple[int, float]:
+        """The slots and capacity of the member's class over the pool (``stickiness.paced``).
+
+        O(class size): read only when a session binds. A subset pool reads its own
+        members, as a class of one each.
+        """
+        position = self._position[agent_id]
+        peers = self._peers.peers_of(position) if self._peers is not None else (position,)
+        scale = self._trees.scale
+        capacity = 0.0
+        for n in peers:
+            figure = self._learned[n]
+            capacity += self._priors[n] * scale if figure is None else figure
+        return sum(map(self._slots_of, peers)), capacity
+
     def _slots_of(self, position: int) -> int:
         """The member's slots as its rank counts them (``capacity.ranked_slots``)."""
         trusted = self._learned[position] is not None

@@ -161,6 +161,29 @@ async def test_a_session_sent_to_a_slow_host_stays_unbound_and_binds_where_it_la
     assert (third.agent.id, third.sticky) == ("big", True)  # bound by the second
 
 
+async def test_a_session_binds_to_a_twin_that_measured_slower_than_its_peer() -> None:
+    """Pace is judged by hardware class: a twin whose own requests ran slow still binds.
+
+    Two identical GPUs, one measured at 1 s a request, the other at 10 s (on ``swap``,
+    the twin that happened to load models): what sets them apart is their samples,
+    not their hardware, and sessions bound by that noise would roam among twins.
+    """
+    clock = FakeClock()
+    lb = balancer(clock)
+    await lb.register(gpu("quick", parallel_slots=4))
+    await lb.register(gpu("unlucky", parallel_slots=4))
+    await teach(lb, clock, "quick", 40, 1_000)
+    await teach(lb, clock, "unlucky", 40, 10_000)
+    backlog = [await lb.start("quick") for _ in range(100)]
+
+    first = await lb.select(session_id="chat")
+    assert (first.agent.id, first.sticky) == ("unlucky", False)
+    for request_id in backlog:
+        await lb.end("quick", 1_000, request_id=request_id)
+    again = await lb.select(session_id="chat")
+    assert (again.agent.id, again.sticky) == ("unlucky", True)
+
+
 async def test_a_session_binds_to_a_host_that_serves_at_the_pools_pace() -> None:
     """Two equal hosts: a session binds to the one its first request went to."""
     lb = balancer()
