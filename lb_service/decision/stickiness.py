@@ -17,13 +17,16 @@ A session's agent takes the session's request while two bounds hold, both set by
   once), so at moderate load almost every session stays put.
 
 A session **binds** only where it would be served at the pool's pace: its first request
-(or the first after its agent left) binds it to the agent chosen only when that agent's
-mean service time (``slots / capacity``) is at most ``BIND_PACE`` x the pool's
-(``sum(slots) / sum(capacity)``). A session whose request went to a slow host because
-the fast ones were busy stays unbound, and its next request binds where the decision
-puts it then. Bound to the slow host, the time bound above rarely moved it: an agent
-with a slot free always keeps its session, and a one-slot host usually has its slot
-free between the session's requests, so the session's whole conversation ran there.
+(or the first after its agent left) binds it to the agent chosen only when the mean
+service time of that agent's class (``peers.peer_class``; ``sum(slots) / sum(capacity)``
+over the class) is at most ``BIND_PACE`` x the pool's. A session whose request went to
+a slow host because the fast ones were busy stays unbound, and its next request binds
+where the decision puts it then. Bound to the slow host, the time bound above rarely
+moved it: an agent with a slot free always keeps its session, and a one-slot host
+usually has its slot free between the session's requests, so the session's whole
+conversation ran there. The class and not the agent, because twins differ only in what
+their samples showed: judged one by one, twins on ``swap`` that had loaded models
+looked slow, sessions stopped binding to them and roamed, and a run's backlog grew.
 
 Measured (seeds 1-10, three fleets from outside the repository; seeds 1-5 on the
 shipped ones): the time bound took the default's mean p99 over the oracle's from 1.54x
@@ -41,10 +44,11 @@ from lb_service.capacity import within_bound
 from lb_service.strategies import Candidate
 from lb_service.strategies.base import expected_time
 
-#: How much slower than the pool's mean an agent may serve and still have sessions bind
-#: to it (``paced``). Measured on ``mixed-fleet`` and four fleets from outside the
-#: repository at 60% and 85% load, seeds 1-5 (the README's "What changed the default,
-#: measured"): 1.5 beat 1.0, which kept fewer sessions on their agents.
+#: How much slower than the pool's mean an agent's class may serve and still have
+#: sessions bind to its agents (``paced``). Measured on ``mixed-fleet`` and four fleets
+#: from outside the repository at 60% and 85% load, seeds 1-5 (the README's "What
+#: changed the default, measured"): 1.5 beat 1.0, which kept fewer sessions on their
+#: agents (judged per agent then).
 BIND_PACE = 1.5
 
 
