@@ -133,6 +133,27 @@ async def test_a_session_spills_from_a_queued_slow_agent_within_its_load_bound()
     assert (back.agent.id, back.sticky) == ("slow", True)  # the binding stayed
 
 
+async def first_pick_off_a_backlog(slow: Agent, fast: Agent, measured: int) -> LoadBalancer:
+    """A balancer whose session "chat" made its first pick on ``slow``, unbound.
+
+    ``slow`` is measured at 10 s a request and ``fast`` at 1 s (``measured`` requests
+    each); with 100 requests open on ``fast`` the session's first request goes to
+    ``slow``, and the backlog then ends, so ``fast`` has room for the next.
+    """
+    clock = FakeClock()
+    lb = balancer(clock)
+    await lb.register(slow)
+    await lb.register(fast)
+    await teach(lb, clock, slow.id, measured, 10_000)
+    await teach(lb, clock, fast.id, measured, 1_000)
+    backlog = [await lb.start(fast.id) for _ in range(100)]
+    first = await lb.select(session_id="chat")
+    assert (first.agent.id, first.sticky) == (slow.id, False)
+    for request_id in backlog:
+        await lb.end(fast.id, 1_000, request_id=request_id)
+    return lb
+
+
 async def test_a_session_sent_to_a_slow_host_stays_unbound_and_binds_where_it_lands_next() -> None:
     """A session's first request queued off a busy fast host binds nowhere; its next binds.
 
@@ -143,18 +164,9 @@ async def test_a_session_sent_to_a_slow_host_stays_unbound_and_binds_where_it_la
     host, and the session stays unbound; once the big host has room again the
     session's next request goes there and binds.
     """
-    clock = FakeClock()
-    lb = balancer(clock)
-    await lb.register(agent("slow", parallel_slots=1))
-    await lb.register(gpu("big", parallel_slots=8))
-    await teach(lb, clock, "slow", 3, 10_000)
-    await teach(lb, clock, "big", 3, 1_000)
-    backlog = [await lb.start("big") for _ in range(100)]
-
-    first = await lb.select(session_id="chat")
-    assert (first.agent.id, first.sticky) == ("slow", False)
-    for request_id in backlog:
-        await lb.end("big", 1_000, request_id=request_id)
+    lb = await first_pick_off_a_backlog(
+        agent("slow", parallel_slots=1), gpu("big", parallel_slots=8), measured=3
+    )
     second = await lb.select(session_id="chat")
     assert (second.agent.id, second.sticky) == ("big", False)  # not held by the slow host
     third = await lb.select(session_id="chat")
@@ -168,18 +180,9 @@ async def test_a_session_binds_to_a_twin_that_measured_slower_than_its_peer() ->
     the twin that happened to load models): what sets them apart is their samples,
     not their hardware, and sessions bound by that noise would roam among twins.
     """
-    clock = FakeClock()
-    lb = balancer(clock)
-    await lb.register(gpu("quick", parallel_slots=4))
-    await lb.register(gpu("unlucky", parallel_slots=4))
-    await teach(lb, clock, "quick", 40, 1_000)
-    await teach(lb, clock, "unlucky", 40, 10_000)
-    backlog = [await lb.start("quick") for _ in range(100)]
-
-    first = await lb.select(session_id="chat")
-    assert (first.agent.id, first.sticky) == ("unlucky", False)
-    for request_id in backlog:
-        await lb.end("quick", 1_000, request_id=request_id)
+    lb = await first_pick_off_a_backlog(
+        gpu("unlucky", parallel_slots=4), gpu("quick", parallel_slots=4), measured=40
+    )
     again = await lb.select(session_id="chat")
     assert (again.agent.id, again.sticky) == ("unlucky", True)
 
