@@ -288,10 +288,6 @@ class PeerIndex:
             for record, key in zip(records, self._keys, strict=True)
         ]
 
-    def peers_of(self, position: int) -> Sequence[int]:
-        """The positions of the member's class, itself included (alone in a class of one)."""
-        return self._members.get(self._keys[position], (position,))
-
     def figures(self) -> list[Figures]:
         """Every member's estimates as decisions read them, in order."""
         return list(self._figures)

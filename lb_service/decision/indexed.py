@@ -90,10 +90,4 @@ def decide(pool: Pool, inputs: DecisionInputs, task: Task, session_id: str) -> D
         ),
     )
     choice, compared = strategy.choose_from_pool(options, task, ctx)
-    bind = (
-        bool(session_id)
-        and position is None
-        and choice is not None
-        and stickiness.paced(*pool.class_pace(choice.agent.id), pool.slots, trees.total)
-    )
-    return conclude(strategy, choice, compared, bind)
+    return conclude(strategy, choice, compared, bool(session_id) and position is None)

@@ -18,7 +18,7 @@
 5. **stickiness** (``stickiness``): a session's agent answers if it is among those left,
    within the load and time bounds and not saturated by its report; otherwise it spills
    over and the binding stays, unless the agent can no longer serve the task, when the
-   session binds anew: to the pick, if that agent serves at the pool's pace.
+   session binds anew.
 6. **residency and saturation** (``reported.narrow``): with fresh reports, the agents
    holding the task's model within the load bound, the unsaturated ones among them
    first; with none, the unsaturated agents (all saturated: the least saturated, or a
@@ -53,7 +53,6 @@ from lb_service.decision import (
 from lb_service.decision.outcome import Decision, Refusal, RefusalKind, conclude
 from lb_service.errors import NoEligibleAgent
 from lb_service.model import Agent, AgentHealth, StrategyName, Task
-from lb_service.peers import peer_class
 from lb_service.reports import ReceivedReport, Saturation
 from lb_service.requirements import eligible, meets
 from lb_service.store.base import AgentStats, Binding
@@ -203,22 +202,10 @@ def decide(inputs: DecisionInputs, task: Task, session_id: str) -> Decision | Re
     # A session whose agent is over its bound, full or ejected spills over and keeps its
     # binding; one with no binding, or whose agent left, cannot serve the task or is out
     # by health (unhealthy or draining), binds anew.
-    bind = (
-        bool(session_id)
-        and (inputs.binding is None or not _serves(inputs.binding.agent_id, matching))
-        and choice is not None
-        and stickiness.paced(
-            *_class_pace(choice, pool), sum(c.slot_count for c in pool), total_capacity
-        )
+    bind = bool(session_id) and (
+        inputs.binding is None or not _serves(inputs.binding.agent_id, matching)
     )
     return conclude(strategy, choice, compared, bind, panic)
-
-
-def _class_pace(choice: Candidate, pool: Sequence[Candidate]) -> tuple[int, float]:
-    """The slots and capacity of the choice's class among ``pool`` (``stickiness.paced``)."""
-    key = peer_class(choice.agent)
-    peers = [c for c in pool if peer_class(c.agent) == key]
-    return sum(c.slot_count for c in peers), sum(c.capacity for c in peers)
 
 
 def _bound(binding: Binding | None, options: Sequence[Candidate], task: Task) -> Candidate | None:

@@ -16,18 +16,6 @@ A session's agent takes the session's request while two bounds hold, both set by
   once. An agent with a slot free always keeps its session (the request starts at
   once), so at moderate load almost every session stays put.
 
-A session **binds** only where it would be served at the pool's pace: its first request
-(or the first after its agent left) binds it to the agent chosen only when the mean
-service time of that agent's class (``peers.peer_class``; ``sum(slots) / sum(capacity)``
-over the class) is at most ``BIND_PACE`` x the pool's. A session whose request went to
-a slow host because the fast ones were busy stays unbound, and its next request binds
-where the decision puts it then. Bound to the slow host, the time bound above rarely
-moved it: an agent with a slot free always keeps its session, and a one-slot host
-usually has its slot free between the session's requests, so the session's whole
-conversation ran there. The class and not the agent, because twins differ only in what
-their samples showed: judged one by one, twins on ``swap`` that had loaded models
-looked slow, sessions stopped binding to them and roamed, and a run's backlog grew.
-
 Measured (seeds 1-10, three fleets from outside the repository; seeds 1-5 on the
 shipped ones): the time bound took the default's mean p99 over the oracle's from 1.54x
 to 1.48x outside and from 1.15x to 1.13x on the shipped fleets (``mixed-fleet`` at 85%
@@ -43,13 +31,6 @@ from collections.abc import Callable
 from lb_service.capacity import within_bound
 from lb_service.strategies import Candidate
 from lb_service.strategies.base import expected_time
-
-#: How much slower than the pool's mean an agent's class may serve and still have
-#: sessions bind to its agents (``paced``). Measured on ``mixed-fleet`` and four fleets
-#: from outside the repository at 60% and 85% load, seeds 1-5 (the README's "What
-#: changed the default, measured"): 1.5 beat 1.0, which kept fewer sessions on their
-#: agents (judged per agent then).
-BIND_PACE = 1.5
 
 
 def keeps(
@@ -68,18 +49,3 @@ def keeps(
     if not within_bound(bound.active, bound.capacity, total_active, total_capacity, factor):
         return False
     return bound.active < bound.slot_count or expected_time(bound) <= factor * shortest()
-
-
-def paced(slots: int, capacity: float, total_slots: int, total_capacity: float) -> bool:
-    """Whether a session may bind to an agent whose class has ``slots`` and ``capacity``.
-
-    Its class (``peers.peer_class``: the same hardware, engine, slots, limit and models)
-    serves within ``BIND_PACE`` of the pool's pace: ``slots / capacity`` at most that
-    times ``total_slots / total_capacity``, the totals over every available agent that
-    meets the task, as for ``keeps``. A class, not the agent: twins differ only in
-    what their own samples happened to show (on ``swap``, in which of them loaded
-    models), and sessions bound by that noise roamed among identical agents.
-    """
-    if capacity <= 0 or total_capacity <= 0:
-        return True
-    return slots * total_capacity <= BIND_PACE * total_slots * capacity

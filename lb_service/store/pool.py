@@ -97,9 +97,6 @@ class Pool:
         self.full = sum(map(_full, self._limits, self._records))
         #: Members whose capacity is learned.
         self.trusted = sum(figure is not None for figure in self._learned)
-        #: The parallel slots the ranks count, over the members (``decision.stickiness.
-        #: paced`` reads the pool's pace off them and the capacity total).
-        self.slots = sum(map(self._slots_of, range(len(self.agents))))
         #: Untrusted members holding EXPLORE_LIMIT requests or more, by position.
         self._held = {
             n
@@ -309,10 +306,6 @@ class Pool:
         else:
             figure = ranked_rate(*estimates[:3])
             self._time_ranks[position] = None
-            guess = self._guessed_slots[position]
-            self.slots += slots_ranked(guess, record, figure is not None) - slots_ranked(
-                guess, old, was is not None
-            )
         self.active += record.in_flight - old.in_flight
         limit = self._limits[position]
         if limit:
@@ -356,26 +349,6 @@ class Pool:
             self._releasable.update(agent_id, record, estimates)
         if self._released is not None and self._released is not self:
             self._released.update(agent_id, record, estimates)
-
-    def class_pace(self, agent_id: str) -> tuple[int, float]:
-        """The slots and capacity of the member's class over the pool (``stickiness.paced``).
-
-        O(class size): read only when a session binds. A subset pool reads its own
-        members, as a class of one each.
-        """
-        position = self._position[agent_id]
-        peers = self._peers.peers_of(position) if self._peers is not None else (position,)
-        scale = self._trees.scale
-        capacity = 0.0
-        for n in peers:
-            figure = self._learned[n]
-            capacity += self._priors[n] * scale if figure is None else figure
-        return sum(map(self._slots_of, peers)), capacity
-
-    def _slots_of(self, position: int) -> int:
-        """The member's slots as its rank counts them (``capacity.ranked_slots``)."""
-        trusted = self._learned[position] is not None
-        return slots_ranked(self._guessed_slots[position], self._records[position], trusted)
 
     def _time(self, position: int) -> float:
         """The member's expected time for a new request, as a full scan ranks it.
